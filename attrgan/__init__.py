@@ -1,0 +1,1 @@
+"""attrgan: people attribute recognition with restoration GANs."""
