@@ -120,3 +120,76 @@ def validate_attributes(attributes: list[str] | tuple[str, ...]) -> tuple[str, .
     if bad:
         raise ValueError(f"attribute ids must be snake_case, got {bad}")
     return attrs
+
+
+# PETA's 35 attributes most papers evaluate on (the `selected_attribute` set of PETA.mat), in the
+# file's order, with the names PETA uses. Ids are `snake_case` of those names.
+PETA_NAMES: dict[str, str] = {
+    "personal_less_30": "personalLess30",
+    "personal_less_45": "personalLess45",
+    "personal_less_60": "personalLess60",
+    "personal_larger_60": "personalLarger60",
+    "carrying_backpack": "carryingBackpack",
+    "carrying_other": "carryingOther",
+    "lower_body_casual": "lowerBodyCasual",
+    "upper_body_casual": "upperBodyCasual",
+    "lower_body_formal": "lowerBodyFormal",
+    "upper_body_formal": "upperBodyFormal",
+    "accessory_hat": "accessoryHat",
+    "upper_body_jacket": "upperBodyJacket",
+    "lower_body_jeans": "lowerBodyJeans",
+    "footwear_leather_shoes": "footwearLeatherShoes",
+    "upper_body_logo": "upperBodyLogo",
+    "hair_long": "hairLong",
+    "personal_male": "personalMale",
+    "carrying_messenger_bag": "carryingMessengerBag",
+    "accessory_muffler": "accessoryMuffler",
+    "accessory_nothing": "accessoryNothing",
+    "carrying_nothing": "carryingNothing",
+    "upper_body_plaid": "upperBodyPlaid",
+    "carrying_plastic_bags": "carryingPlasticBags",
+    "footwear_sandals": "footwearSandals",
+    "footwear_shoes": "footwearShoes",
+    "lower_body_shorts": "lowerBodyShorts",
+    "upper_body_short_sleeve": "upperBodyShortSleeve",
+    "lower_body_short_skirt": "lowerBodyShortSkirt",
+    "footwear_sneaker": "footwearSneaker",
+    "upper_body_thin_stripes": "upperBodyThinStripes",
+    "accessory_sunglasses": "accessorySunglasses",
+    "lower_body_trousers": "lowerBodyTrousers",
+    "upper_body_tshirt": "upperBodyTshirt",
+    "upper_body_other": "upperBodyOther",
+    "upper_body_vneck": "upperBodyVNeck",
+}
+PETA35: tuple[str, ...] = tuple(PETA_NAMES)
+
+# PA-100K's 26 attributes in annotation.mat's order, with its names.
+PA100K_NAMES: dict[str, str] = {
+    "female": "Female",
+    "age_over_60": "AgeOver60",
+    "age_18_60": "Age18-60",
+    "age_less_18": "AgeLess18",
+    "front": "Front",
+    "side": "Side",
+    "back": "Back",
+    "hat": "Hat",
+    "glasses": "Glasses",
+    "hand_bag": "HandBag",
+    "shoulder_bag": "ShoulderBag",
+    "backpack": "Backpack",
+    "hold_objects_in_front": "HoldObjectsInFront",
+    "short_sleeve": "ShortSleeve",
+    "long_sleeve": "LongSleeve",
+    "upper_stride": "UpperStride",
+    "upper_logo": "UpperLogo",
+    "upper_plaid": "UpperPlaid",
+    "upper_splice": "UpperSplice",
+    "lower_stripe": "LowerStripe",
+    "lower_pattern": "LowerPattern",
+    "long_coat": "LongCoat",
+    "trousers": "Trousers",
+    "shorts": "Shorts",
+    "skirt_dress": "Skirt&Dress",
+    "boots": "boots",
+}
+PA100K26: tuple[str, ...] = tuple(PA100K_NAMES)
