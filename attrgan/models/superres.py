@@ -1,0 +1,52 @@
+"""Super-resolution generator G^S (paper §3.3): (80, 32) → (320, 128), i.e. ×4.
+
+Built like G^R (same blocks, activations and BatchNorm rule) with the paper's layer counts:
+
+    encoder  three 5×5 stride-2 convs, 256 → 512 → 1024 features, BatchNorm + LeakyReLU(0.2)
+    decoder  five 5×5 stride-2 transposed convs, 512 → 256 → 256 → 128 → 128, BatchNorm + ReLU
+    output   5×5 conv to 3 channels, tanh
+
+Two more upsampling layers than downsampling ones give the ×4 scale, so `scale` is fixed at 4.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from attrgan.models.reconstruction import EncoderDecoderGenerator, check_size
+
+SCALE = 4
+
+
+@dataclasses.dataclass(frozen=True)
+class SuperResConfig:
+    """G^S settings. `width` scales every layer's channel count (1.0 = the paper)."""
+
+    width: float = 1.0
+    input_size: tuple[int, int] = (80, 32)  # (H, W) of the low-resolution input; multiples of 8
+    scale: int = SCALE  # fixed by the architecture; stored so a bundle states it
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "input_size", tuple(self.input_size))
+        if not self.width > 0:
+            raise ValueError(f"SuperResConfig.width must be > 0, got {self.width!r}")
+        if self.scale != SCALE:
+            raise ValueError(f"SuperResConfig.scale: the paper's G^S upsamples by {SCALE}, got {self.scale!r}")
+        check_size(self.input_size, divisor=8, name="SuperResConfig")
+
+    @property
+    def output_size(self) -> tuple[int, int]:
+        return (self.input_size[0] * self.scale, self.input_size[1] * self.scale)
+
+
+class SuperResGenerator(EncoderDecoderGenerator):
+    """G^S: (B, 3, h, w) float32 in [-1, 1] → (B, 3, 4h, 4w) float32 in [-1, 1]."""
+
+    ENCODER = (256, 512, 1024)
+    DECODER = (512, 256, 256, 128, 128)
+
+    def __init__(self, config: SuperResConfig | None = None) -> None:
+        config = config or SuperResConfig()
+        super().__init__(encoder_channels=self.ENCODER, decoder_channels=self.DECODER, width=config.width,
+                         input_size=config.input_size, name="SuperResGenerator")
+        self.config = config

@@ -1,0 +1,278 @@
+"""The paper's networks: shapes, layer structure (§3.1–3.3), eq. (1), gradients, input checks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from attrgan.config import ConfigError
+from attrgan.models import (
+    AttributeClassifier,
+    ClassifierConfig,
+    ReconstructionConfig,
+    ReconstructionDiscriminator,
+    ReconstructionGenerator,
+    SuperResConfig,
+    SuperResDiscriminator,
+    SuperResGenerator,
+    build_network,
+    config_class,
+    part_rows,
+)
+
+ATTRS = ("female", "hat", "skirt", "backpack", "occlusion_down")
+SMALL = dict(attributes=ATTRS, backbone="small", width=0.125, input_size=(80, 32))
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_threads():
+    torch.manual_seed(0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(threads)
+
+
+def images(batch: int, size: tuple[int, int]) -> torch.Tensor:
+    return torch.rand(batch, 3, *size) * 2 - 1
+
+
+def leaves(model: nn.Module) -> list[nn.Module]:
+    return [m for m in model.modules() if not list(m.children())]
+
+
+# --- classifier -------------------------------------------------------------------------------
+
+def test_part_rows_follow_the_10_block_rule():
+    assert part_rows(320) == {"head_shoulder": (0, 128), "upper": (64, 224), "lower": (160, 320)}
+    assert part_rows(100) == {"head_shoulder": (0, 40), "upper": (20, 70), "lower": (50, 100)}
+    assert AttributeClassifier.part_rows(80) == {"head_shoulder": (0, 32), "upper": (16, 56), "lower": (40, 80)}
+    with pytest.raises(ValueError, match="height must be an integer >= 10"):
+        part_rows(9)
+
+
+def test_small_classifier_shapes_and_features():
+    model = AttributeClassifier(ClassifierConfig(**SMALL)).eval()
+    x = images(3, (80, 32))
+    feats = model.forward_features(x)
+    assert list(feats) == ["body", "head_shoulder", "upper", "lower"]
+    assert all(f.shape == (3, model.num_features) for f in feats.values())
+    assert model.num_features == 64  # 512 × 0.125
+    logits = model(x)
+    assert logits.shape == (3, len(ATTRS)) and logits.dtype == torch.float32
+    assert torch.equal(logits, model.forward_head(feats))
+
+
+def test_views_are_crops_through_one_shared_trunk_batched_by_height():
+    model = AttributeClassifier(ClassifierConfig(**SMALL)).eval()
+    calls = []
+    model.trunk.register_forward_hook(lambda mod, inp, out: calls.append(tuple(inp[0].shape)))
+    x = images(2, (80, 32))
+    with torch.no_grad():
+        feats = model.forward_features(x)
+    # body (80 rows), head-shoulder (32 rows), upper + lower (40 rows each) batched together.
+    assert sorted(calls) == sorted([(2, 3, 80, 32), (2, 3, 32, 32), (4, 3, 40, 32)])
+    normalised = ((x + 1) / 2 - model.mean) / model.std
+    with torch.no_grad():
+        for view, (top, bottom) in part_rows(80).items():
+            torch.testing.assert_close(feats[view], model.trunk(normalised[:, :, top:bottom]))
+        torch.testing.assert_close(feats["body"], model.trunk(normalised))
+
+
+def test_eq1_score_is_body_plus_best_part():
+    model = AttributeClassifier(ClassifierConfig(attributes=("hat", "skirt"), backbone="small", width=0.125,
+                                                 input_size=(80, 32)))
+    f = model.num_features
+    with torch.no_grad():
+        for head in [model.body_head, *model.part_heads.values()]:
+            head.weight.zero_()
+        # body: hat reads feature 0, skirt feature 1; each part reads feature 0 with its own scale.
+        model.body_head.weight[0, 0] = 1.0
+        model.body_head.weight[1, 1] = 1.0
+        model.body_head.bias.copy_(torch.tensor([0.5, -1.0]))
+        for part, scale in {"head_shoulder": 3.0, "upper": 1.0, "lower": -2.0}.items():
+            model.part_heads[part].weight[:, 0] = scale
+            model.part_heads[part].bias.zero_()
+    features = {view: torch.zeros(1, f) for view in ("body", "head_shoulder", "upper", "lower")}
+    features["body"][0, :2] = torch.tensor([2.0, 4.0])
+    features["head_shoulder"][0, 0] = 1.0  # part scores 3, 3
+    features["upper"][0, 0] = 2.0  # 2, 2
+    features["lower"][0, 0] = -1.0  # 2, 2
+    # hat: 2 + 0.5 + max(3, 2, 2) = 5.5; skirt: 4 - 1 + 3 = 6
+    torch.testing.assert_close(model.forward_head(features), torch.tensor([[5.5, 6.0]]))
+    features["lower"][0, 0] = -4.0  # lower now scores 8: the max switches part
+    torch.testing.assert_close(model.forward_head(features), torch.tensor([[10.5, 11.0]]))
+
+
+def test_classifier_rejects_wrong_input():
+    model = AttributeClassifier(ClassifierConfig(**SMALL))
+    with pytest.raises(ValueError, match=r"\(B, 3, 80, 32\).*got \(1, 3, 64, 32\)"):
+        model(images(1, (64, 32)))
+    with pytest.raises(ValueError, match=r"\(B, 3, 80, 32\).*got \(1, 1, 80, 32\)"):
+        model(torch.zeros(1, 1, 80, 32))
+    with pytest.raises(ValueError, match=r"\(B, 3, 80, 32\)"):
+        model(torch.zeros(3, 80, 32))
+
+
+def test_classifier_config_checks():
+    with pytest.raises(ValueError, match="backbone must be one of"):
+        ClassifierConfig(backbone="vgg16")
+    with pytest.raises(ValueError, match="'small' backbone only"):
+        ClassifierConfig(backbone="resnet50", width=0.5)
+    with pytest.raises(ValueError, match="input_size"):
+        ClassifierConfig(input_size=(8, 8))
+    with pytest.raises(ValueError, match="duplicates"):
+        ClassifierConfig(attributes=("hat", "hat"))
+    with pytest.raises(ValueError, match="unknown ResNet18_Weights 'IMAGENET9K'"):
+        AttributeClassifier(ClassifierConfig(backbone="resnet18", weights="IMAGENET9K"))
+    with pytest.raises(ValueError, match="no such file"):
+        AttributeClassifier(ClassifierConfig(backbone="small", weights="/nonexistent/trunk.pth"))
+
+
+def test_trunk_weights_from_local_files(tmp_path):
+    # A torchvision ResNet18 state dict (with its ImageNet fc, which the classifier drops).
+    reference = torchvision.models.resnet18()
+    torch.save(reference.state_dict(), tmp_path / "r18.pth")
+    model = AttributeClassifier(ClassifierConfig(attributes=ATTRS, backbone="resnet18", input_size=(64, 32),
+                                                 weights=str(tmp_path / "r18.pth")))
+    assert torch.equal(model.trunk.conv1.weight, reference.conv1.weight)
+    assert torch.equal(model.trunk.layer4[1].bn2.running_var, reference.layer4[1].bn2.running_var)
+
+    from safetensors.torch import save_file
+
+    small = AttributeClassifier(ClassifierConfig(**SMALL))
+    save_file(small.trunk.state_dict(), tmp_path / "small.safetensors")
+    again = AttributeClassifier(ClassifierConfig(**SMALL, weights=str(tmp_path / "small.safetensors")))
+    for (k, a), b in zip(small.trunk.state_dict().items(), again.trunk.state_dict().values()):
+        assert torch.equal(a, b), k
+    with pytest.raises(ValueError, match="do not fit the resnet18 trunk"):
+        AttributeClassifier(ClassifierConfig(backbone="resnet18", weights=str(tmp_path / "small.safetensors")))
+
+
+def test_resnet50_classifier_at_paper_size():
+    model = AttributeClassifier(ClassifierConfig()).eval()
+    assert model.num_features == 2048
+    with torch.inference_mode():
+        logits = model(images(1, (320, 128)))
+    assert logits.shape == (1, 52) and torch.isfinite(logits).all()
+
+
+# --- GAN layer structure at width 1 (§3.2 / §3.3) ----------------------------------------------
+
+def conv_layout(model: nn.Module) -> list[tuple[str, int, int, bool, str]]:
+    """(kind, out channels, stride, followed by BatchNorm, activation) per conv in order."""
+    seq = leaves(model)
+    out = []
+    for i, m in enumerate(seq):
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            assert m.kernel_size == (5, 5)
+            kind = "tconv" if isinstance(m, nn.ConvTranspose2d) else "conv"
+            has_bn = isinstance(seq[i + 1], nn.BatchNorm2d)
+            act = seq[i + 1 + has_bn]
+            out.append((kind, m.out_channels, m.stride[0], has_bn, type(act).__name__))
+    return out
+
+
+def test_reconstruction_generator_structure():
+    model = ReconstructionGenerator()
+    enc = [("conv", c, 2, True, "LeakyReLU") for c in (64, 128, 256, 512)]
+    dec = [("tconv", c, 2, True, "ReLU") for c in (256, 128, 64, 32)]
+    assert conv_layout(model) == enc + dec + [("conv", 3, 1, False, "Tanh")]
+    assert all(m.negative_slope == 0.2 for m in model.modules() if isinstance(m, nn.LeakyReLU))
+
+
+def test_superres_generator_structure():
+    model = SuperResGenerator()
+    enc = [("conv", c, 2, True, "LeakyReLU") for c in (256, 512, 1024)]
+    dec = [("tconv", c, 2, True, "ReLU") for c in (512, 256, 256, 128, 128)]
+    assert conv_layout(model) == enc + dec + [("conv", 3, 1, False, "Tanh")]
+    assert model.config.output_size == (320, 128)
+
+
+@pytest.mark.parametrize("cls, channels, size", [
+    (ReconstructionDiscriminator, (128, 256, 512, 1024), (160, 64)),
+    (SuperResDiscriminator, (128, 256, 512, 1024, 2048), (320, 128)),
+])
+def test_discriminator_structure(cls, channels, size):
+    model = cls()
+    expected = [("conv", c, 2, i > 0, "LeakyReLU") for i, c in enumerate(channels)]
+    assert conv_layout(model) == expected
+    assert model.input_size == size
+    assert model.classifier.in_features == channels[-1] * (size[0] // 2 ** len(channels)) * (size[1] // 2 ** len(channels))
+    assert model.classifier.out_features == 1
+
+
+# --- GAN shapes ---------------------------------------------------------------------------------
+
+def test_paper_width_shapes():
+    with torch.inference_mode():
+        assert ReconstructionGenerator().eval()(images(1, (160, 64))).shape == (1, 3, 160, 64)
+        assert SuperResGenerator().eval()(images(1, (80, 32))).shape == (1, 3, 320, 128)
+        assert ReconstructionDiscriminator().eval()(images(2, (160, 64))).shape == (2,)
+        assert SuperResDiscriminator().eval()(images(1, (320, 128))).shape == (1,)
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_small_width_shapes_and_range(batch):
+    g_r = ReconstructionGenerator(ReconstructionConfig(width=0.125))
+    g_s = SuperResGenerator(SuperResConfig(width=0.125))
+    out_r = g_r(images(batch, (160, 64)))
+    out_s = g_s(images(batch, (80, 32)))
+    assert out_r.shape == (batch, 3, 160, 64) and out_s.shape == (batch, 3, 320, 128)
+    assert out_r.abs().max() <= 1 and out_s.abs().max() <= 1  # tanh
+    assert ReconstructionDiscriminator(width=0.125)(out_r).shape == (batch,)
+    assert SuperResDiscriminator(width=0.125)(out_s).shape == (batch,)
+    # channels = max(1, round(c · width)); a tiny width keeps at least one channel
+    assert conv_layout(ReconstructionGenerator(ReconstructionConfig(width=0.01)))[0][1] == 1
+    assert conv_layout(ReconstructionGenerator(ReconstructionConfig(width=0.125)))[0][1] == 8
+
+
+def test_gans_reject_wrong_input():
+    with pytest.raises(ValueError, match=r"ReconstructionGenerator expects a \(B, 3, 160, 64\)"):
+        ReconstructionGenerator(ReconstructionConfig(width=0.125))(images(1, (80, 32)))
+    with pytest.raises(ValueError, match=r"SuperResGenerator expects a \(B, 3, 80, 32\).*got \(1, 4, 80, 32\)"):
+        SuperResGenerator(SuperResConfig(width=0.125))(torch.zeros(1, 4, 80, 32))
+    with pytest.raises(ValueError, match=r"SuperResDiscriminator expects a \(B, 3, 320, 128\)"):
+        SuperResDiscriminator(width=0.125)(images(1, (160, 64)))
+    with pytest.raises(ValueError, match="multiples of 16"):
+        ReconstructionConfig(input_size=(100, 64))
+    with pytest.raises(ValueError, match="upsamples by 4"):
+        SuperResConfig(scale=2)
+    with pytest.raises(ValueError, match="width must be > 0"):
+        ReconstructionDiscriminator(width=0)
+
+
+# --- gradients ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("build, size", [
+    (lambda: AttributeClassifier(ClassifierConfig(**SMALL)), (80, 32)),
+    (lambda: ReconstructionGenerator(ReconstructionConfig(width=0.125)), (160, 64)),
+    (lambda: SuperResGenerator(SuperResConfig(width=0.125)), (80, 32)),
+    (lambda: ReconstructionDiscriminator(width=0.125), (160, 64)),
+    (lambda: SuperResDiscriminator(width=0.125), (320, 128)),
+], ids=["classifier", "g_r", "g_s", "d_r", "d_s"])
+def test_every_parameter_gets_a_finite_gradient(build, size):
+    model = build().train()
+    out = model(images(4, size))
+    # A random projection so every output element matters (a plain sum would cancel through BN).
+    (out * torch.randn_like(out)).sum().backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None, name
+        assert torch.isfinite(p.grad).all(), name
+        assert p.grad.abs().sum() > 0, name
+
+
+# --- registry -----------------------------------------------------------------------------------
+
+def test_build_network_from_config_dict():
+    model = build_network("superres", {"width": 0.125, "input_size": [40, 16]})
+    assert isinstance(model, SuperResGenerator) and model.config.input_size == (40, 16)
+    clf = build_network("classifier", {"attributes": list(ATTRS), "backbone": "small", "width": 0.125})
+    assert clf.config.attributes == ATTRS
+    assert config_class("reconstruction") is ReconstructionConfig
+    with pytest.raises(ValueError, match="architecture must be one of"):
+        build_network("detector", {})
+    with pytest.raises(ConfigError, match="unknown setting"):
+        build_network("reconstruction", {"depth": 3})
