@@ -1,0 +1,450 @@
+"""Fetch, decode, crop and resize images; the batch function that turns manifest rows into arrays.
+
+Data contracts:
+- images are numpy HWC, RGB, uint8; batches (N, H, W, 3) uint8; sizes are (height, width);
+- network tensors are (N, 3, H, W) float32 in [-1, 1] (`to_tensor` / `to_uint8`);
+- a bbox is (x, y, w, h) in pixels of the stored image (EXIF orientation is ignored, so boxes
+  always refer to the pixel grid as stored).
+
+Decoding rules (`decode_image`, `load_crop`, `decode_batch`):
+- formats: JPEG, PNG, WEBP, BMP. Greyscale, palette, CMYK and 16-bit greyscale (scaled to 8 bit)
+  become RGB; an alpha channel is composited onto black (transparent pixels become black, so
+  padding around a cut-out person is deterministic instead of whatever colour hid under alpha 0).
+- memory is bounded by `max_pixels` (default `DEFAULT_MAX_PIXELS` = 40 MP, about 160 MB as Pillow
+  holds RGB in 4 bytes a pixel): no image is ever decoded to more pixels than that. `decode_image` refuses larger images.
+  `load_crop`/`decode_batch` decode a larger JPEG at 1/2, 1/4 or 1/8 scale (libjpeg DCT scaling,
+  so memory follows the reduced size) and crop the scaled box; other formats, and JPEGs too large
+  even at 1/8, fail with "image too large". Pillow also refuses images above
+  2 × `PIL.Image.MAX_IMAGE_PIXELS` (about 179 MP) as decompression bombs.
+  `decode_batch` holds at most `workers` decoded images at a time.
+- JPEGs are also decoded at reduced scale when every crop taken from them stays at least as large
+  as the output size, which is faster and loses nothing.
+- a truncated or corrupt file is an error, never a partly grey image.
+
+bbox rules (`crop`): width and height must be positive; a box partly outside the image is clipped
+to it when at least `MIN_VISIBLE` (half) of its area is inside, otherwise it is an error (a box
+mostly outside the frame is a bad annotation, not a person).
+
+Errors are `ImageError` with a message that starts with a short kind — "missing object",
+"access denied", "unreadable object", "unsupported uri", "undecodable image", "image too large",
+"bad bbox" — followed by what a person needs to fix it.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from PIL import Image, ImageFile, UnidentifiedImageError
+
+from attrgan.config import StorageConfig
+from attrgan.data.storage import allowed, read_bytes, scheme
+
+if TYPE_CHECKING:
+    import torch
+
+DEFAULT_MAX_PIXELS = 40_000_000
+MIN_VISIBLE = 0.5
+FORMATS = ("JPEG", "PNG", "WEBP", "BMP")
+DRAFT_SCALES = (2, 4, 8)  # the reductions libjpeg decodes natively
+
+# A truncated file must raise, not decode as an image padded with grey (Pillow's default; set here
+# so that nothing else in the process can have switched it on for us).
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+# `max_pixels` below is the limit that counts; Pillow's own warning for 89-179 MP images would only
+# repeat it in the logs (its hard error above 179 MP still applies).
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+BBox = tuple[int, int, int, int]
+Box = tuple[int, int, int, int]  # (x0, y0, x1, y1), clipped to the image
+
+
+class ImageError(ValueError):
+    """An image cannot be fetched, decoded or cropped; the message starts with the kind of problem."""
+
+
+# ---------------------------------------------------------------------------------------------
+# decoding
+
+
+def _open(data: bytes | bytearray | memoryview) -> Image.Image:
+    """Read the header only (no pixels decoded yet)."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise ValueError(f"expected image bytes, got {type(data).__name__}")
+    if len(data) == 0:
+        raise ImageError("undecodable image: the file is empty (0 bytes)")
+    try:
+        return Image.open(io.BytesIO(data), formats=FORMATS)
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"image too large: {exc}") from None
+    except UnidentifiedImageError:
+        head = bytes(data[:8])
+        raise ImageError(f"undecodable image: not a {'/'.join(FORMATS)} file "
+                         f"({len(data)} bytes starting {head!r})") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise ImageError(f"undecodable image: truncated or corrupt file header ({exc})") from None
+
+
+def _check_max_pixels(max_pixels: int) -> None:
+    if not isinstance(max_pixels, (int, np.integer)) or max_pixels <= 0:
+        raise ValueError(f"max_pixels must be a positive integer, got {max_pixels!r}")
+
+
+def _too_large(img: Image.Image, max_pixels: int, extra: str) -> ImageError:
+    w, h = img.size
+    return ImageError(f"image too large: {w}x{h} {img.format} ({w * h / 1e6:.1f} MP) is over the "
+                      f"{max_pixels / 1e6:.1f} MP decode limit{extra}")
+
+
+def _memory_scale(img: Image.Image, max_pixels: int) -> int:
+    """The smallest draft reduction that keeps the decoded image within max_pixels."""
+    w, h = img.size
+    if w * h <= max_pixels:
+        return 1
+    if img.format != "JPEG":
+        raise _too_large(img, max_pixels, "; only JPEGs can be decoded at reduced scale")
+    for s in DRAFT_SCALES:
+        if math.ceil(w / s) * math.ceil(h / s) <= max_pixels:
+            return s
+    raise _too_large(img, max_pixels, f", even at 1/{DRAFT_SCALES[-1]} scale")
+
+
+def _load(img: Image.Image) -> None:
+    try:
+        img.load()
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"image too large: {exc}") from None
+    except (OSError, ValueError, SyntaxError, EOFError, IndexError) as exc:
+        raise ImageError(f"undecodable image: truncated or corrupt {img.format} data ({exc})") from None
+
+
+def _to_rgb(img: Image.Image) -> np.ndarray:
+    """HWC uint8 RGB of any Pillow mode the supported formats produce."""
+    mode = img.mode
+    if mode.startswith("I"):  # 16-bit greyscale PNG ("I;16", "I;16B", or "I")
+        grey = np.asarray(img).astype(np.uint32)
+        grey = ((np.clip(grey, 0, 65535) * 255 + 32767) // 65535).astype(np.uint8)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    if mode == "F":
+        raise ImageError("undecodable image: floating-point images are not supported")
+    has_alpha = mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in img.info
+    if has_alpha:
+        rgba = np.asarray(img.convert("RGBA"))
+        alpha = rgba[:, :, 3:4].astype(np.uint16)
+        return ((rgba[:, :, :3].astype(np.uint16) * alpha + 127) // 255).astype(np.uint8)
+    return np.array(img.convert("RGB") if mode != "RGB" else img, dtype=np.uint8)
+
+
+def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode JPEG/PNG/WEBP/BMP bytes at full resolution: (H, W, 3) uint8 RGB.
+
+    ImageError: not an image, truncated/corrupt, or more than `max_pixels` pixels (checked from
+    the header, before any pixel is decoded; `load_crop` can read such JPEGs at reduced scale).
+    """
+    _check_max_pixels(max_pixels)
+    img = _open(data)
+    w, h = img.size
+    if w * h > max_pixels:
+        raise _too_large(img, max_pixels, "")
+    _load(img)
+    return _to_rgb(img)
+
+
+# ---------------------------------------------------------------------------------------------
+# boxes, crop, resize
+
+
+def _clip_box(bbox: Sequence[Any], width: int, height: int) -> Box:
+    """(x, y, w, h) → (x0, y0, x1, y1) inside a width×height image, or ImageError("bad bbox: ...")."""
+    try:
+        x, y, w, h = (int(v) for v in bbox)
+    except (TypeError, ValueError):
+        raise ImageError(f"bad bbox: expected four integers (x, y, w, h), got {tuple(bbox)!r}") from None
+    if w <= 0 or h <= 0:
+        raise ImageError(f"bad bbox: width and height must be positive, got (x={x}, y={y}, w={w}, h={h})")
+    x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + w, width), min(y + h, height)
+    if x1 <= x0 or y1 <= y0:
+        raise ImageError(f"bad bbox: (x={x}, y={y}, w={w}, h={h}) lies entirely outside the {width}x{height} image")
+    visible = (x1 - x0) * (y1 - y0) / (w * h)
+    if visible < MIN_VISIBLE:
+        raise ImageError(f"bad bbox: only {visible:.0%} of (x={x}, y={y}, w={w}, h={h}) lies inside the "
+                         f"{width}x{height} image (at least {MIN_VISIBLE:.0%} must)")
+    return x0, y0, x1, y1
+
+
+def crop(image: np.ndarray, bbox: Sequence[int] | None) -> np.ndarray:
+    """Crop (H, W, 3) uint8 `image` to bbox (x, y, w, h) in pixels; None returns a copy of the image.
+
+    A box partly outside the image is clipped when at least MIN_VISIBLE of its area is inside.
+    ImageError("bad bbox: ...") for zero/negative sizes or a box (mostly) outside the image.
+    Always returns a new array, so a small crop never keeps a large frame alive.
+    """
+    if not isinstance(image, np.ndarray) or image.ndim != 3:
+        raise ValueError(f"expected an (H, W, C) array, got {getattr(image, 'shape', type(image).__name__)}")
+    if bbox is None:
+        return image.copy()
+    x0, y0, x1, y1 = _clip_box(bbox, image.shape[1], image.shape[0])
+    return image[y0:y1, x0:x1].copy()
+
+
+def _check_size(size: Sequence[int]) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in size)
+    except (TypeError, ValueError):
+        raise ValueError(f"size must be (height, width), got {size!r}") from None
+    if h <= 0 or w <= 0:
+        raise ValueError(f"size must be positive (height, width), got {size!r}")
+    return h, w
+
+
+def resize(image: np.ndarray, size: Sequence[int]) -> np.ndarray:
+    """Resize (H, W, 3) uint8 to size=(height, width) with Pillow's bilinear filter (antialiased
+    when shrinking). The aspect ratio is not kept: person crops are stretched to the network input,
+    as in the RAP/PETA protocols."""
+    h, w = _check_size(size)
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected (H, W, 3) uint8, got {getattr(image, 'shape', None)} "
+                         f"{getattr(image, 'dtype', type(image).__name__)}")
+    if image.shape[:2] == (h, w):
+        return image.copy()
+    return np.asarray(Image.fromarray(image).resize((w, h), Image.Resampling.BILINEAR))
+
+
+# ---------------------------------------------------------------------------------------------
+# fetch + decode + crop, sharing one decode between the crops of a frame
+
+
+def fetch(uri: str, storage: StorageConfig | None = None) -> bytes:
+    """The bytes of `uri`; ImageError naming the object and the problem."""
+    try:
+        scheme(uri)
+    except ValueError as exc:
+        raise ImageError(f"unsupported uri: {exc}") from None
+    try:
+        return read_bytes(uri, storage)
+    except FileNotFoundError:
+        raise ImageError(f"missing object: {uri} not found") from None
+    except PermissionError:
+        raise ImageError(f"access denied: {uri} (check the job's credentials and bucket policy)") from None
+    except IsADirectoryError:
+        raise ImageError(f"unreadable object: {uri} is a folder, not an image") from None
+    except OSError as exc:
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if "ACCESS_DENIED" in text or "AccessDenied" in text or "403" in text:
+            raise ImageError(f"access denied: {uri} (check the job's credentials and bucket policy)") from None
+        raise ImageError(f"unreadable object: {uri}: {text}") from None
+
+
+def _crops_from(data: bytes, bboxes: Sequence[Sequence[int] | None], size: tuple[int, int] | None,
+                max_pixels: int) -> list[tuple[np.ndarray, tuple[int, int]] | ImageError]:
+    """Decode `data` once and cut every box. Per box: (crop, (crop_h, crop_w) at full resolution)
+    or the ImageError of that box. An error common to all boxes (undecodable...) is raised."""
+    img = _open(data)
+    width, height = img.size
+    boxes: list[Box | ImageError] = []
+    for bbox in bboxes:
+        try:
+            boxes.append((0, 0, width, height) if bbox is None else _clip_box(bbox, width, height))
+        except ImageError as exc:
+            boxes.append(exc)
+    valid = [b for b in boxes if not isinstance(b, ImageError)]
+    if not valid:
+        return boxes  # nothing to decode
+    scale = _memory_scale(img, max_pixels)
+    if size is not None and img.format == "JPEG":
+        # Reduce further when every crop keeps at least the output size: faster, no detail lost.
+        for s in reversed(DRAFT_SCALES):
+            if s <= scale:
+                break
+            if all((b[3] - b[1]) // s >= size[0] and (b[2] - b[0]) // s >= size[1] for b in valid):
+                scale = s
+                break
+    if scale > 1:
+        img.draft(img.mode, (width // scale, height // scale))
+    _load(img)
+    sx, sy = width / img.size[0], height / img.size[1]
+    out: list[tuple[np.ndarray, tuple[int, int]] | ImageError] = []
+    for box in boxes:
+        if isinstance(box, ImageError):
+            out.append(box)
+            continue
+        x0, y0, x1, y1 = box
+        scaled = (int(x0 / sx), int(y0 / sy), max(math.ceil(x1 / sx), int(x0 / sx) + 1),
+                  max(math.ceil(y1 / sy), int(y0 / sy) + 1))
+        if size is not None and img.mode in ("L", "RGB", "CMYK"):
+            # Crop and resize in one Pillow step: no full-size copy of a large crop is ever made.
+            rgb = _to_rgb(img.resize((size[1], size[0]), Image.Resampling.BILINEAR, box=scaled))
+        else:
+            rgb = _to_rgb(img.crop(scaled) if scaled != (0, 0, *img.size) else img)
+            if size is not None:
+                rgb = resize(rgb, size)
+        out.append((rgb, (y1 - y0, x1 - x0)))
+    return out
+
+
+def load_crop(uri: str, bbox: Sequence[int] | None = None, storage: StorageConfig | None = None, *,
+              size: Sequence[int] | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Fetch `uri`, decode it and crop bbox (x, y, w, h) (None: the whole image).
+
+    Returns (h, w, 3) uint8 RGB, resized to `size` (height, width) when given. A JPEG over
+    `max_pixels` is decoded at reduced scale, so its crop comes back smaller than the box.
+    Raises ImageError with a message a person can act on.
+    """
+    _check_max_pixels(max_pixels)
+    size = None if size is None else _check_size(size)
+    result = _crops_from(fetch(uri, storage), [bbox], size, max_pixels)[0]
+    if isinstance(result, ImageError):
+        raise result
+    return result[0]
+
+
+def _optional_int(value: Any) -> int | None:
+    """A bbox cell as int; None for null (None, NaN, pandas NA); ValueError for non-integers."""
+    if value is None:
+        return None
+    try:
+        if value != value:  # NaN
+            return None
+    except TypeError:  # pandas.NA refuses to be a bool: it is a null
+        return None
+    number = float(value)
+    if not number.is_integer():
+        raise ValueError(value)
+    return int(number)
+
+
+def _row_bbox(cells: Sequence[Any]) -> tuple[int, int, int, int] | None:
+    try:
+        values = [_optional_int(v) for v in cells]
+    except (TypeError, ValueError):
+        raise ImageError(f"bad bbox: expected whole pixel numbers, got {tuple(cells)!r}") from None
+    if all(v is None for v in values):
+        return None
+    if any(v is None for v in values):
+        raise ImageError(f"bad bbox: bbox_x, bbox_y, bbox_w, bbox_h must be all set or all null, got {tuple(values)!r}")
+    return tuple(values)  # type: ignore[return-value]
+
+
+def _columns(batch: Any) -> dict[str, Any]:
+    if isinstance(batch, Mapping):
+        return dict(batch)
+    if hasattr(batch, "column_names"):  # pyarrow Table / RecordBatch
+        return {name: batch.column(name).to_numpy(zero_copy_only=False) for name in batch.column_names}
+    if hasattr(batch, "columns"):  # pandas DataFrame
+        return {name: batch[name].to_numpy() for name in batch.columns}
+    raise ValueError(f"expected a dict of columns, a DataFrame or a pyarrow Table, got {type(batch).__name__}")
+
+
+def decode_batch(batch: Any, *, size: Sequence[int] = (320, 128), storage: StorageConfig | None = None,
+                 max_pixels: int = DEFAULT_MAX_PIXELS, workers: int = 8,
+                 allowed_prefixes: Sequence[str] | None = None) -> dict[str, Any]:
+    """Fetch, decode, crop and resize a batch of manifest rows. Never raises for a bad row.
+
+    allowed_prefixes: when given (see `manifest.allowed_prefixes`), rows whose image_uri lies
+    outside them become "refused uri" error rows and are never fetched.
+
+    Input columns (dict of numpy arrays/lists, DataFrame or pyarrow Table):
+        image_uri                        str, absolute (s3://, file:// or a local path)
+        bbox_x, bbox_y, bbox_w, bbox_h   optional; ints, null/NaN = whole image
+    Output: every input column, plus
+        image                            (N, H, W, 3) uint8 RGB at `size` (H, W); zeros on error
+        crop_height, crop_width          (N,) int32, the crop's size in the stored image; 0 on error
+        status                           (N,) object, "ok" or "error"
+        error                            (N,) object, None when ok, else a message starting with
+                                         its kind: "missing object: s3://b/k not found", "bad bbox: …"
+
+    Objects are fetched concurrently by `workers` threads (object-store latency dominates, and
+    Pillow decodes without holding the GIL); rows sharing an image_uri are fetched and decoded once.
+    """
+    h, w = _check_size(size)
+    _check_max_pixels(max_pixels)
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    out = _columns(batch)
+    if "image_uri" not in out:
+        raise ValueError(f"decode_batch needs an 'image_uri' column, got columns {sorted(out)}")
+    uris = list(out["image_uri"])
+    n = len(uris)
+    has_bbox = all(c in out for c in ("bbox_x", "bbox_y", "bbox_w", "bbox_h"))
+    cells = list(zip(*(list(out[c]) for c in ("bbox_x", "bbox_y", "bbox_w", "bbox_h")))) if has_bbox else [()] * n
+
+    images = np.zeros((n, h, w, 3), dtype=np.uint8)
+    crop_h = np.zeros(n, dtype=np.int32)
+    crop_w = np.zeros(n, dtype=np.int32)
+    errors: list[str | None] = [None] * n
+
+    groups: dict[str, list[tuple[int, tuple[int, int, int, int] | None]]] = {}
+    for i, (uri, row_cells) in enumerate(zip(uris, cells)):
+        if not isinstance(uri, str) or not uri.strip():
+            errors[i] = f"missing uri: row has no image_uri (got {uri!r})"
+            continue
+        if allowed_prefixes is not None and not allowed(uri, allowed_prefixes):
+            errors[i] = (f"refused uri: {uri} is outside the allowed prefixes {list(allowed_prefixes)} "
+                         "(set storage.allowed_prefixes to allow it)")
+            continue
+        try:
+            bbox = _row_bbox(row_cells) if has_bbox else None
+        except ImageError as exc:
+            errors[i] = str(exc)
+            continue
+        groups.setdefault(uri, []).append((i, bbox))
+
+    def work(uri: str, rows: list[tuple[int, tuple[int, int, int, int] | None]]) -> None:
+        try:
+            results = _crops_from(fetch(uri, storage), [b for _, b in rows], (h, w), max_pixels)
+        except ImageError as exc:
+            results = [exc] * len(rows)
+        except Exception as exc:  # one strange file must not take the whole batch down
+            results = [ImageError(f"undecodable image: {uri}: {type(exc).__name__}: {exc}")] * len(rows)
+        for (i, _), result in zip(rows, results):
+            if isinstance(result, ImageError):
+                message = str(result)
+                errors[i] = message if uri in message else f"{message} ({uri})"
+            else:
+                images[i] = result[0]
+                crop_h[i], crop_w[i] = result[1]
+
+    if len(groups) <= 1 or workers == 1:
+        for uri, rows in groups.items():
+            work(uri, rows)
+    else:
+        with ThreadPoolExecutor(max_workers=min(workers, len(groups))) as pool:
+            list(pool.map(lambda item: work(*item), groups.items()))
+
+    out["image"] = images
+    out["crop_height"] = crop_h
+    out["crop_width"] = crop_w
+    out["status"] = np.array(["ok" if e is None else "error" for e in errors], dtype=object)
+    out["error"] = np.array(errors, dtype=object)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# tensors
+
+
+def to_tensor(images: np.ndarray) -> "torch.Tensor":
+    """(N, H, W, 3) uint8 → (N, 3, H, W) float32 in [-1, 1]."""
+    import torch
+
+    if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] != 3:
+        raise ValueError(f"expected (N, H, W, 3) uint8, got {getattr(images, 'shape', None)} "
+                         f"{getattr(images, 'dtype', type(images).__name__)}")
+    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
+    return x.div_(127.5).sub_(1.0)
+
+
+def to_uint8(tensor: "torch.Tensor | np.ndarray") -> np.ndarray:
+    """(N, 3, H, W) float in [-1, 1] (values outside are clipped) → (N, H, W, 3) uint8."""
+    import torch
+
+    x = torch.as_tensor(tensor)
+    if x.ndim != 4 or x.shape[1] != 3:
+        raise ValueError(f"expected (N, 3, H, W), got {tuple(x.shape)}")
+    x = ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.permute(0, 2, 3, 1).contiguous().numpy()

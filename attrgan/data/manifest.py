@@ -1,0 +1,441 @@
+"""Parquet manifests: the input of every job (DESIGN.md "Manifest").
+
+A manifest is one Parquet file, a folder of Parquet files, or a hive-partitioned prefix
+(`.../date=2026-11-25/camera=c1/part-0.parquet`), on S3 or the local disk. Its fixed columns:
+
+    crop_id                         string, required, unique — the key carried to the output
+    image_uri                       string, required — s3://…, file://…, an absolute local path,
+                                    or a path relative to the manifest (see `read_manifest`)
+    bbox_x, bbox_y, bbox_w, bbox_h  int32, nullable — crop box in pixels; all null = whole image
+    camera_id                       string, nullable
+    captured_at                     timestamp[us, UTC], nullable (naive timestamps are taken as UTC)
+    split                           string, nullable — train / val / test
+
+plus, in training/eval manifests, one int8 column per attribute id: 1 positive, 0 negative,
+-1 unknown (a null label is read as -1). Hive partition keys come back as string columns.
+
+Only files ending in .parquet / .parq / .pq are data files; names starting with '_' or '.'
+(`_SUCCESS`, `_temporary/`, `.crc`) are skipped, so images may sit beside a manifest.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+from collections.abc import Mapping, Sequence
+from typing import Any
+from urllib.parse import quote
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from attrgan.config import StorageConfig
+from attrgan.data.storage import filesystem, is_s3, parent, split_s3
+
+MANIFEST_SCHEMA = pa.schema([
+    pa.field("crop_id", pa.string(), nullable=False),
+    pa.field("image_uri", pa.string(), nullable=False),
+    pa.field("bbox_x", pa.int32()),
+    pa.field("bbox_y", pa.int32()),
+    pa.field("bbox_w", pa.int32()),
+    pa.field("bbox_h", pa.int32()),
+    pa.field("camera_id", pa.string()),
+    pa.field("captured_at", pa.timestamp("us", tz="UTC")),
+    pa.field("split", pa.string()),
+])
+FIXED_COLUMNS: tuple[str, ...] = tuple(MANIFEST_SCHEMA.names)
+REQUIRED_COLUMNS: tuple[str, ...] = ("crop_id", "image_uri")
+BBOX_COLUMNS: tuple[str, ...] = ("bbox_x", "bbox_y", "bbox_w", "bbox_h")
+LABEL_VALUES = (-1, 0, 1)
+DATA_SUFFIXES = (".parquet", ".parq", ".pq")
+
+Partition = str | Mapping[str, Any]
+
+
+class ManifestError(ValueError):
+    """A manifest is missing, unreadable, or breaks the manifest contract."""
+
+
+# ---------------------------------------------------------------------------------------------
+# reading
+
+
+def read_manifest(uri: str, storage: StorageConfig | None = None, partition: Partition | None = None,
+                  columns: Sequence[str] | None = None) -> pa.Table:
+    """Read, validate and normalise a manifest.
+
+    uri: a Parquet file, a folder of them, or a hive-partitioned prefix (s3:// or local).
+    partition: one partition of a partitioned manifest, as its relative folder
+        ("date=2026-11-25/camera=c1", or a leading part of it such as "date=2026-11-25") or as a
+        dict in folder order ({"date": "2026-11-25", "camera": "c1"}). Its keys stay as columns.
+    columns: the columns to read; crop_id and image_uri are always included.
+
+    Returns a `pa.Table` cast to `MANIFEST_SCHEMA` types (label columns int8) whose image_uri
+    values are absolute: relative paths are resolved against the manifest's folder — the file's
+    folder for a single file, the given folder/prefix itself for a folder or partitioned prefix
+    (whichever partition is selected). `s3://`, `file://` and absolute local paths stay as they are.
+
+    Rows are not filtered here: `allowed_prefixes(uri, storage)` gives the prefixes that image_uri
+    values must lie under, and `decode_batch` turns each refused row into an error row.
+    """
+    fs, path = filesystem(uri, storage)
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.NotFound:
+        raise ManifestError(f"manifest not found: {uri}")
+    if info.type == pafs.FileType.File:
+        if partition is not None:
+            raise ManifestError(f"partition {partition!r} given, but the manifest {uri} is a single file")
+        dataset = ds.dataset([path], filesystem=fs, format="parquet")
+        base = parent(uri)
+    else:
+        rel = "" if partition is None else _partition_path(partition)
+        files = _data_files(fs, path, rel, uri)
+        if not files:
+            if rel:
+                raise ManifestError(f"partition {rel!r} not found under {uri}; partitions: "
+                                    f"{_preview(list_partitions(uri, storage))}")
+            raise ManifestError(f"no Parquet files (*{', *'.join(DATA_SUFFIXES)}) under {uri}")
+        keys = _partition_keys(files, uri)
+        partitioning = ds.partitioning(pa.schema([(k, pa.string()) for k in keys]), flavor="hive") if keys else None
+        dataset = ds.dataset([f for f, _ in files], filesystem=fs, format="parquet",
+                             partitioning=partitioning, partition_base_dir=path)
+        base = uri.rstrip("/") if is_s3(uri) or "://" in uri else os.path.abspath(uri)
+    read_columns = None
+    if columns is not None:
+        read_columns = list(dict.fromkeys([*REQUIRED_COLUMNS, *columns]))
+        unknown = [c for c in read_columns if c not in dataset.schema.names]
+        unknown_required = [c for c in unknown if c in REQUIRED_COLUMNS]
+        if unknown_required:
+            raise ManifestError(f"manifest {uri} is missing the required column {unknown_required[0]!r}; "
+                                f"it has {dataset.schema.names}")
+        if unknown:
+            raise ManifestError(f"manifest {uri} has no column(s) {unknown}; it has {dataset.schema.names}")
+    try:
+        table = dataset.to_table(columns=read_columns)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
+        raise ManifestError(f"cannot read manifest {uri}: {exc}") from None
+    try:
+        table = validate_manifest(table)
+    except ManifestError as exc:
+        raise ManifestError(f"{uri}: {exc}") from None
+    return _resolve_image_uris(table, base)
+
+
+def _partition_path(partition: Partition) -> str:
+    if isinstance(partition, Mapping):
+        if not partition:
+            raise ValueError("partition dict is empty")
+        return "/".join(f"{k}={quote(str(v), safe='')}" for k, v in partition.items())
+    if not isinstance(partition, str):
+        raise ValueError(f"partition must be 'key=value/...' or a dict, got {partition!r}")
+    rel = partition.strip("/")
+    segments = rel.split("/")
+    if not rel or any(s.count("=") < 1 or s.startswith("=") or s in (".", "..") for s in segments):
+        raise ValueError(f"partition must look like 'key=value' or 'key=value/key2=value2', got {partition!r}")
+    return rel
+
+
+def _data_files(fs: pafs.FileSystem, root: str, rel: str, uri: str) -> list[tuple[str, str]]:
+    """(path, folder relative to root) of every data file under root/rel, sorted by path."""
+    start = f"{root}/{rel}" if rel else root
+    infos = fs.get_file_info(pafs.FileSelector(start, allow_not_found=True, recursive=True))
+    out = []
+    for info in infos:
+        if info.type != pafs.FileType.File:
+            continue
+        inner = info.path[len(root):].lstrip("/")
+        segments = inner.split("/")
+        if any(s.startswith(("_", ".")) for s in segments) or not inner.lower().endswith(DATA_SUFFIXES):
+            continue
+        folder = "/".join(segments[:-1])
+        if folder and not all("=" in s and not s.startswith("=") for s in segments[:-1]):
+            raise ManifestError(f"{uri}: Parquet file {inner!r} lies in a folder that is not a hive partition "
+                                "(key=value/...); move it or point the job at that file")
+        out.append((info.path, folder))
+    return sorted(out)
+
+
+def _partition_keys(files: list[tuple[str, str]], uri: str) -> list[str]:
+    layouts = {tuple(s.split("=", 1)[0] for s in folder.split("/")) if folder else () for _, folder in files}
+    if len(layouts) > 1:
+        raise ManifestError(f"{uri}: partition folders disagree on their keys: {sorted(layouts)}")
+    return list(layouts.pop())
+
+
+def list_partitions(uri: str, storage: StorageConfig | None = None) -> list[str]:
+    """The hive partition folders under `uri` that hold data files, relative and sorted.
+
+    [""] for an unpartitioned manifest (a single file, or files directly in the folder);
+    [] when the folder holds no data files. ManifestError when `uri` does not exist.
+    """
+    fs, path = filesystem(uri, storage)
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.NotFound:
+        raise ManifestError(f"manifest not found: {uri}")
+    if info.type == pafs.FileType.File:
+        return [""]
+    return sorted({folder for _, folder in _data_files(fs, path, "", uri)})
+
+
+# ---------------------------------------------------------------------------------------------
+# validation
+
+
+def validate_manifest(table: pa.Table | Any, attributes: Sequence[str] | None = None) -> pa.Table:
+    """Check `table` (pyarrow Table or pandas DataFrame) against the manifest contract.
+
+    Returns the table with fixed columns cast to `MANIFEST_SCHEMA` types and label columns to int8
+    (nulls → -1). Label columns are `attributes` when given (each must be present), otherwise
+    `manifest_attributes(table)`. Raises ManifestError naming the column and the problem.
+    """
+    table = _as_table(table)
+    names = table.column_names
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ManifestError(f"column name(s) appear more than once: {repeated}")
+    for name in REQUIRED_COLUMNS:
+        if name not in names:
+            raise ManifestError(f"manifest is missing the required column {name!r}; it has {names}")
+    bbox = [c for c in BBOX_COLUMNS if c in names]
+    if bbox and len(bbox) != len(BBOX_COLUMNS):
+        raise ManifestError(f"bbox columns come as a set: has {bbox}, missing "
+                            f"{[c for c in BBOX_COLUMNS if c not in bbox]}")
+    for field in MANIFEST_SCHEMA:
+        if field.name in names:
+            table = _set(table, field.name, _cast(table[field.name], field.name, field.type))
+
+    crop_ids = table["crop_id"]
+    if crop_ids.null_count:
+        rows = np.flatnonzero(crop_ids.is_null().to_numpy(zero_copy_only=False))
+        raise ManifestError(f"column 'crop_id' has {len(rows)} null value(s), e.g. rows {rows[:5].tolist()}")
+    uris = table["image_uri"]
+    empty = pc.or_kleene(uris.is_null(), pc.equal(pc.utf8_trim_whitespace(uris), "")).fill_null(True)
+    if pc.any(empty).as_py():
+        raise ManifestError(f"column 'image_uri' is null or empty in {pc.sum(empty).as_py()} row(s): "
+                            f"{_examples(table, empty)}")
+    counts = pc.value_counts(crop_ids)
+    dupes = counts.filter(pc.greater(counts.field("counts"), 1))
+    if len(dupes):
+        shown = ", ".join(f"{d['values']!r} (x{d['counts']})" for d in dupes.to_pylist()[:5])
+        raise ManifestError(f"column 'crop_id' must be unique; {len(dupes)} value(s) repeat: {shown}")
+    schemes = pc.struct_field(pc.extract_regex(uris, r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://"), "scheme")
+    bad_scheme = pc.and_(pc.is_valid(schemes), pc.invert(pc.is_in(pc.utf8_lower(schemes), pa.array(["s3", "file"]))))
+    if pc.any(bad_scheme).as_py():
+        raise ManifestError("column 'image_uri' must hold s3://, file:// or local paths; unsupported scheme in "
+                            f"{pc.sum(bad_scheme).as_py()} row(s): {_examples(table, bad_scheme, show='image_uri')}")
+
+    if attributes is None:
+        labels = manifest_attributes(table)
+    else:
+        labels = list(attributes)
+        missing = [a for a in labels if a not in table.column_names]
+        if missing:
+            raise ManifestError(f"label column(s) {missing} missing; the manifest has labels for "
+                                f"{manifest_attributes(table)}")
+    for name in labels:
+        if name in FIXED_COLUMNS:
+            raise ManifestError(f"{name!r} is a fixed manifest column, not an attribute")
+        table = _set(table, name, pa.chunked_array([_label_array(table[name], name)], type=pa.int8()))
+    return table
+
+
+def _as_table(table: Any) -> pa.Table:
+    if isinstance(table, pa.Table):
+        return table
+    if isinstance(table, pa.RecordBatch):
+        return pa.Table.from_batches([table])
+    try:
+        import pandas as pd
+    except ImportError:  # pragma: no cover - pandas is a dependency
+        pd = None
+    if pd is not None and isinstance(table, pd.DataFrame):
+        return pa.Table.from_pandas(table, preserve_index=False)
+    raise ValueError(f"expected a pyarrow Table or pandas DataFrame, got {type(table).__name__}")
+
+
+def _set(table: pa.Table, name: str, column: pa.ChunkedArray) -> pa.Table:
+    i = table.column_names.index(name)
+    return table.set_column(i, pa.field(name, column.type), column)
+
+
+def _cast(column: pa.ChunkedArray, name: str, target: pa.DataType) -> pa.ChunkedArray:
+    source = column.type
+    if pa.types.is_dictionary(source):
+        column = column.cast(source.value_type)
+        source = column.type
+    if source == target:
+        return column
+    # Dropping sub-microsecond digits of a timestamp loses nothing a person cares about.
+    safe = not (pa.types.is_timestamp(source) and pa.types.is_timestamp(target))
+    try:
+        return column.cast(target, safe=safe)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+        raise ManifestError(f"column {name!r}: expected {target}, got {source} that cannot be cast "
+                            f"safely ({str(exc).splitlines()[0]})") from None
+
+
+def _is_integer(tp: pa.DataType) -> bool:
+    return pa.types.is_integer(tp) or (pa.types.is_dictionary(tp) and pa.types.is_integer(tp.value_type))
+
+
+def _label_array(column: Any, name: str) -> np.ndarray:
+    """int8 numpy labels of one column (nulls → -1); ManifestError for other values."""
+    if isinstance(column, (pa.ChunkedArray, pa.Array)):
+        tp = column.type
+        if not (_is_integer(tp) or pa.types.is_boolean(tp) or pa.types.is_floating(tp)):
+            raise ManifestError(f"label column {name!r}: expected int8 labels (1, 0, -1), got {tp}")
+        filled = column.cast(pa.float64()).fill_null(-1)
+        values = filled.to_numpy() if isinstance(filled, pa.Array) else np.asarray(filled)
+    else:
+        if hasattr(column, "to_numpy") and not isinstance(column, np.ndarray):  # pandas, incl. nullable Int8
+            column = column.to_numpy(dtype=np.float64, na_value=np.nan)
+        values = np.asarray(column)
+        if values.dtype == object:
+            values = np.array([-1 if v is None else v for v in values], dtype=np.float64)
+        values = np.where(np.isnan(values), -1, values) if values.dtype.kind == "f" else values
+    bad = ~np.isin(values, LABEL_VALUES)
+    if bad.any():
+        shown = [int(v) if float(v).is_integer() else float(v) for v in np.unique(values[bad])[:5]]
+        raise ManifestError(f"label column {name!r} has values outside {{-1, 0, 1}} in {int(bad.sum())} row(s): "
+                            f"{shown}")
+    return values.astype(np.int8)
+
+
+def manifest_attributes(table: Any) -> list[str]:
+    """The label columns present, in column order: non-fixed columns typed int8, or of another
+    integer type whose values all lie in {-1, 0, 1}. (Partition keys are strings, never labels.)"""
+    table = _as_table(table)
+    out = []
+    for field in table.schema:
+        if field.name in FIXED_COLUMNS or not _is_integer(field.type):
+            continue
+        if field.type == pa.int8():
+            out.append(field.name)
+            continue
+        bounds = pc.min_max(table[field.name]).as_py()
+        if bounds["min"] is None or (bounds["min"] >= -1 and bounds["max"] <= 1):
+            out.append(field.name)
+    return out
+
+
+def label_columns(table: Any, attributes: Sequence[str]) -> np.ndarray:
+    """(N, A) int8 labels (1 / 0 / -1) of `attributes`, in that order, from a Table, DataFrame or
+    dict of columns. Nulls read as -1 (unknown). ManifestError for a missing column or bad values."""
+    attributes = list(attributes)
+    if isinstance(table, (pa.Table, pa.RecordBatch)):
+        names, get = table.column_names, table.column
+    elif isinstance(table, Mapping) or hasattr(table, "columns"):
+        names, get = list(table.keys()), table.__getitem__
+    else:
+        raise ValueError(f"expected a Table, DataFrame or dict of columns, got {type(table).__name__}")
+    missing = [a for a in attributes if a not in names]
+    if missing:
+        raise ManifestError(f"label column(s) {missing} missing; columns present: {list(names)}")
+    n = len(table) if not isinstance(table, Mapping) else (len(next(iter(table.values()))) if table else 0)
+    if not attributes:
+        return np.zeros((n, 0), dtype=np.int8)
+    return np.stack([_label_array(get(a), a) for a in attributes], axis=1)
+
+
+def _examples(table: pa.Table, mask: pa.ChunkedArray | pa.Array, show: str | None = None, n: int = 3) -> str:
+    flags = mask.to_numpy(zero_copy_only=False) if isinstance(mask, pa.Array) else mask.to_numpy()
+    rows = np.flatnonzero(np.asarray(flags, dtype=bool))[:n]
+    ids = table["crop_id"].take(pa.array(rows)).to_pylist()
+    if show:
+        values = table[show].take(pa.array(rows)).to_pylist()
+        return ", ".join(f"crop_id {i!r}: {v!r}" for i, v in zip(ids, values))
+    return ", ".join(f"crop_id {i!r} (row {r})" for i, r in zip(ids, rows.tolist()))
+
+
+def _preview(items: list[str], n: int = 5) -> str:
+    return repr(items[:n]) + (f" and {len(items) - n} more" if len(items) > n else "")
+
+
+# ---------------------------------------------------------------------------------------------
+# image_uri resolution and the allowed-prefix check
+
+
+def resolve_uri(value: str, base: str) -> str:
+    """`value` made absolute against folder `base` (s3://…, file://… or a local path).
+
+    s3://, file:// and absolute local paths are returned unchanged; relative ones are joined and
+    normalised. ManifestError when a relative path climbs above the bucket root.
+    """
+    if "://" in value or value.startswith("/"):
+        return value
+    if is_s3(base):
+        bucket, key = split_s3(base)
+        joined = posixpath.normpath(posixpath.join(key, value))
+        if joined == ".." or joined.startswith("../") or joined == ".":
+            raise ManifestError(f"image_uri {value!r} points outside the bucket of {base}")
+        return f"s3://{bucket}/{joined}"
+    if base[:7].lower() == "file://":
+        return "file://" + os.path.normpath(os.path.join(base[7:], value))
+    return os.path.normpath(os.path.join(base, value))
+
+
+def _resolve_image_uris(table: pa.Table, base: str) -> pa.Table:
+    # Many crops share a frame: resolve each distinct value once.
+    encoded = table["image_uri"].combine_chunks().dictionary_encode()
+    resolved = pa.array([resolve_uri(v, base) for v in encoded.dictionary.to_pylist()], type=pa.string())
+    column = pc.take(resolved, encoded.indices)
+    return _set(table, "image_uri", pa.chunked_array([column]))
+
+
+def allowed_prefixes(manifest_uri: str, storage: StorageConfig | None = None) -> tuple[str, ...] | None:
+    """The prefixes a manifest's image_uri values must lie under, or None for no restriction.
+
+    `storage.allowed_prefixes` when set; otherwise a manifest on S3 may only point into its own
+    bucket (so a manifest row cannot make a job read arbitrary objects or local files), and a
+    local manifest with no policy may read anything the job can see (a laptop run).
+    """
+    prefixes = tuple(storage.allowed_prefixes) if storage is not None else ()
+    if prefixes:
+        return prefixes
+    if is_s3(manifest_uri):
+        return (f"s3://{split_s3(manifest_uri)[0]}",)
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# writing
+
+
+def write_manifest(table_or_df: Any, uri: str, storage: StorageConfig | None = None,
+                   partition_cols: Sequence[str] | None = None) -> str:
+    """Validate and write a manifest; returns `uri`.
+
+    A uri ending in .parquet (without partition_cols) is written as one file; otherwise a folder
+    `uri/part-0.parquet`, or hive partitions `uri/k=v/.../part-0.parquet` when `partition_cols` is
+    given (partition values are written as strings; rewriting a partition replaces its files only).
+    image_uri values are written as given (relative paths stay relative).
+    """
+    table = validate_manifest(table_or_df).replace_schema_metadata(None)
+    fs, path = filesystem(uri, storage)
+    partition_cols = list(partition_cols or [])
+    for col in partition_cols:
+        if col not in table.column_names:
+            raise ManifestError(f"partition column {col!r} is not in the manifest; it has {table.column_names}")
+        if col in REQUIRED_COLUMNS or col in BBOX_COLUMNS:
+            raise ValueError(f"cannot partition by {col!r}")
+    if not partition_cols and uri.lower().endswith(DATA_SUFFIXES):
+        if not is_s3(uri):
+            fs.create_dir(os.path.dirname(path), recursive=True)
+        pq.write_table(table, path, filesystem=fs)
+        return uri
+    partitioning = None
+    if partition_cols:
+        for col in partition_cols:
+            if table[col].type != pa.string():
+                table = _set(table, col, table[col].cast(pa.string()))
+        partitioning = ds.partitioning(pa.schema([(c, pa.string()) for c in partition_cols]), flavor="hive")
+    ds.write_dataset(table, path, filesystem=fs, format="parquet", partitioning=partitioning,
+                     basename_template="part-{i}.parquet",
+                     # Replace only the partitions being written; without partitions, overwrite
+                     # part-0 and leave anything else in the folder (e.g. images) alone.
+                     existing_data_behavior="delete_matching" if partition_cols else "overwrite_or_ignore")
+    return uri

@@ -1,0 +1,258 @@
+"""The one place that turns a URI and a `StorageConfig` into a filesystem.
+
+Supported locations:
+
+- `s3://bucket/key` — object storage (AWS S3 or any S3-compatible endpoint: MinIO, Ceph, moto),
+  reached with the settings of `StorageConfig` (endpoint, region, anonymous access, path-style
+  addressing). Credentials are never passed here: pyarrow and s3fs read them from the standard
+  AWS environment, profile or instance role, so they never appear in logs or error messages.
+- `file:///abs/path` and plain paths (absolute or relative to the working directory) — the
+  local disk. `file://` URIs are taken literally (no percent-decoding).
+
+Two flavours of filesystem are offered, both cached per process and per `StorageConfig`:
+`filesystem()` gives a `pyarrow.fs.FileSystem` (Parquet datasets, and the byte helpers below:
+its S3 client is thread-safe and fast), `fsspec_filesystem()` gives an fsspec filesystem (s3fs)
+for libraries that want one (pandas, Ray Data's `filesystem=`, DuckDB). The caches are keyed by
+the process id, so a forked child or a Ray worker builds its own clients instead of inheriting
+sockets and locks from its parent.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import threading
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+from urllib.parse import urlparse
+
+import pyarrow.fs as pafs
+
+from attrgan.config import StorageConfig
+
+if TYPE_CHECKING:
+    import fsspec
+
+SUPPORTED_SCHEMES = ("s3://", "file://", "plain local paths")
+
+_lock = threading.Lock()
+_pyarrow_cache: dict[tuple[int, StorageConfig], pafs.FileSystem] = {}
+_fsspec_cache: dict[tuple[int, StorageConfig], "fsspec.AbstractFileSystem"] = {}
+_LOCAL = pafs.LocalFileSystem()
+
+
+def scheme(uri: str) -> str:
+    """'s3' or 'file' ('file' for plain paths); ValueError for any other scheme."""
+    if not isinstance(uri, str) or not uri:
+        raise ValueError(f"expected a non-empty URI string, got {uri!r}")
+    head, sep, _ = uri.partition("://")
+    if not sep:
+        return "file"
+    head = head.lower()
+    if head in ("s3", "file"):
+        return head
+    raise ValueError(f"unsupported URI scheme {head + '://'!r} in {uri!r}; supported: {', '.join(SUPPORTED_SCHEMES)}")
+
+
+def is_s3(uri: str) -> bool:
+    """True for `s3://` URIs."""
+    return isinstance(uri, str) and uri[:5].lower() == "s3://"
+
+
+def split_s3(uri: str) -> tuple[str, str]:
+    """`s3://bucket/a/b` → ('bucket', 'a/b'); ValueError without a bucket."""
+    if not is_s3(uri):
+        raise ValueError(f"expected an s3:// URI, got {uri!r}")
+    bucket, _, key = uri[5:].partition("/")
+    if not bucket:
+        raise ValueError(f"s3 URI has no bucket: {uri!r}")
+    return bucket, key
+
+
+def _path(uri: str) -> str:
+    """The filesystem path of a URI: 'bucket/key' for S3, an absolute path for local files."""
+    kind = scheme(uri)
+    if kind == "s3":
+        bucket, key = split_s3(uri)
+        return f"{bucket}/{key}".rstrip("/")
+    if uri[:7].lower() == "file://":
+        uri = uri[7:]
+    return os.path.abspath(uri)
+
+
+def _config(storage: StorageConfig | None) -> StorageConfig:
+    if storage is None:
+        return StorageConfig()
+    if not isinstance(storage, StorageConfig):
+        raise ValueError(f"storage must be a StorageConfig or None, got {type(storage).__name__}")
+    return storage
+
+
+def _pyarrow_s3(storage: StorageConfig) -> pafs.FileSystem:
+    kwargs: dict = {
+        "anonymous": storage.anonymous,
+        "region": storage.region,
+        # Without this an endpoint_override still gets path-style requests; with an endpoint and
+        # path_style=False (e.g. a virtual-host-only S3 service) it must be forced on.
+        "force_virtual_addressing": not storage.use_path_style,
+    }
+    if storage.endpoint_url:
+        # pyarrow ignores AWS_ENDPOINT_URL, and wants host[:port] and the scheme separately.
+        parsed = urlparse(storage.endpoint_url)
+        if not parsed.scheme or not parsed.netloc:
+            raise ValueError(f"storage.endpoint_url must look like http(s)://host[:port], got {storage.endpoint_url!r}")
+        kwargs["scheme"] = parsed.scheme
+        kwargs["endpoint_override"] = parsed.netloc + parsed.path.rstrip("/")
+    # `profile` is not a pyarrow option: the AWS SDK underneath reads AWS_PROFILE itself.
+    return pafs.S3FileSystem(**kwargs)
+
+
+def filesystem(uri: str, storage: StorageConfig | None = None) -> tuple[pafs.FileSystem, str]:
+    """(pyarrow filesystem, path inside it) for `uri`.
+
+    S3: `pyarrow.fs.S3FileSystem` built from `storage` and path 'bucket/key'. Local: the local
+    filesystem and an absolute path. ValueError for unsupported schemes.
+    """
+    path = _path(uri)
+    if not is_s3(uri):
+        return _LOCAL, path
+    storage = _config(storage)
+    key = (os.getpid(), storage)
+    with _lock:
+        fs = _pyarrow_cache.get(key)
+        if fs is None:
+            fs = _pyarrow_cache[key] = _pyarrow_s3(storage)
+    return fs, path
+
+
+def fsspec_filesystem(uri: str, storage: StorageConfig | None = None) -> tuple["fsspec.AbstractFileSystem", str]:
+    """(fsspec filesystem, path inside it) for `uri`: s3fs for S3, fsspec's local filesystem otherwise."""
+    import fsspec
+
+    path = _path(uri)
+    if not is_s3(uri):
+        return fsspec.filesystem("file", auto_mkdir=True), path
+    storage = _config(storage)
+    key = (os.getpid(), storage)
+    with _lock:
+        fs = _fsspec_cache.get(key)
+        if fs is None:
+            import s3fs
+
+            client_kwargs = {}
+            if storage.endpoint_url:
+                client_kwargs["endpoint_url"] = storage.endpoint_url
+            if storage.region:
+                client_kwargs["region_name"] = storage.region
+            config_kwargs = {"s3": {"addressing_style": "path"}} if storage.use_path_style else {}
+            fs = _fsspec_cache[key] = s3fs.S3FileSystem(
+                anon=storage.anonymous,
+                profile=storage.profile,
+                client_kwargs=client_kwargs,
+                config_kwargs=config_kwargs,
+            )
+    return fs, path
+
+
+def join(uri: str, *parts: str) -> str:
+    """Join path parts onto a URI or path with '/': `join("s3://b/x", "y/z.parquet")` → 's3://b/x/y/z.parquet'."""
+    out = uri.rstrip("/") if uri.rstrip("/") else uri
+    for part in parts:
+        part = str(part).strip("/")
+        if part:
+            out = out + part if out.endswith("/") else f"{out}/{part}"
+    return out
+
+
+def parent(uri: str) -> str:
+    """The folder that holds `uri` (same scheme): 's3://b/x/m.parquet' → 's3://b/x'."""
+    if is_s3(uri):
+        bucket, key = split_s3(uri)
+        head = posixpath.dirname(key.rstrip("/"))
+        return f"s3://{bucket}/{head}" if head else f"s3://{bucket}"
+    if uri[:7].lower() == "file://":
+        return "file://" + os.path.dirname(uri[7:].rstrip("/"))
+    return os.path.dirname(os.path.abspath(uri))
+
+
+def read_bytes(uri: str, storage: StorageConfig | None = None) -> bytes:
+    """The whole object/file. FileNotFoundError when it does not exist."""
+    fs, path = filesystem(uri, storage)
+    try:
+        with fs.open_input_stream(path) as f:
+            return f.read()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{uri} not found") from None
+    except OSError as exc:
+        # pyarrow reports a missing S3 key as a generic OSError on some code paths.
+        if _not_found(exc):
+            raise FileNotFoundError(f"{uri} not found") from None
+        raise
+
+
+def _not_found(exc: OSError) -> bool:
+    text = str(exc)
+    return "NoSuchKey" in text or "NoSuchBucket" in text or "does not exist" in text or "Path does not exist" in text
+
+
+def write_bytes(uri: str, data: bytes, storage: StorageConfig | None = None) -> None:
+    """Write `data` to `uri`, replacing it; local parent folders are created."""
+    fs, path = filesystem(uri, storage)
+    if not is_s3(uri):
+        fs.create_dir(os.path.dirname(path), recursive=True)
+    with fs.open_output_stream(path) as f:
+        f.write(data)
+
+
+def exists(uri: str, storage: StorageConfig | None = None) -> bool:
+    """True when `uri` is an existing file/object or folder/prefix."""
+    fs, path = filesystem(uri, storage)
+    return fs.get_file_info(path).type != pafs.FileType.NotFound
+
+
+def list_dir(uri: str, storage: StorageConfig | None = None, *, recursive: bool = False) -> list[str]:
+    """Sorted URIs of the entries under folder/prefix `uri` (files only when `recursive`).
+
+    A missing folder lists as []. The URIs keep the scheme of `uri` ('s3://…', 'file://…' or paths).
+    """
+    fs, path = filesystem(uri, storage)
+    infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True, recursive=recursive))
+    base = uri.rstrip("/")
+    out = []
+    for info in infos:
+        if recursive and info.type != pafs.FileType.File:
+            continue
+        rel = info.path[len(path):].lstrip("/")
+        out.append(join(base, rel))
+    return sorted(out)
+
+
+def delete_prefix(uri: str, storage: StorageConfig | None = None) -> None:
+    """Delete everything under folder/prefix `uri` (for rewriting one output partition).
+
+    Refuses a bucket root or a filesystem root, so a bad argument cannot wipe a whole bucket.
+    A missing prefix is not an error.
+    """
+    fs, path = filesystem(uri, storage)
+    if is_s3(uri):
+        _, key = split_s3(uri)
+        if not key.strip("/"):
+            raise ValueError(f"refusing to delete a whole bucket, got {uri!r}; name a prefix inside it")
+    elif os.path.dirname(path) == path:
+        raise ValueError(f"refusing to delete a filesystem root, got {uri!r}")
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.NotFound:
+        return
+    if info.type == pafs.FileType.File:
+        raise ValueError(f"delete_prefix expects a folder/prefix, got the file {uri!r}")
+    fs.delete_dir(path)
+
+
+def allowed(uri: str, prefixes: Sequence[str]) -> bool:
+    """True when `uri` lies under one of `prefixes` ("file://" admits every local path)."""
+    if is_s3(uri):
+        _, key = split_s3(uri)
+        if ".." in key.split("/"):
+            return False
+        return any(is_s3(p) and (uri == p.rstrip("/") or uri.startswith(p.rstrip("/") + "/")) for p in prefixes)
+    return "file://" in prefixes
