@@ -1,0 +1,53 @@
+"""Training throughput (images/s) of each network at the cpu-small preset, with 1 and 2 Ray Train workers.
+
+Each measurement is a real `train_network` run on a freshly rendered synthetic manifest; the figure
+is the last epoch's images/s over all workers (data loading included, Ray start-up excluded).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+import time
+
+import pandas as pd
+
+from attrgan.data import storage as st
+from attrgan.train.config import NETWORKS, load_train_config
+
+
+def run(quick: bool = False) -> None:
+    import ray
+
+    from attrgan.data.synth import generate
+    from attrgan.train.ray_train import train_network
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
+    crops, epochs, steps = (96, 1, 4) if quick else (400, 2, 20)
+    started_ray = not ray.is_initialized()
+    if started_ray:
+        ray.init(include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": {"RAY_AUTH_MODE": "disabled"}})
+    cpus = ray.cluster_resources().get("CPU", 1)
+    try:
+        with tempfile.TemporaryDirectory() as root:
+            manifest = generate(os.path.join(root, "synth"), crops, seed=0, splits=(0.8, 0.2, 0.0))
+            print(f"{'network':<15} {'workers':>7} {'images/s':>10} {'wall s':>8}")
+            for model in NETWORKS:
+                for workers in (1, 2):
+                    # Half the cluster's CPUs per worker at most, so two workers always fit.
+                    config = load_train_config(model, overrides={
+                        "epochs": epochs, "workers": workers, "max_steps_per_epoch": steps,
+                        "cpus_per_worker": min(1.0, cpus / 2)})
+                    start = time.perf_counter()
+                    result = train_network(config, manifest=manifest, bundle=os.path.join(root, f"b{workers}"),
+                                           run_name=f"{model}-{workers}")
+                    wall = time.perf_counter() - start
+                    table = pd.read_csv(io.BytesIO(st.read_bytes(st.join(result.run_uri, "epochs.csv"))))
+                    print(f"{model:<15} {workers:>7} {table['images_per_s'].iloc[-1]:>10.1f} {wall:>8.1f}",
+                          flush=True)
+    finally:
+        if started_ray:
+            ray.shutdown()

@@ -1,0 +1,199 @@
+"""Training data: manifest → decoded crops in memory → per-network batches made on the fly.
+
+A training worker reads the manifest, keeps its split and its shard of rows (rank::world_size),
+decodes those crops once into a uint8 array (a few thousand small crops fit easily), then builds
+every epoch's batches from memory:
+
+    classifier      (x (B,3,H,W) float32 in [-1,1], labels (B,A) int8 tensor); a share of the
+                    crops is occluded on the fly (another crop's upper body pasted over the
+                    bottom, as occRAP) and labelled occlusion_down = 1
+    reconstruction  (occluded (B,3,H,W), clean (B,3,H,W)), both float32 in [-1, 1]
+    superres        (low (B,3,H/4,W/4), clean (B,3,H,W)): the clean crop and its ×4 downsample
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+
+from attrgan.attributes import OCCLUSION_DOWN
+from attrgan.config import StorageConfig
+from attrgan.corrupt import downsample, occlude, occlude_batch
+from attrgan.data.images import decode_batch, to_tensor
+from attrgan.data.manifest import label_columns, manifest_attributes, read_manifest
+
+log = logging.getLogger(__name__)
+
+DECODE_ROWS = 256  # rows per decode_batch call: bounds the memory of encoded bytes in flight
+
+
+class TrainDataError(ValueError):
+    """The manifest cannot train the requested network (no labels, empty split, ...)."""
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class CropSet:
+    """Decoded crops of one split (or one worker's shard of it).
+
+    images: (N, H, W, 3) uint8 RGB at the training size; labels: (N, A) int8 in {1, 0, -1}
+    in the order of `attributes`, or None when the network needs no labels.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray | None
+    attributes: tuple[str, ...]
+    dropped: int = 0  # rows that failed to decode and were left out
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+def resolve_attributes(table: pa.Table, requested: Sequence[str] | None, *,
+                       uri: str = "the manifest") -> tuple[str, ...]:
+    """The classifier's attribute list: `requested`, or the manifest's label columns; occlusion_down
+    is always included (it is learned from occluded crops even when the manifest lacks it).
+
+    Raises TrainDataError when the manifest has no label columns or lacks a requested one.
+    """
+    available = tuple(manifest_attributes(table))
+    if not available:
+        raise TrainDataError(f"{uri} has no attribute label columns (int8 columns such as 'female' or "
+                             f"'occlusion_down'), so it cannot train the classifier; use a labelled "
+                             f"training manifest (jobs/synth.py or jobs/convert.py writes one)")
+    attributes = tuple(requested) if requested else available
+    missing = [a for a in attributes if a not in available and a != OCCLUSION_DOWN]
+    if missing:
+        raise TrainDataError(f"{uri} lacks label columns for attribute(s) {missing}; "
+                             f"it has {list(available)}")
+    return attributes if OCCLUSION_DOWN in attributes else attributes + (OCCLUSION_DOWN,)
+
+
+def split_rows(table: pa.Table, split: str | None) -> pa.Table:
+    """Rows of `split` (all rows when split is None or the manifest has no split column)."""
+    if split is None or "split" not in table.column_names:
+        return table
+    return table.filter(pc.equal(table["split"], split))
+
+
+def label_array(table: pa.Table, attributes: Sequence[str]) -> np.ndarray:
+    """(N, A) int8 labels in `attributes` order; null → -1 (unknown); an absent occlusion_down
+    column reads as 0 (manifest crops count as unoccluded unless they say otherwise)."""
+    present = [a for a in attributes if a in table.column_names]
+    missing = [a for a in attributes if a not in present and a != OCCLUSION_DOWN]
+    if missing:
+        raise TrainDataError(f"manifest has no label column(s) {missing}")
+    out = np.zeros((table.num_rows, len(attributes)), dtype=np.int8)
+    if present:
+        out[:, [list(attributes).index(a) for a in present]] = label_columns(table, present)
+    return out
+
+
+def read_split(manifest_uri: str, *, split: str | None, storage: StorageConfig | None = None) -> pa.Table:
+    """The manifest rows of `split` (validated by attrgan.data.manifest)."""
+    return split_rows(read_manifest(manifest_uri, storage=storage), split)
+
+
+def load_crops(table: pa.Table, *, size: tuple[int, int], attributes: Sequence[str] | None = None,
+               storage: StorageConfig | None = None, rank: int = 0, world_size: int = 1,
+               limit: int | None = None) -> CropSet:
+    """Decode this worker's shard of `table` (rows rank::world_size, after `limit`) at `size`.
+
+    Rows that fail to decode are dropped (and counted in `dropped`, logged) rather than trained
+    on as black images. `attributes` given: labels are read too.
+    """
+    if not 0 <= rank < world_size:
+        raise ValueError(f"need 0 <= rank < world_size, got rank {rank} of {world_size}")
+    if limit is not None:
+        table = table.slice(0, limit)
+    table = table.take(np.arange(rank, table.num_rows, world_size))
+    columns = ["image_uri", "bbox_x", "bbox_y", "bbox_w", "bbox_h"]
+    images, keep = [], []
+    for start in range(0, table.num_rows, DECODE_ROWS):
+        chunk = table.slice(start, DECODE_ROWS)
+        batch = {c: chunk[c].to_numpy(zero_copy_only=False) for c in columns if c in chunk.column_names}
+        out = decode_batch(batch, size=tuple(size), storage=storage)
+        ok = np.asarray(out["status"]) == "ok"
+        images.append(out["image"][ok])
+        keep.append(start + np.flatnonzero(ok))
+        for err in np.asarray(out["error"])[~ok][:3]:
+            log.warning("dropping a training crop that does not decode: %s", err)
+    h, w = size
+    image_array = np.concatenate(images) if images else np.zeros((0, h, w, 3), np.uint8)
+    kept = np.concatenate(keep) if keep else np.zeros(0, np.int64)
+    dropped = table.num_rows - len(kept)
+    if dropped:
+        log.warning("dropped %d of %d crops that failed to decode (rank %d)", dropped, table.num_rows, rank)
+    labels = label_array(table.take(kept), attributes) if attributes else None
+    return CropSet(images=image_array, labels=labels, attributes=tuple(attributes or ()), dropped=dropped)
+
+
+def epoch_indices(n: int, batch_size: int, *, rng: np.random.Generator) -> Iterator[np.ndarray]:
+    """Shuffled index batches covering `n` items; the last partial batch is dropped (BatchNorm
+    dislikes tiny batches) unless it is the only one."""
+    if n < 1 or batch_size < 1:
+        raise ValueError(f"need n >= 1 and batch_size >= 1, got {n} and {batch_size}")
+    order = rng.permutation(n)
+    full = n // batch_size
+    if full == 0:
+        yield order
+        return
+    for i in range(full):
+        yield order[i * batch_size:(i + 1) * batch_size]
+
+
+def occlude_images(images: np.ndarray, *, rng: np.random.Generator,
+                   occlusion_range: tuple[float, float] = (0.5, 0.8),
+                   donors: np.ndarray | None = None) -> np.ndarray:
+    """occRAP-style occlusion: each crop's bottom 50–80 % covered by a donor's upper body.
+
+    images, donors: (B, H, W, 3) uint8; donors default to the batch rotated by one (so a crop
+    never occludes itself unless the batch holds a single crop). Returns (B, H, W, 3) uint8.
+    """
+    donors = np.roll(images, 1, axis=0) if donors is None else donors
+    if donors.shape != images.shape:
+        raise ValueError(f"donors must match images' shape {images.shape}, got {donors.shape}")
+    fractions = rng.uniform(*occlusion_range, size=len(images))
+    return np.stack([occlude(img, donor, float(f), rng=rng) for img, donor, f in zip(images, donors, fractions)])
+
+
+def downsample_images(images: np.ndarray, factor: int = 4) -> np.ndarray:
+    """(B, H, W, 3) uint8 → (B, H/factor, W/factor, 3) uint8, the evaluation's low-resolution corruption."""
+    return np.stack([downsample(img, factor=factor) for img in images])
+
+
+def classifier_batch(images: np.ndarray, labels: np.ndarray, *, rng: np.random.Generator,
+                     occluded_fraction: float, occlusion_index: int | None,
+                     occlusion_range: tuple[float, float] = (0.5, 0.8)) -> tuple[torch.Tensor, torch.Tensor]:
+    """Clean and occluded crops with their labels.
+
+    images (B, H, W, 3) uint8, labels (B, A) int8 → x (B, 3, H, W) float32 in [-1, 1], y (B, A) int8.
+    Each crop is occluded with probability `occluded_fraction`, and then its occlusion_down
+    label (column `occlusion_index`) is 1.
+    """
+    images, labels = images.copy(), labels.copy()
+    chosen = np.flatnonzero(rng.random(len(images)) < occluded_fraction)
+    if len(chosen):
+        # Donors are the next crops of the whole batch, so the pasted person is another one.
+        donors = images[(chosen + 1) % len(images)]
+        images[chosen] = occlude_images(images[chosen], rng=rng, occlusion_range=occlusion_range, donors=donors)
+        if occlusion_index is not None:
+            labels[chosen, occlusion_index] = 1
+    return to_tensor(images), torch.from_numpy(labels)
+
+
+def reconstruction_batch(images: np.ndarray, *, rng: np.random.Generator,
+                         occlusion_range: tuple[float, float] = (0.5, 0.8)) -> tuple[torch.Tensor, torch.Tensor]:
+    """images (B >= 2, H, W, 3) uint8 → (occluded, clean), each (B, 3, H, W) float32 in [-1, 1];
+    each crop is occluded by another crop of the batch (attrgan.corrupt.occlude_batch)."""
+    return to_tensor(occlude_batch(images, rng, fraction_range=occlusion_range)), to_tensor(images)
+
+
+def superres_batch(images: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """images (B, H, W, 3) uint8 → (low (B, 3, H/4, W/4), clean (B, 3, H, W)), float32 in [-1, 1]."""
+    return to_tensor(downsample_images(images)), to_tensor(images)

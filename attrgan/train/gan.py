@@ -1,0 +1,156 @@
+"""Training loop of the reconstruction and super-resolution GANs (paper §3.2, §3.3), plain PyTorch.
+
+One step follows BasicSR's `SRGANModel.optimize_parameters`: freeze D, step G on the pooled SSE
+plus λ·adversarial loss, unfreeze D, step D on the real batch and on `fake.detach()`.
+Validation reports the generator's PSNR next to the trivial baseline (the occluded input itself
+for reconstruction, bilinear upsampling for super-resolution), so a curve shows whether G beats it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from attrgan.losses import discriminator_loss, generator_loss
+from attrgan.models import build_network
+from attrgan.models.discriminator import ReconstructionDiscriminator, SuperResDiscriminator
+from attrgan.train.config import TrainConfig
+from attrgan.train.loop import Report, autocast, run_epochs, unwrap
+
+
+def build_gan(config: TrainConfig) -> tuple[nn.Module, nn.Module]:
+    """(net_g, net_d) for config.model "reconstruction" or "superres" at config.width."""
+    size = config.network_input_size
+    if config.model == "reconstruction":
+        net_g = build_network("reconstruction", {"width": config.width, "input_size": size})
+        return net_g, ReconstructionDiscriminator(width=config.width, input_size=size)
+    if config.model == "superres":
+        net_g = build_network("superres", {"width": config.width, "input_size": size})
+        return net_g, SuperResDiscriminator(width=config.width, input_size=config.target_size)
+    raise ValueError(f"build_gan trains 'reconstruction' or 'superres', got {config.model!r}")
+
+
+def build_gan_optimizers(config: TrainConfig, net_g: nn.Module, net_d: nn.Module,
+                         ) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
+    """(opt_g, opt_d): Adam with the paper's β1 (SGD if the config asks for it)."""
+    def make(params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
+        if config.optimizer == "sgd":
+            return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+        return torch.optim.Adam(params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
+
+    return make(net_g.parameters()), make(net_d.parameters())
+
+
+def _set_requires_grad(net: nn.Module, flag: bool) -> None:
+    for p in net.parameters():
+        p.requires_grad_(flag)
+
+
+def gan_step(net_g: nn.Module, net_d: nn.Module, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer,
+             lq: torch.Tensor, gt: torch.Tensor, *, lam: float, pool: int = 4, d_steps: int = 1,
+             adversarial: Literal["paper", "non_saturating"] = "paper", amp: bool = False) -> dict[str, float]:
+    """One generator update, then `d_steps` discriminator updates (the paper's K) on the same batch.
+
+    lq: generator input (B, 3, h, w), gt: target (B, 3, H, W), float32 in [-1, 1] on the nets'
+    device. Returns l_g_pix, l_g_adv, l_g_total, l_d_real, l_d_fake, l_d_total as floats.
+    net_g / net_d may be DDP-wrapped; D is called unwrapped in the G step, where its parameters
+    are frozen (DDP would otherwise wait for gradients that never come).
+    """
+    net_g.train()
+    net_d.train()
+    # Optimise G with D frozen.
+    _set_requires_grad(net_d, False)
+    opt_g.zero_grad(set_to_none=True)
+    with autocast(lq.device, amp):
+        fake = net_g(lq)
+        d_fake = unwrap(net_d)(fake)
+    g_losses = generator_loss(fake.float(), gt, d_fake.float(), lam=lam, pool=pool, adversarial=adversarial)
+    g_losses["l_g_total"].backward()
+    opt_g.step()
+
+    # Optimise D on the real batch and the detached fake.
+    _set_requires_grad(net_d, True)
+    fake = fake.detach()
+    for _ in range(d_steps):
+        opt_d.zero_grad(set_to_none=True)
+        with autocast(lq.device, amp):
+            d_real, d_fake = net_d(gt), net_d(fake)
+        d_losses = discriminator_loss(d_real.float(), d_fake.float())
+        d_losses["l_d_total"].backward()
+        opt_d.step()
+    out = {k: v.item() for k, v in g_losses.items()}
+    out |= {k: v.item() for k, v in d_losses.items()}
+    return out
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-image PSNR in dB of (B, 3, H, W) batches in [-1, 1] (peak = the range 2): (B,)."""
+    if a.shape != b.shape:
+        raise ValueError(f"psnr needs equal shapes, got {tuple(a.shape)} and {tuple(b.shape)}")
+    mse = (a.float() - b.float()).pow(2).mean(dim=(1, 2, 3)).clamp_min(1e-10)
+    return 10 * torch.log10(4.0 / mse)
+
+
+def baseline(lq: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """What a GAN must beat: the input itself at `size` (identity), or its bilinear upsampling."""
+    if tuple(lq.shape[-2:]) == tuple(size):
+        return lq
+    return F.interpolate(lq, size=size, mode="bilinear", align_corners=False)
+
+
+@torch.no_grad()
+def validate_gan(net_g: nn.Module, lq: torch.Tensor, gt: torch.Tensor, *, batch_size: int = 64,
+                 device: torch.device | str = "cpu", amp: bool = False) -> dict[str, float]:
+    """val_psnr of G(lq) against gt and val_psnr_baseline of `baseline(lq)`, means over images (dB)."""
+    net = unwrap(net_g)
+    was_training = net.training
+    net.eval()
+    ours, base = [], []
+    for start in range(0, len(lq), batch_size):
+        x = lq[start:start + batch_size].to(device)
+        y = gt[start:start + batch_size].to(device)
+        with autocast(x.device, amp):
+            fake = net(x).float()
+        ours.append(psnr(fake, y).cpu())
+        base.append(psnr(baseline(x, tuple(y.shape[-2:])), y).cpu())
+    net.train(was_training)
+    return {"val_psnr": torch.cat(ours).mean().item() if ours else math.nan,
+            "val_psnr_baseline": torch.cat(base).mean().item() if base else math.nan}
+
+
+def train_gan(net_g: nn.Module, net_d: nn.Module, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer,
+              batches: Callable[[int], Iterable[tuple[torch.Tensor, torch.Tensor]]], *, lam: float,
+              epochs: int, report: Report, pool: int = 4, d_steps: int = 1,
+              adversarial: Literal["paper", "non_saturating"] = "paper",
+              val: tuple[torch.Tensor, torch.Tensor] | None = None, start_epoch: int = 0, start_step: int = 0,
+              max_steps_per_epoch: int | None = None, should_stop: Callable[[], bool] | None = None,
+              device: torch.device | str = "cpu", amp: bool = False, log_every: int = 10) -> dict[str, Any]:
+    """Train a GAN for epochs start_epoch..epochs-1.
+
+    batches(epoch) yields (lq, gt) float32 in [-1, 1] on the CPU (occluded/clean or low/high
+    resolution); `val` is a fixed (lq, gt) pair of tensors scored every epoch. Checkpoint state:
+    epoch (next to run), step, net_g, net_d, opt_g, opt_d. Returns the last epoch's metrics.
+    """
+    device = torch.device(device)
+
+    def step(batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, float]:
+        lq, gt = batch
+        return gan_step(net_g, net_d, opt_g, opt_d, lq.to(device, non_blocking=True), gt.to(device, non_blocking=True),
+                        lam=lam, pool=pool, d_steps=d_steps, adversarial=adversarial, amp=amp)
+
+    def validate(epoch: int) -> dict[str, float]:
+        return validate_gan(net_g, val[0], val[1], device=device, amp=amp)
+
+    def state(next_epoch: int, step_count: int) -> dict[str, Any]:
+        return {"epoch": next_epoch, "step": step_count, "net_g": unwrap(net_g).state_dict(),
+                "net_d": unwrap(net_d).state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict()}
+
+    return run_epochs(step=step, batches=batches, batch_images=lambda b: len(b[0]), epochs=epochs,
+                      report=report, state=state, validate=validate if val is not None else None,
+                      start_epoch=start_epoch, start_step=start_step, max_steps_per_epoch=max_steps_per_epoch,
+                      should_stop=should_stop, log_every=log_every)

@@ -1,0 +1,417 @@
+"""Ray Train around the plain-PyTorch loops: the only module of `attrgan.train` that imports Ray.
+
+`train_network` checks its inputs on the driver (before any worker starts), runs a TorchTrainer
+(Ray 2.60, Train V2) with one loop per worker under DDP (gloo on CPU, NCCL on GPU), and writes
+the trained network to `<bundle>/<model>/` (model.safetensors + config.json).
+
+Runs live under `<storage_path>/<run_name>/`: Ray's per-epoch checkpoints, `attrgan_run.json`
+(what the run trains), the curves (losses.csv, epochs.csv, curves.png) and, once the bundle is
+written, `FINISHED.json`. Rerunning the same name resumes from the last checkpoint (Train V2
+semantics) with no epoch lost or repeated; rerunning a finished run does nothing unless
+`retrain=True`, which deletes the run folder and starts over.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import logging
+import os
+import posixpath
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from attrgan.attributes import OCCLUSION_DOWN
+from attrgan.config import ConfigError, StorageConfig, to_dict
+from attrgan.data import storage as st
+from attrgan.train.config import TrainConfig
+from attrgan.train.curves import Curves, write_curves
+from attrgan.train.data import (CropSet, TrainDataError, classifier_batch, epoch_indices, label_array, load_crops,
+                                read_split, reconstruction_batch, resolve_attributes, superres_batch)
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FILE = "state.pt"
+RUN_FILE = "attrgan_run.json"
+FINISHED_FILE = "FINISHED.json"
+# Fault injection for tests: the worker of rank 1 (rank 0 when alone) exits at the start of this
+# epoch, once: the marker file records that it already did.
+KILL_EPOCH_ENV = "ATTRGAN_TEST_KILL_WORKER_AT_EPOCH"
+KILL_MARKER_ENV = "ATTRGAN_TEST_KILL_MARKER"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainResult:
+    """What a training call produced. `trained` is False when a finished run was found instead."""
+
+    model: str
+    network_uri: str  # <bundle>/<model>
+    run_uri: str
+    trained: bool
+    metrics: dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class _WorkerJob:
+    """Everything a training worker needs (pickled to each worker)."""
+
+    config: TrainConfig
+    manifest: str
+    storage: StorageConfig
+    run_uri: str
+    attributes: tuple[str, ...] | None  # classifier only
+    ratios: tuple[float, ...] | None  # classifier only: eq. (2)'s r_i over the whole training split
+    kill_at_epoch: int | None = None
+    kill_marker: str | None = None
+
+
+def default_locations(bundle: str, model: str, *, run_name: str | None = None,
+                      storage_path: str | None = None) -> tuple[str, str]:
+    """(storage_path, run_name): by default runs live in `runs/` beside the bundle folder and are
+    named `<bundle folder name>-<model>`, so checkpoints never end up inside a shipped bundle."""
+    bundle = bundle.rstrip("/")
+    storage_path = storage_path or st.join(st.parent(bundle), "runs")
+    run_name = run_name or f"{posixpath.basename(bundle) or 'bundle'}-{model}"
+    if "/" in run_name or not run_name.strip():
+        raise ConfigError(f"run name must be a non-empty name without '/', got {run_name!r}")
+    return storage_path, run_name
+
+
+def _ray_storage(storage_path: str, storage: StorageConfig) -> tuple[str, Any]:
+    """(storage_path, pyarrow filesystem or None) as RunConfig wants them; S3 goes through our own
+    filesystem because pyarrow ignores AWS_ENDPOINT_URL."""
+    if st.is_s3(storage_path):
+        fs, path = st.filesystem(storage_path, storage)
+        return path, fs
+    path = storage_path[7:] if storage_path.startswith("file://") else storage_path
+    return os.path.abspath(path), None
+
+
+def _read_json(uri: str, storage: StorageConfig) -> dict[str, Any] | None:
+    try:
+        return json.loads(st.read_bytes(uri, storage))
+    except FileNotFoundError:
+        return None
+
+
+def _write_json(uri: str, data: dict[str, Any], storage: StorageConfig) -> None:
+    st.write_bytes(uri, json.dumps(data, indent=2, default=float).encode(), storage)
+
+
+def _classifier_inputs(config: TrainConfig, manifest: str, storage: StorageConfig,
+                       ) -> tuple[tuple[str, ...], tuple[float, ...]]:
+    """(attributes, positive ratios) from the training split, or TrainDataError."""
+    from attrgan.losses import positive_ratios
+
+    table = read_split(manifest, split=config.train_split, storage=storage)
+    attributes = resolve_attributes(table, config.attributes, uri=manifest)
+    if table.num_rows == 0:
+        raise TrainDataError(f"{manifest} has no rows with split {config.train_split!r}")
+    ratios = positive_ratios(label_array(table, attributes))
+    # Occluded crops are added on the fly with occlusion_down = 1: their share raises its ratio.
+    i = attributes.index(OCCLUSION_DOWN)
+    f = config.occluded_fraction
+    ratios[i] = np.clip(f + (1 - f) * ratios[i], 1e-3, 1 - 1e-3)
+    return attributes, tuple(float(r) for r in ratios)
+
+
+def _check_gpus(config: TrainConfig) -> None:
+    import ray
+
+    if not config.use_gpu:
+        return
+    available = ray.cluster_resources().get("GPU", 0)
+    needed = config.workers * config.gpus_per_worker
+    if available < needed:
+        raise ConfigError(f"use_gpu asks for {needed:g} GPU(s) ({config.workers} worker(s) × "
+                          f"{config.gpus_per_worker:g}), but the Ray cluster has {available:g}; "
+                          f"drop --gpu or connect to a cluster with GPUs")
+
+
+def train_network(config: TrainConfig, *, manifest: str, bundle: str, run_name: str | None = None,
+                  storage_path: str | None = None, storage: StorageConfig | None = None,
+                  retrain: bool = False) -> TrainResult:
+    """Train `config.model` on `manifest` with Ray Train and write `<bundle>/<model>/`.
+
+    manifest: a training manifest (local or s3://) with a split column; the classifier also needs
+    attribute label columns. Input problems raise before any worker starts: TrainDataError
+    (manifest), ConfigError (GPUs asked for but absent; a resumed run trained on other attributes).
+    """
+    import ray
+    import ray.train
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    storage = storage or StorageConfig.from_env()
+    network_uri = st.join(bundle, config.model)
+    storage_path, run_name = default_locations(bundle, config.model, run_name=run_name, storage_path=storage_path)
+    run_uri = st.join(storage_path, run_name)
+
+    finished = _read_json(st.join(run_uri, FINISHED_FILE), storage)
+    if finished is not None and not retrain:
+        if not st.exists(st.join(network_uri, "config.json"), storage):
+            state = _latest_checkpoint(run_uri, storage)
+            if state is None:
+                raise ConfigError(f"run {run_uri} finished but has no checkpoint left and {network_uri} is "
+                                  f"missing; pass --retrain to train again")
+            log.info("run %s already finished; writing its last checkpoint to %s", run_uri, network_uri)
+            meta = export_network(state, config, network_uri, manifest=manifest, run_uri=run_uri, storage=storage)
+            return TrainResult(config.model, network_uri, run_uri, trained=False, metrics=meta.get("metrics", {}))
+        log.info("run %s already finished (bundle %s); pass --retrain to train again", run_uri, finished["bundle"])
+        return TrainResult(config.model, network_uri, run_uri, trained=False, metrics=finished.get("metrics", {}))
+    if retrain:
+        st.delete_prefix(run_uri, storage)
+
+    attributes = ratios = None
+    if config.model == "classifier":
+        attributes, ratios = _classifier_inputs(config, manifest, storage)
+    elif read_split(manifest, split=config.train_split, storage=storage).num_rows == 0:
+        raise TrainDataError(f"{manifest} has no rows with split {config.train_split!r}")
+
+    run_info = {"model": config.model, "attributes": list(attributes) if attributes else None,
+                "manifest": manifest, "bundle": network_uri}
+    previous = _read_json(st.join(run_uri, RUN_FILE), storage)
+    if previous is not None:
+        for key in ("model", "attributes"):
+            if previous.get(key) != run_info[key]:
+                raise ConfigError(f"run {run_uri} was started with {key} {previous.get(key)}, but this call "
+                                  f"gives {run_info[key]}; resuming would mix them. Use another --run-name "
+                                  f"or --retrain")
+
+    if not ray.is_initialized():
+        # RAY_ADDRESS (or a submitted job) names a cluster to join; otherwise this starts a local Ray.
+        ray.init(**({} if os.environ.get("RAY_ADDRESS") else {"include_dashboard": False}))
+    _check_gpus(config)
+    _write_json(st.join(run_uri, RUN_FILE), run_info, storage)
+
+    kill_at = os.environ.get(KILL_EPOCH_ENV)
+    job = _WorkerJob(config=config, manifest=manifest, storage=storage, run_uri=run_uri, attributes=attributes,
+                     ratios=ratios, kill_at_epoch=int(kill_at) if kill_at else None,
+                     kill_marker=os.environ.get(KILL_MARKER_ENV))
+    ray_path, ray_fs = _ray_storage(storage_path, storage)
+    trainer = TorchTrainer(
+        _train_worker,
+        train_loop_config={"job": job},
+        torch_config=TorchConfig(backend="nccl" if config.use_gpu else "gloo"),
+        scaling_config=ray.train.ScalingConfig(num_workers=config.workers, use_gpu=config.use_gpu,
+                                               resources_per_worker=config.resources_per_worker),
+        run_config=ray.train.RunConfig(name=run_name, storage_path=ray_path, storage_filesystem=ray_fs,
+                                       failure_config=ray.train.FailureConfig(max_failures=config.max_failures),
+                                       checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2)),
+    )
+    log.info("training %s on %s with %d worker(s); run %s", config.model, manifest, config.workers, run_uri)
+    result = trainer.fit()
+    if result.checkpoint is None:
+        raise RuntimeError(f"run {run_uri} ended without a checkpoint")
+    with result.checkpoint.as_directory() as folder:
+        state = torch.load(Path(folder) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+    meta = export_network(state, config, network_uri, manifest=manifest, run_uri=run_uri, storage=storage)
+    _write_json(st.join(run_uri, FINISHED_FILE), {"bundle": network_uri, "metrics": meta.get("metrics", {}),
+                                                  "version": meta.get("version")}, storage)
+    return TrainResult(config.model, network_uri, run_uri, trained=True, metrics=meta.get("metrics", {}))
+
+
+def _latest_checkpoint(run_uri: str, storage: StorageConfig) -> dict[str, Any] | None:
+    """The state of the run's newest `epoch_NNNN` checkpoint, or None."""
+    folders = [u for u in st.list_dir(run_uri, storage) if posixpath.basename(u).startswith("epoch_")]
+    if not folders:
+        return None
+    data = st.read_bytes(st.join(max(folders), CHECKPOINT_FILE), storage)  # zero-padded: max = newest
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+
+
+def export_network(state: dict[str, Any], config: TrainConfig, network_uri: str, *, manifest: str,
+                   run_uri: str, storage: StorageConfig | None = None) -> dict[str, Any]:
+    """Write a checkpoint's network to `network_uri` with attrgan.bundle; returns the stored meta.
+
+    The classifier's meta carries the calibrated per-attribute thresholds (0.5 without a val
+    split) and the last validation metrics.
+    """
+    from attrgan.bundle import save_network
+    from attrgan.train.classifier import build_classifier
+    from attrgan.train.gan import build_gan
+
+    # The checkpoint's weights replace any initial trunk weights, which need not be fetched again.
+    config = dataclasses.replace(config, weights=None)
+    epochs = Curves.from_state(state.get("curves")).epochs
+    last = epochs[-1] if epochs else {}
+    metrics = {k: v for k, v in last.items() if k.startswith("val_")}
+    training = {"manifest": manifest, "run": run_uri, "epochs": state.get("epoch"), "steps": state.get("step"),
+                "config": to_dict(config)}
+    if config.model == "classifier":
+        attributes = tuple(state["attributes"])
+        net = build_classifier(config, attributes)
+        net.load_state_dict(state["net"])
+        thresholds = state.get("thresholds") or [0.5] * len(attributes)
+        meta = {"thresholds": list(thresholds), "metrics": metrics, "training": training}
+    else:
+        net, _ = build_gan(config)
+        net.load_state_dict(state["net_g"])
+        meta = {"metrics": metrics, "training": training}
+    return save_network(network_uri, net, meta, storage=storage)
+
+
+# ---- inside a training worker ------------------------------------------------------------------
+
+def _load_state(checkpoint: Any) -> dict[str, Any] | None:
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as folder:
+        return torch.load(Path(folder) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+
+
+def _min_across_workers(value: int) -> int:
+    """The smallest `value` over all workers, so every rank runs the same number of steps (DDP
+    hangs if one rank stops early)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.int64)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return int(t.item())
+
+
+def _maybe_die(job: _WorkerJob, epoch: int, rank: int, world_size: int) -> None:
+    if job.kill_at_epoch != epoch or rank != min(1, world_size - 1) or not job.kill_marker:
+        return
+    marker = Path(job.kill_marker)
+    if marker.exists():
+        return
+    marker.write_text(f"rank {rank} exited at the start of epoch {epoch}\n")
+    print(f"[attrgan] fault injection: rank {rank} exits at epoch {epoch}", flush=True)
+    os._exit(1)
+
+
+def _train_worker(loop_config: dict[str, Any]) -> None:
+    import ray.train
+    import ray.train.torch
+
+    job: _WorkerJob = loop_config["job"]
+    cfg = job.config
+    context = ray.train.get_context()
+    rank, world_size = context.get_world_rank(), context.get_world_size()
+    torch.set_num_threads(cfg.torch_threads)
+    torch.manual_seed(cfg.seed + rank)
+    device = ray.train.torch.get_device()
+    amp = cfg.mixed_precision and device.type == "cuda"
+    state = _load_state(ray.train.get_checkpoint()) or {}
+    if state and job.attributes is not None and tuple(state["attributes"]) != job.attributes:
+        raise ConfigError(f"checkpoint attributes {state['attributes']} differ from {list(job.attributes)}")
+
+    train = load_crops(read_split(job.manifest, split=cfg.train_split, storage=job.storage),
+                       size=cfg.target_size, attributes=job.attributes, storage=job.storage,
+                       rank=rank, world_size=world_size, limit=cfg.max_train_crops)
+    shortest = _min_across_workers(len(train))
+    if shortest == 0:
+        raise TrainDataError(f"a worker got no decodable training crops from {job.manifest}")
+    steps = max(1, shortest // cfg.batch_size)
+    if cfg.max_steps_per_epoch is not None:
+        steps = min(steps, cfg.max_steps_per_epoch)
+    val: CropSet | None = None
+    if rank == 0 and cfg.val_split is not None:
+        val_rows = read_split(job.manifest, split=cfg.val_split, storage=job.storage)
+        if val_rows.num_rows:
+            val = load_crops(val_rows, size=cfg.target_size, attributes=job.attributes, storage=job.storage)
+    if rank == 0:
+        print(f"[attrgan] {cfg.model}: {len(train)} training crops per worker × {world_size} "
+              f"({train.dropped} undecodable dropped), {len(val) if val else 0} val crops, {steps} steps/epoch, "
+              f"starting at epoch {state.get('epoch', 0)} of {cfg.epochs}", flush=True)
+
+    curves = Curves.from_state(state.get("curves"))
+
+    def report(metrics: dict[str, Any], checkpoint_state: dict[str, Any] | None) -> None:
+        flat = {k: v for k, v in metrics.items() if k != "step_log"}
+        flat["images_per_s"] = flat["images_per_s"] * world_size  # every rank trains as fast
+        curves.add_epoch(flat | {"step_log": metrics["step_log"]})
+        if rank != 0 or checkpoint_state is None:
+            ray.train.report(flat)
+            return
+        with tempfile.TemporaryDirectory() as folder:
+            extra = {"curves": curves.state(), "attributes": list(job.attributes or ())}
+            torch.save(checkpoint_state | extra, Path(folder) / CHECKPOINT_FILE)
+            write_curves(job.run_uri, curves, storage=job.storage)
+            shown = " ".join(f"{k}={v:.4g}" for k, v in flat.items() if k.startswith(("train_", "val_")))
+            print(f"[attrgan] {cfg.model} epoch {metrics['epoch'] + 1}/{cfg.epochs} step {metrics['step']} "
+                  f"{flat['images_per_s']:.1f} img/s {shown}", flush=True)
+            ray.train.report(flat, checkpoint=ray.train.Checkpoint.from_directory(folder),
+                             checkpoint_dir_name=f"epoch_{metrics['epoch'] + 1:04d}")
+
+    def indices(epoch: int):
+        _maybe_die(job, epoch, rank, world_size)
+        rng = np.random.default_rng([cfg.seed, rank, epoch])  # per epoch: a resumed epoch sees the same batches
+        return rng, epoch_indices(len(train), cfg.batch_size, rng=rng)
+
+    common = dict(epochs=cfg.epochs, report=report, start_epoch=state.get("epoch", 0),
+                  start_step=state.get("step", 0), max_steps_per_epoch=steps, device=device, amp=amp,
+                  log_every=cfg.log_every)
+    if cfg.model == "classifier":
+        _run_classifier(job, train, val, state, common, indices)
+    else:
+        _run_gan(job, train, val, state, common, indices)
+
+
+def _run_classifier(job: _WorkerJob, train: CropSet, val: CropSet | None, state: dict[str, Any],
+                    common: dict[str, Any], indices: Any) -> None:
+    import ray.train.torch
+
+    from attrgan.train.classifier import build_classifier, build_optimizer, train_classifier
+
+    cfg = job.config
+    net = build_classifier(cfg, job.attributes)
+    if state:
+        net.load_state_dict(state["net"])
+    net = ray.train.torch.prepare_model(net)
+    opt = build_optimizer(cfg, net.parameters())
+    if state:
+        opt.load_state_dict(state["opt"])
+    occlusion_index = job.attributes.index(OCCLUSION_DOWN)
+
+    def batches(epoch: int):
+        rng, order = indices(epoch)
+        for idx in order:
+            yield classifier_batch(train.images[idx], train.labels[idx], rng=rng,
+                                   occluded_fraction=cfg.occluded_fraction, occlusion_index=occlusion_index,
+                                   occlusion_range=cfg.occlusion_range)
+
+    train_classifier(net, opt, batches, ratios=np.asarray(job.ratios, np.float32),
+                     val_images=val.images if val else None, val_labels=val.labels if val else None,
+                     threshold_objective=cfg.threshold_objective, **common)
+
+
+def _gan_pairs(cfg: TrainConfig, images: np.ndarray, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    if cfg.model == "reconstruction":
+        return reconstruction_batch(images, rng=rng, occlusion_range=cfg.occlusion_range)
+    return superres_batch(images)
+
+
+def _run_gan(job: _WorkerJob, train: CropSet, val: CropSet | None, state: dict[str, Any],
+             common: dict[str, Any], indices: Any) -> None:
+    import ray.train.torch
+
+    from attrgan.train.gan import build_gan, build_gan_optimizers, train_gan
+
+    cfg = job.config
+    net_g, net_d = build_gan(cfg)
+    if state:
+        net_g.load_state_dict(state["net_g"])
+        net_d.load_state_dict(state["net_d"])
+    net_g, net_d = ray.train.torch.prepare_model(net_g), ray.train.torch.prepare_model(net_d)
+    opt_g, opt_d = build_gan_optimizers(cfg, net_g, net_d)
+    if state:
+        opt_g.load_state_dict(state["opt_g"])
+        opt_d.load_state_dict(state["opt_d"])
+    # Fixed validation pairs (seeded occlusions) so epochs are compared on the same inputs.
+    val_pairs = _gan_pairs(cfg, val.images, np.random.default_rng(cfg.seed)) if val is not None else None
+
+    def batches(epoch: int):
+        rng, order = indices(epoch)
+        for idx in order:
+            yield _gan_pairs(cfg, train.images[idx], rng)
+
+    train_gan(net_g, net_d, opt_g, opt_d, batches, lam=cfg.adversarial_weight, pool=cfg.pool, d_steps=cfg.d_steps,
+              adversarial=cfg.adversarial, val=val_pairs, **common)

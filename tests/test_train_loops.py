@@ -1,0 +1,209 @@
+"""Training loops, batches, curves and config without Ray: tiny networks on fixed tensors."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+import torch
+
+from attrgan.attributes import OCCLUSION_DOWN
+from attrgan.config import ConfigError
+from attrgan.train import data as tdata
+from attrgan.train.classifier import build_classifier, build_optimizer, train_classifier
+from attrgan.train.config import TrainConfig, load_train_config, preset
+from attrgan.train.curves import Curves, write_curves
+from attrgan.train.gan import build_gan, build_gan_optimizers, gan_step, psnr, train_gan, validate_gan
+from attrgan.train.loop import run_epochs
+
+ATTRS = ("female", "hat", OCCLUSION_DOWN)
+
+
+@pytest.fixture(autouse=True)
+def _few_threads():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    yield
+    torch.set_num_threads(threads)
+
+
+class Recorder:
+    """A report callback that keeps what it was given."""
+
+    def __init__(self):
+        self.metrics, self.states = [], []
+
+    def __call__(self, metrics, state):
+        self.metrics.append(metrics)
+        self.states.append(state)
+
+
+def test_classifier_loop_learns_a_fixed_batch_and_reports_each_epoch():
+    cfg = TrainConfig(model="classifier", backbone="small", width=0.125, input_size=(40, 16), lr=3e-3,
+                      betas=(0.9, 0.999))
+    net = build_classifier(cfg, ATTRS)
+    opt = build_optimizer(cfg, net.parameters())
+    x = torch.rand(8, 3, 40, 16) * 2 - 1
+    y = torch.tensor([[1, 0, 0], [0, 1, 1], [1, 1, 0], [0, 0, 1]] * 2, dtype=torch.int8)
+    report = Recorder()
+    val_images = np.random.default_rng(0).integers(0, 256, (6, 40, 16, 3), dtype=np.uint8)
+    val_labels = np.array([[1, 0, 0], [0, 1, 1], [1, -1, 0]] * 2, dtype=np.int8)
+    train_classifier(net, opt, lambda epoch: [(x, y)] * 5, ratios=np.full(3, 0.5, np.float32), epochs=3,
+                     report=report, val_images=val_images, val_labels=val_labels, log_every=2)
+
+    assert [m["epoch"] for m in report.metrics] == [0, 1, 2]
+    assert [m["step"] for m in report.metrics] == [5, 10, 15]
+    losses = [p["loss"] for m in report.metrics for p in m["step_log"]]
+    assert losses[-1] < 0.5 * losses[0]
+    assert report.metrics[-1]["train_loss"] < report.metrics[0]["train_loss"]
+    last = report.states[-1]
+    assert last["epoch"] == 3 and last["step"] == 15
+    assert len(last["thresholds"]) == 3 and all(0 < t < 1 for t in last["thresholds"])
+    assert 0 <= report.metrics[-1]["val_ma"] <= 1 and "val_ma_cal" in report.metrics[-1]
+    assert set(last["net"]) == set(net.state_dict())
+
+
+@pytest.mark.parametrize("model, size", [("reconstruction", (32, 16)), ("superres", (16, 8))])
+def test_gan_loop_lowers_pixel_loss_on_a_fixed_batch(model, size):
+    cfg = TrainConfig(model=model, width=0.0625, input_size=size, lr=2e-3, lam=0.01)
+    net_g, net_d = build_gan(cfg)
+    opt_g, opt_d = build_gan_optimizers(cfg, net_g, net_d)
+    gt = torch.rand(4, 3, *cfg.target_size) * 2 - 1
+    lq = torch.nn.functional.avg_pool2d(gt, 4) if model == "superres" else gt * torch.tensor([1.0, 0.0]).repeat_interleave(size[0] // 2).view(1, 1, -1, 1)
+    report = Recorder()
+    train_gan(net_g, net_d, opt_g, opt_d, lambda epoch: [(lq, gt)] * 10, lam=cfg.adversarial_weight, epochs=2,
+              report=report, val=(lq, gt), log_every=1)
+
+    log = [p for m in report.metrics for p in m["step_log"]]
+    assert len(log) == 20 and log[-1]["step"] == 20
+    assert set(log[0]) >= {"l_g_pix", "l_g_adv", "l_d_real", "l_d_fake"}
+    assert np.mean([p["l_g_pix"] for p in log[-3:]]) < 0.8 * np.mean([p["l_g_pix"] for p in log[:3]])
+    assert math.isfinite(report.metrics[-1]["val_psnr"]) and math.isfinite(report.metrics[-1]["val_psnr_baseline"])
+    assert set(report.states[-1]) == {"epoch", "step", "net_g", "net_d", "opt_g", "opt_d"}
+
+
+def test_gan_step_updates_both_nets_and_leaves_d_trainable():
+    cfg = TrainConfig(model="reconstruction", width=0.0625, input_size=(32, 16))
+    net_g, net_d = build_gan(cfg)
+    opt_g, opt_d = build_gan_optimizers(cfg, net_g, net_d)
+    g0 = [p.detach().clone() for p in net_g.parameters()]
+    d0 = [p.detach().clone() for p in net_d.parameters()]
+    x = torch.rand(4, 3, 32, 16) * 2 - 1
+    losses = gan_step(net_g, net_d, opt_g, opt_d, x, x.flip(0), lam=0.1, d_steps=2)
+
+    assert math.isclose(losses["l_d_total"], losses["l_d_real"] + losses["l_d_fake"], rel_tol=1e-5)
+    assert math.isclose(losses["l_g_total"], losses["l_g_pix"] + 0.1 * losses["l_g_adv"], rel_tol=1e-5)
+    assert all(not torch.equal(a, b) for a, b in zip(g0, net_g.parameters()) if a.ndim > 1)
+    assert all(not torch.equal(a, b) for a, b in zip(d0, net_d.parameters()) if a.ndim > 1)
+    assert all(p.requires_grad for p in net_d.parameters())
+
+
+def test_psnr_matches_hand_computation_and_baseline_is_identity_for_reconstruction():
+    a = torch.zeros(2, 3, 4, 4)
+    b = torch.full((2, 3, 4, 4), 0.1)  # mse 0.01, peak-to-peak 2 → 10·log10(4 / 0.01)
+    assert torch.allclose(psnr(a, b), torch.full((2,), 10 * math.log10(400)))
+    cfg = TrainConfig(model="reconstruction", width=0.0625, input_size=(32, 16))
+    net_g, _ = build_gan(cfg)
+    lq, gt = torch.zeros(3, 3, 32, 16), torch.full((3, 3, 32, 16), 0.1)
+    out = validate_gan(net_g, lq, gt, batch_size=2)
+    assert out["val_psnr_baseline"] == pytest.approx(10 * math.log10(400), rel=1e-5)
+
+
+def test_run_epochs_resumes_without_repeating_and_honours_step_budget():
+    report = Recorder()
+    seen = []
+
+    def step(batch):
+        seen.append(batch)
+        return {"loss": float(batch)}
+
+    run_epochs(step=step, batches=lambda e: range(10 * e, 10 * e + 10), batch_images=lambda b: 2, epochs=4,
+               report=report, state=lambda nxt, s: {"epoch": nxt, "step": s}, start_epoch=2, start_step=6,
+               max_steps_per_epoch=3, log_every=2)
+    assert seen == [20, 21, 22, 30, 31, 32]
+    assert [m["epoch"] for m in report.metrics] == [2, 3]
+    assert report.states == [{"epoch": 3, "step": 9}, {"epoch": 4, "step": 12}]
+    assert report.metrics[0]["train_loss"] == pytest.approx(21.0) and report.metrics[0]["images"] == 6
+    assert [p["step"] for p in report.metrics[1]["step_log"]] == [10, 12]
+
+
+def test_classifier_batch_occludes_the_bottom_and_labels_occlusion_down():
+    rng = np.random.default_rng(0)
+    images = np.stack([np.full((40, 16, 3), 40 * (i + 1), np.uint8) for i in range(4)])
+    labels = np.zeros((4, 3), np.int8)
+    x, y = tdata.classifier_batch(images, labels, rng=rng, occluded_fraction=1.0, occlusion_index=2)
+    assert x.shape == (4, 3, 40, 16) and x.dtype == torch.float32
+    assert y[:, 2].tolist() == [1, 1, 1, 1] and y[:, :2].abs().sum() == 0
+    top = images[:, :8].astype(np.float32) / 127.5 - 1
+    assert torch.allclose(x[:, :, :8], torch.from_numpy(top).permute(0, 3, 1, 2))  # top 20 % untouched
+    assert not torch.allclose(x[:, :, -8:], torch.from_numpy(images[:, -8:] / 127.5 - 1).permute(0, 3, 1, 2).float())
+    _, y_clean = tdata.classifier_batch(images, labels, rng=rng, occluded_fraction=0.0, occlusion_index=2)
+    assert y_clean.abs().sum() == 0
+
+
+def test_gan_batches_have_the_network_shapes():
+    images = np.random.default_rng(0).integers(0, 256, (3, 64, 32, 3), dtype=np.uint8)
+    low, clean = tdata.superres_batch(images)
+    assert low.shape == (3, 3, 16, 8) and clean.shape == (3, 3, 64, 32)
+    occluded, clean = tdata.reconstruction_batch(images, rng=np.random.default_rng(0))
+    assert occluded.shape == clean.shape == (3, 3, 64, 32)
+    assert torch.equal(occluded[:, :, :6], clean[:, :, :6]) and not torch.equal(occluded, clean)
+
+
+def test_epoch_indices_drop_the_partial_batch_unless_it_is_all():
+    batches = list(tdata.epoch_indices(10, 4, rng=np.random.default_rng(1)))
+    assert [len(b) for b in batches] == [4, 4] and len(set(np.concatenate(batches))) == 8
+    assert sorted(next(tdata.epoch_indices(3, 8, rng=np.random.default_rng(1)))) == [0, 1, 2]
+
+
+def test_labels_and_attributes_from_a_manifest_table():
+    table = pa.table({"crop_id": ["a", "b"], "image_uri": ["x.jpg", "y.jpg"],
+                      "female": pa.array([1, None], pa.int8()), "hat": pa.array([0, 1], pa.int8())})
+    assert tdata.resolve_attributes(table, None) == ("female", "hat", OCCLUSION_DOWN)
+    np.testing.assert_array_equal(tdata.label_array(table, ("female", "hat", OCCLUSION_DOWN)),
+                                  [[1, 0, 0], [-1, 1, 0]])
+    with pytest.raises(tdata.TrainDataError, match="glasses"):
+        tdata.resolve_attributes(table, ("female", "glasses"))
+    with pytest.raises(tdata.TrainDataError, match="no attribute label columns"):
+        tdata.resolve_attributes(table.select(["crop_id", "image_uri"]), None)
+
+
+def test_curves_keep_each_epoch_once_and_write_csv_and_png(tmp_path):
+    curves = Curves()
+    curves.add_epoch({"epoch": 0, "step": 2, "val_ma": 0.5, "step_log": [{"epoch": 0, "step": 1, "loss": 2.0}]})
+    curves.add_epoch({"epoch": 1, "step": 4, "val_ma": 0.6, "step_log": [{"epoch": 1, "step": 3, "loss": 1.5}]})
+    # A retried epoch 1 (after a restart) replaces the first attempt.
+    curves = Curves.from_state(curves.state())
+    curves.add_epoch({"epoch": 1, "step": 4, "val_ma": 0.7, "step_log": [{"epoch": 1, "step": 3, "loss": 1.0}]})
+    write_curves(str(tmp_path), curves)
+    epochs = pd.read_csv(tmp_path / "epochs.csv")
+    assert epochs["epoch"].tolist() == [0, 1] and epochs["val_ma"].tolist() == [0.5, 0.7]
+    assert pd.read_csv(tmp_path / "losses.csv")["loss"].tolist() == [2.0, 1.0]
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_presets_overrides_and_yaml(tmp_path):
+    paper = load_train_config("classifier", preset_name="paper")
+    assert (paper.optimizer, paper.lr, paper.momentum, paper.weight_decay, paper.batch_size) == ("sgd", 1e-5, 0.9, 1e-6, 8)
+    assert paper.backbone == "resnet50" and paper.network_input_size == (320, 128)
+    rec = load_train_config("reconstruction", preset_name="paper")
+    assert (rec.optimizer, rec.lr, rec.betas[0], rec.d_steps, rec.adversarial_weight, rec.width) == ("adam", 2e-3, 0.5, 1, 0.1, 1.0)
+    sr = load_train_config("superres", preset_name="paper")
+    assert sr.adversarial_weight == 1.0 and sr.target_size == (320, 128)
+    small = load_train_config("classifier", overrides={"epochs": 2, "input_size": [40, 16]})
+    assert small.backbone == "small" and small.epochs == 2 and small.network_input_size == (40, 16)
+    (tmp_path / "c.yaml").write_text("epochs: 7\nworkers: 2\ncpus_per_worker: 0.5\n")
+    cfg = load_train_config("superres", path=tmp_path / "c.yaml", overrides={"workers": 3})
+    assert (cfg.epochs, cfg.workers, cfg.resources_per_worker) == (7, 3, {"CPU": 0.5})
+    with pytest.raises(ConfigError, match="learning_rate"):
+        load_train_config("classifier", overrides={"learning_rate": 0.1})
+    with pytest.raises(ConfigError, match="occluded_fraction"):
+        load_train_config("classifier", overrides={"occluded_fraction": 1.5})
+    with pytest.raises(ConfigError, match="preset"):
+        preset("huge", "classifier")
+    with pytest.raises(ConfigError, match="trains 'superres'"):
+        load_train_config("classifier", overrides={"model": "superres"})

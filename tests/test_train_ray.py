@@ -1,0 +1,140 @@
+"""Ray Train integration: 2 CPU workers on a tiny synthetic manifest in the local S3 server."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from attrgan.attributes import SYNTH_ATTRIBUTES
+from attrgan.bundle import load_network
+from attrgan.config import ConfigError, StorageConfig
+from attrgan.data import storage as st
+from attrgan.train.config import load_train_config
+from attrgan.train.data import TrainDataError
+from attrgan.train.ray_train import KILL_EPOCH_ENV, KILL_MARKER_ENV, RUN_FILE, train_network
+
+pytestmark = pytest.mark.ray
+REPO = Path(__file__).resolve().parents[1]
+# Tiny networks and images: each TorchTrainer run is dominated by Ray's own start-up.
+TINY = {"epochs": 2, "batch_size": 4, "workers": 2, "cpus_per_worker": 0.5, "log_every": 1, "width": 0.0625}
+SIZES = {"classifier": [40, 16], "reconstruction": [32, 16], "superres": [16, 8]}
+
+
+def tiny_config(model: str, **extra):
+    return load_train_config(model, overrides=TINY | {"input_size": SIZES[model]} | extra)
+
+
+@pytest.fixture(scope="module")
+def s3(s3_endpoint):
+    """(storage, bucket) of a bucket holding a 40-crop synthetic training manifest."""
+    import boto3
+
+    from attrgan.data.synth import generate
+
+    bucket = f"train-{uuid.uuid4().hex[:10]}"
+    boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
+    storage = StorageConfig(endpoint_url=s3_endpoint, region="us-east-1")
+    generate(f"s3://{bucket}/synth", 40, seed=0, storage=storage, workers=1, splits=(0.7, 0.3, 0.0))
+    return storage, bucket
+
+
+@pytest.fixture
+def s3_env(s3, monkeypatch):
+    storage, _ = s3
+    monkeypatch.setenv("AWS_ENDPOINT_URL", storage.endpoint_url)
+    monkeypatch.setenv("ATTRGAN_S3_ENDPOINT_URL", storage.endpoint_url)
+    return s3
+
+
+@pytest.mark.slow
+def test_classifier_survives_a_worker_death_and_a_finished_run_is_not_retrained(ray_local, s3_env, tmp_path,
+                                                                                   monkeypatch):
+    storage, bucket = s3_env
+    marker = tmp_path / "killed"
+    monkeypatch.setenv(KILL_EPOCH_ENV, "1")
+    monkeypatch.setenv(KILL_MARKER_ENV, str(marker))
+    bundle = f"s3://{bucket}/models/fault"
+    result = train_network(tiny_config("classifier"), manifest=f"s3://{bucket}/synth/manifest.parquet",
+                           bundle=bundle, storage=storage)
+
+    assert marker.exists(), "the injected worker death did not happen"
+    assert result.trained and result.run_uri == f"s3://{bucket}/models/runs/fault-classifier"
+    epochs = pd.read_csv(io.BytesIO(st.read_bytes(st.join(result.run_uri, "epochs.csv"), storage)))
+    assert epochs["epoch"].tolist() == [0, 1]  # epoch 0 from before the restart, epoch 1 after it
+    assert epochs["step"].is_monotonic_increasing
+    assert st.read_bytes(st.join(result.run_uri, "curves.png"), storage)[:4] == b"\x89PNG"
+
+    net, meta = load_network(st.join(bundle, "classifier"), storage=storage)
+    assert tuple(meta["attributes"]) == SYNTH_ATTRIBUTES and len(meta["thresholds"]) == len(SYNTH_ATTRIBUTES)
+    assert meta["training"]["epochs"] == 2 and "val_ma" in meta["metrics"]
+    with torch.no_grad():
+        scores = torch.sigmoid(net(torch.zeros(2, 3, 40, 16)))
+    assert scores.shape == (2, len(SYNTH_ATTRIBUTES)) and torch.isfinite(scores).all()
+
+    again = train_network(tiny_config("classifier"), manifest=f"s3://{bucket}/synth/manifest.parquet",
+                          bundle=bundle, storage=storage)
+    assert not again.trained and again.metrics == result.metrics
+    assert load_network(st.join(bundle, "classifier"), storage=storage)[1]["version"] == meta["version"]
+
+    # A finished run whose bundle folder was lost writes its last checkpoint again, untrained.
+    st.delete_prefix(st.join(bundle, "classifier"), storage)
+    restored = train_network(tiny_config("classifier"), manifest=f"s3://{bucket}/synth/manifest.parquet",
+                             bundle=bundle, storage=storage)
+    assert not restored.trained
+    assert load_network(st.join(bundle, "classifier"), storage=storage)[1]["version"] == meta["version"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["reconstruction", "superres"])
+def test_gan_job_writes_a_network_into_the_bundle(ray_local, s3_env, model):
+    storage, bucket = s3_env
+    bundle = f"s3://{bucket}/models/gans"
+    sets = [f"--set={k}={json.dumps(v)}" for k, v in (TINY | {"input_size": SIZES[model], "epochs": 1}).items()
+            if k not in ("workers", "epochs")]
+    env = os.environ | {"RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
+    proc = subprocess.run([sys.executable, "jobs/train.py", "--model", model, "--manifest",
+                           f"s3://{bucket}/synth/manifest.parquet", "--bundle", bundle, "--workers", "2",
+                           "--epochs", "1", *sets], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"{model}: trained" in proc.stdout
+
+    net, meta = load_network(st.join(bundle, model), storage=storage)
+    assert meta["architecture"] == model and np.isfinite(meta["metrics"]["val_psnr"])
+    h, w = SIZES[model]
+    with torch.no_grad():
+        out = net(torch.zeros(1, 3, h, w))
+    assert out.shape == ((1, 3, 4 * h, 4 * w) if model == "superres" else (1, 3, h, w))
+
+
+def test_bad_inputs_fail_before_any_worker_starts(ray_local, s3_env, tmp_path):
+    from attrgan.data.manifest import read_manifest, write_manifest
+
+    storage, bucket = s3_env
+    manifest = f"s3://{bucket}/synth/manifest.parquet"
+    table = read_manifest(manifest, storage=storage)
+    unlabelled = str(tmp_path / "unlabelled.parquet")
+    write_manifest(table.drop_columns(list(SYNTH_ATTRIBUTES)), unlabelled)
+    with pytest.raises(TrainDataError, match="no attribute label columns"):
+        train_network(tiny_config("classifier"), manifest=unlabelled, bundle=str(tmp_path / "b1"), storage=storage)
+    assert not (tmp_path / "runs").exists()
+
+    with pytest.raises(ConfigError, match="GPU"):
+        train_network(tiny_config("superres", use_gpu=True), manifest=manifest, bundle=str(tmp_path / "b2"),
+                      storage=storage)
+
+    # An interrupted run that trained other attributes must not be resumed with these.
+    run = tmp_path / "runs" / "b3-classifier"
+    run.mkdir(parents=True)
+    (run / RUN_FILE).write_text(json.dumps({"model": "classifier", "attributes": ["female", "hat", "occlusion_down"]}))
+    with pytest.raises(ConfigError, match="attributes"):
+        train_network(tiny_config("classifier"), manifest=manifest, bundle=str(tmp_path / "b3"), storage=storage)
