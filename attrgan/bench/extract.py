@@ -1,0 +1,244 @@
+"""Extraction throughput and memory, measured side by side on the same synthetic crops.
+
+    python -m attrgan.bench --only extract [--quick]
+
+On one set of JPEG crops (three in four ~72×176 (W×H), one in four low-resolution ~18×44):
+
+- end to end: manifest → decode → pipeline → Parquet through `run_extract` on a local Ray;
+- bare models: `Pipeline` on pre-decoded arrays in this process (the ceiling for the models);
+- naive loop: PIL decode + resize one crop at a time, then `Pipeline` per batch, sequentially;
+- clean crops: the restore-and-classify pipeline vs the classifier alone on crops that need no
+  restoration (what the conditional GANs cost when nothing is corrupted);
+- peak RSS of a whole `run_extract` run (driver + Ray processes) at 1× and 4× the manifest size.
+
+Networks: the paper's sizes when CUDA is available, otherwise small widths (the figures are for
+comparing the rows of one run, not for comparing machines).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+
+from attrgan.attributes import RAP_ATTRIBUTES
+from attrgan.bundle import Bundle, load_bundle, save_bundle
+from attrgan.data.images import decode_image, resize
+from attrgan.data.manifest import write_manifest
+from attrgan.models import (AttributeClassifier, ClassifierConfig, ReconstructionConfig, ReconstructionGenerator,
+                            SuperResConfig, SuperResGenerator)
+from attrgan.pipeline import Pipeline, PipelineConfig
+
+# (H, W). Full-size crops stay above the default SR rule (height <= 160, half the classifier
+# input), low-resolution ones are 4x smaller.
+FULL_SIZE = (176, 72)
+LOW_SIZE = (44, 18)
+
+
+def make_bundle(*, paper: bool) -> Bundle:
+    """Random networks at the paper's sizes (GPU) or small widths (CPU). occlusion_down's bias is
+    pushed down so clean crops are not flagged, as with a trained model."""
+    torch.manual_seed(0)
+    if paper:
+        classifier = AttributeClassifier(ClassifierConfig(attributes=RAP_ATTRIBUTES))
+        widths = (1.0, 1.0)
+    else:
+        classifier = AttributeClassifier(ClassifierConfig(attributes=RAP_ATTRIBUTES, backbone="small", width=0.25))
+        widths = (0.125, 0.0625)
+    with torch.no_grad():
+        classifier.body_head.bias[RAP_ATTRIBUTES.index("occlusion_down")] = -20.0
+    return Bundle(classifier=classifier.eval(),
+                  reconstruction=ReconstructionGenerator(ReconstructionConfig(width=widths[0])).eval(),
+                  superres=SuperResGenerator(SuperResConfig(width=widths[1])).eval())
+
+
+def _jpeg(rng: np.random.Generator, size: tuple[int, int]) -> bytes:
+    h, w = size
+    # A smooth gradient with noise: compresses like a photo, unlike pure noise.
+    base = np.linspace(0, 1, h)[:, None, None] * rng.uniform(40, 200, size=3) + rng.uniform(0, 50, size=3)
+    pixels = np.clip(base + rng.normal(0, 12, size=(h, w, 3)), 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+def make_manifest(root: Path, n: int, *, low_fraction: float = 0.25, copies: int = 1, seed: int = 0) -> str:
+    """`n` distinct crops under root/images; a manifest listing them `copies` times (new crop_ids)."""
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    uris = []
+    for i in range(n):
+        path = root / "images" / f"{i:06d}.jpg"
+        if not path.exists():
+            low = rng.random() < low_fraction
+            jitter = rng.integers(-4, 5)
+            size = (LOW_SIZE[0] + jitter // 2, LOW_SIZE[1]) if low else (FULL_SIZE[0] + jitter, FULL_SIZE[1])
+            path.write_bytes(_jpeg(rng, size))
+        uris.append(str(path))
+    frame = pd.DataFrame({"crop_id": [f"{c}-{i}" for c in range(copies) for i in range(n)],
+                          "image_uri": uris * copies})
+    uri = str(root / f"manifest-x{copies}.parquet")
+    write_manifest(frame, uri)
+    return uri
+
+
+def _rate(fn, n: int, repeats: int = 1) -> float:
+    """Crops/s of `fn` over `n` crops, best of `repeats` runs (the least disturbed by other load)."""
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return n / best
+
+
+def _batches(n: int, size: int):
+    return [slice(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+def run(quick: bool = False) -> None:
+    paper = torch.cuda.is_available()
+    n = 64 if quick else 256
+    batch = 32
+    repeats = 1 if quick else 2
+    print(f"networks: {'paper sizes' if paper else 'small widths (no CUDA)'}; {n} crops "
+          f"(3/4 ~{FULL_SIZE[1]}x{FULL_SIZE[0]}, 1/4 ~{LOW_SIZE[1]}x{LOW_SIZE[0]}), batch {batch}")
+    with tempfile.TemporaryDirectory(prefix="attrgan-bench-") as tmp:
+        root = Path(tmp)
+        bundle = save_bundle(str(root / "bundle"), make_bundle(paper=paper))
+        manifest = make_manifest(root, n)
+        bundle = load_bundle(str(root / "bundle"), device="cpu")
+        pipe = Pipeline(bundle, PipelineConfig())
+        size = pipe.input_size
+        paths = pd.read_parquet(manifest)["image_uri"].tolist()
+
+        # Pre-decoded arrays for the in-process measurements (decode cost excluded).
+        decoded = [decode_image(Path(p).read_bytes()) for p in paths]
+        heights = np.array([d.shape[0] for d in decoded])
+        images = np.stack([resize(d, size) for d in decoded])
+        pipe(images[:batch], heights[:batch])  # warm-up (allocators, cuDNN autotune)
+
+        def bare() -> None:
+            for s in _batches(n, batch):
+                pipe(images[s], heights[s])
+
+        def naive() -> None:
+            for s in _batches(n, batch):
+                crops = [np.asarray(Image.open(p).convert("RGB")) for p in paths[s]]
+                pipe(np.stack([resize(c, size) for c in crops]), np.array([c.shape[0] for c in crops]))
+
+        bare_rate = _rate(bare, n, repeats)
+        naive_rate = _rate(naive, n, repeats)
+        e2e_rate, e2e_summary = _end_to_end(root, manifest, batch)
+        print(f"{'':28s}{'crops/s':>10s}{'vs bare':>10s}")
+        for name, rate in (("end to end (run_extract)", e2e_rate), ("bare models, in process", bare_rate),
+                           ("naive sequential loop", naive_rate)):
+            print(f"{name:28s}{rate:10.1f}{rate / bare_rate:10.2f}")
+        print(f"end to end / naive loop: {e2e_rate / naive_rate:.2f}x; "
+              f"super-resolved {e2e_summary['super_resolved']}, reconstructed {e2e_summary['reconstructed']}")
+
+        # Clean crops only: the conditional pipeline against the classifier alone.
+        clean = heights > pipe.sr_max_height
+        clean_images, clean_heights = images[clean], heights[clean]
+        m = len(clean_images)
+        if m == 0:
+            raise RuntimeError(f"no crop is taller than the SR rule's {pipe.sr_max_height} rows")
+        only = Pipeline(bundle, PipelineConfig(use_superres=False, use_reconstruction=False))
+        full_rate = _rate(lambda: [pipe(clean_images[s], clean_heights[s]) for s in _batches(m, batch)], m, repeats)
+        only_rate = _rate(lambda: [only(clean_images[s], clean_heights[s]) for s in _batches(m, batch)], m, repeats)
+        print(f"clean crops ({m}): restore-and-classify {full_rate:.1f} crops/s, classifier only "
+              f"{only_rate:.1f} crops/s (pipeline costs {only_rate / full_rate:.2f}x the classifier)")
+
+        for copies in (1, 4):
+            big = make_manifest(root, n, copies=copies)
+            peak, driver = _peak_rss(big, str(root / "bundle"), str(root / f"rss-out-{copies}"), batch)
+            print(f"peak RSS at {copies}x manifest ({n * copies} rows): driver {driver / 2**20:.0f} MiB, "
+                  f"driver + Ray processes {peak / 2**20:.0f} MiB")
+
+
+def _ray_cpus() -> int:
+    # At least 4 logical CPUs so decode tasks always fit beside the actors (DESIGN.md).
+    return max(4, os.cpu_count() or 1)
+
+
+def _end_to_end(root: Path, manifest: str, batch: int) -> tuple[float, dict]:
+    import ray
+
+    from attrgan.extract import ExtractConfig, run_extract
+
+    started_here = not ray.is_initialized()
+    if started_here:
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        ray.init(num_cpus=_ray_cpus(), include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": {"RAY_AUTH_MODE": "disabled"}})
+    try:
+        config = ExtractConfig(manifest=manifest, bundle=str(root / "bundle"), out=str(root / "results"),
+                               batch_size=batch, incremental=False)
+        summary = run_extract(config)
+    finally:
+        if started_here:
+            ray.shutdown()
+    # Ray startup is excluded: run_extract's own clock starts after the cluster is up.
+    return summary.crops_per_s, {"super_resolved": summary.super_resolved, "reconstructed": summary.reconstructed}
+
+
+_RSS_CHILD = """
+import json, os, sys, ray
+from attrgan.extract import ExtractConfig, run_extract
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+ray.init(num_cpus=int(sys.argv[5]), include_dashboard=False, log_to_driver=False,
+         runtime_env={"env_vars": {"RAY_AUTH_MODE": "disabled"}})
+s = run_extract(ExtractConfig(manifest=sys.argv[1], bundle=sys.argv[2], out=sys.argv[3],
+                              batch_size=int(sys.argv[4]), incremental=False))
+print(json.dumps({"rows": s.rows}))
+"""
+
+
+def _peak_rss(manifest: str, bundle: str, out: str, batch: int) -> tuple[int, int]:
+    """(peak summed RSS of the run's process tree, peak RSS of its driver), sampled every 0.1 s."""
+    import psutil
+
+    proc = subprocess.Popen([sys.executable, "-c", _RSS_CHILD, manifest, bundle, out, str(batch), str(_ray_cpus())],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    peaks = {"tree": 0, "driver": 0}
+    root = psutil.Process(proc.pid)
+
+    def sample() -> None:
+        while proc.poll() is None:
+            try:
+                procs = [root, *root.children(recursive=True)]
+            except psutil.Error:
+                break
+            rss = {}
+            for p in procs:
+                try:
+                    rss[p.pid] = p.memory_info().rss
+                except psutil.Error:  # exited between listing and reading
+                    pass
+            peaks["tree"] = max(peaks["tree"], sum(rss.values()))
+            peaks["driver"] = max(peaks["driver"], rss.get(proc.pid, 0))
+            time.sleep(0.1)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    stdout, _ = proc.communicate()
+    thread.join()
+    if proc.returncode != 0:
+        raise RuntimeError(f"extraction subprocess failed with exit code {proc.returncode}")
+    json.loads(stdout.strip().splitlines()[-1])
+    return peaks["tree"], peaks["driver"]
+
+
+if __name__ == "__main__":
+    run(quick="--quick" in sys.argv)

@@ -1,0 +1,532 @@
+"""The nightly extraction job: manifest → restore-and-classify → results Parquet, on Ray Data.
+
+For every input partition of the manifest (DESIGN.md "Manifest"):
+
+    rows ──► decode (CPU tasks, attrgan.data.images.decode_batch; a bad row stays, status=error)
+         ──► one actor pool, each actor holding the whole `Pipeline` (SR → classify → reconstruct
+             → classify), loaded once per actor (a GPU each when the cluster has GPUs)
+         ──► results rows (DESIGN.md "Results": exactly one per manifest row)
+         ──► `<out>/<partition path>/*.parquet`, then `<out>/<partition path>/_SUCCESS`
+
+Each partition is written under its own prefix, which is emptied first, so a rerun replaces that
+partition only (never `mode="overwrite"` on the base path: it deletes every partition). The
+output is read back and checked to hold exactly the manifest's crop_ids, each once, before
+`_SUCCESS` (JSON: model_version, rows, errors, ...) is written. An incremental run skips the
+partitions whose `_SUCCESS` names the same bundle version.
+
+Resource sizing follows "Facts learned the hard way": decode tasks always find a CPU (actors take
+a fractional share on small machines), and killed actors are restarted with their batch redone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import logging
+import math
+import os
+import sys
+import time
+import warnings
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+
+from attrgan.config import StorageConfig
+from attrgan.data.manifest import ManifestError, list_partitions, read_manifest
+from attrgan.data.storage import delete_prefix, filesystem, join, read_bytes, write_bytes
+from attrgan.pipeline import Pipeline, PipelineConfig
+
+log = logging.getLogger(__name__)
+
+SUCCESS_FILE = "_SUCCESS"
+# Manifest columns the job reads; the last four are carried to the results.
+INPUT_COLUMNS = ("crop_id", "image_uri", "bbox_x", "bbox_y", "bbox_w", "bbox_h", "camera_id", "captured_at")
+FIXED_RESULT_FIELDS = (
+    pa.field("crop_id", pa.string(), nullable=False),
+    pa.field("image_uri", pa.string(), nullable=False),
+    pa.field("camera_id", pa.string()),
+    pa.field("captured_at", pa.timestamp("us", tz="UTC")),
+    pa.field("status", pa.string(), nullable=False),
+    pa.field("error", pa.string()),
+    pa.field("super_resolved", pa.bool_(), nullable=False),
+    pa.field("reconstructed", pa.bool_(), nullable=False),
+    pa.field("occlusion_score", pa.float32()),
+)
+TRAILING_RESULT_FIELDS = (
+    pa.field("model_version", pa.string(), nullable=False),
+    pa.field("processed_at", pa.timestamp("us", tz="UTC"), nullable=False),
+)
+# Fault drill: set to a local file path and the first actor to reach its second batch creates the
+# file and exits abruptly, so actor restarts can be exercised end to end (single-node runs).
+FAULT_ENV = "ATTRGAN_EXTRACT_FAULT_MARKER"
+
+
+class ExtractError(RuntimeError):
+    """A partition's output failed its checks; its `_SUCCESS` marker was not written."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ExtractConfig:
+    """One extraction run.
+
+    manifest: manifest URI (file, folder or hive-partitioned prefix; s3:// or local).
+    bundle: model bundle URI (attrgan.bundle).
+    out: results base URI; each manifest partition is written to `<out>/<partition path>/`.
+    partitions: partitions to process ("date=2026-11-25", or a leading part of a deeper path);
+        empty = all of them.
+    actors: most pipeline actors; min_actors: actors kept up from the start.
+    gpus_per_actor: GPU share of each actor when the cluster has GPUs (0 = run on CPU anyway).
+    cpus_per_actor: CPU share of each actor; None = 1 on a GPU cluster, otherwise what leaves a
+        whole CPU to decoding (at most 1 per actor).
+    batch_size: rows per decode and inference batch.
+    incremental: skip partitions whose _SUCCESS names the same bundle version.
+    max_restarts: restarts of a dead actor (and retries of its batch) before the job fails.
+    rows_per_file: fewest rows per output Parquet file (fewer only for a partition's last file).
+    """
+
+    manifest: str
+    bundle: str
+    out: str
+    partitions: tuple[str, ...] = ()
+    actors: int = 2
+    min_actors: int = 1
+    gpus_per_actor: float = 1.0
+    cpus_per_actor: float | None = None
+    batch_size: int = 64
+    incremental: bool = True
+    max_restarts: int = 3
+    rows_per_file: int = 100_000
+    pipeline: PipelineConfig = dataclasses.field(default_factory=PipelineConfig)
+    storage: StorageConfig = dataclasses.field(default_factory=StorageConfig)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "partitions", tuple(self.partitions))
+        for name in ("manifest", "bundle", "out"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise ValueError(f"ExtractConfig.{name} must be a URI, got {getattr(self, name)!r}")
+        for name in ("actors", "min_actors", "batch_size", "rows_per_file"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"ExtractConfig.{name} must be an integer >= 1, got {value!r}")
+        if self.min_actors > self.actors:
+            raise ValueError(f"ExtractConfig.min_actors must be <= actors ({self.actors}), got {self.min_actors}")
+        if not self.gpus_per_actor >= 0:
+            raise ValueError(f"ExtractConfig.gpus_per_actor must be >= 0, got {self.gpus_per_actor!r}")
+        if self.cpus_per_actor is not None and not self.cpus_per_actor > 0:
+            raise ValueError(f"ExtractConfig.cpus_per_actor must be > 0 or None, got {self.cpus_per_actor!r}")
+        if not isinstance(self.max_restarts, int) or self.max_restarts < 0:
+            raise ValueError(f"ExtractConfig.max_restarts must be an integer >= 0, got {self.max_restarts!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class PartitionSummary:
+    partition: str  # "" for an unpartitioned manifest
+    rows: int
+    errors: dict[str, int]  # error kind (the message up to its first ':') → rows
+    super_resolved: int
+    reconstructed: int
+    seconds: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Summary:
+    """What a run did. `rows` etc. count the partitions processed in this run, not skipped ones."""
+
+    model_version: str
+    processed: tuple[PartitionSummary, ...]
+    skipped: tuple[str, ...]
+    seconds: float
+
+    @property
+    def rows(self) -> int:
+        return sum(p.rows for p in self.processed)
+
+    @property
+    def errors(self) -> dict[str, int]:
+        total: Counter[str] = Counter()
+        for p in self.processed:
+            total.update(p.errors)
+        return dict(total.most_common())
+
+    @property
+    def super_resolved(self) -> int:
+        return sum(p.super_resolved for p in self.processed)
+
+    @property
+    def reconstructed(self) -> int:
+        return sum(p.reconstructed for p in self.processed)
+
+    @property
+    def crops_per_s(self) -> float:
+        return self.rows / self.seconds if self.seconds > 0 else 0.0
+
+    def format(self) -> str:
+        errors = sum(self.errors.values())
+        lines = [f"extract: {len(self.processed)} partition(s) processed, {len(self.skipped)} skipped "
+                 f"(up to date), bundle {self.model_version}",
+                 f"  rows {self.rows}, errors {errors}, super-resolved {self.super_resolved}, "
+                 f"reconstructed {self.reconstructed}, {self.crops_per_s:.1f} crops/s over {self.seconds:.1f} s"]
+        lines += [f"  error {kind!r}: {count}" for kind, count in self.errors.items()]
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# results schema and rows (pure functions, no Ray)
+
+
+def results_schema(attributes: Sequence[str]) -> pa.Schema:
+    """The results table of DESIGN.md: fixed columns, `<attr>` bool and `<attr>_score` float32 per
+    attribute (in model order), then model_version and processed_at."""
+    fixed = {f.name for f in FIXED_RESULT_FIELDS + TRAILING_RESULT_FIELDS}
+    attr_fields = []
+    for a in attributes:
+        for field in (pa.field(a, pa.bool_()), pa.field(f"{a}_score", pa.float32())):
+            if field.name in fixed:
+                raise ValueError(f"attribute {a!r} collides with the results column {field.name!r}")
+            attr_fields.append(field)
+    return pa.schema([*FIXED_RESULT_FIELDS, *attr_fields, *TRAILING_RESULT_FIELDS])
+
+
+def error_kind(message: str) -> str:
+    """The kind of an error message: its text up to the first ':' ("missing object: s3://…")."""
+    return message.split(":", 1)[0].strip() or "error"
+
+
+def results_batch(batch: Mapping[str, np.ndarray], pipeline: Pipeline, *, model_version: str,
+                  processed_at: dt.datetime) -> pa.Table:
+    """Run `pipeline` on a decoded batch and build its results rows (one per input row).
+
+    Input columns: crop_id, image_uri, camera_id, captured_at (datetime64 or objects, UTC),
+    image (N, H, W, 3) uint8, crop_height int, status ("ok" / "error"), error (str or None).
+    Rows with status "error" skip the models: they keep their row with null scores and decisions.
+    Output: a table with `results_schema(pipeline.attributes)`.
+    """
+    n = len(batch["crop_id"])
+    attributes = pipeline.attributes
+    status = np.asarray(batch["status"]).astype(str)
+    ok = status == "ok"
+    a = len(attributes)
+    scores = np.zeros((n, a), np.float32)
+    decisions = np.zeros((n, a), bool)
+    sr = np.zeros(n, bool)
+    rec = np.zeros(n, bool)
+    occlusion = np.zeros(n, np.float32)
+    if ok.any():
+        rows = np.flatnonzero(ok)
+        out = pipeline(np.asarray(batch["image"])[rows], np.asarray(batch["crop_height"])[rows].astype(np.int64))
+        scores[rows], decisions[rows] = out["scores"], out["decisions"]
+        sr[rows], rec[rows], occlusion[rows] = out["super_resolved"], out["reconstructed"], out["occlusion_score"]
+    null = ~ok  # error rows: no scores, no decisions (unknown, not negative)
+    columns: dict[str, pa.Array] = {
+        "crop_id": _strings(batch["crop_id"]),
+        "image_uri": _strings(batch["image_uri"]),
+        "camera_id": _strings(batch["camera_id"]),
+        "captured_at": _timestamps(batch["captured_at"]),
+        "status": pa.array(status.tolist(), pa.string()),
+        "error": pa.array([None if k else str(e) for k, e in zip(ok, batch["error"])], pa.string()),
+        "super_resolved": pa.array(sr),
+        "reconstructed": pa.array(rec),
+        "occlusion_score": pa.array(occlusion, pa.float32(), mask=null | np.isnan(occlusion)),
+    }
+    for i, name in enumerate(attributes):
+        columns[name] = pa.array(decisions[:, i], pa.bool_(), mask=null)
+        columns[f"{name}_score"] = pa.array(scores[:, i], pa.float32(), mask=null)
+    columns["model_version"] = pa.array([model_version] * n, pa.string())
+    columns["processed_at"] = pa.array([processed_at] * n, pa.timestamp("us", tz="UTC"))
+    return pa.Table.from_arrays(list(columns.values()), schema=results_schema(attributes))
+
+
+def _is_null(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _strings(values: Any) -> pa.Array:
+    """A string column from a batch. A column that was all null on its way through Ray Data can
+    come back as float NaN (Arrow's null type), so NaN is null here too."""
+    return pa.array([None if _is_null(v) else str(v) for v in np.asarray(values).tolist()], pa.string())
+
+
+def _timestamps(values: Any) -> pa.Array:
+    """captured_at as timestamp[us, UTC]. Ray Data hands tz-aware timestamps over as naive
+    datetime64 holding the UTC instant; casting a naive timestamp to UTC keeps that instant.
+    An all-null column may arrive as None objects or float NaN."""
+    values = np.asarray(values)
+    if values.dtype.kind == "M":
+        return pa.array(values).cast(pa.timestamp("us", tz="UTC"), safe=False)
+    items = [None if _is_null(v) else v for v in values.tolist()]
+    return pa.array(items, pa.timestamp("us", tz="UTC")) if items else pa.nulls(0, pa.timestamp("us", tz="UTC"))
+
+
+# ---------------------------------------------------------------------------------------------
+# resource sizing
+
+
+@dataclasses.dataclass(frozen=True)
+class ActorPlan:
+    """Resources of the pipeline actors and of the decode tasks."""
+
+    actors: int
+    min_actors: int
+    num_cpus: float
+    num_gpus: float
+    decode_cpus: float
+    torch_threads: int
+
+
+def plan_actors(*, cluster_cpus: float, cluster_gpus: float, actors: int, min_actors: int = 1,
+                gpus_per_actor: float = 1.0, cpus_per_actor: float | None = None) -> ActorPlan:
+    """Size the actor pool so it cannot starve the decode tasks of CPUs (Ray Data then hangs).
+
+    Decode tasks take one CPU (half the machine on a single-CPU cluster). Actors share what one
+    decode task leaves, `min(1, (cpus - decode) / actors)` each unless `cpus_per_actor` is given:
+    1 CPU each for 2 actors on 4 CPUs, 0.5 for 2 actors on 2 CPUs. On a GPU cluster each actor
+    also takes `gpus_per_actor` GPU and the pool is capped by the GPUs, so decode tasks run on the
+    remaining CPUs while the GPUs infer. A pool that would leave no CPU to decode is shrunk.
+    """
+    if cluster_cpus <= 0:
+        raise ValueError(f"the Ray cluster has no CPUs to decode on, got {cluster_cpus}")
+    decode_cpus = 1.0 if cluster_cpus >= 2 else cluster_cpus / 2
+    spare = cluster_cpus - decode_cpus
+    use_gpu = cluster_gpus > 0 and gpus_per_actor > 0
+    if use_gpu:
+        actors = max(1, min(actors, math.floor(cluster_gpus / gpus_per_actor + 1e-9)))
+    num_cpus = cpus_per_actor if cpus_per_actor is not None else min(1.0, spare / actors)
+    if num_cpus * actors > spare + 1e-9:
+        fitting = math.floor(spare / num_cpus + 1e-9)
+        if fitting < 1:
+            raise ValueError(f"cpus_per_actor={num_cpus} leaves no CPU for decoding on a cluster of "
+                             f"{cluster_cpus} CPUs; use at most {spare}")
+        actors = fitting
+    return ActorPlan(actors=actors, min_actors=min(min_actors, actors), num_cpus=num_cpus,
+                     num_gpus=gpus_per_actor if use_gpu else 0.0, decode_cpus=decode_cpus,
+                     torch_threads=max(1, int(num_cpus)))
+
+
+# ---------------------------------------------------------------------------------------------
+# the actor
+
+
+class PipelineActor:
+    """Ray Data actor: loads the bundle once, then turns decoded batches into results tables."""
+
+    def __init__(self, *, bundle_uri: str, storage: StorageConfig, pipeline_config: PipelineConfig,
+                 model_version: str, torch_threads: int) -> None:
+        import torch
+
+        from attrgan.bundle import load_bundle
+
+        torch.set_num_threads(torch_threads)
+        # Ray hides GPUs this actor was not given, so "auto" means "the GPU Ray assigned, if any".
+        config = pipeline_config
+        device = "cuda" if config.device == "auto" and torch.cuda.is_available() else config.device
+        bundle = load_bundle(bundle_uri, storage=storage, device="cpu")
+        if bundle.version != model_version:
+            raise RuntimeError(f"bundle {bundle_uri} changed during the run: version {bundle.version}, "
+                               f"the job started with {model_version}")
+        self.pipeline = Pipeline(bundle, dataclasses.replace(config, device=device))
+        self.model_version = model_version
+        self.calls = 0
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
+        import torch
+
+        self._fault_drill()
+        self.calls += 1
+        with torch.inference_mode():
+            return results_batch(batch, self.pipeline, model_version=self.model_version,
+                                 processed_at=dt.datetime.now(dt.timezone.utc))
+
+    def _fault_drill(self) -> None:
+        marker = os.environ.get(FAULT_ENV)
+        if marker and self.calls >= 1 and not os.path.exists(marker):
+            with open(marker, "w") as f:
+                f.write(f"actor pid {os.getpid()} exited on its batch {self.calls + 1}\n")
+            os._exit(1)
+
+
+# ---------------------------------------------------------------------------------------------
+# the job
+
+
+def bundle_info(uri: str, storage: StorageConfig | None = None) -> tuple[str, dict[str, Any]]:
+    """(bundle version, classifier meta) from the bundle's config.json files, without the weights."""
+    from attrgan.bundle import NETWORKS, BundleError, bundle_version
+
+    metas = {}
+    for name in NETWORKS:
+        config_uri = join(uri, name, "config.json")
+        try:
+            metas[name] = json.loads(read_bytes(config_uri, storage=storage))
+        except FileNotFoundError:
+            raise BundleError(f"no model bundle at {uri}: {config_uri} not found") from None
+        except json.JSONDecodeError as exc:
+            raise BundleError(f"{config_uri} is not valid JSON: {exc}") from None
+        if "weights_sha256" not in metas[name]:
+            raise BundleError(f"{config_uri} has no weights_sha256: not written by attrgan.bundle.save_network")
+    return bundle_version(metas), metas["classifier"]
+
+
+def read_success(uri: str, storage: StorageConfig | None = None) -> dict[str, Any] | None:
+    """The parsed `_SUCCESS` marker of an output partition, or None when absent or unreadable."""
+    try:
+        return json.loads(read_bytes(join(uri, SUCCESS_FILE), storage=storage))
+    except FileNotFoundError:
+        return None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        log.warning("%s is not valid JSON: treating the partition as not done", join(uri, SUCCESS_FILE))
+        return None
+
+
+def select_partitions(available: Sequence[str], requested: Sequence[str]) -> list[str]:
+    """The manifest partitions to process: all when `requested` is empty, else those equal to or
+    under a requested path ("date=1" selects "date=1/camera=a" and "date=1/camera=b")."""
+    if not requested:
+        return list(available)
+    chosen: list[str] = []
+    for want in requested:
+        want = want.strip("/")
+        hits = [p for p in available if p == want or p.startswith(want + "/")]
+        if not hits:
+            raise ManifestError(f"partition {want!r} is not in the manifest; it has {list(available)[:10]}"
+                                f"{' …' if len(available) > 10 else ''}")
+        chosen += [p for p in hits if p not in chosen]
+    return chosen
+
+
+def _input_table(table: pa.Table) -> pa.Table:
+    """The columns the job needs, with absent optional ones as nulls."""
+    columns, fields = [], []
+    for name in INPUT_COLUMNS:
+        if name in table.column_names:
+            columns.append(table[name])
+            fields.append(pa.field(name, table[name].type))
+        else:
+            tp = {"camera_id": pa.string(), "captured_at": pa.timestamp("us", tz="UTC")}.get(name, pa.int32())
+            columns.append(pa.nulls(table.num_rows, tp))
+            fields.append(pa.field(name, tp))
+    return pa.Table.from_arrays(columns, schema=pa.schema(fields))
+
+
+def run_extract(config: ExtractConfig) -> Summary:
+    """Run the extraction described by `config`; returns (and logs) a `Summary`.
+
+    Uses the current Ray runtime, starting a local one if none is up. Every selected partition's
+    manifest is read and validated before any work starts, so a schema problem (ManifestError
+    naming the column) stops the job with nothing written.
+    """
+    import ray
+    import ray.data
+
+    start = time.perf_counter()
+    storage = config.storage
+    model_version, classifier_meta = bundle_info(config.bundle, storage)
+    input_size = tuple(classifier_meta["config"]["input_size"])
+
+    partitions = select_partitions(list_partitions(config.manifest, storage), config.partitions)
+    todo, skipped = [], []
+    for p in partitions:
+        marker = read_success(join(config.out, p), storage) if config.incremental else None
+        (skipped if marker and marker.get("model_version") == model_version else todo).append(p)
+    for p in todo:  # validate everything first: nothing is written for a broken manifest
+        read_manifest(config.manifest, storage, partition=p or None)
+
+    if not ray.is_initialized():
+        ray.init()
+    resources = ray.cluster_resources()
+    plan = plan_actors(cluster_cpus=resources.get("CPU", 0.0), cluster_gpus=resources.get("GPU", 0.0),
+                       actors=config.actors, min_actors=config.min_actors, gpus_per_actor=config.gpus_per_actor,
+                       cpus_per_actor=config.cpus_per_actor)
+    log.info("extract: %d partition(s) to process, %d up to date; bundle %s; %s", len(todo), len(skipped),
+             model_version, plan)
+    ctx = ray.data.DataContext.get_current()
+    if not sys.stdout.isatty():
+        ctx.enable_progress_bars = False
+
+    processed = [_run_partition(config, p, plan=plan, model_version=model_version, input_size=input_size)
+                 for p in todo]
+    summary = Summary(model_version=model_version, processed=tuple(processed), skipped=tuple(skipped),
+                      seconds=time.perf_counter() - start)
+    log.info("%s", summary.format())
+    return summary
+
+
+def _run_partition(config: ExtractConfig, partition: str, *, plan: ActorPlan, model_version: str,
+                   input_size: tuple[int, int]) -> PartitionSummary:
+    import ray
+    import ray.data
+
+    from attrgan.data.images import decode_batch
+
+    start = time.perf_counter()
+    storage = config.storage
+    table = _input_table(read_manifest(config.manifest, storage, partition=partition or None))
+    out_uri = join(config.out, partition)
+    delete_prefix(out_uri, storage)  # a rerun replaces this partition, and only it
+    n = table.num_rows
+    log.info("extract: partition %r: %d rows → %s", partition, n, out_uri)
+
+    if n:
+        # One block per batch: decode tasks spread over the CPUs and a killed actor redoes one batch.
+        blocks = [table.slice(i, config.batch_size) for i in range(0, n, config.batch_size)]
+        ds = ray.data.from_arrow(blocks)
+        ds = ds.map_batches(decode_batch, batch_format="numpy", batch_size=config.batch_size,
+                            fn_kwargs={"size": input_size, "storage": storage}, num_cpus=plan.decode_cpus,
+                            udf_modifying_row_count=False)
+        env = {FAULT_ENV: os.environ[FAULT_ENV]} if os.environ.get(FAULT_ENV) else {}
+        with warnings.catch_warnings():
+            # Ray 2.60 flags every extra remote kwarg as deprecated, but max_restarts and
+            # max_task_retries have no named parameter yet.
+            warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
+            ds = ds.map_batches(
+                PipelineActor, batch_format="numpy", batch_size=config.batch_size,
+                fn_constructor_kwargs={"bundle_uri": config.bundle, "storage": storage,
+                                       "pipeline_config": config.pipeline, "model_version": model_version,
+                                       "torch_threads": plan.torch_threads},
+                compute=ray.data.ActorPoolStrategy(min_size=plan.min_actors, max_size=plan.actors),
+                num_cpus=plan.num_cpus, num_gpus=plan.num_gpus, udf_modifying_row_count=False,
+                runtime_env={"env_vars": env} if env else None,
+                # A dead actor is restarted and its in-flight batches retried (bounded, so a
+                # crashing model fails the job instead of looping); a batch's output only exists
+                # once its task returns, so a retry cannot duplicate rows.
+                max_restarts=config.max_restarts, max_task_retries=config.max_restarts)
+        fs, path = filesystem(out_uri, storage)
+        ds.write_parquet(path, filesystem=fs, min_rows_per_file=config.rows_per_file)
+
+    counts = _check_output(out_uri, table["crop_id"], storage, partition)
+    seconds = time.perf_counter() - start
+    summary = PartitionSummary(partition=partition, seconds=seconds, **counts)
+    marker = {"model_version": model_version, "rows": n, "errors": summary.errors,
+              "super_resolved": summary.super_resolved, "reconstructed": summary.reconstructed,
+              "seconds": round(seconds, 3), "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+              "manifest": config.manifest, "partition": partition}
+    write_bytes(join(out_uri, SUCCESS_FILE), json.dumps(marker, indent=2).encode(), storage=storage)
+    return summary
+
+
+def _check_output(out_uri: str, crop_ids: pa.ChunkedArray, storage: StorageConfig,
+                  partition: str) -> dict[str, Any]:
+    """Read the written partition back: exactly the manifest's crop_ids, each once. Returns counts."""
+    n = len(crop_ids)
+    columns = ["crop_id", "error", "super_resolved", "reconstructed"]
+    if n == 0:
+        out = pa.table({c: pa.array([], pa.string() if c in ("crop_id", "error") else pa.bool_()) for c in columns})
+    else:
+        fs, path = filesystem(out_uri, storage)
+        out = pads.dataset(path, filesystem=fs, format="parquet").to_table(columns=columns)
+    ids = out["crop_id"]
+    distinct = pc.count_distinct(ids).as_py() if len(ids) else 0
+    unknown = pc.sum(pc.invert(pc.is_in(ids, value_set=crop_ids.combine_chunks()))).as_py() if len(ids) else 0
+    if out.num_rows != n or distinct != n or unknown:
+        raise ExtractError(f"partition {partition!r}: wrote {out.num_rows} rows ({distinct} distinct crop_ids, "
+                           f"{unknown} not in the manifest) for {n} manifest rows; {SUCCESS_FILE} not written")
+    errors = Counter(error_kind(e) for e in out["error"].drop_null().to_pylist())
+    return {"rows": n, "errors": dict(errors.most_common()),
+            "super_resolved": pc.sum(out["super_resolved"]).as_py() or 0,
+            "reconstructed": pc.sum(out["reconstructed"]).as_py() or 0}

@@ -1,0 +1,227 @@
+"""The conditional restore-and-classify step of the paper's "Complete Model" (§4), on one batch.
+
+For a batch of crops already resized to the classifier's input size:
+
+1. crops whose ORIGINAL height is at most `sr_max_height` (default: half the classifier input
+   height) are super-resolved: area-downsampled to G^S's input (80×32), G^S (→ 320×128), resized
+   to the classifier input if that differs;
+2. the classifier scores every crop;
+3. crops whose `occlusion_down` score reaches its threshold are reconstructed: resized to G^R's
+   input (160×64), G^R, resized back, and classified again. The second scores are final.
+
+Only the rows that need a GAN go through it. Plain PyTorch: no Ray, no I/O; `attrgan.extract`
+wraps this in a Ray Data actor.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from attrgan.attributes import OCCLUSION_DOWN
+
+if TYPE_CHECKING:
+    from attrgan.bundle import Bundle
+
+log = logging.getLogger(__name__)
+
+DEFAULT_THRESHOLD = 0.5  # occlusion threshold when the classifier has no occlusion_down
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+    """How the pipeline decides which crops to restore, and where it runs.
+
+    sr_max_height: crops whose original height is <= this are super-resolved; None = half the
+        classifier input height (DESIGN.md's default rule).
+    occlusion_threshold: `occlusion_down` score from which a crop is reconstructed; None = the
+        bundle's calibrated threshold for `occlusion_down`.
+    use_superres / use_reconstruction: switch either restoration off (e.g. for ablations).
+    device: "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
+    autocast: run the networks in bfloat16 autocast on CUDA (ignored on CPU); outputs stay float32.
+    """
+
+    sr_max_height: int | None = None
+    occlusion_threshold: float | None = None
+    use_superres: bool = True
+    use_reconstruction: bool = True
+    device: str = "auto"
+    autocast: bool = True
+
+    def __post_init__(self) -> None:
+        if self.sr_max_height is not None and (not isinstance(self.sr_max_height, int) or self.sr_max_height < 0):
+            raise ValueError(f"PipelineConfig.sr_max_height must be a non-negative integer or None, "
+                             f"got {self.sr_max_height!r}")
+        if self.occlusion_threshold is not None and not 0.0 <= self.occlusion_threshold <= 1.0:
+            raise ValueError(f"PipelineConfig.occlusion_threshold must be a probability in [0, 1] or None, "
+                             f"got {self.occlusion_threshold!r}")
+
+
+def resolve_device(device: str) -> torch.device:
+    """"auto" → the first CUDA device when there is one, else CPU; anything else as given."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"PipelineConfig.device must be 'auto', 'cpu' or 'cuda[:N]', got {device!r}") from None
+
+
+def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Resize a (B, 3, H, W) float batch: area filter when shrinking (no aliasing), bilinear otherwise."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    if x.shape[-2] >= size[0] and x.shape[-1] >= size[1]:
+        return F.interpolate(x, size=size, mode="area")
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+
+
+def _generator_input(net: nn.Module, name: str) -> tuple[int, int]:
+    """The (H, W) a generator takes; its output is resized to the classifier input afterwards."""
+    size = getattr(net, "input_size", None)
+    if size is None or len(size) != 2:
+        raise ValueError(f"bundle {name} network must expose its (H, W) input_size, got {type(net).__name__}")
+    return tuple(size)  # type: ignore[return-value]
+
+
+class Pipeline:
+    """Super-resolve small crops, classify, reconstruct occluded crops, classify again.
+
+    `bundle` is an `attrgan.bundle.Bundle` (classifier, superres, reconstruction, per-attribute
+    `thresholds`, `version`). The networks are moved to the configured device and put in eval mode.
+
+    A classifier without `occlusion_down` (e.g. one trained on PETA) cannot trigger reconstruction:
+    the pipeline then runs with reconstruction off, logs a warning, and reports NaN occlusion scores.
+    """
+
+    def __init__(self, bundle: Bundle, config: PipelineConfig | None = None) -> None:
+        self.config = config or PipelineConfig()
+        self.device = resolve_device(self.config.device)
+        self.version = str(getattr(bundle, "version", "") or "")
+        self.classifier = bundle.classifier.to(self.device).eval()
+        self.attributes: tuple[str, ...] = tuple(self.classifier.config.attributes)
+        self.input_size: tuple[int, int] = tuple(self.classifier.config.input_size)  # type: ignore[assignment]
+        self.thresholds = np.asarray(bundle.thresholds, dtype=np.float32)  # (A,)
+        if self.thresholds.shape != (len(self.attributes),):
+            raise ValueError(f"bundle thresholds must be one per classifier attribute ({len(self.attributes)}), "
+                             f"got shape {self.thresholds.shape}")
+
+        self.use_superres = self.config.use_superres
+        self.superres: nn.Module | None = None
+        if self.use_superres:
+            if getattr(bundle, "superres", None) is None:
+                raise ValueError("PipelineConfig.use_superres is on but the bundle has no superres network")
+            self.superres = bundle.superres.to(self.device).eval()
+            self.sr_input = _generator_input(self.superres, "superres")
+        self.sr_max_height = (self.input_size[0] // 2 if self.config.sr_max_height is None
+                              else self.config.sr_max_height)
+
+        self.occlusion_index: int | None = (self.attributes.index(OCCLUSION_DOWN)
+                                            if OCCLUSION_DOWN in self.attributes else None)
+        self.use_reconstruction = self.config.use_reconstruction
+        if self.use_reconstruction and self.occlusion_index is None:
+            log.warning("classifier has no %r attribute: reconstruction is disabled", OCCLUSION_DOWN)
+            self.use_reconstruction = False
+        self.reconstruction: nn.Module | None = None
+        if self.use_reconstruction:
+            if getattr(bundle, "reconstruction", None) is None:
+                raise ValueError("PipelineConfig.use_reconstruction is on but the bundle has no reconstruction network")
+            self.reconstruction = bundle.reconstruction.to(self.device).eval()
+            self.rec_input = _generator_input(self.reconstruction, "reconstruction")
+        self.occlusion_threshold = float(
+            self.config.occlusion_threshold if self.config.occlusion_threshold is not None
+            else self.thresholds[self.occlusion_index] if self.occlusion_index is not None
+            else DEFAULT_THRESHOLD)
+        self.autocast = self.config.autocast and self.device.type == "cuda"
+
+    def __call__(self, images: np.ndarray, crop_heights: np.ndarray, *,
+                 return_images: bool = False) -> dict[str, np.ndarray]:
+        """Run the pipeline on one batch.
+
+        images: (N, H, W, 3) uint8 RGB at the classifier input size (H, W).
+        crop_heights: (N,) int, each crop's height in its source image before resizing (>= 1).
+        Returns numpy arrays:
+            scores (N, A) float32 final probabilities; decisions (N, A) bool (`scores >= threshold`);
+            super_resolved (N,) bool; reconstructed (N,) bool;
+            occlusion_score (N,) float32, the first-pass `occlusion_down` probability (NaN when the
+            classifier has no such attribute);
+            with `return_images`, also images (N, H, W, 3) uint8: what the final pass classified.
+        """
+        images = np.asarray(images)
+        crop_heights = np.asarray(crop_heights)
+        h, w = self.input_size
+        if images.ndim != 4 or images.shape[1:] != (h, w, 3) or images.dtype != np.uint8:
+            raise ValueError(f"Pipeline expects images as (N, {h}, {w}, 3) uint8, "
+                             f"got {images.shape} {images.dtype}")
+        n = images.shape[0]
+        if crop_heights.shape != (n,) or not np.issubdtype(crop_heights.dtype, np.integer):
+            raise ValueError(f"Pipeline expects crop_heights as ({n},) integers, "
+                             f"got {crop_heights.shape} {crop_heights.dtype}")
+        if n and crop_heights.min() < 1:
+            raise ValueError(f"crop_heights must be >= 1 (decode errors are not for the pipeline), "
+                             f"got {int(crop_heights.min())}")
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            return self._run(images, crop_heights, return_images=return_images)
+
+    def _run(self, images: np.ndarray, crop_heights: np.ndarray, *, return_images: bool) -> dict[str, np.ndarray]:
+        n = images.shape[0]
+        if n == 0:
+            a = len(self.attributes)
+            out = {"scores": np.zeros((0, a), np.float32), "decisions": np.zeros((0, a), bool),
+                   "super_resolved": np.zeros(0, bool), "reconstructed": np.zeros(0, bool),
+                   "occlusion_score": np.zeros(0, np.float32)}
+            return out | ({"images": images.copy()} if return_images else {})
+        # uint8 crosses to the device (4× less traffic than float), then (N, 3, H, W) float32 in [-1, 1].
+        x = torch.from_numpy(np.ascontiguousarray(images)).to(self.device, non_blocking=True)
+        x = x.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+
+        sr_mask = np.zeros(n, dtype=bool)
+        if self.superres is not None:
+            sr_mask = crop_heights <= self.sr_max_height
+            if sr_mask.any():
+                x = self._restore(x, sr_mask, self.superres, self.sr_input)
+
+        scores = self._classify(x)  # (N, A) float32
+        occlusion = (scores[:, self.occlusion_index].clone() if self.occlusion_index is not None
+                     else torch.full((n,), float("nan"), device=self.device))
+
+        rec_mask = np.zeros(n, dtype=bool)
+        if self.reconstruction is not None:
+            rec_mask = (occlusion >= self.occlusion_threshold).cpu().numpy()
+            if rec_mask.any():
+                x = self._restore(x, rec_mask, self.reconstruction, self.rec_input)
+                rows = torch.from_numpy(np.flatnonzero(rec_mask)).to(self.device)
+                scores[rows] = self._classify(x.index_select(0, rows))
+
+        scores_np = scores.cpu().numpy()
+        out = {
+            "scores": scores_np,
+            "decisions": scores_np >= self.thresholds[None, :],
+            "super_resolved": sr_mask,
+            "reconstructed": rec_mask,
+            "occlusion_score": occlusion.float().cpu().numpy(),
+        }
+        if return_images:
+            out["images"] = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        return out
+
+    def _classify(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) float in [-1, 1] → (B, A) float32 probabilities."""
+        return torch.sigmoid(self.classifier(x).float())
+
+    def _restore(self, x: torch.Tensor, mask: np.ndarray, net: nn.Module, in_size: tuple[int, int]) -> torch.Tensor:
+        """Replace the rows of `x` selected by `mask` with `net`'s restoration of them.
+
+        Rows go to the generator's input size (area filter), through it, and back to the classifier
+        input size. Returns a new tensor; `x` is left untouched.
+        """
+        rows = torch.from_numpy(np.flatnonzero(mask)).to(self.device)
+        restored = net(resize(x.index_select(0, rows), in_size))
+        restored = resize(restored.float(), self.input_size)
+        return x.index_copy(0, rows, restored.clamp(-1, 1))

@@ -1,0 +1,319 @@
+"""The extraction job: pure parts without Ray, then end to end on local Ray and the local S3 server."""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.util
+import io
+import json
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pytest
+import torch
+from PIL import Image
+
+from attrgan.bundle import save_bundle
+from attrgan.config import StorageConfig
+from attrgan.data.manifest import ManifestError, write_manifest
+from attrgan.data.storage import filesystem, list_dir, read_bytes, write_bytes
+from attrgan.extract import (FAULT_ENV, SUCCESS_FILE, ExtractConfig, PipelineActor, error_kind, plan_actors,
+                             results_batch, results_schema, run_extract, select_partitions)
+from attrgan.pipeline import Pipeline, PipelineConfig
+from test_pipeline import ATTRS, random_images, tiny_bundle  # pytest puts tests/ on sys.path
+
+
+@pytest.fixture(autouse=True)
+def _few_threads():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# ---------------------------------------------------------------------------------------------
+# no Ray
+
+
+def test_plan_actors_leaves_decode_a_cpu():
+    # The conftest cluster: 4 CPUs, 2 actors → one CPU each, two left for decoding.
+    plan = plan_actors(cluster_cpus=4, cluster_gpus=0, actors=2)
+    assert (plan.actors, plan.num_cpus, plan.num_gpus, plan.decode_cpus) == (2, 1.0, 0.0, 1.0)
+    # 2 CPUs, 2 actors: half a CPU each, the other CPU decodes.
+    plan = plan_actors(cluster_cpus=2, cluster_gpus=0, actors=2)
+    assert (plan.num_cpus, plan.decode_cpus, plan.torch_threads) == (0.5, 1.0, 1)
+    # 1 CPU: decode and the single actor share it.
+    plan = plan_actors(cluster_cpus=1, cluster_gpus=0, actors=1)
+    assert (plan.num_cpus, plan.decode_cpus) == (0.5, 0.5)
+    # GPUs cap the pool: 4 requested, 2 GPUs at 1 each → 2 actors with a GPU and a CPU each.
+    plan = plan_actors(cluster_cpus=16, cluster_gpus=2, actors=4, min_actors=3)
+    assert (plan.actors, plan.min_actors, plan.num_gpus, plan.num_cpus) == (2, 2, 1.0, 1.0)
+    plan = plan_actors(cluster_cpus=16, cluster_gpus=1, actors=4, gpus_per_actor=0.25)
+    assert (plan.actors, plan.num_gpus) == (4, 0.25)
+    # gpus_per_actor=0 runs on CPU even with GPUs present.
+    assert plan_actors(cluster_cpus=4, cluster_gpus=2, actors=2, gpus_per_actor=0).num_gpus == 0.0
+    # An explicit CPU share that would starve decoding shrinks the pool, or is refused.
+    assert plan_actors(cluster_cpus=4, cluster_gpus=0, actors=4, cpus_per_actor=1.5).actors == 2
+    with pytest.raises(ValueError, match="no CPU for decoding"):
+        plan_actors(cluster_cpus=4, cluster_gpus=0, actors=1, cpus_per_actor=4)
+
+
+def test_results_schema_columns():
+    schema = results_schema(("female", "hat"))
+    assert schema.names == ["crop_id", "image_uri", "camera_id", "captured_at", "status", "error",
+                            "super_resolved", "reconstructed", "occlusion_score", "female", "female_score",
+                            "hat", "hat_score", "model_version", "processed_at"]
+    assert schema.field("hat").type == pa.bool_() and schema.field("hat_score").type == pa.float32()
+    assert schema.field("processed_at").type == pa.timestamp("us", tz="UTC")
+    with pytest.raises(ValueError, match="collides"):
+        results_schema(("status",))
+
+
+def test_results_batch_keeps_error_rows_with_null_scores():
+    bundle = tiny_bundle(thresholds=[0.0, 1.0, 0.0])
+    pipeline = Pipeline(bundle, PipelineConfig(device="cpu"))
+    captured = np.array(["2026-11-25T10:00:00", "NaT", "2026-11-25T11:30:00"], dtype="datetime64[us]")
+    batch = {
+        "crop_id": np.array(["a", "b", "c"], dtype=object),
+        "image_uri": np.array(["s3://x/a.png", "s3://x/b.png", "s3://x/c.png"], dtype=object),
+        "camera_id": np.array(["cam1", None, "cam2"], dtype=object),
+        "captured_at": captured,
+        "image": random_images(3),
+        "crop_height": np.array([20, 0, 64], dtype=np.int32),
+        "status": np.array(["ok", "error", "ok"], dtype=object),
+        "error": np.array([None, "missing object: s3://x/b.png not found", None], dtype=object),
+    }
+    now = dt.datetime(2026, 11, 26, 1, 2, 3, tzinfo=dt.timezone.utc)
+    table = results_batch(batch, pipeline, model_version="v1", processed_at=now)
+    assert table.schema == results_schema(ATTRS)
+    rows = table.to_pylist()
+    assert [r["status"] for r in rows] == ["ok", "error", "ok"]
+    assert rows[1]["error"].startswith("missing object") and rows[0]["error"] is None
+    assert [r["super_resolved"] for r in rows] == [True, False, False]  # height 20 ≤ 32
+    assert [r["reconstructed"] for r in rows] == [True, False, True]  # occlusion threshold 0
+    assert rows[1]["female"] is None and rows[1]["female_score"] is None and rows[1]["occlusion_score"] is None
+    assert rows[0]["female"] is True and rows[2]["hat"] is False  # thresholds 0 and 1
+    assert rows[0]["captured_at"] == dt.datetime(2026, 11, 25, 10, tzinfo=dt.timezone.utc)
+    assert rows[1]["captured_at"] is None and rows[1]["camera_id"] is None
+    assert {r["model_version"] for r in rows} == {"v1"} and rows[2]["processed_at"] == now
+    # The ok rows carry exactly the pipeline's scores.
+    ok = pipeline(batch["image"][[0, 2]], np.array([20, 64]))
+    np.testing.assert_allclose(table["hat_score"].to_numpy(zero_copy_only=False)[[0, 2]], ok["scores"][:, 1])
+
+
+def test_results_batch_all_null_optional_columns():
+    # An all-null column can come back from Ray Data as float NaN (Arrow's null type).
+    pipeline = Pipeline(tiny_bundle(), PipelineConfig(device="cpu"))
+    batch = {"crop_id": np.array(["a", "b"], dtype=object), "image_uri": np.array(["a.png", "b.png"], dtype=object),
+             "camera_id": np.array([np.nan, np.nan]), "captured_at": np.array([np.nan, np.nan]),
+             "image": random_images(2), "crop_height": np.array([64, 64], np.int32),
+             "status": np.array(["ok", "ok"], dtype=object), "error": np.array([np.nan, np.nan])}
+    now = dt.datetime(2026, 11, 26, tzinfo=dt.timezone.utc)
+    table = results_batch(batch, pipeline, model_version="v1", processed_at=now)
+    assert table["camera_id"].null_count == 2 and table["captured_at"].null_count == 2
+    assert table["error"].null_count == 2 and table["status"].to_pylist() == ["ok", "ok"]
+
+
+def test_select_partitions_and_error_kind():
+    available = ["day=1/cam=a", "day=1/cam=b", "day=2/cam=a"]
+    assert select_partitions(available, []) == available
+    assert select_partitions(available, ["day=1"]) == ["day=1/cam=a", "day=1/cam=b"]
+    assert select_partitions(available, ["day=2/cam=a", "day=2"]) == ["day=2/cam=a"]
+    with pytest.raises(ManifestError, match="'day=3' is not in the manifest"):
+        select_partitions(available, ["day=3"])
+    assert error_kind("missing object: s3://b/k not found") == "missing object"
+    assert error_kind("bad bbox: (x=1) outside") == "bad bbox"
+
+
+def test_config_from_yaml_and_job_flags(tmp_path, monkeypatch):
+    spec = importlib.util.spec_from_file_location("extract_job", Path(__file__).resolve().parents[1] / "jobs/extract.py")
+    job = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(job)
+    monkeypatch.setenv("ATTRGAN_S3_ENDPOINT_URL", "http://127.0.0.1:9")
+    path = tmp_path / "extract.yaml"
+    path.write_text("actors: 3\nbatch_size: 16\npipeline:\n  sr_max_height: 100\nstorage:\n  region: eu-west-1\n")
+    args = job.build_parser().parse_args(["--manifest", "s3://b/m", "--bundle", "s3://b/bundle", "--out", "s3://b/o",
+                                          "--partition", "day=1", "--partition", "day=2", "--batch-size", "8",
+                                          "--full", "--config", str(path), "--set", "max_restarts=5"])
+    config = job.build_config(args)
+    assert config.partitions == ("day=1", "day=2") and not config.incremental
+    assert (config.actors, config.batch_size, config.max_restarts) == (3, 8, 5)  # flags beat the YAML
+    assert config.pipeline.sr_max_height == 100
+    assert config.storage.endpoint_url == "http://127.0.0.1:9" and config.storage.region == "eu-west-1"
+    with pytest.raises(ValueError, match="batch_size must be an integer >= 1, got 0"):
+        ExtractConfig(manifest="m", bundle="b", out="o", batch_size=0)
+    with pytest.raises(ValueError, match="min_actors"):
+        ExtractConfig(manifest="m", bundle="b", out="o", actors=1, min_actors=2)
+
+
+# ---------------------------------------------------------------------------------------------
+# end to end on the local S3 server
+
+FULL = (140, 56)  # (H, W) of a full-size frame; over half the tiny classifier's 64 rows
+LOW = (20, 8)  # a low-resolution crop: height ≤ 32 → super-resolved
+
+
+def png(shape: tuple[int, int], seed: int) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 256, size=(*shape, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def scene(s3_endpoint):
+    """A bundle and a 2-partition manifest of 12 rows on a fresh bucket: clean, occluded-looking,
+    low-res and bad rows (missing object, not-an-image bytes, bbox outside the frame)."""
+    import boto3
+
+    bucket = f"test-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
+    storage = StorageConfig(endpoint_url=s3_endpoint, region="us-east-1")
+    base = f"s3://{bucket}"
+    # occlusion_down threshold 0: every decodable crop is reconstructed.
+    bundle = save_bundle(f"{base}/bundle", tiny_bundle(thresholds=[0.5, 0.5, 0.0]), storage=storage)
+
+    rows = []
+    for day in ("1", "2"):
+        for k in range(3):
+            name = f"d{day}-full{k}"
+            write_bytes(f"{base}/images/{name}.png", png(FULL, seed=int(day) * 10 + k), storage)
+            rows.append({"crop_id": name, "image_uri": f"{base}/images/{name}.png", "kind": "full", "day": day})
+        name = f"d{day}-low"
+        write_bytes(f"{base}/images/{name}.png", png(LOW, seed=int(day) * 10 + 5), storage)
+        rows.append({"crop_id": name, "image_uri": f"{base}/images/{name}.png", "kind": "low", "day": day})
+        # A low-res crop cut from a full frame by its bbox: its crop height decides, not the frame's.
+        rows.append({"crop_id": f"d{day}-lowbox", "image_uri": f"{base}/images/d{day}-full0.png", "kind": "low",
+                     "day": day, "bbox": (4, 10, 10, 24)})
+    write_bytes(f"{base}/images/broken.png", b"this is not an image", storage)
+    rows += [
+        {"crop_id": "bad-missing", "image_uri": f"{base}/images/nowhere.png", "kind": "missing object", "day": "1"},
+        {"crop_id": "bad-bytes", "image_uri": f"{base}/images/broken.png", "kind": "undecodable image", "day": "2"},
+        {"crop_id": "bad-bbox", "image_uri": f"{base}/images/d2-full1.png", "kind": "bad bbox", "day": "2",
+         "bbox": (500, 500, 20, 40)},
+    ]
+    frame = pd.DataFrame({
+        "crop_id": [r["crop_id"] for r in rows],
+        "image_uri": [r["image_uri"] for r in rows],
+        **{col: pd.array([r["bbox"][i] if "bbox" in r else None for r in rows], dtype="Int32")
+           for i, col in enumerate(("bbox_x", "bbox_y", "bbox_w", "bbox_h"))},
+        "camera_id": [f"cam{i % 2}" for i in range(len(rows))],
+        "captured_at": pd.to_datetime([f"2026-11-2{r['day']}T0{i % 10}:00:00Z" for i, r in enumerate(rows)]),
+        "day": [r["day"] for r in rows],
+    })
+    write_manifest(frame, f"{base}/manifest", storage=storage, partition_cols=["day"])
+    kinds = {r["crop_id"]: r["kind"] for r in rows}
+    return {"base": base, "storage": storage, "bundle": bundle, "kinds": kinds, "frame": frame}
+
+
+def config_for(scene, out: str, **overrides) -> ExtractConfig:
+    values = {"manifest": f"{scene['base']}/manifest", "bundle": f"{scene['base']}/bundle", "out": out,
+              "storage": scene["storage"], "actors": 1, "batch_size": 4, "pipeline": PipelineConfig(device="cpu")}
+    return ExtractConfig(**(values | overrides))
+
+
+def read_results(scene, out: str) -> pd.DataFrame:
+    fs, path = filesystem(out, scene["storage"])
+    return pads.dataset(path, filesystem=fs, format="parquet", partitioning="hive").to_table().to_pandas()
+
+
+@pytest.fixture(scope="module")
+def first_run(ray_local, scene):
+    """One full extraction of the scene, shared by the Ray tests below."""
+    out = f"{scene['base']}/results"
+    return run_extract(config_for(scene, out)), out
+
+
+@pytest.mark.ray
+def test_extract_end_to_end_and_incremental(scene, first_run):
+    summary, out = first_run
+    kinds = scene["kinds"]
+    assert summary.rows == len(kinds) == 13 and summary.skipped == ()
+    assert [p.rows for p in summary.processed] == [6, 7]
+    assert summary.errors == {"missing object": 1, "undecodable image": 1, "bad bbox": 1}
+    assert summary.super_resolved == 4 and summary.reconstructed == 10  # every ok row
+
+    frame = read_results(scene, out)  # pandas + pyarrow read the output prefix directly
+    assert sorted(frame["crop_id"]) == sorted(kinds)  # exactly one row per manifest row
+    by_id = frame.set_index("crop_id")
+    for crop_id, kind in kinds.items():
+        row = by_id.loc[crop_id]
+        if kind in ("full", "low"):
+            assert row["status"] == "ok" and pd.isna(row["error"])
+            assert row["super_resolved"] == (kind == "low"), crop_id
+            assert row["reconstructed"] and 0 <= row["occlusion_score"] <= 1
+        else:
+            assert row["status"] == "error" and row["error"].startswith(kind + ":"), (crop_id, row["error"])
+            assert not row["super_resolved"] and pd.isna(row["female_score"])
+    assert set(by_id["model_version"]) == {scene["bundle"].version}
+    assert by_id.loc["d1-full0", "captured_at"] == pd.Timestamp("2026-11-21T00:00:00Z")
+    assert by_id.loc["d1-full0", "camera_id"] == "cam0" and str(by_id.loc["d1-full0", "day"]) == "1"
+    fs, path = filesystem(out + "/day=1", scene["storage"])
+    on_disk = pads.dataset(path, filesystem=fs, format="parquet").schema
+    assert [(f.name, f.type) for f in on_disk] == [(f.name, f.type) for f in results_schema(ATTRS)]
+
+    marker = json.loads(read_bytes(out + "/day=2/" + SUCCESS_FILE, scene["storage"]))
+    assert marker["model_version"] == scene["bundle"].version and marker["rows"] == 7
+    assert marker["errors"] == {"undecodable image": 1, "bad bbox": 1}
+
+    # Incremental: both partitions are done with this bundle version → nothing runs.
+    skipped = run_extract(config_for(scene, out))
+    assert skipped.processed == () and skipped.skipped == ("day=1", "day=2") and skipped.rows == 0
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_rerun_with_a_killed_actor_replaces_the_partition_without_duplicates(scene, first_run, tmp_path,
+                                                                            monkeypatch):
+    _, out = first_run
+    day2_files = list_dir(out + "/day=2", scene["storage"])
+    marker = tmp_path / "actor-killed"
+    monkeypatch.setenv(FAULT_ENV, str(marker))
+    summary = run_extract(config_for(scene, out, partitions=("day=1",), incremental=False, batch_size=2,
+                                     max_restarts=2))
+    assert marker.exists()  # the actor really died once, on its second batch
+    assert [p.partition for p in summary.processed] == ["day=1"] and summary.rows == 6
+    frame = read_results(scene, out)
+    assert sorted(frame["crop_id"]) == sorted(scene["kinds"]) and frame["crop_id"].is_unique
+    assert list_dir(out + "/day=2", scene["storage"]) == day2_files  # the other partition is untouched
+
+
+def test_schema_error_stops_before_any_work(s3_bucket, storage):
+    base = f"s3://{s3_bucket}"
+    bundle = save_bundle(f"{base}/bundle", tiny_bundle(), storage=storage)
+    bad = pd.DataFrame({"crop_id": ["a", "b"], "image_uri": ["x.png", "y.png"], "bbox_x": ["left", "right"],
+                        "bbox_y": [0, 0], "bbox_w": [1, 1], "bbox_h": [1, 1]})
+    fs, path = filesystem(f"{base}/manifest/part-0.parquet", storage)
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_pandas(bad, preserve_index=False), path, filesystem=fs)
+    config = ExtractConfig(manifest=f"{base}/manifest", bundle=f"{base}/bundle", out=f"{base}/results",
+                           storage=storage)
+    with pytest.raises(ManifestError, match="bbox_x"):
+        run_extract(config)
+    assert list_dir(f"{base}/results", storage) == []  # nothing written
+    assert bundle.version  # the bundle was fine: the manifest alone stopped the job
+
+
+def test_actor_checks_the_bundle_version(tmp_path):
+    bundle = save_bundle(str(tmp_path / "bundle"), tiny_bundle())
+    kwargs = {"bundle_uri": str(tmp_path / "bundle"), "storage": StorageConfig(),
+              "pipeline_config": PipelineConfig(device="cpu"), "torch_threads": 1}
+    batch = {"crop_id": np.array(["a"], object), "image_uri": np.array(["a.png"], object),
+             "camera_id": np.array([None], object), "captured_at": np.array([None], object),
+             "image": random_images(1), "crop_height": np.array([64], np.int32),
+             "status": np.array(["ok"], object), "error": np.array([None], object)}
+    threads = torch.get_num_threads()
+    try:
+        actor = PipelineActor(model_version=bundle.version, **kwargs)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
+    table = actor(batch)
+    assert table.num_rows == 1 and table["model_version"][0].as_py() == bundle.version
+    with pytest.raises(RuntimeError, match="changed during the run"):
+        PipelineActor(model_version="something-else", **kwargs)

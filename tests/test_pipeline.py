@@ -1,0 +1,205 @@
+"""The conditional restore-and-classify pipeline on tiny random networks (plain PyTorch, no Ray)."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from attrgan.attributes import OCCLUSION_DOWN
+from attrgan.bundle import Bundle
+from attrgan.models import (AttributeClassifier, ClassifierConfig, ReconstructionConfig, ReconstructionGenerator,
+                            SuperResConfig, SuperResGenerator)
+from attrgan.pipeline import Pipeline, PipelineConfig, resize
+
+ATTRS = ("female", "hat", OCCLUSION_DOWN)
+INPUT = (64, 32)  # tiny classifier input; G^S 16×8 → 64×32, G^R works at 32×16
+
+
+@pytest.fixture(autouse=True)
+def _few_threads():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_bundle(*, attributes=ATTRS, input_size=INPUT, sr_input=(16, 8), rec_input=(32, 16),
+                thresholds=None, seed=0) -> Bundle:
+    torch.manual_seed(seed)
+    classifier = AttributeClassifier(ClassifierConfig(attributes=attributes, backbone="small", width=1 / 16,
+                                                      input_size=input_size))
+    superres = SuperResGenerator(SuperResConfig(width=1 / 64, input_size=sr_input))
+    reconstruction = ReconstructionGenerator(ReconstructionConfig(width=1 / 32, input_size=rec_input))
+    metas = {"classifier": {"thresholds": thresholds}} if thresholds is not None else {}
+    return Bundle(classifier=classifier.eval(), reconstruction=reconstruction.eval(), superres=superres.eval(),
+                  metas=metas, version="tiny")
+
+
+def random_images(n: int, size=INPUT, seed=1) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, size=(n, *size, 3), dtype=np.uint8)
+
+
+def as_input(images: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
+@torch.inference_mode()
+def probabilities(bundle: Bundle, x: torch.Tensor) -> np.ndarray:
+    return torch.sigmoid(bundle.classifier(x)).numpy()
+
+
+@torch.inference_mode()
+def super_resolve(bundle: Bundle, x: torch.Tensor) -> torch.Tensor:
+    """The SR rule by hand: area-downsample to G^S's input, G^S, resize to the classifier input."""
+    low = torch.nn.functional.interpolate(x, size=(16, 8), mode="area")
+    return resize(bundle.superres(low), INPUT).clamp(-1, 1)
+
+
+@torch.inference_mode()
+def reconstruct(bundle: Bundle, x: torch.Tensor) -> torch.Tensor:
+    half = torch.nn.functional.interpolate(x, size=(32, 16), mode="area")
+    return resize(bundle.reconstruction(half), INPUT).clamp(-1, 1)
+
+
+def count_rows(module: torch.nn.Module) -> list[int]:
+    """Record the batch size of every call to `module`."""
+    seen: list[int] = []
+    module.register_forward_hook(lambda _m, args, _out: seen.append(args[0].shape[0]))
+    return seen
+
+
+def test_outputs_shapes_dtypes_and_plain_scores():
+    bundle = tiny_bundle()
+    pipe = Pipeline(bundle, PipelineConfig(device="cpu", use_reconstruction=False))
+    images = random_images(5)
+    out = pipe(images, np.full(5, 200))
+    assert out["scores"].shape == (5, 3) and out["scores"].dtype == np.float32
+    assert out["decisions"].shape == (5, 3) and out["decisions"].dtype == bool
+    for key in ("super_resolved", "reconstructed"):
+        assert out[key].shape == (5,) and out[key].dtype == bool and not out[key].any()
+    assert out["occlusion_score"].shape == (5,) and out["occlusion_score"].dtype == np.float32
+    expected = probabilities(bundle, as_input(images))
+    np.testing.assert_allclose(out["scores"], expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out["occlusion_score"], expected[:, 2], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(out["decisions"], expected >= 0.5)
+
+
+def test_superres_only_for_small_crops():
+    bundle = tiny_bundle()
+    sr_rows = count_rows(bundle.superres)
+    pipe = Pipeline(bundle, PipelineConfig(device="cpu", use_reconstruction=False))
+    assert pipe.sr_max_height == INPUT[0] // 2  # the default rule: half the classifier input height
+    images = random_images(4)
+    heights = np.array([10, 40, 32, 33])  # ≤ 32 → super-resolved
+    out = pipe(images, heights)
+    np.testing.assert_array_equal(out["super_resolved"], [True, False, True, False])
+    assert sr_rows == [2]  # one G^S call on exactly the two small crops
+    x = as_input(images)
+    restored = super_resolve(bundle, x[[0, 2]])
+    np.testing.assert_allclose(out["scores"][[0, 2]], probabilities(bundle, restored), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(out["scores"][[1, 3]], probabilities(bundle, x[[1, 3]]), rtol=1e-4, atol=1e-5)
+
+    custom = Pipeline(bundle, PipelineConfig(device="cpu", use_reconstruction=False, sr_max_height=10))
+    np.testing.assert_array_equal(custom(images, heights)["super_resolved"], [True, False, False, False])
+    off = Pipeline(bundle, PipelineConfig(device="cpu", use_reconstruction=False, use_superres=False))
+    assert not off(images, heights)["super_resolved"].any()
+
+
+def test_only_rows_over_the_occlusion_threshold_are_reconstructed():
+    bundle = tiny_bundle()
+    images = random_images(6)
+    first = probabilities(bundle, as_input(images))[:, 2]
+    order = np.argsort(first)
+    chosen = np.sort(order[-2:])  # the two most "occluded" rows
+    threshold = float((first[order[-3]] + first[order[-2]]) / 2)
+
+    rec_rows = count_rows(bundle.reconstruction)
+    pipe = Pipeline(bundle, PipelineConfig(device="cpu", occlusion_threshold=threshold))
+    out = pipe(images, np.full(6, 64))
+    expected_mask = np.zeros(6, bool)
+    expected_mask[chosen] = True
+    np.testing.assert_array_equal(out["reconstructed"], expected_mask)
+    assert rec_rows == [2]
+    # occlusion_score is the first pass; the final scores of reconstructed rows are the second pass.
+    np.testing.assert_allclose(out["occlusion_score"], first, rtol=1e-5, atol=1e-6)
+    x = as_input(images)
+    second = probabilities(bundle, reconstruct(bundle, x[chosen]))
+    np.testing.assert_allclose(out["scores"][chosen], second, rtol=1e-4, atol=1e-5)
+    rest = ~expected_mask
+    np.testing.assert_allclose(out["scores"][rest], probabilities(bundle, x[rest]), rtol=1e-5, atol=1e-6)
+
+
+def test_bundle_threshold_drives_reconstruction_and_decisions():
+    # A large occlusion_down bias makes the classifier flag every crop; the bundle threshold decides.
+    bundle = tiny_bundle(thresholds=[0.0, 1.0, 0.5])
+    with torch.no_grad():
+        bundle.classifier.body_head.bias[2] = 20.0
+    images = random_images(3)
+    out = Pipeline(bundle, PipelineConfig(device="cpu"))(images, np.array([64, 64, 20]))
+    assert out["reconstructed"].all() and (out["occlusion_score"] > 0.99).all()
+    np.testing.assert_array_equal(out["super_resolved"], [False, False, True])
+    assert out["decisions"][:, 0].all()  # threshold 0 → always positive
+    assert not out["decisions"][:, 1].any()  # threshold 1 → never (sigmoid < 1 at these logits)
+
+    with torch.no_grad():
+        bundle.classifier.body_head.bias[2] = -20.0
+    out = Pipeline(bundle, PipelineConfig(device="cpu"))(images, np.array([64, 64, 20]))
+    assert not out["reconstructed"].any()
+
+
+def test_classifier_without_occlusion_down_disables_reconstruction(caplog):
+    bundle = tiny_bundle(attributes=("female", "hat"))
+    rec_rows = count_rows(bundle.reconstruction)
+    with caplog.at_level(logging.WARNING, logger="attrgan.pipeline"):
+        pipe = Pipeline(bundle, PipelineConfig(device="cpu"))
+    assert "occlusion_down" in caplog.text and not pipe.use_reconstruction
+    out = pipe(random_images(2), np.array([64, 64]))
+    assert not out["reconstructed"].any() and np.isnan(out["occlusion_score"]).all()
+    assert out["scores"].shape == (2, 2) and rec_rows == []
+
+
+def test_paper_sizes_at_tiny_width():
+    # The paper's geometry: classifier 320×128, G^S 80×32 → 320×128, G^R at 160×64.
+    bundle = tiny_bundle(input_size=(320, 128), sr_input=(80, 32), rec_input=(160, 64), thresholds=[0.5, 0.5, 0.0])
+    out = Pipeline(bundle, PipelineConfig(device="cpu"))(random_images(2, (320, 128)), np.array([70, 161]),
+                                                         return_images=True)
+    np.testing.assert_array_equal(out["super_resolved"], [True, False])
+    assert out["reconstructed"].all()  # occlusion threshold 0
+    assert out["images"].shape == (2, 320, 128, 3) and out["images"].dtype == np.uint8
+
+
+def test_empty_batch_and_bad_input():
+    pipe = Pipeline(tiny_bundle(), PipelineConfig(device="cpu"))
+    out = pipe(random_images(0), np.zeros(0, np.int32))
+    assert out["scores"].shape == (0, 3) and out["reconstructed"].shape == (0,)
+    with pytest.raises(ValueError, match=r"\(N, 64, 32, 3\) uint8"):
+        pipe(random_images(2, (32, 32)), np.array([10, 10]))
+    with pytest.raises(ValueError, match="uint8"):
+        pipe(random_images(2).astype(np.float32), np.array([10, 10]))
+    with pytest.raises(ValueError, match="crop_heights"):
+        pipe(random_images(2), np.array([10]))
+    with pytest.raises(ValueError, match=">= 1"):
+        pipe(random_images(2), np.array([10, 0]))
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="occlusion_threshold"):
+        PipelineConfig(occlusion_threshold=1.5)
+    with pytest.raises(ValueError, match="sr_max_height"):
+        PipelineConfig(sr_max_height=-1)
+    with pytest.raises(ValueError, match="device"):
+        Pipeline(tiny_bundle(), PipelineConfig(device="tpu"))
+    with pytest.raises(ValueError, match="one per classifier attribute"):
+        Pipeline(tiny_bundle(thresholds=[0.5, 0.5]), PipelineConfig(device="cpu"))
+
+
+def test_resize_filters():
+    x = torch.arange(16, dtype=torch.float32).view(1, 1, 4, 4).expand(1, 3, 4, 4)
+    down = resize(x, (2, 2))
+    # area filter: each output pixel is the mean of a 2×2 block
+    np.testing.assert_allclose(down[0, 0].numpy(), [[2.5, 4.5], [10.5, 12.5]])
+    assert resize(x, (4, 4)) is x
+    assert resize(x, (8, 8)).shape == (1, 3, 8, 8)
