@@ -2,8 +2,8 @@
 
 For a batch of crops already resized to the classifier's input size:
 
-1. crops whose ORIGINAL height is at most `sr_max_height` (default: half the classifier input
-   height) are super-resolved: area-downsampled to G^S's input (80×32), G^S (→ 320×128), resized
+1. crops whose ORIGINAL height is at most `sr_max_height` (default: half the height G^S
+   produces, 320 → 160, which is half the paper's classifier input) are super-resolved: area-downsampled to G^S's input (80×32), G^S (→ 320×128), resized
    to the classifier input if that differs;
 2. the classifier scores every crop;
 3. crops whose `occlusion_down` score reaches its threshold are reconstructed: resized to G^R's
@@ -39,7 +39,9 @@ class PipelineConfig:
     """How the pipeline decides which crops to restore, and where it runs.
 
     sr_max_height: crops whose original height is <= this are super-resolved; None = half the
-        classifier input height (DESIGN.md's default rule).
+        height G^S produces (DESIGN.md's rule for the paper's 320-high classifier input; a smaller
+        CPU classifier keeps the same rule, so which crops count as low-resolution depends on the
+        crop, not on the classifier's size).
     occlusion_threshold: `occlusion_down` score from which a crop is reconstructed; None = the
         bundle's calibrated threshold for `occlusion_down`.
     use_superres / use_reconstruction: switch either restoration off (e.g. for ablations).
@@ -119,7 +121,9 @@ class Pipeline:
                 raise ValueError("PipelineConfig.use_superres is on but the bundle has no superres network")
             self.superres = bundle.superres.to(self.device).eval()
             self.sr_input = _generator_input(self.superres, "superres")
-        self.sr_max_height = (self.input_size[0] // 2 if self.config.sr_max_height is None
+        sr_output_height = (bundle.superres.config.output_size[0] if bundle.superres is not None
+                            else self.input_size[0])
+        self.sr_max_height = (sr_output_height // 2 if self.config.sr_max_height is None
                               else self.config.sr_max_height)
 
         self.occlusion_index: int | None = (self.attributes.index(OCCLUSION_DOWN)

@@ -91,7 +91,8 @@ def test_superres_only_for_small_crops():
     bundle = tiny_bundle()
     sr_rows = count_rows(bundle.superres)
     pipe = Pipeline(bundle, PipelineConfig(device="cpu", use_reconstruction=False))
-    assert pipe.sr_max_height == INPUT[0] // 2  # the default rule: half the classifier input height
+    # the default rule: half the height G^S produces (here equal to the classifier input height)
+    assert pipe.sr_max_height == bundle.superres.config.output_size[0] // 2 == INPUT[0] // 2
     images = random_images(4)
     heights = np.array([10, 40, 32, 33])  # ≤ 32 → super-resolved
     out = pipe(images, heights)

@@ -1,0 +1,859 @@
+"""Procedural pedestrian crops: the product's default dataset.
+
+Each crop looks like pedestrian-detector output from an indoor surveillance camera: one person
+filling most of a 176–360 px tall crop (aspect 0.35–0.5) with some margin jitter, seen from the
+front or the back, on a camera-specific background (wall and floor, textures, tiles, clutter,
+bystanders cut by the border), under colour cast, uneven lighting, sensor noise, blur, lower
+native resolution and JPEG artefacts.
+
+The labels are `attrgan.attributes.SYNTH_ATTRIBUTES` (RAP ids). Every attribute is drawn where
+RAP finds it (hat and glasses on the head, short sleeves on the arms, skirt and boots on the
+legs, bags beside the body), they are correlated the way real data is (women: long hair,
+skirts, dresses, handbags; cold weather: jackets, mufflers, boots, hats), mutually consistent
+(exactly one lower garment; a box or a plastic bag is held in the hand) and imbalanced like RAP
+(hat, glasses, muffler, box, boots, dress under 10 % positive). `occlusion_down` is 0: crops
+are clean; `attrgan.corrupt` makes occluded ones.
+
+Everything is seeded: sample `i` of `generate(seed=s)` uses its own generator seeded from
+(s, i), so the output is byte-identical for any number of worker processes.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import dataclasses
+import io
+import math
+import multiprocessing
+import os
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from datetime import datetime, timedelta, timezone
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+from attrgan.attributes import OCCLUSION_DOWN, SYNTH_ATTRIBUTES
+from attrgan.config import StorageConfig
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+# Full-size crops stay clear of the default super-resolution rule (height <= 160 for a 320-high
+# classifier input); their x4 downsamples (44-90 px) all fall under it.
+CROP_HEIGHT_RANGE = (176, 360)
+ASPECT_RANGE = (0.35, 0.5)
+SPLIT_NAMES = ("train", "val", "test")
+# Crops are "captured" during one night (UTC), spread uniformly over NIGHT_HOURS from NIGHT_START.
+NIGHT_START = datetime(2024, 1, 15, 20, 0, tzinfo=timezone.utc)
+NIGHT_HOURS = 10.0
+IMAGE_QUALITY = 92  # stored JPEG quality; the camera's own compression happens in render_person
+_SUPERSAMPLE = 2  # the person is drawn at 2x and downscaled: anti-aliased edges for free
+_CHUNK = 64  # crops per worker task
+
+Color = tuple[int, int, int]
+
+
+# --------------------------------------------------------------------------------------------
+# Attributes
+
+
+def sample_attributes(rng: np.random.Generator) -> dict[str, int]:
+    """Draw one person's labels: {attribute id: 0/1} for every id in SYNTH_ATTRIBUTES.
+
+    Two latent variables drive the correlations: sex and weather (cold / warm). Approximate
+    prevalences: female 0.45, long_hair 0.29, hat 0.07, glasses 0.07, muffler 0.07,
+    short_sleeve 0.2, jacket 0.34, long_trousers 0.69, skirt 0.12, dress 0.08, boots 0.07,
+    backpack 0.12, handbag 0.12, box 0.06, plastic_bag 0.08, carry_by_hand 0.23.
+    """
+    u = rng.random
+    female = u() < 0.45
+    cold = u() < 0.5
+    a = dict.fromkeys(SYNTH_ATTRIBUTES, 0)
+    a["female"] = int(female)
+    a["long_hair"] = int(u() < (0.6 if female else 0.04))
+    a["hat"] = int(u() < (0.10 if cold else 0.04))
+    a["glasses"] = int(u() < 0.07)
+    a["muffler"] = int(u() < (0.13 if cold else 0.01))
+    a["jacket"] = int(u() < (0.6 if cold else 0.08))
+    # Short sleeves under a jacket or with a muffler are (almost) never annotated: keep them apart.
+    if not a["jacket"] and not a["muffler"]:
+        a["short_sleeve"] = int(u() < (0.06 if cold else 0.5))
+    # Exactly one lower garment: dress, skirt, long trousers, or shorts (no label).
+    if female:
+        probs = (0.12, 0.25, 0.61, 0.02) if cold else (0.22, 0.28, 0.35, 0.15)
+    else:
+        probs = (0.0, 0.0, 0.97, 0.03) if cold else (0.0, 0.0, 0.75, 0.25)
+    lower = ("dress", "skirt", "long_trousers", None)[int(rng.choice(4, p=probs))]
+    if lower is not None:
+        a[lower] = 1
+    a["boots"] = int(u() < ((0.18 if female else 0.08) if cold else 0.01))
+    a["backpack"] = int(u() < (0.10 if female else 0.14))
+    a["handbag"] = int(u() < (0.22 if female else 0.03))
+    a["box"] = int(u() < 0.06)
+    a["plastic_bag"] = int(u() < 0.08)
+    # A box or a plastic bag is carried by hand; a handbag is in the hand or on the forearm;
+    # a few people hold something unlabelled (phone, bottle, umbrella).
+    in_hand = a["box"] or a["plastic_bag"] or (a["handbag"] and u() < 0.55) or u() < 0.06
+    a["carry_by_hand"] = int(bool(in_hand))
+    a[OCCLUSION_DOWN] = 0
+    return a
+
+
+def check_attributes(attrs: dict[str, int]) -> None:
+    """Raise ValueError unless `attrs` is a complete, mutually consistent synthetic label set."""
+    missing = [k for k in SYNTH_ATTRIBUTES if k not in attrs]
+    if missing:
+        raise ValueError(f"attributes missing {missing}; expected every id in SYNTH_ATTRIBUTES")
+    bad = {k: v for k, v in attrs.items() if k in SYNTH_ATTRIBUTES and v not in (0, 1)}
+    if bad:
+        raise ValueError(f"attribute values must be 0 or 1, got {bad}")
+    lower = [k for k in ("dress", "skirt", "long_trousers") if attrs[k]]
+    if len(lower) > 1:
+        raise ValueError(f"dress, skirt and long_trousers exclude each other, got {lower}")
+    if (attrs["box"] or attrs["plastic_bag"]) and not attrs["carry_by_hand"]:
+        raise ValueError("a box or plastic bag is carried by hand: carry_by_hand must be 1")
+    if attrs["jacket"] and attrs["short_sleeve"]:
+        raise ValueError("jacket sleeves are long: jacket and short_sleeve exclude each other")
+    if attrs[OCCLUSION_DOWN]:
+        raise ValueError("the renderer draws clean crops: occlusion_down must be 0 "
+                         "(use attrgan.corrupt.occlude for occluded ones)")
+
+
+# --------------------------------------------------------------------------------------------
+# Colours
+
+
+def _hsv(h: float, s: float, v: float) -> Color:
+    r, g, b = colorsys.hsv_to_rgb(h % 1.0, min(max(s, 0.0), 1.0), min(max(v, 0.0), 1.0))
+    return int(r * 255), int(g * 255), int(b * 255)
+
+
+def _jitter(rng: np.random.Generator, color: Color, amount: float) -> Color:
+    c = np.asarray(color, np.float32) * (1 + rng.uniform(-amount, amount)) + rng.uniform(-12, 12, 3)
+    return tuple(int(x) for x in np.clip(c, 0, 255))  # type: ignore[return-value]
+
+
+_SKIN = ((241, 204, 176), (224, 172, 135), (198, 144, 104), (160, 108, 72), (112, 74, 50), (233, 190, 160))
+_HAIR = ((20, 16, 14), (45, 30, 22), (82, 55, 36), (130, 95, 60), (196, 160, 100), (150, 150, 150), (110, 45, 25))
+_HAIR_P = (0.35, 0.25, 0.15, 0.08, 0.08, 0.05, 0.04)
+_NEUTRAL = ((22, 22, 24), (40, 40, 44), (90, 90, 94), (150, 150, 150), (225, 225, 222),
+            (30, 38, 70), (200, 185, 150), (95, 75, 55))
+
+
+def _clothing(rng: np.random.Generator) -> Color:
+    """Real clothes are mostly dark and neutral; a third are saturated colours."""
+    if rng.random() < 0.62:
+        return _jitter(rng, _NEUTRAL[int(rng.integers(len(_NEUTRAL)))], 0.15)
+    return _hsv(rng.random(), rng.uniform(0.35, 0.9), rng.uniform(0.3, 0.95))
+
+
+def _contrasting(rng: np.random.Generator, other: Color, min_dist: float = 90.0) -> Color:
+    for _ in range(20):
+        c = _clothing(rng)
+        if np.linalg.norm(np.subtract(c, other)) >= min_dist:
+            return c
+    return tuple(255 - x for x in other)  # type: ignore[return-value]
+
+
+# --------------------------------------------------------------------------------------------
+# Cameras and backgrounds
+
+
+@dataclasses.dataclass(frozen=True)
+class CameraStyle:
+    """What one camera's crops share: the scene's colours and the sensor's character."""
+
+    wall: Color
+    floor: Color
+    horizon: float  # where the floor starts, as a fraction of the person's height from the top
+    tiles: bool  # tiled floor
+    panels: bool  # vertical wall panels / shop fronts
+    cast: tuple[float, float, float]  # per-channel gain (white balance)
+    brightness: float
+    noise: float  # sensor noise std in grey levels
+    blur: float  # extra blur radius at 256 px crop height
+    jpeg_quality: tuple[int, int]
+    native_scale: tuple[float, float]  # the sensor sees the person at this fraction of the crop size
+
+    @classmethod
+    def sample(cls, rng: np.random.Generator) -> "CameraStyle":
+        return cls(
+            wall=_hsv(rng.random(), rng.uniform(0.0, 0.35), rng.uniform(0.35, 0.9)),
+            floor=_hsv(rng.random(), rng.uniform(0.0, 0.3), rng.uniform(0.25, 0.75)),
+            horizon=float(rng.uniform(0.45, 0.8)),
+            tiles=bool(rng.random() < 0.5),
+            panels=bool(rng.random() < 0.5),
+            cast=tuple(float(x) for x in rng.uniform(0.85, 1.15, 3)),  # type: ignore[arg-type]
+            brightness=float(rng.uniform(0.75, 1.15)),
+            noise=float(rng.uniform(1.0, 6.0)),
+            blur=float(rng.uniform(0.2, 1.0)),
+            jpeg_quality=(int(rng.integers(30, 55)), int(rng.integers(65, 92))),
+            native_scale=(float(rng.uniform(0.45, 0.7)), 1.0),
+        )
+
+
+def camera_styles(seed: int, cameras: int) -> list[CameraStyle]:
+    """The styles of `cameras` cameras for a dataset seed (independent of the samples' seeds)."""
+    return [CameraStyle.sample(np.random.default_rng([seed, cameras, 1 << 30, c])) for c in range(cameras)]
+
+
+def _background(rng: np.random.Generator, style: CameraStyle, h: int, w: int, horizon_y: int) -> Image.Image:
+    """(h, w) RGB scene: wall above `horizon_y`, floor below, texture, clutter and bystanders."""
+    wall = np.asarray(_jitter(rng, style.wall, 0.12), np.float32)
+    floor = np.asarray(_jitter(rng, style.floor, 0.12), np.float32)
+    rows = np.arange(h, dtype=np.float32)[:, None, None]
+    img = np.where(rows < horizon_y, wall, floor) * np.ones((1, w, 1), np.float32)
+    # Vertical gradient (ceiling light falloff) and low-frequency texture.
+    img *= np.linspace(rng.uniform(0.8, 1.15), rng.uniform(0.8, 1.15), h, dtype=np.float32)[:, None, None]
+    lo = rng.uniform(0.85, 1.15, (int(rng.integers(3, 9)), int(rng.integers(2, 6)))).astype(np.float32)
+    img *= np.asarray(Image.fromarray(lo, mode="F").resize((w, h), Image.BICUBIC))[:, :, None]
+    bg = Image.fromarray(img.clip(0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(bg, "RGBA")
+    line = tuple(int(x) for x in floor * 0.7) + (160,)
+    if style.tiles:
+        step = int(rng.integers(18, 40))
+        off = int(rng.integers(step))
+        for x in range(-off, w, step):
+            draw.line([(x, horizon_y), (x + (x - w / 2) * 0.6, h)], fill=line, width=1)
+        y, gap = horizon_y + 4, 6.0
+        while y < h:
+            draw.line([(0, int(y)), (w, int(y))], fill=line, width=1)
+            gap *= 1.35
+            y += gap
+    if style.panels:
+        step = int(rng.integers(w // 3, w + 1))
+        for x in range(int(rng.integers(step)), w, step):
+            edge = tuple(int(c * 0.75) for c in wall) + (200,)
+            draw.rectangle([x, 0, x + int(rng.integers(2, 8)), horizon_y], fill=edge)
+    # Clutter: shop windows, signs, poles, planters, floor objects; some translucent.
+    for _ in range(int(rng.integers(1, 7))):
+        kind = rng.random()
+        color = _hsv(rng.random(), rng.uniform(0, 0.8), rng.uniform(0.2, 0.95)) + (int(rng.integers(90, 256)),)
+        x0, y0 = rng.uniform(-0.2, 1.0) * w, rng.uniform(-0.1, 1.0) * h
+        if kind < 0.4:
+            draw.rectangle([x0, y0, x0 + rng.uniform(0.1, 0.7) * w, y0 + rng.uniform(0.05, 0.4) * h], fill=color)
+        elif kind < 0.6:
+            pw = rng.uniform(0.02, 0.08) * w
+            draw.rectangle([x0, 0, x0 + pw, h], fill=color)
+        elif kind < 0.85:
+            r = rng.uniform(0.05, 0.25) * w
+            draw.ellipse([x0 - r, y0 - r, x0 + r, y0 + r * rng.uniform(0.5, 1.5)], fill=color)
+        else:
+            xs = x0 + rng.uniform(-0.15, 0.15, 4) * w
+            ys = y0 + rng.uniform(-0.1, 0.1, 4) * h
+            draw.polygon(list(zip(xs.tolist(), ys.tolist())), fill=color)
+    # Bystanders cut by the crop border (detector crops often contain parts of other people).
+    if rng.random() < 0.3:
+        side = -1 if rng.random() < 0.5 else 1
+        bx = (0 if side < 0 else w) + side * rng.uniform(-0.15, 0.05) * w
+        unit = h * rng.uniform(0.6, 1.0)
+        top = rng.uniform(-0.1, 0.3) * h
+        body = _clothing(rng)
+        draw.rectangle([bx - 0.13 * unit, top + 0.17 * unit, bx + 0.13 * unit, top + 0.55 * unit], fill=body)
+        legs = _clothing(rng)
+        draw.rectangle([bx - 0.1 * unit, top + 0.52 * unit, bx + 0.1 * unit, top + unit], fill=legs)
+        skin = _jitter(rng, _SKIN[int(rng.integers(len(_SKIN)))], 0.1)
+        draw.ellipse([bx - 0.05 * unit, top, bx + 0.05 * unit, top + 0.13 * unit], fill=skin)
+    return bg
+
+
+# --------------------------------------------------------------------------------------------
+# The person
+
+
+class _Canvas:
+    """Draws on the supersampled RGBA person layer in crop coordinates, with the body's lean."""
+
+    def __init__(self, size: tuple[int, int], feet_y: float, lean: float):
+        w, h = size
+        self.image = Image.new("RGBA", (w * _SUPERSAMPLE, h * _SUPERSAMPLE), (0, 0, 0, 0))
+        self.draw = ImageDraw.Draw(self.image, "RGBA")
+        self.feet_y = feet_y
+        self.shear = math.tan(lean)
+
+    def p(self, x: float, y: float) -> tuple[float, float]:
+        # Lean = shear about the feet: the head moves sideways, the feet stay on the floor.
+        return (x + (self.feet_y - y) * self.shear) * _SUPERSAMPLE, y * _SUPERSAMPLE
+
+    def polygon(self, points: Sequence[tuple[float, float]], fill: Any) -> None:
+        self.draw.polygon([self.p(x, y) for x, y in points], fill=fill)
+
+    def ellipse(self, cx: float, cy: float, rx: float, ry: float, fill: Any) -> None:
+        x, y = self.p(cx, cy)
+        s = _SUPERSAMPLE
+        self.draw.ellipse([x - rx * s, y - ry * s, x + rx * s, y + ry * s], fill=fill)
+
+    def line(self, points: Sequence[tuple[float, float]], fill: Any, width: float) -> None:
+        self.draw.line([self.p(x, y) for x, y in points], fill=fill, width=max(1, round(width * _SUPERSAMPLE)))
+
+    def limb(self, a: tuple[float, float], b: tuple[float, float], wa: float, wb: float, fill: Any) -> None:
+        """A tapered segment from `a` (width wa) to `b` (width wb) with rounded ends."""
+        dx, dy = b[0] - a[0], b[1] - a[1]
+        n = math.hypot(dx, dy) or 1.0
+        nx, ny = -dy / n, dx / n
+        self.polygon([(a[0] + nx * wa / 2, a[1] + ny * wa / 2), (b[0] + nx * wb / 2, b[1] + ny * wb / 2),
+                      (b[0] - nx * wb / 2, b[1] - ny * wb / 2), (a[0] - nx * wa / 2, a[1] - ny * wa / 2)], fill)
+        self.ellipse(a[0], a[1], wa / 2, wa / 2, fill)
+        self.ellipse(b[0], b[1], wb / 2, wb / 2, fill)
+
+
+def _lerp(a: tuple[float, float], b: tuple[float, float], t: float) -> tuple[float, float]:
+    return a[0] + (b[0] - a[0]) * t, a[1] + (b[1] - a[1]) * t
+
+
+@dataclasses.dataclass
+class _Body:
+    """Keypoints in crop pixels (before lean) and the appearance of one person."""
+
+    u: float  # person height in pixels
+    top: float
+    cx: float
+    front: bool
+    sw: float  # shoulder half-width
+    ww: float  # waist half-width
+    hw: float  # hip half-width
+    y_sh: float
+    y_waist: float
+    y_hip: float
+    y_knee: float
+    y_ankle: float
+    feet: float
+    head: tuple[float, float]
+    head_r: tuple[float, float]
+    hips: tuple[tuple[float, float], tuple[float, float]]
+    knees: tuple[tuple[float, float], tuple[float, float]]
+    ankles: tuple[tuple[float, float], tuple[float, float]]
+    shoulders: tuple[tuple[float, float], tuple[float, float]]
+    elbows: list[tuple[float, float]]
+    hands: list[tuple[float, float]]
+    limb_w: float  # build factor for limb widths
+
+
+def _make_body(rng: np.random.Generator, attrs: dict[str, int], h: int, w: int, hands: dict[str, str | None]) -> _Body:
+    u = h * rng.uniform(0.80, 0.94)
+    top = (h - u) * rng.uniform(0.2, 0.8)
+    cx = w / 2 + w * rng.uniform(-0.06, 0.06)
+    female = bool(attrs["female"])
+    build = rng.uniform(0.85, 1.18)
+    sw = u * (0.092 if female else 0.108) * build
+    hw = u * (0.088 if female else 0.082) * build
+    ww = hw * (0.78 if female else 0.92)
+    y_sh, y_waist, y_hip = top + 0.18 * u, top + 0.41 * u, top + 0.51 * u
+    y_knee, y_ankle, feet = top + 0.735 * u, top + 0.955 * u, top + u
+    head_r = (0.052 * u * rng.uniform(0.93, 1.07), 0.066 * u)
+    head = (cx + rng.uniform(-0.01, 0.01) * u, top + head_r[1])
+    hips = ((cx - hw * 0.5, y_hip), (cx + hw * 0.5, y_hip))
+    # Leg stance: each foot a little in or out; a walking stride spreads them.
+    stride = rng.uniform(0.0, 0.06) * u
+    ankles = ((cx - hw * 0.5 - stride * rng.uniform(0.3, 1.0) + rng.uniform(-0.01, 0.01) * u, y_ankle),
+              (cx + hw * 0.5 + stride * rng.uniform(0.3, 1.0) + rng.uniform(-0.01, 0.01) * u, y_ankle))
+    knees = tuple(((hp[0] + an[0]) / 2 + rng.uniform(-0.008, 0.008) * u, y_knee) for hp, an in zip(hips, ankles))
+    shoulders = ((cx - sw + 0.022 * u, y_sh + 0.02 * u), (cx + sw - 0.022 * u, y_sh + 0.02 * u))
+    upper, fore = 0.185 * u, 0.165 * u
+    elbows, hand_pts = [], []
+    for side, sh in zip((-1, 1), shoulders):
+        held = hands["left" if side < 0 else "right"]
+        if held == "box":
+            # Both forearms forward: in 2D the hands come together in front of the waist.
+            el = (sh[0] + side * 0.03 * u, sh[1] + upper * 0.92)
+            hd = (cx + side * rng.uniform(0.07, 0.1) * u, top + rng.uniform(0.42, 0.47) * u)
+        else:
+            theta = math.radians(rng.uniform(6, 14) if held else rng.uniform(2, 20))
+            bend = 0.0 if held else math.radians(rng.uniform(-8, 25))
+            el = (sh[0] + side * upper * math.sin(theta), sh[1] + upper * math.cos(theta))
+            f = fore * (1.0 if held else rng.uniform(0.75, 1.0))  # foreshortened when swung
+            hd = (el[0] + side * f * math.sin(theta - bend), el[1] + f * math.cos(theta - bend))
+        elbows.append(el)
+        hand_pts.append(hd)
+    return _Body(u=u, top=top, cx=cx, front=bool(rng.random() < 0.55), sw=sw, ww=ww, hw=hw, y_sh=y_sh,
+                 y_waist=y_waist, y_hip=y_hip, y_knee=y_knee, y_ankle=y_ankle, feet=feet, head=head,
+                 head_r=head_r, hips=hips, knees=knees, ankles=ankles, shoulders=shoulders,
+                 elbows=elbows, hands=hand_pts, limb_w=build)
+
+
+def _assign_hands(rng: np.random.Generator, attrs: dict[str, int]) -> dict[str, str | None]:
+    """What each hand holds ("box", "handbag", "plastic_bag", "other" or None)."""
+    hands: dict[str, str | None] = {"left": None, "right": None}
+    if attrs["box"]:
+        return {"left": "box", "right": "box"}
+    items = []
+    if attrs["handbag"] and attrs["carry_by_hand"] and (not attrs["plastic_bag"] or rng.random() < 0.5):
+        items.append("handbag")
+    if attrs["plastic_bag"]:
+        items.append("plastic_bag")
+    if attrs["carry_by_hand"] and not items:
+        items.append("other")
+    sides = ["left", "right"]
+    rng.shuffle(sides)
+    for side, item in zip(sides, items):
+        hands[side] = item
+    return hands
+
+
+@dataclasses.dataclass
+class _Look:
+    """Everything random about a person's appearance besides the pose.
+
+    Every field is drawn whether or not its attribute is present, so two renderings from the
+    same generator that differ in one attribute differ only in that attribute's pixels.
+    """
+
+    skin: Color
+    hair: Color
+    top: Color
+    jacket: Color
+    lower: Color
+    shoes: Color
+    tights: Color | None  # bare legs under a skirt or dress are skin unless tights
+    stripe: Color | None  # striped top
+    stripe_step: float
+    backpack: Color
+    bag: Color
+    box: Color
+    plastic: tuple[int, int, int, int]
+    other: Color
+    muffler: Color
+    hat: Color
+    frame: Color
+    shadow_alpha: int
+    hair_len: float  # long hair ends this far below the shoulders (person heights)
+    bald: bool
+    backpack_depth: float
+    backpack_half: float  # of the shoulder half-width
+    box_size: tuple[float, float]
+    shorts_len: tuple[float, float]  # share of the thigh
+    boot_height: float
+    skirt: tuple[float, float]  # hem offset from the knee, flare (× hip half-width)
+    dress: tuple[float, float]
+    jacket_hem: float
+    jacket_gap: float
+    sleeve_len: tuple[float, float]  # share of the upper arm
+    forearm_bag_side: int
+    handbag_size: tuple[float, float]
+    plastic_size: tuple[float, float]
+    plastic_wobble: tuple[float, ...]
+    other_kind: str
+    other_tilt: float
+    dark_glasses: bool
+    hat_kind: str
+    muffler_tail: tuple[float, float]
+
+    @classmethod
+    def sample(cls, rng: np.random.Generator) -> "_Look":
+        top = _clothing(rng)
+        return cls(
+            skin=_jitter(rng, _SKIN[int(rng.integers(len(_SKIN)))], 0.08),
+            hair=_jitter(rng, _HAIR[int(rng.choice(len(_HAIR), p=_HAIR_P))], 0.1),
+            top=top,
+            jacket=_contrasting(rng, top),
+            lower=_clothing(rng),
+            shoes=_jitter(rng, _NEUTRAL[int(rng.integers(len(_NEUTRAL)))], 0.2),
+            tights=_jitter(rng, (35, 30, 35), 0.3) if rng.random() < 0.4 else None,
+            stripe=_contrasting(rng, top, 60) if rng.random() < 0.25 else None,
+            stripe_step=float(rng.uniform(0.025, 0.05)),
+            backpack=_clothing(rng),
+            bag=_clothing(rng),
+            box=_jitter(rng, (170, 125, 80), 0.15) if rng.random() < 0.75 else _clothing(rng),
+            plastic=(_jitter(rng, (238, 238, 232), 0.05) if rng.random() < 0.6
+                     else _hsv(rng.random(), rng.uniform(0.2, 0.7), rng.uniform(0.7, 1.0))) + (215,),
+            other=_clothing(rng),
+            muffler=(_hsv(rng.random(), rng.uniform(0.3, 0.9), rng.uniform(0.3, 0.95)) if rng.random() < 0.7
+                     else _clothing(rng)),
+            hat=_clothing(rng),
+            frame=_jitter(rng, (25, 25, 25), 0.5) if rng.random() < 0.8 else _clothing(rng),
+            shadow_alpha=int(rng.integers(40, 110)),
+            hair_len=float(rng.uniform(0.02, 0.16)),
+            bald=bool(rng.random() < 0.08),
+            backpack_depth=float(rng.uniform(0.2, 0.27)),
+            backpack_half=float(rng.uniform(0.75, 0.95)),
+            box_size=(float(rng.uniform(0.24, 0.34)), float(rng.uniform(0.13, 0.22))),
+            shorts_len=(float(rng.uniform(0.55, 0.9)), float(rng.uniform(0.55, 0.9))),
+            boot_height=float(rng.uniform(0.1, 0.16)),
+            skirt=(float(rng.uniform(-0.09, 0.07)), float(rng.uniform(1.2, 1.6))),
+            dress=(float(rng.uniform(-0.06, 0.1)), float(rng.uniform(1.25, 1.7))),
+            jacket_hem=float(rng.uniform(0.03, 0.12)),
+            jacket_gap=float(rng.uniform(0.12, 0.4)),
+            sleeve_len=(float(rng.uniform(0.35, 0.6)), float(rng.uniform(0.35, 0.6))),
+            forearm_bag_side=int(rng.integers(2)),
+            handbag_size=(float(rng.uniform(0.07, 0.11)), float(rng.uniform(0.06, 0.1))),
+            plastic_size=(float(rng.uniform(0.08, 0.12)), float(rng.uniform(0.1, 0.17))),
+            plastic_wobble=tuple(float(x) for x in rng.uniform(-0.008, 0.008, 12)),
+            other_kind="phone" if rng.random() < 0.4 else "umbrella",
+            other_tilt=float(rng.uniform(-0.03, 0.03)),
+            dark_glasses=bool(rng.random() < 0.35),
+            hat_kind=("cap", "beanie", "brimmed")[int(rng.choice(3, p=(0.45, 0.3, 0.25)))],
+            muffler_tail=(float(rng.uniform(0.01, 0.05)), float(rng.uniform(0.1, 0.2))),
+        )
+
+
+def _darker(color: Sequence[int], k: float) -> Color:
+    return tuple(int(x * k) for x in color[:3])  # type: ignore[return-value]
+
+
+def _draw_person(c: _Canvas, attrs: dict[str, int], b: _Body, hands: dict[str, str | None], look: _Look) -> None:
+    """Draw the person back to front: things behind the body, legs, torso, coat, arms, held
+    items, head and headwear."""
+    u, cx, lw = b.u, b.cx, b.limb_w
+    hx, hy = b.head
+    rx, ry = b.head_r
+    sleeve = look.jacket if attrs["jacket"] else look.top
+
+    def quad(x0: float, x1: float, y0: float, x2: float, x3: float, y1: float, fill: Any) -> None:
+        """Trapezoid with top edge x0..x1 at y0 and bottom edge x3..x2 at y1."""
+        c.polygon([(x0, y0), (x1, y0), (x2, y1), (x3, y1)], fill)
+
+    c.ellipse(cx, b.feet, b.hw * 1.6, 0.02 * u, (0, 0, 0, look.shadow_alpha))  # shadow on the floor
+
+    # Behind the body.
+    long_len = b.y_sh + look.hair_len * u
+    if attrs["long_hair"] and b.front:
+        quad(hx - rx * 1.15, hx + rx * 1.15, hy - ry * 0.2, hx + rx * 1.35, hx - rx * 1.35, long_len, look.hair)
+    bp_top, bp_bottom = b.y_sh - 0.02 * u, b.y_sh + look.backpack_depth * u
+    bp_half = b.sw * look.backpack_half
+    if attrs["backpack"] and b.front:
+        # Seen from the front the bag peeks out above and beside the shoulders.
+        quad(cx - bp_half * 1.1, cx + bp_half * 1.1, bp_top, cx + bp_half * 1.2, cx - bp_half * 1.2, bp_bottom,
+             look.backpack)
+    box_w, box_h = look.box_size[0] * u, look.box_size[1] * u
+    box_y = (b.hands[0][1] + b.hands[1][1]) / 2 - box_h * 0.35
+    if attrs["box"] and not b.front:
+        # Carried in front: from the back only what sticks out beside the body is visible.
+        quad(cx - box_w / 2, cx + box_w / 2, box_y, cx + box_w / 2, cx - box_w / 2, box_y + box_h, look.box)
+
+    # Legs and lower garment.
+    leg_w = (0.075 * u * lw, 0.052 * u * lw, 0.036 * u * lw)
+    bare = look.tights if attrs["female"] and look.tights is not None else look.skin
+    legs = look.lower if attrs["long_trousers"] else bare
+    for hip, knee, ankle in zip(b.hips, b.knees, b.ankles):
+        c.limb(hip, knee, leg_w[0], leg_w[1], legs)
+        c.limb(knee, ankle, leg_w[1], leg_w[2], legs)
+    if attrs["long_trousers"]:
+        quad(cx - b.hw, cx + b.hw, b.y_hip - 0.03 * u, cx + b.hw * 0.3, cx - b.hw * 0.3, b.y_hip + 0.09 * u, look.lower)
+    elif not (attrs["skirt"] or attrs["dress"]):
+        # Shorts: trouser colour on the thighs only.
+        for hip, knee, length in zip(b.hips, b.knees, look.shorts_len):
+            c.limb(hip, _lerp(hip, knee, length), leg_w[0] * 1.1, leg_w[0] * 1.05, look.lower)
+        quad(cx - b.hw, cx + b.hw, b.y_hip - 0.03 * u, cx + b.hw * 0.5, cx - b.hw * 0.5, b.y_hip + 0.08 * u, look.lower)
+    boot_top = b.y_ankle - look.boot_height * u
+    for ankle in b.ankles:
+        if attrs["boots"]:
+            c.limb((ankle[0], boot_top), ankle, leg_w[1] * 1.15, leg_w[2] * 1.3, look.shoes)
+        c.ellipse(ankle[0], (ankle[1] + b.feet) / 2, 0.03 * u * lw, (b.feet - ankle[1]) / 2 + 0.006 * u, look.shoes)
+    if attrs["skirt"]:
+        hem, flare = b.y_knee + look.skirt[0] * u, b.hw * look.skirt[1]
+        quad(cx - b.ww * 1.05, cx + b.ww * 1.05, b.y_waist, cx + flare, cx - flare, hem, look.lower)
+
+    # Torso: neck, the dress's skirt, the top (maybe striped), the neckline.
+    c.ellipse(hx, b.y_sh - 0.015 * u, 0.024 * u, 0.04 * u, look.skin)
+    if attrs["dress"]:
+        hem, flare = b.y_knee + look.dress[0] * u, b.hw * look.dress[1]
+        quad(cx - b.ww, cx + b.ww, b.y_waist, cx + flare, cx - flare, hem, look.top)
+    c.polygon([(cx - b.sw, b.y_sh), (cx + b.sw, b.y_sh), (cx + b.sw * 0.93, b.y_sh + 0.09 * u),
+               (cx + b.ww, b.y_waist), (cx + b.hw * 1.02, b.y_hip + 0.01 * u), (cx - b.hw * 1.02, b.y_hip + 0.01 * u),
+               (cx - b.ww, b.y_waist), (cx - b.sw * 0.93, b.y_sh + 0.09 * u)], look.top)
+    if look.stripe is not None:
+        step = look.stripe_step * u
+        y = b.y_sh + 0.03 * u
+        while y < b.y_hip - step:
+            quad(cx - b.ww * 1.05, cx + b.ww * 1.05, y, cx + b.ww * 1.05, cx - b.ww * 1.05, y + step / 2, look.stripe)
+            y += step
+    if b.front:
+        c.polygon([(hx - 0.03 * u, b.y_sh - 0.005 * u), (hx + 0.03 * u, b.y_sh - 0.005 * u), (hx, b.y_sh + 0.04 * u)],
+                  look.skin)
+
+    if attrs["jacket"]:
+        # Open coat over the shirt: two panels leave a strip of shirt visible down the middle.
+        hem = b.y_hip + look.jacket_hem * u
+        gap = b.sw * look.jacket_gap if b.front else 0.0
+        for s in (-1, 1):
+            c.polygon([(cx + s * b.sw * 1.05, b.y_sh - 0.005 * u), (cx + s * gap * 0.6, b.y_sh - 0.005 * u),
+                       (cx + s * gap, hem), (cx + s * b.hw * 1.15, hem),
+                       (cx + s * b.ww * 1.1, b.y_waist), (cx + s * b.sw, b.y_sh + 0.09 * u)], look.jacket)
+        if b.front:
+            for s in (-1, 1):  # lapels
+                c.polygon([(cx + s * gap * 0.6, b.y_sh), (cx + s * (gap + 0.05 * u), b.y_sh + 0.02 * u),
+                           (cx + s * gap * 0.9, b.y_sh + 0.11 * u)], _darker(look.jacket, 0.7))
+        else:
+            c.line([(cx, b.y_sh + 0.02 * u), (cx, hem)], _darker(look.jacket, 0.75), 0.006 * u)
+
+    if attrs["long_hair"] and not b.front:
+        quad(hx - rx * 1.1, hx + rx * 1.1, hy, hx + rx * 1.3, hx - rx * 1.3, long_len, look.hair)
+
+    if attrs["backpack"]:
+        strap = _darker(look.backpack, 0.8)
+        if b.front:
+            for s in (-1, 1):
+                c.limb((cx + s * b.sw * 0.55, b.y_sh - 0.005 * u), (cx + s * b.sw * 0.75, b.y_sh + 0.16 * u),
+                       0.022 * u, 0.018 * u, strap)
+        else:
+            quad(cx - bp_half, cx + bp_half, bp_top, cx + bp_half * 1.05, cx - bp_half * 1.05, bp_bottom, look.backpack)
+            quad(cx - bp_half * 0.7, cx + bp_half * 0.7, bp_bottom - 0.09 * u, cx + bp_half * 0.75, cx - bp_half * 0.75,
+                 bp_bottom - 0.01 * u, strap)  # front pocket
+
+    # Arms: sleeve from the shoulder, skin below a short sleeve, hands; a handbag that is not
+    # held in the hand hangs from a forearm.
+    arm_w = (0.052 * u * lw, 0.044 * u * lw, 0.036 * u * lw)
+    arm_col = look.top if attrs["dress"] and not attrs["jacket"] else sleeve
+    forearm_bag = attrs["handbag"] and "handbag" not in hands.values()
+    for i, (side, sh, el, hd) in enumerate(zip(("left", "right"), b.shoulders, b.elbows, b.hands)):
+        if hands[side] == "box" and not b.front:
+            # Seen from the back, forearms carrying a box are hidden by the body.
+            c.limb(sh, _lerp(sh, el, 0.9), arm_w[0], arm_w[1], look.skin if attrs["short_sleeve"] else arm_col)
+            continue
+        if attrs["short_sleeve"]:
+            c.limb(sh, el, arm_w[0] * 0.92, arm_w[1] * 0.92, look.skin)
+            c.limb(el, hd, arm_w[1] * 0.9, arm_w[2] * 0.9, look.skin)
+            c.limb(sh, _lerp(sh, el, look.sleeve_len[i]), arm_w[0] * 1.08, arm_w[0] * 1.02, arm_col)
+        else:
+            c.limb(sh, el, arm_w[0], arm_w[1], arm_col)
+            c.limb(el, hd, arm_w[1], arm_w[2], arm_col)
+        c.ellipse(hd[0], hd[1] + 0.012 * u, 0.021 * u, 0.025 * u, look.skin)
+        if forearm_bag and look.forearm_bag_side == i:
+            bx, by = _lerp(el, hd, 0.3)
+            c.line([(bx - 0.03 * u, by + 0.05 * u), (bx, by), (bx + 0.03 * u, by + 0.05 * u)], look.bag, 0.008 * u)
+            quad(bx - 0.05 * u, bx + 0.05 * u, by + 0.05 * u, bx + 0.06 * u, bx - 0.06 * u, by + 0.13 * u, look.bag)
+
+    # Things held in the hand.
+    for side, (px, py) in zip(("left", "right"), b.hands):
+        held = hands[side]
+        py += 0.02 * u
+        if held == "handbag":
+            bw, bh = look.handbag_size[0] * u, look.handbag_size[1] * u
+            top = py + 0.035 * u
+            c.line([(px - bw * 0.3, top), (px, py), (px + bw * 0.3, top)], look.bag, 0.008 * u)
+            quad(px - bw / 2, px + bw / 2, top, px + bw * 0.6, px - bw * 0.6, top + bh, look.bag)
+        elif held == "plastic_bag":
+            bw, bh = look.plastic_size[0] * u, look.plastic_size[1] * u
+            pts = [(px - 0.015 * u, py), (px + 0.015 * u, py), (px + bw * 0.5, py + bh * 0.3),
+                   (px + bw * 0.55, py + bh), (px - bw * 0.55, py + bh), (px - bw * 0.5, py + bh * 0.3)]
+            wob = look.plastic_wobble
+            c.polygon([(x + wob[2 * k] * u, y + wob[2 * k + 1] * u) for k, (x, y) in enumerate(pts)], look.plastic)
+            c.line([(px - bw * 0.4, py + bh * 0.55), (px + bw * 0.35, py + bh * 0.5)],
+                   _darker(look.plastic, 0.85) + (200,), 0.004 * u)
+        elif held == "other":
+            if look.other_kind == "phone":
+                quad(px - 0.01 * u, px + 0.01 * u, py - 0.03 * u, px + 0.01 * u, px - 0.01 * u, py + 0.02 * u,
+                     look.other)
+            else:  # folded umbrella
+                c.line([(px, py - 0.02 * u), (px + look.other_tilt * u, py + 0.22 * u)], look.other, 0.012 * u)
+    if attrs["box"] and b.front:
+        quad(cx - box_w / 2, cx + box_w / 2, box_y, cx + box_w / 2, cx - box_w / 2, box_y + box_h, look.box)
+        c.line([(cx - box_w / 2, box_y + box_h * 0.25), (cx + box_w / 2, box_y + box_h * 0.25)],
+               _darker(look.box, 0.7), 0.006 * u)  # tape
+        for s in (-1, 1):  # fingers over the edges
+            c.ellipse(cx + s * box_w * 0.47, box_y + box_h * 0.55, 0.016 * u, 0.022 * u, look.skin)
+
+    # Head: face (front) or the back of the head, then glasses, hat, muffler.
+    c.ellipse(hx, hy, rx, ry, look.skin if b.front else look.hair)
+    if b.front:
+        if not (look.bald and not attrs["long_hair"] and not attrs["female"]):
+            c.ellipse(hx, hy - ry * 0.35, rx * 1.05, ry * 0.7, look.hair)
+            c.ellipse(hx, hy + ry * 0.05, rx * 0.86, ry * 0.72, look.skin)  # face below the hairline
+        if attrs["long_hair"]:
+            for s in (-1, 1):  # strands framing the face
+                c.polygon([(hx + s * rx * 0.85, hy - ry * 0.3), (hx + s * rx * 1.2, hy - ry * 0.1),
+                           (hx + s * rx * 1.3, long_len - 0.04 * u), (hx + s * rx * 0.8, long_len - 0.06 * u)],
+                          look.hair)
+        for s in (-1, 1):
+            c.ellipse(hx + s * rx * 0.38, hy + ry * 0.05, rx * 0.11, ry * 0.07, _darker(look.skin, 0.35))  # eyes
+        c.line([(hx - rx * 0.25, hy + ry * 0.5), (hx + rx * 0.25, hy + ry * 0.5)], _darker(look.skin, 0.6), 0.004 * u)
+    if attrs["glasses"]:
+        if b.front:
+            for s in (-1, 1):
+                c.ellipse(hx + s * rx * 0.4, hy + ry * 0.05, rx * 0.32, ry * 0.2, look.frame)
+                if not look.dark_glasses:
+                    c.ellipse(hx + s * rx * 0.4, hy + ry * 0.05, rx * 0.22, ry * 0.12, _darker(look.skin, 0.9))
+            c.line([(hx - rx * 0.95, hy), (hx + rx * 0.95, hy)], look.frame, 0.006 * u)
+        else:
+            for s in (-1, 1):  # temples over the ears
+                c.line([(hx + s * rx * 1.02, hy - ry * 0.05), (hx + s * rx * 0.8, hy + ry * 0.05)], look.frame,
+                       0.009 * u)
+    if attrs["hat"]:
+        if look.hat_kind == "cap":
+            c.ellipse(hx, hy - ry * 0.45, rx * 1.1, ry * 0.6, look.hat)
+            if b.front:
+                c.ellipse(hx, hy - ry * 0.2, rx * 1.2, ry * 0.18, _darker(look.hat, 0.8))  # visor
+        elif look.hat_kind == "beanie":
+            c.ellipse(hx, hy - ry * 0.4, rx * 1.12, ry * 0.72, look.hat)
+            quad(hx - rx * 1.12, hx + rx * 1.12, hy - ry * 0.35, hx + rx * 1.1, hx - rx * 1.1, hy - ry * 0.1, look.hat)
+        else:
+            c.ellipse(hx, hy - ry * 0.45, rx * 1.7, ry * 0.2, look.hat)
+            quad(hx - rx * 0.75, hx + rx * 0.75, hy - ry * 1.2, hx + rx * 0.9, hx - rx * 0.9, hy - ry * 0.45, look.hat)
+    if attrs["muffler"]:
+        neck_y = b.y_sh - 0.01 * u
+        c.limb((hx - 0.045 * u, neck_y), (hx + 0.045 * u, neck_y), 0.05 * u, 0.05 * u, look.muffler)
+        if b.front:
+            tail = (hx + look.muffler_tail[0] * u, b.y_sh + look.muffler_tail[1] * u)
+            c.limb((hx + 0.02 * u, b.y_sh), tail, 0.035 * u, 0.035 * u, look.muffler)
+
+
+def _camera_effects(rng: np.random.Generator, img: Image.Image, style: CameraStyle) -> Image.Image:
+    """Lighting, colour cast, native resolution, blur, noise and the camera's JPEG."""
+    w, h = img.size
+    scale = rng.uniform(*style.native_scale)
+    if scale < 0.95:
+        small = (max(8, round(w * scale)), max(16, round(h * scale)))
+        img = img.resize(small, Image.BILINEAR).resize((w, h), Image.BICUBIC)
+    radius = style.blur * rng.uniform(0.3, 1.3) * h / 256
+    if radius > 0.25:
+        img = img.filter(ImageFilter.GaussianBlur(radius))
+    arr = np.asarray(img, np.float32)
+    gain = np.asarray(style.cast, np.float32) * rng.uniform(0.93, 1.07, 3).astype(np.float32)
+    gain *= style.brightness * rng.uniform(0.8, 1.2)
+    # Uneven illumination: a linear ramp across the crop, in a random direction.
+    angle = rng.uniform(0, 2 * math.pi)
+    ramp = (np.cos(angle) * np.linspace(-1, 1, w, dtype=np.float32)[None, :]
+            + np.sin(angle) * np.linspace(-1, 1, h, dtype=np.float32)[:, None])
+    arr = arr * gain * (1 + rng.uniform(0.0, 0.2) * ramp)[:, :, None]
+    arr += rng.normal(0, style.noise, arr.shape[:2] + (1,)).astype(np.float32)  # luminance noise
+    img = Image.fromarray(arr.clip(0, 255).astype(np.uint8))
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=int(rng.integers(style.jpeg_quality[0], style.jpeg_quality[1] + 1)))
+    buf.seek(0)
+    return Image.open(buf).convert("RGB")
+
+
+def _shade(rng: np.random.Generator, person: Image.Image, body: _Body) -> Image.Image:
+    """Round the flat drawing: darker towards the body's sides, lit from one side."""
+    w = person.size[0]
+    x = (np.arange(w, dtype=np.float32) - body.cx) / (0.25 * body.u)
+    light = rng.uniform(-0.5, 0.5)
+    shade = np.clip(1 - rng.uniform(0.1, 0.35) * (x - light) ** 2, 0.55, 1.0)
+    rgb = np.asarray(person.convert("RGB"), np.float32) * shade[None, :, None]
+    return Image.fromarray(rgb.astype(np.uint8))
+
+
+def render_person(rng: np.random.Generator, attrs: dict[str, int], *, size: tuple[int, int] | None = None,
+                  camera: CameraStyle | None = None) -> Image.Image:
+    """Render one pedestrian crop showing `attrs` (a consistent SYNTH_ATTRIBUTES label set).
+
+    size: (height, width) of the crop; None draws a detector-like size (height 176–360 px,
+    aspect 0.35–0.5). camera: the scene and sensor style; None draws a random one.
+    Returns an RGB PIL image of that size. All randomness comes from `rng`.
+    """
+    check_attributes(attrs)
+    if size is None:
+        h = int(rng.integers(CROP_HEIGHT_RANGE[0], CROP_HEIGHT_RANGE[1] + 1))
+        w = max(8, round(h * rng.uniform(*ASPECT_RANGE)))
+    else:
+        if len(size) != 2 or min(size) < 16:
+            raise ValueError(f"size must be (height, width) with both >= 16, got {size}")
+        h, w = int(size[0]), int(size[1])
+    style = camera if camera is not None else CameraStyle.sample(rng)
+    hands = _assign_hands(rng, attrs)
+    body = _make_body(rng, attrs, h, w, hands)
+    bg = _background(rng, style, h, w, int(body.top + style.horizon * body.u))
+    canvas = _Canvas((w, h), body.feet, math.radians(rng.uniform(-5, 5)))
+    _draw_person(canvas, attrs, body, hands, _Look.sample(rng))
+    person = canvas.image.resize((w, h), Image.BOX)
+    bg.paste(_shade(rng, person, body), (0, 0), person)
+    return _camera_effects(rng, bg, style)
+
+
+# --------------------------------------------------------------------------------------------
+# Dataset generation
+
+
+def sample_rng(seed: int, index: int) -> np.random.Generator:
+    """The generator of sample `index` of a dataset with `seed` (independent of chunking)."""
+    return np.random.default_rng([seed, index])
+
+
+def _split_labels(n: int, splits: Sequence[float], seed: int) -> np.ndarray:
+    """Exact split sizes (rounded), assigned by a seeded permutation."""
+    counts = np.floor(np.asarray(splits) * n).astype(int)
+    counts[np.argsort(-(np.asarray(splits) * n - counts))[: n - counts.sum()]] += 1
+    labels = np.repeat(np.asarray(SPLIT_NAMES, dtype=object), counts)
+    return labels[np.random.default_rng([seed, n, 1 << 31]).permutation(n)]
+
+
+def _crop_id(seed: int, index: int) -> str:
+    return f"syn{seed}-{index:07d}"
+
+
+def _render_chunk(indices: range, *, out_uri: str, seed: int, styles: list[CameraStyle],
+                  storage: StorageConfig | None) -> list[dict[str, Any]]:
+    """Render and store crops `indices`; returns their manifest rows (without split)."""
+    from attrgan.data.storage import fsspec_filesystem
+
+    fs, root = fsspec_filesystem(out_uri, storage)
+    root = root.rstrip("/")
+    rows, blobs = [], {}
+    for i in indices:
+        rng = sample_rng(seed, i)
+        attrs = sample_attributes(rng)
+        cam = int(rng.integers(len(styles)))
+        captured = NIGHT_START + timedelta(seconds=float(rng.uniform(0, NIGHT_HOURS * 3600)))
+        image = render_person(rng, attrs, camera=styles[cam])
+        buf = io.BytesIO()
+        image.save(buf, "JPEG", quality=IMAGE_QUALITY)
+        crop_id = _crop_id(seed, i)
+        blobs[f"{root}/images/{crop_id}.jpg"] = buf.getvalue()
+        rows.append({"crop_id": crop_id, "image_uri": f"images/{crop_id}.jpg", "camera_id": f"cam{cam:02d}",
+                     "captured_at": captured.replace(microsecond=0), **attrs})
+    # One batched call: s3fs uploads the objects concurrently; a local filesystem writes files.
+    fs.pipe(blobs)
+    return rows
+
+
+def generate(out_uri: str, n: int, *, seed: int = 0, storage: StorageConfig | None = None,
+             workers: int | None = None, splits: Sequence[float] = (0.7, 0.1, 0.2), cameras: int = 4) -> str:
+    """Render `n` crops to `<out_uri>/images/*.jpg` and write `<out_uri>/manifest.parquet`.
+
+    Manifest columns (DESIGN.md): crop_id, image_uri (relative to the manifest), bbox_* (null),
+    camera_id ("cam00"...), captured_at (UTC, one night), split (train/val/test in the
+    proportions `splits`), then one int8 column per SYNTH_ATTRIBUTES id. `out_uri` is a local
+    folder or s3://bucket/prefix. Output depends only on (n, seed, splits, cameras), not on
+    `workers` (default: the machine's cores, at most 8). Returns the manifest's URI.
+    """
+    from attrgan.data.manifest import write_manifest
+    from attrgan.data.storage import join
+
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    if cameras < 1:
+        raise ValueError(f"cameras must be >= 1, got {cameras}")
+    splits = tuple(float(s) for s in splits)
+    if len(splits) != 3 or min(splits) < 0 or abs(sum(splits) - 1) > 1e-6:
+        raise ValueError(f"splits must be three non-negative fractions (train, val, test) summing to 1, got {splits}")
+    workers = min(os.cpu_count() or 1, 8) if workers is None else workers
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+
+    styles = camera_styles(seed, cameras)
+    chunks = [range(s, min(s + _CHUNK, n)) for s in range(0, n, _CHUNK)]
+    task = partial(_render_chunk, out_uri=out_uri, seed=seed, styles=styles, storage=storage)
+    if workers == 1 or len(chunks) == 1:
+        parts = [task(c) for c in chunks]
+    else:
+        # spawn: forking a process that holds s3fs / torch threads is not safe.
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(min(workers, len(chunks)), mp_context=ctx) as pool:
+            parts = list(pool.map(task, chunks))
+    rows = [r for part in parts for r in part]
+    for row, split in zip(rows, _split_labels(n, splits, seed)):
+        row["split"] = split
+    manifest_uri = join(out_uri, "manifest.parquet")
+    write_manifest(_manifest_table(rows), manifest_uri, storage=storage)
+    return manifest_uri
+
+
+def _manifest_table(rows: list[dict[str, Any]]) -> "pa.Table":
+    """Rows → a pyarrow table with DESIGN.md's manifest types."""
+    import pyarrow as pa
+
+    from attrgan.data.manifest import MANIFEST_SCHEMA
+
+    n = len(rows)
+    columns: dict[str, pa.Array] = {}
+    for field in MANIFEST_SCHEMA:
+        if field.name in rows[0]:
+            columns[field.name] = pa.array([r[field.name] for r in rows], type=field.type)
+        else:
+            columns[field.name] = pa.nulls(n, type=field.type)
+    for attr in SYNTH_ATTRIBUTES:
+        columns[attr] = pa.array(np.array([r[attr] for r in rows], dtype=np.int8))
+    return pa.table(columns)
