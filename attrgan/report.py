@@ -1,0 +1,149 @@
+"""Rendering of evaluation results: Markdown tables, bar plots, image contact sheets.
+
+Pure functions over `attrgan.metrics.AttributeMetrics` and numpy images; no Ray, no model code.
+Plots use matplotlib's Agg backend so they render on machines without a display.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # before pyplot: headless batch machines have no display
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from attrgan.metrics import AttributeMetrics  # noqa: E402
+
+SUMMARY_COLUMNS = ("mA", "Accuracy", "Precision", "Recall", "F1")
+
+
+def percent(value: float) -> str:
+    """0.5771 -> '57.71'; NaN (nothing to measure) -> 'n/a'."""
+    return "n/a" if value is None or math.isnan(value) else f"{100.0 * value:.2f}"
+
+
+def summary_row(metrics: AttributeMetrics) -> list[str]:
+    """The five paper metrics of one experiment, as percentages."""
+    return [percent(v) for v in (metrics.ma, metrics.accuracy, metrics.precision, metrics.recall, metrics.f1)]
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A GitHub-flavoured Markdown table; the first column is left-aligned, the rest right-aligned."""
+    if any(len(r) != len(header) for r in rows):
+        raise ValueError(f"every row needs {len(header)} cells, got row lengths {sorted({len(r) for r in rows})}")
+    lines = ["| " + " | ".join(str(h) for h in header) + " |",
+             "|" + "|".join([":---"] + ["---:"] * (len(header) - 1)) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def summary_table(experiments: Sequence[tuple[str, AttributeMetrics]], *, first: str = "Input") -> str:
+    """Paper Table 1/2 layout: one row per (name, metrics), columns mA, Accuracy, Precision, Recall, F1."""
+    return markdown_table([first, *SUMMARY_COLUMNS], [[name, *summary_row(m)] for name, m in experiments])
+
+
+def per_attribute_table(metrics: AttributeMetrics) -> str:
+    """Supplementary Table 1 layout: per attribute mA, accuracy, precision, recall, F1 (percent) and counts."""
+    rows = []
+    for attr, r in metrics.per_attribute.iterrows():
+        rows.append([attr, percent(r["ma"]), percent(r["accuracy"]), percent(r["precision"]),
+                     percent(r["recall"]), percent(r["f1"]), int(r["positives"]), int(r["support"])])
+    return markdown_table(["Attribute", *SUMMARY_COLUMNS, "Positives", "Labelled"], rows)
+
+
+def plot_per_attribute_ma(series: Mapping[str, AttributeMetrics], path: str | Path, *,
+                          title: str = "Per-attribute mA") -> Path:
+    """Grouped horizontal bars: one group per attribute, one bar per named experiment. Writes a PNG."""
+    if not series:
+        raise ValueError("plot_per_attribute_ma needs at least one experiment, got none")
+    names = list(series)
+    attrs = list(series[names[0]].per_attribute.index)
+    for name in names[1:]:
+        if list(series[name].per_attribute.index) != attrs:
+            raise ValueError(f"experiment {name!r} has different attributes from {names[0]!r}")
+    y = np.arange(len(attrs))
+    height = 0.8 / len(names)
+    fig, ax = plt.subplots(figsize=(8, 1.5 + 0.32 * len(attrs) * max(1, len(names) / 2)))
+    for k, name in enumerate(names):
+        values = 100.0 * np.nan_to_num(series[name].per_attribute["ma"].to_numpy(dtype=float), nan=0.0)
+        ax.barh(y + (k - (len(names) - 1) / 2) * height, values, height=height, label=name)
+    ax.set_yticks(y, attrs)
+    ax.invert_yaxis()  # dataset order top to bottom, like the tables
+    ax.axvline(50.0, color="grey", linewidth=0.8, linestyle="--")  # chance level of mA
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("mA (%)")
+    ax.set_title(title)
+    ax.legend(loc="lower right", fontsize="small")
+    return _save(fig, path)
+
+
+def plot_corrupted_vs_restored(pairs: Mapping[str, tuple[AttributeMetrics, AttributeMetrics]],
+                               path: str | Path, *, labels: tuple[str, str] = ("corrupted", "restored"),
+                               title: str = "Corrupted vs restored input") -> Path:
+    """One panel per summary metric; per experiment a bar for the corrupted and one for the restored input."""
+    if not pairs:
+        raise ValueError("plot_corrupted_vs_restored needs at least one experiment, got none")
+    names = list(pairs)
+    x = np.arange(len(names))
+    fig, axes = plt.subplots(1, len(SUMMARY_COLUMNS), figsize=(3.2 * len(SUMMARY_COLUMNS), 3.6), sharey=True)
+    fields = ("ma", "accuracy", "precision", "recall", "f1")
+    for ax, column, field in zip(axes, SUMMARY_COLUMNS, fields):
+        for k, label in enumerate(labels):
+            values = [100.0 * np.nan_to_num(getattr(pairs[n][k], field), nan=0.0) for n in names]
+            ax.bar(x + (k - 0.5) * 0.38, values, width=0.38, label=label)
+        ax.set_xticks(x, names, rotation=20, ha="right", fontsize="small")
+        ax.set_title(column)
+        ax.set_ylim(0, 100)
+    axes[0].set_ylabel("%")
+    axes[0].legend(fontsize="small")
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def contact_sheet(rows: Sequence[Sequence[np.ndarray]], path: str | Path, *,
+                  column_titles: Sequence[str], row_titles: Sequence[str] | None = None,
+                  title: str | None = None) -> Path:
+    """A grid of images like the paper's Figures 1, 4, 5: one row per example, one column per stage.
+
+    rows: per example, one image per column, each HWC RGB uint8 (any size; shown at a common height).
+    """
+    if not rows:
+        raise ValueError("contact_sheet needs at least one row of images, got none")
+    ncol = len(column_titles)
+    for i, r in enumerate(rows):
+        if len(r) != ncol:
+            raise ValueError(f"row {i} has {len(r)} images, expected {ncol} (one per column title)")
+        for img in r:
+            if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+                raise ValueError(f"images must be HWC RGB uint8, got shape {img.shape} dtype {img.dtype}")
+    if row_titles is not None and len(row_titles) != len(rows):
+        raise ValueError(f"row_titles needs {len(rows)} entries, got {len(row_titles)}")
+    fig, axes = plt.subplots(len(rows), ncol, figsize=(1.3 * ncol + 0.6, 2.6 * len(rows) + 0.6), squeeze=False)
+    for i, r in enumerate(rows):
+        for j, img in enumerate(r):
+            ax = axes[i][j]
+            # Nearest neighbour keeps a low-resolution input visibly blocky, as the network saw it.
+            ax.imshow(img, interpolation="nearest", aspect="auto")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(column_titles[j], fontsize="small")
+        if row_titles is not None:
+            axes[i][0].set_ylabel(row_titles[i], fontsize="x-small")
+    if title:
+        fig.suptitle(title, fontsize="medium")
+    return _save(fig, path)
+
+
+def _save(fig: plt.Figure, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)  # long jobs draw many figures; pyplot keeps every open one alive
+    return path
