@@ -1,18 +1,24 @@
 """The nightly extraction job: manifest → restore-and-classify → results Parquet, on Ray Data.
 
-For every input partition of the manifest (DESIGN.md "Manifest"):
+One Ray Data stream over the rows of every input partition to process (DESIGN.md "Manifest"),
+each row tagged with its partition:
 
-    rows ──► decode (CPU tasks, attrgan.data.images.decode_batch; a bad row stays, status=error)
-         ──► one actor pool, each actor holding the whole `Pipeline` (SR → classify → reconstruct
-             → classify), loaded once per actor (a GPU each when the cluster has GPUs)
+    rows ──► decode (CPU tasks, attrgan.data.images.decode_batch; a bad row stays, status=error;
+             an image_uri outside `manifest.allowed_prefixes` is refused, never fetched)
+         ──► one actor pool for the whole run, each actor holding the whole `Pipeline` (SR →
+             classify → reconstruct → classify), loaded once per actor (a GPU each on GPU clusters)
          ──► results rows (DESIGN.md "Results": exactly one per manifest row)
-         ──► `<out>/<partition path>/*.parquet`, then `<out>/<partition path>/_SUCCESS`
+         ──► the driver sorts them by partition: `<out>/<partition path>/part-*.parquet`, then
+             `<out>/<partition path>/_SUCCESS` as soon as that partition is complete
 
-Each partition is written under its own prefix, which is emptied first, so a rerun replaces that
-partition only (never `mode="overwrite"` on the base path: it deletes every partition). The
-output is read back and checked to hold exactly the manifest's crop_ids, each once, before
-`_SUCCESS` (JSON: model_version, rows, errors, ...) is written. An incremental run skips the
-partitions whose `_SUCCESS` names the same bundle version.
+Each partition is written under its own prefix, which is emptied just before its first file, so
+a rerun replaces that partition only (never `mode="overwrite"` on the base path: it deletes every
+partition). Ray's `write_parquet(partition_cols=...)` is not used: it drops the key columns from
+the files (a manifest partitioned by camera_id would lose that results column), re-encodes the
+values of the folder names and writes files per task and partition. The output is read back and
+checked to hold exactly the manifest's crop_ids, each once, before `_SUCCESS` (JSON:
+model_version, rows, errors, ...) is written. An incremental run skips the partitions whose
+`_SUCCESS` names the same bundle version.
 
 Resource sizing follows "Facts learned the hard way": decode tasks always find a CPU (actors take
 a fractional share on small machines), and killed actors are restarted with their batch redone.
@@ -37,9 +43,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 
 from attrgan.config import StorageConfig
-from attrgan.data.manifest import ManifestError, list_partitions, read_manifest
+from attrgan.data.manifest import ManifestError, allowed_prefixes, list_partitions, read_manifest
 from attrgan.data.storage import delete_prefix, filesystem, join, read_bytes, write_bytes
 from attrgan.pipeline import Pipeline, PipelineConfig
 
@@ -66,6 +73,8 @@ TRAILING_RESULT_FIELDS = (
 # Fault drill: set to a local file path and the first actor to reach its second batch creates the
 # file and exits abruptly, so actor restarts can be exercised end to end (single-node runs).
 FAULT_ENV = "ATTRGAN_EXTRACT_FAULT_MARKER"
+# Index (into the run's list of partitions) that each row carries through the stream.
+PARTITION_INDEX = "_partition_index"
 
 
 class ExtractError(RuntimeError):
@@ -85,6 +94,7 @@ class ExtractConfig:
     gpus_per_actor: GPU share of each actor when the cluster has GPUs (0 = run on CPU anyway).
     cpus_per_actor: CPU share of each actor; None = 1 on a GPU cluster, otherwise what leaves a
         whole CPU to decoding (at most 1 per actor).
+    torch_threads: intra-op threads of each actor's torch; None = its whole CPUs (at least 1).
     batch_size: rows per decode and inference batch.
     incremental: skip partitions whose _SUCCESS names the same bundle version.
     max_restarts: restarts of a dead actor (and retries of its batch) before the job fails.
@@ -99,6 +109,7 @@ class ExtractConfig:
     min_actors: int = 1
     gpus_per_actor: float = 1.0
     cpus_per_actor: float | None = None
+    torch_threads: int | None = None
     batch_size: int = 64
     incremental: bool = True
     max_restarts: int = 3
@@ -121,6 +132,8 @@ class ExtractConfig:
             raise ValueError(f"ExtractConfig.gpus_per_actor must be >= 0, got {self.gpus_per_actor!r}")
         if self.cpus_per_actor is not None and not self.cpus_per_actor > 0:
             raise ValueError(f"ExtractConfig.cpus_per_actor must be > 0 or None, got {self.cpus_per_actor!r}")
+        if self.torch_threads is not None and (not isinstance(self.torch_threads, int) or self.torch_threads < 1):
+            raise ValueError(f"ExtractConfig.torch_threads must be an integer >= 1 or None, got {self.torch_threads!r}")
         if not isinstance(self.max_restarts, int) or self.max_restarts < 0:
             raise ValueError(f"ExtractConfig.max_restarts must be an integer >= 0, got {self.max_restarts!r}")
 
@@ -132,7 +145,7 @@ class PartitionSummary:
     errors: dict[str, int]  # error kind (the message up to its first ':') → rows
     super_resolved: int
     reconstructed: int
-    seconds: float
+    seconds: float  # from the start of the run until its _SUCCESS was written
 
 
 @dataclasses.dataclass(frozen=True)
@@ -281,7 +294,8 @@ class ActorPlan:
 
 
 def plan_actors(*, cluster_cpus: float, cluster_gpus: float, actors: int, min_actors: int = 1,
-                gpus_per_actor: float = 1.0, cpus_per_actor: float | None = None) -> ActorPlan:
+                gpus_per_actor: float = 1.0, cpus_per_actor: float | None = None,
+                torch_threads: int | None = None) -> ActorPlan:
     """Size the actor pool so it cannot starve the decode tasks of CPUs (Ray Data then hangs).
 
     Decode tasks take one CPU (half the machine on a single-CPU cluster). Actors share what one
@@ -289,6 +303,7 @@ def plan_actors(*, cluster_cpus: float, cluster_gpus: float, actors: int, min_ac
     1 CPU each for 2 actors on 4 CPUs, 0.5 for 2 actors on 2 CPUs. On a GPU cluster each actor
     also takes `gpus_per_actor` GPU and the pool is capped by the GPUs, so decode tasks run on the
     remaining CPUs while the GPUs infer. A pool that would leave no CPU to decode is shrunk.
+    torch_threads: each actor's intra-op threads; None = its CPU share rounded down, at least 1.
     """
     if cluster_cpus <= 0:
         raise ValueError(f"the Ray cluster has no CPUs to decode on, got {cluster_cpus}")
@@ -306,7 +321,7 @@ def plan_actors(*, cluster_cpus: float, cluster_gpus: float, actors: int, min_ac
         actors = fitting
     return ActorPlan(actors=actors, min_actors=min(min_actors, actors), num_cpus=num_cpus,
                      num_gpus=gpus_per_actor if use_gpu else 0.0, decode_cpus=decode_cpus,
-                     torch_threads=max(1, int(num_cpus)))
+                     torch_threads=torch_threads if torch_threads is not None else max(1, int(num_cpus)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -335,13 +350,18 @@ class PipelineActor:
         self.calls = 0
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
+        """Decoded rows (`results_batch`'s input columns) → results rows; a PARTITION_INDEX column
+        in the input is carried over as the last column."""
         import torch
 
         self._fault_drill()
         self.calls += 1
         with torch.inference_mode():
-            return results_batch(batch, self.pipeline, model_version=self.model_version,
-                                 processed_at=dt.datetime.now(dt.timezone.utc))
+            table = results_batch(batch, self.pipeline, model_version=self.model_version,
+                                  processed_at=dt.datetime.now(dt.timezone.utc))
+        if PARTITION_INDEX in batch:
+            table = table.append_column(PARTITION_INDEX, pa.array(np.asarray(batch[PARTITION_INDEX]), pa.int32()))
+        return table
 
     def _fault_drill(self) -> None:
         marker = os.environ.get(FAULT_ENV)
@@ -419,7 +439,10 @@ def run_extract(config: ExtractConfig) -> Summary:
 
     Uses the current Ray runtime, starting a local one if none is up. Every selected partition's
     manifest is read and validated before any work starts, so a schema problem (ManifestError
-    naming the column) stops the job with nothing written.
+    naming the column) stops the job with nothing written. All partitions to process then go
+    through ONE Ray Data stream (one actor pool, each actor loading the bundle once); the driver
+    sorts the results rows back into their partitions (`PartitionWriter`), and each partition
+    gets its `_SUCCESS` as soon as its rows are written and verified.
     """
     import ray
     import ray.data
@@ -434,80 +457,162 @@ def run_extract(config: ExtractConfig) -> Summary:
     for p in partitions:
         marker = read_success(join(config.out, p), storage) if config.incremental else None
         (skipped if marker and marker.get("model_version") == model_version else todo).append(p)
-    for p in todo:  # validate everything first: nothing is written for a broken manifest
-        read_manifest(config.manifest, storage, partition=p or None)
+    # Validate everything first: nothing is written for a broken manifest.
+    tables = [_input_table(read_manifest(config.manifest, storage, partition=p or None)) for p in todo]
 
     if not ray.is_initialized():
         ray.init()
     resources = ray.cluster_resources()
     plan = plan_actors(cluster_cpus=resources.get("CPU", 0.0), cluster_gpus=resources.get("GPU", 0.0),
                        actors=config.actors, min_actors=config.min_actors, gpus_per_actor=config.gpus_per_actor,
-                       cpus_per_actor=config.cpus_per_actor)
-    log.info("extract: %d partition(s) to process, %d up to date; bundle %s; %s", len(todo), len(skipped),
-             model_version, plan)
+                       cpus_per_actor=config.cpus_per_actor, torch_threads=config.torch_threads)
+    log.info("extract: %d partition(s) to process (%d rows), %d up to date; bundle %s; %s", len(todo),
+             sum(t.num_rows for t in tables), len(skipped), model_version, plan)
     ctx = ray.data.DataContext.get_current()
     if not sys.stdout.isatty():
         ctx.enable_progress_bars = False
 
-    processed = [_run_partition(config, p, plan=plan, model_version=model_version, input_size=input_size)
-                 for p in todo]
-    summary = Summary(model_version=model_version, processed=tuple(processed), skipped=tuple(skipped),
-                      seconds=time.perf_counter() - start)
+    schema = results_schema(classifier_meta["attributes"])
+    writers = [PartitionWriter(partition=p, uri=join(config.out, p), crop_ids=t["crop_id"], schema=schema,
+                               storage=storage,
+                               rows_per_file=config.rows_per_file,
+                               marker={"model_version": model_version, "manifest": config.manifest})
+               for p, t in zip(todo, tables)]
+    for writer in writers:  # an empty partition is done before anything runs
+        if writer.done:
+            writer.finish(seconds=time.perf_counter() - start)
+    if any(not w.done for w in writers):
+        prefixes = allowed_prefixes(config.manifest, storage)
+        stream = _results_stream(config, tables, plan=plan, model_version=model_version, input_size=input_size,
+                                 allowed=prefixes)
+        for block in stream.iter_batches(batch_size=None, batch_format="pyarrow"):
+            index = block[PARTITION_INDEX]
+            for i in pc.unique(index).to_pylist():
+                writer = writers[i]
+                writer.add(block.filter(pc.equal(index, i)).drop_columns([PARTITION_INDEX]))
+                if writer.done:
+                    writer.finish(seconds=time.perf_counter() - start)
+    unfinished = [w.partition for w in writers if w.summary is None]
+    if unfinished:
+        raise ExtractError(f"the stream ended before partition(s) {unfinished[:10]} got all their rows; "
+                           f"their {SUCCESS_FILE} markers were not written")
+    summary = Summary(model_version=model_version, processed=tuple(w.summary for w in writers),
+                      skipped=tuple(skipped), seconds=time.perf_counter() - start)
     log.info("%s", summary.format())
     return summary
 
 
-def _run_partition(config: ExtractConfig, partition: str, *, plan: ActorPlan, model_version: str,
-                   input_size: tuple[int, int]) -> PartitionSummary:
+def _results_stream(config: ExtractConfig, tables: Sequence[pa.Table], *, plan: ActorPlan, model_version: str,
+                    input_size: tuple[int, int], allowed: tuple[str, ...] | None) -> Any:
+    """One Ray Data dataset over every partition's rows: decode tasks → the pipeline actor pool.
+
+    Each row carries the index of its partition (PARTITION_INDEX) through to the results rows.
+    """
     import ray
     import ray.data
 
     from attrgan.data.images import decode_batch
 
-    start = time.perf_counter()
-    storage = config.storage
-    table = _input_table(read_manifest(config.manifest, storage, partition=partition or None))
-    out_uri = join(config.out, partition)
-    delete_prefix(out_uri, storage)  # a rerun replaces this partition, and only it
-    n = table.num_rows
-    log.info("extract: partition %r: %d rows → %s", partition, n, out_uri)
+    rows = pa.concat_tables([t.append_column(PARTITION_INDEX, pa.array(np.full(t.num_rows, i, np.int32)))
+                             for i, t in enumerate(tables)], promote_options="default")
+    # One block per batch: decode tasks spread over the CPUs and a killed actor redoes one batch.
+    # Blocks may span two partitions; the partition index sorts their rows out at the end.
+    blocks = [rows.slice(i, config.batch_size) for i in range(0, rows.num_rows, config.batch_size)]
+    ds = ray.data.from_arrow(blocks)
+    ds = ds.map_batches(decode_batch, batch_format="numpy", batch_size=config.batch_size,
+                        fn_kwargs={"size": input_size, "storage": config.storage, "allowed_prefixes": allowed},
+                        num_cpus=plan.decode_cpus, udf_modifying_row_count=False)
+    env = {FAULT_ENV: os.environ[FAULT_ENV]} if os.environ.get(FAULT_ENV) else {}
+    with warnings.catch_warnings():
+        # Ray 2.60 flags every extra remote kwarg as deprecated, but max_restarts and
+        # max_task_retries have no named parameter yet.
+        warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
+        return ds.map_batches(
+            PipelineActor, batch_format="numpy", batch_size=config.batch_size,
+            fn_constructor_kwargs={"bundle_uri": config.bundle, "storage": config.storage,
+                                   "pipeline_config": config.pipeline, "model_version": model_version,
+                                   "torch_threads": plan.torch_threads},
+            compute=ray.data.ActorPoolStrategy(min_size=plan.min_actors, max_size=plan.actors),
+            num_cpus=plan.num_cpus, num_gpus=plan.num_gpus, udf_modifying_row_count=False,
+            runtime_env={"env_vars": env} if env else None,
+            # A dead actor is restarted and its in-flight batches retried (bounded, so a
+            # crashing model fails the job instead of looping); a batch's output only exists
+            # once its task returns, so a retry cannot duplicate rows.
+            max_restarts=config.max_restarts, max_task_retries=config.max_restarts)
 
-    if n:
-        # One block per batch: decode tasks spread over the CPUs and a killed actor redoes one batch.
-        blocks = [table.slice(i, config.batch_size) for i in range(0, n, config.batch_size)]
-        ds = ray.data.from_arrow(blocks)
-        ds = ds.map_batches(decode_batch, batch_format="numpy", batch_size=config.batch_size,
-                            fn_kwargs={"size": input_size, "storage": storage}, num_cpus=plan.decode_cpus,
-                            udf_modifying_row_count=False)
-        env = {FAULT_ENV: os.environ[FAULT_ENV]} if os.environ.get(FAULT_ENV) else {}
-        with warnings.catch_warnings():
-            # Ray 2.60 flags every extra remote kwarg as deprecated, but max_restarts and
-            # max_task_retries have no named parameter yet.
-            warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
-            ds = ds.map_batches(
-                PipelineActor, batch_format="numpy", batch_size=config.batch_size,
-                fn_constructor_kwargs={"bundle_uri": config.bundle, "storage": storage,
-                                       "pipeline_config": config.pipeline, "model_version": model_version,
-                                       "torch_threads": plan.torch_threads},
-                compute=ray.data.ActorPoolStrategy(min_size=plan.min_actors, max_size=plan.actors),
-                num_cpus=plan.num_cpus, num_gpus=plan.num_gpus, udf_modifying_row_count=False,
-                runtime_env={"env_vars": env} if env else None,
-                # A dead actor is restarted and its in-flight batches retried (bounded, so a
-                # crashing model fails the job instead of looping); a batch's output only exists
-                # once its task returns, so a retry cannot duplicate rows.
-                max_restarts=config.max_restarts, max_task_retries=config.max_restarts)
-        fs, path = filesystem(out_uri, storage)
-        ds.write_parquet(path, filesystem=fs, min_rows_per_file=config.rows_per_file)
 
-    counts = _check_output(out_uri, table["crop_id"], storage, partition)
-    seconds = time.perf_counter() - start
-    summary = PartitionSummary(partition=partition, seconds=seconds, **counts)
-    marker = {"model_version": model_version, "rows": n, "errors": summary.errors,
-              "super_resolved": summary.super_resolved, "reconstructed": summary.reconstructed,
-              "seconds": round(seconds, 3), "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(),
-              "manifest": config.manifest, "partition": partition}
-    write_bytes(join(out_uri, SUCCESS_FILE), json.dumps(marker, indent=2).encode(), storage=storage)
-    return summary
+class PartitionWriter:
+    """Collects one partition's results rows and writes them under the partition's own prefix.
+
+    Files are `<uri>/part-00000.parquet`, ... of at least `rows_per_file` rows (fewer for the last).
+    The prefix is emptied just before the first file lands, so the previous results stay readable
+    until this run replaces them, and a rerun never adds to them. `finish` reads the files back,
+    checks they hold exactly `crop_ids`, each once, and only then writes `_SUCCESS`.
+    """
+
+    def __init__(self, *, partition: str, uri: str, crop_ids: pa.ChunkedArray, schema: pa.Schema,
+                 storage: StorageConfig, rows_per_file: int, marker: Mapping[str, Any]) -> None:
+        if rows_per_file < 1:
+            raise ValueError(f"rows_per_file must be >= 1, got {rows_per_file}")
+        self.partition, self.uri, self.crop_ids, self.schema, self.storage = partition, uri, crop_ids, schema, storage
+        self.rows_per_file, self.marker = rows_per_file, dict(marker)
+        self.expected = len(crop_ids)
+        self.received = 0
+        self.files = 0
+        self.summary: PartitionSummary | None = None
+        self._buffer: list[pa.Table] = []
+        self._buffered = 0
+        self._cleared = False
+
+    @property
+    def done(self) -> bool:
+        """Every row of the partition has arrived."""
+        return self.received == self.expected
+
+    def add(self, table: pa.Table) -> None:
+        """Take results rows (`results_schema` columns) of this partition; writes full files."""
+        if self.summary is not None:
+            raise ExtractError(f"partition {self.partition!r}: {table.num_rows} more rows after it was finished")
+        self.received += table.num_rows
+        if self.received > self.expected:
+            raise ExtractError(f"partition {self.partition!r}: received {self.received} results rows for "
+                               f"{self.expected} manifest rows; {SUCCESS_FILE} not written")
+        self._buffer.append(table)
+        self._buffered += table.num_rows
+        if self._buffered >= self.rows_per_file:
+            self._flush()
+
+    def finish(self, *, seconds: float) -> PartitionSummary:
+        """Write the remaining rows, verify the partition's files, then write `_SUCCESS`."""
+        if not self.done:
+            raise ExtractError(f"partition {self.partition!r}: {self.received} of {self.expected} rows arrived")
+        self._flush()
+        if not self._cleared:  # an empty partition: still replace what an earlier run left
+            delete_prefix(self.uri, self.storage)
+            self._cleared = True
+        counts = _check_output(self.uri, self.crop_ids, self.storage, self.partition)
+        self.summary = PartitionSummary(partition=self.partition, seconds=seconds, **counts)
+        marker = {**self.marker, "rows": self.expected, "errors": self.summary.errors,
+                  "super_resolved": self.summary.super_resolved, "reconstructed": self.summary.reconstructed,
+                  "seconds": round(seconds, 3), "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+                  "partition": self.partition}
+        write_bytes(join(self.uri, SUCCESS_FILE), json.dumps(marker, indent=2).encode(), storage=self.storage)
+        return self.summary
+
+    def _flush(self) -> None:
+        if not self._buffer:
+            return
+        if not self._cleared:
+            delete_prefix(self.uri, self.storage)  # a rerun replaces this partition, and only it
+            self._cleared = True
+        table = pa.concat_tables(self._buffer)
+        # Ray Data may hand columns back with relaxed nullability; the files keep the contract's.
+        table = table.cast(self.schema)
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink)
+        write_bytes(join(self.uri, f"part-{self.files:05d}.parquet"), sink.getvalue().to_pybytes(), self.storage)
+        self.files += 1
+        self._buffer, self._buffered = [], 0
 
 
 def _check_output(out_uri: str, crop_ids: pa.ChunkedArray, storage: StorageConfig,

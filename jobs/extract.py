@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--actors", type=int, help="most pipeline actors (default 2)")
     parser.add_argument("--batch-size", type=int, help="rows per batch (default 64)")
     parser.add_argument("--full", action="store_true", help="redo partitions that are already done")
+    parser.add_argument("--allow-prefix", dest="allowed_prefixes", action="append", metavar="URI",
+                        help="prefix image_uri values may lie under, e.g. s3://frames (repeatable; default: "
+                             "ATTRGAN_ALLOWED_PREFIXES, else an S3 manifest's own bucket); other rows are refused")
     parser.add_argument("--config", help="YAML file with ExtractConfig settings")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override any setting, e.g. --set pipeline.sr_max_height=100 (repeatable)")
@@ -47,6 +50,8 @@ def build_config(args: argparse.Namespace) -> ExtractConfig:
              "gpus_per_actor": args.gpus_per_actor, "actors": args.actors, "batch_size": args.batch_size,
              "incremental": False if args.full else None}
     flags = {k: v for k, v in flags.items() if v is not None}
+    if args.allowed_prefixes:
+        flags["storage"] = {"allowed_prefixes": args.allowed_prefixes}
     base = {"storage": to_dict(StorageConfig.from_env())}
     return load(ExtractConfig, args.config, merge(parse_overrides(args.overrides), flags), base=base)
 

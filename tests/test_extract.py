@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 import pytest
 import torch
 from PIL import Image
@@ -21,8 +22,9 @@ from attrgan.bundle import save_bundle
 from attrgan.config import StorageConfig
 from attrgan.data.manifest import ManifestError, write_manifest
 from attrgan.data.storage import filesystem, list_dir, read_bytes, write_bytes
-from attrgan.extract import (FAULT_ENV, SUCCESS_FILE, ExtractConfig, PipelineActor, error_kind, plan_actors,
-                             results_batch, results_schema, run_extract, select_partitions)
+from attrgan.extract import (FAULT_ENV, PARTITION_INDEX, SUCCESS_FILE, ExtractConfig, ExtractError, PartitionWriter,
+                             PipelineActor, error_kind, plan_actors, results_batch, results_schema, run_extract,
+                             select_partitions)
 from attrgan.pipeline import Pipeline, PipelineConfig
 from test_pipeline import ATTRS, random_images, tiny_bundle  # pytest puts tests/ on sys.path
 
@@ -54,6 +56,9 @@ def test_plan_actors_leaves_decode_a_cpu():
     assert (plan.actors, plan.min_actors, plan.num_gpus, plan.num_cpus) == (2, 2, 1.0, 1.0)
     plan = plan_actors(cluster_cpus=16, cluster_gpus=1, actors=4, gpus_per_actor=0.25)
     assert (plan.actors, plan.num_gpus) == (4, 0.25)
+    # torch threads: the CPU share rounded down by default, or as configured.
+    assert plan_actors(cluster_cpus=8, cluster_gpus=0, actors=1, cpus_per_actor=2.5).torch_threads == 2
+    assert plan_actors(cluster_cpus=4, cluster_gpus=0, actors=1, torch_threads=2).torch_threads == 2
     # gpus_per_actor=0 runs on CPU even with GPUs present.
     assert plan_actors(cluster_cpus=4, cluster_gpus=2, actors=2, gpus_per_actor=0).num_gpus == 0.0
     # An explicit CPU share that would starve decoding shrinks the pool, or is refused.
@@ -129,6 +134,55 @@ def test_select_partitions_and_error_kind():
     assert error_kind("bad bbox: (x=1) outside") == "bad bbox"
 
 
+def _results_rows(crop_ids: list[str], errors: dict[str, str] | None = None) -> pa.Table:
+    """Results rows for `crop_ids` (as results_batch builds them), with the given error rows."""
+    errors = errors or {}
+    now = dt.datetime(2026, 11, 26, tzinfo=dt.timezone.utc)
+    n = len(crop_ids)
+    columns = {"crop_id": crop_ids, "image_uri": [f"{c}.png" for c in crop_ids], "camera_id": [None] * n,
+               "captured_at": [None] * n, "status": ["error" if c in errors else "ok" for c in crop_ids],
+               "error": [errors.get(c) for c in crop_ids], "super_resolved": [c.endswith("low") for c in crop_ids],
+               "reconstructed": [False] * n, "occlusion_score": [0.25] * n, "hat": [True] * n,
+               "hat_score": [0.75] * n, "model_version": ["v1"] * n, "processed_at": [now] * n}
+    return pa.Table.from_pydict(columns, schema=results_schema(("hat",)))
+
+
+def test_partition_writer_files_verification_and_marker(tmp_path):
+    uri = str(tmp_path / "out" / "day=1")
+    write_bytes(uri + "/part-00007.parquet", b"stale results of an earlier run", StorageConfig())
+    ids = [f"c{i}" for i in range(5)] + ["c5-low"]
+    writer = PartitionWriter(partition="day=1", uri=uri, crop_ids=pa.chunked_array([ids]),
+                             schema=results_schema(("hat",)), storage=StorageConfig(), rows_per_file=4,
+                             marker={"model_version": "v1"})
+    writer.add(_results_rows(ids[:3], errors={"c1": "missing object: c1.png not found"}))
+    assert list_dir(uri) == [uri + "/part-00007.parquet"]  # nothing replaced before a file is due
+    writer.add(_results_rows(ids[3:5]))  # 5 rows buffered ≥ 4: the first file, the old one gone
+    assert list_dir(uri) == [uri + "/part-00000.parquet"] and not writer.done
+    writer.add(_results_rows(ids[5:]))
+    assert writer.done
+    summary = writer.finish(seconds=1.5)
+    assert list_dir(uri) == [uri + "/" + SUCCESS_FILE, uri + "/part-00000.parquet", uri + "/part-00001.parquet"]
+    assert (summary.rows, summary.errors, summary.super_resolved, summary.reconstructed) == (
+        6, {"missing object": 1}, 1, 0)
+    assert pq.read_table(uri + "/part-00000.parquet").num_rows == 5
+    assert pq.read_schema(uri + "/part-00001.parquet").field("crop_id").nullable is False  # contract schema
+    marker = json.loads(read_bytes(uri + "/" + SUCCESS_FILE))
+    assert (marker["model_version"], marker["rows"], marker["partition"]) == ("v1", 6, "day=1")
+
+    # One row too many (a duplicate) is refused as it arrives, with no _SUCCESS.
+    dup = PartitionWriter(partition="day=2", uri=str(tmp_path / "out" / "day=2"), crop_ids=pa.chunked_array([["a"]]),
+                          schema=results_schema(("hat",)), storage=StorageConfig(), rows_per_file=10, marker={})
+    with pytest.raises(ExtractError, match="received 2 results rows for 1 manifest rows"):
+        dup.add(_results_rows(["a", "a"]))
+    # Rows that are not the manifest's fail the read-back check.
+    wrong = PartitionWriter(partition="day=3", uri=str(tmp_path / "out" / "day=3"), crop_ids=pa.chunked_array([["a"]]),
+                            schema=results_schema(("hat",)), storage=StorageConfig(), rows_per_file=10, marker={})
+    wrong.add(_results_rows(["b"]))
+    with pytest.raises(ExtractError, match="1 not in the manifest"):
+        wrong.finish(seconds=0.0)
+    assert not (tmp_path / "out" / "day=3" / SUCCESS_FILE).exists()
+
+
 def test_config_from_yaml_and_job_flags(tmp_path, monkeypatch):
     spec = importlib.util.spec_from_file_location("extract_job", Path(__file__).resolve().parents[1] / "jobs/extract.py")
     job = importlib.util.module_from_spec(spec)
@@ -144,10 +198,16 @@ def test_config_from_yaml_and_job_flags(tmp_path, monkeypatch):
     assert (config.actors, config.batch_size, config.max_restarts) == (3, 8, 5)  # flags beat the YAML
     assert config.pipeline.sr_max_height == 100
     assert config.storage.endpoint_url == "http://127.0.0.1:9" and config.storage.region == "eu-west-1"
+    assert config.storage.allowed_prefixes == ()  # the manifest's bucket then (manifest.allowed_prefixes)
+    args = job.build_parser().parse_args(["--manifest", "s3://b/m", "--bundle", "s3://b/bundle", "--out", "s3://b/o",
+                                          "--allow-prefix", "s3://frames", "--allow-prefix", "s3://b"])
+    assert job.build_config(args).storage.allowed_prefixes == ("s3://frames", "s3://b")
     with pytest.raises(ValueError, match="batch_size must be an integer >= 1, got 0"):
         ExtractConfig(manifest="m", bundle="b", out="o", batch_size=0)
     with pytest.raises(ValueError, match="min_actors"):
         ExtractConfig(manifest="m", bundle="b", out="o", actors=1, min_actors=2)
+    with pytest.raises(ValueError, match="torch_threads must be an integer >= 1 or None, got 0"):
+        ExtractConfig(manifest="m", bundle="b", out="o", torch_threads=0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -166,12 +226,14 @@ def png(shape: tuple[int, int], seed: int) -> bytes:
 
 @pytest.fixture(scope="module")
 def scene(s3_endpoint):
-    """A bundle and a 2-partition manifest of 12 rows on a fresh bucket: clean, occluded-looking,
-    low-res and bad rows (missing object, not-an-image bytes, bbox outside the frame)."""
+    """A bundle and a 2-partition manifest of 14 rows on a fresh bucket: clean, occluded-looking,
+    low-res and bad rows (missing object, not-an-image bytes, bbox outside the frame, an image in
+    another bucket than the manifest's)."""
     import boto3
 
-    bucket = f"test-{uuid.uuid4().hex[:12]}"
-    boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
+    bucket, other = f"test-{uuid.uuid4().hex[:12]}", f"test-{uuid.uuid4().hex[:12]}"
+    for name in (bucket, other):
+        boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").create_bucket(Bucket=name)
     storage = StorageConfig(endpoint_url=s3_endpoint, region="us-east-1")
     base = f"s3://{bucket}"
     # occlusion_down threshold 0: every decodable crop is reconstructed.
@@ -190,8 +252,11 @@ def scene(s3_endpoint):
         rows.append({"crop_id": f"d{day}-lowbox", "image_uri": f"{base}/images/d{day}-full0.png", "kind": "low",
                      "day": day, "bbox": (4, 10, 10, 24)})
     write_bytes(f"{base}/images/broken.png", b"this is not an image", storage)
+    write_bytes(f"s3://{other}/images/d1-full0.png", png(FULL, seed=10), storage)
     rows += [
         {"crop_id": "bad-missing", "image_uri": f"{base}/images/nowhere.png", "kind": "missing object", "day": "1"},
+        # Readable with the job's credentials, but outside the manifest's bucket: refused, not fetched.
+        {"crop_id": "bad-bucket", "image_uri": f"s3://{other}/images/d1-full0.png", "kind": "refused uri", "day": "1"},
         {"crop_id": "bad-bytes", "image_uri": f"{base}/images/broken.png", "kind": "undecodable image", "day": "2"},
         {"crop_id": "bad-bbox", "image_uri": f"{base}/images/d2-full1.png", "kind": "bad bbox", "day": "2",
          "bbox": (500, 500, 20, 40)},
@@ -232,9 +297,10 @@ def first_run(ray_local, scene):
 def test_extract_end_to_end_and_incremental(scene, first_run):
     summary, out = first_run
     kinds = scene["kinds"]
-    assert summary.rows == len(kinds) == 13 and summary.skipped == ()
-    assert [p.rows for p in summary.processed] == [6, 7]
-    assert summary.errors == {"missing object": 1, "undecodable image": 1, "bad bbox": 1}
+    assert summary.rows == len(kinds) == 14 and summary.skipped == ()
+    # One stream for both partitions (batches of 4 cross the partition boundary at row 7).
+    assert [(p.partition, p.rows) for p in summary.processed] == [("day=1", 7), ("day=2", 7)]
+    assert summary.errors == {"missing object": 1, "refused uri": 1, "undecodable image": 1, "bad bbox": 1}
     assert summary.super_resolved == 4 and summary.reconstructed == 10  # every ok row
 
     frame = read_results(scene, out)  # pandas + pyarrow read the output prefix directly
@@ -276,7 +342,7 @@ def test_rerun_with_a_killed_actor_replaces_the_partition_without_duplicates(sce
     summary = run_extract(config_for(scene, out, partitions=("day=1",), incremental=False, batch_size=2,
                                      max_restarts=2))
     assert marker.exists()  # the actor really died once, on its second batch
-    assert [p.partition for p in summary.processed] == ["day=1"] and summary.rows == 6
+    assert [p.partition for p in summary.processed] == ["day=1"] and summary.rows == 7
     frame = read_results(scene, out)
     assert sorted(frame["crop_id"]) == sorted(scene["kinds"]) and frame["crop_id"].is_unique
     assert list_dir(out + "/day=2", scene["storage"]) == day2_files  # the other partition is untouched
@@ -315,5 +381,8 @@ def test_actor_checks_the_bundle_version(tmp_path):
         torch.set_num_threads(threads)
     table = actor(batch)
     assert table.num_rows == 1 and table["model_version"][0].as_py() == bundle.version
+    assert table.schema == results_schema(ATTRS)
+    tagged = actor(batch | {PARTITION_INDEX: np.array([3], np.int32)})  # carried through the stream
+    assert tagged.column_names[-1] == PARTITION_INDEX and tagged[PARTITION_INDEX].to_pylist() == [3]
     with pytest.raises(RuntimeError, match="changed during the run"):
         PipelineActor(model_version="something-else", **kwargs)
