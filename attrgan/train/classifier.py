@@ -44,6 +44,8 @@ def classifier_step(net: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor,
     """One SGD step on x (B, 3, H, W) float32 in [-1, 1] with labels y (B, A) in {1, 0, -1}."""
     net.train()
     opt.zero_grad(set_to_none=True)
+    # NCHW: oneDNN's stride-2 1x1 conv weight gradient corrupts memory on to_tensor's channels-last strides.
+    x = x.contiguous()
     with autocast(x.device, amp):
         logits = net(x)
     loss = weighted_bce(logits.float(), y, ratios)
