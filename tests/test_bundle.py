@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -58,7 +59,8 @@ def test_network_round_trip_gives_identical_outputs(tmp_path):
     meta = save_network(tmp_path / "g_r", model, {"training": {"steps": 10}})
     assert sorted(p.name for p in (tmp_path / "g_r").iterdir()) == ["config.json", "model.safetensors"]
     assert meta["architecture"] == "reconstruction" and meta["input_size"] == [160, 64]
-    assert meta["config"] == {"width": 0.0625, "input_size": [160, 64]}
+    assert meta["config"] == {**dataclasses.asdict(model.config), "input_size": [160, 64]}
+    assert meta["config"]["width"] == 0.0625
     assert len(meta["version"]) == 12 and meta["weights_sha256"].startswith(meta["version"])
 
     loaded, loaded_meta = load_network(tmp_path / "g_r")

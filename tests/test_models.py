@@ -244,15 +244,65 @@ def test_gans_reject_wrong_input():
         ReconstructionDiscriminator(width=0)
 
 
+# --- residual generators (not in the paper; the cpu-small preset) ---------------------------------
+
+@pytest.mark.parametrize("cls, config", [
+    (ReconstructionGenerator, ReconstructionConfig), (SuperResGenerator, SuperResConfig)])
+def test_residual_generators_keep_the_paper_layers(cls, config):
+    assert conv_layout(cls(config(residual=True))) == conv_layout(cls())
+    assert cls().residual is False and config().residual is False  # the paper by default
+
+
+def test_residual_generators_start_at_identity_and_bilinear_upsampling():
+    x = images(2, (160, 64))
+    g_r = ReconstructionGenerator(ReconstructionConfig(width=0.125, residual=True)).eval()
+    assert torch.allclose(g_r(x), x, atol=1e-3)
+    low = images(2, (80, 32))
+    g_s = SuperResGenerator(SuperResConfig(width=0.0625, residual=True)).eval()
+    bilinear = nn.functional.interpolate(low, size=(320, 128), mode="bilinear", align_corners=False)
+    assert torch.allclose(g_s(low), bilinear, atol=1e-3)
+    # A constant image upsamples to itself: the generator's base adds nothing of its own.
+    assert torch.allclose(g_s.base(torch.full((1, 3, 80, 32), 0.25)), torch.full((1, 3, 320, 128), 0.25))
+
+
+def test_residual_output_is_input_plus_twice_the_head_clamped_to_the_image_range():
+    g = ReconstructionGenerator(ReconstructionConfig(width=0.125, residual=True)).eval()
+    with torch.no_grad():
+        g.head[0].weight.zero_()
+        g.head[0].bias.fill_(0.25)  # head = tanh(0.25) everywhere
+    x = torch.linspace(-1, 1, 160 * 64 * 3).reshape(1, 3, 160, 64)
+    expected = (x + 2 * torch.tanh(torch.tensor(0.25))).clamp(-1, 1)
+    out = g(x)
+    assert torch.allclose(out, expected, atol=1e-6)
+    assert out.max() == 1.0 and out.min() > -1.0  # clamped at the top, shifted at the bottom
+
+
+def test_residual_setting_is_checked_and_survives_a_bundle_round_trip(tmp_path):
+    from attrgan.bundle import load_network, save_network
+
+    with pytest.raises(ValueError, match="residual must be true or false, got 'yes'"):
+        ReconstructionConfig(residual="yes")
+    with pytest.raises(ValueError, match="SuperResConfig.residual"):
+        SuperResConfig(residual=1)
+    g = build_network("superres", {"width": 0.0625, "input_size": [16, 8], "residual": True})
+    meta = save_network(tmp_path / "sr", g)
+    assert meta["config"]["residual"] is True
+    loaded, _ = load_network(tmp_path / "sr")
+    assert loaded.residual and loaded.config == g.config
+    x = images(2, (16, 8))
+    assert torch.equal(loaded(x), g.eval()(x))
+
+
 # --- gradients ----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("build, size", [
     (lambda: AttributeClassifier(ClassifierConfig(**SMALL)), (80, 32)),
     (lambda: ReconstructionGenerator(ReconstructionConfig(width=0.125)), (160, 64)),
     (lambda: SuperResGenerator(SuperResConfig(width=0.125)), (80, 32)),
+    (lambda: SuperResGenerator(SuperResConfig(width=0.125, residual=True)), (80, 32)),
     (lambda: ReconstructionDiscriminator(width=0.125), (160, 64)),
     (lambda: SuperResDiscriminator(width=0.125), (320, 128)),
-], ids=["classifier", "g_r", "g_s", "d_r", "d_s"])
+], ids=["classifier", "g_r", "g_s", "g_s_residual", "d_r", "d_s"])
 def test_every_parameter_gets_a_finite_gradient(build, size):
     model = build().train()
     out = model(images(4, size))

@@ -6,6 +6,12 @@ G^R maps an occluded crop to a restored one at the same size, (160, 64) by defau
     decoder  four 5×5 stride-2 transposed convs, 256 → 128 → 64 → 32 features, BatchNorm + ReLU
     output   5×5 conv to 3 channels, tanh (no BatchNorm: "except for the last Conv")
 
+`residual=True` (not in the paper) keeps those layers but adds the input to their output,
+G^R(x) = clamp(x + 2·net(x), -1, 1): at small widths everything, visible parts included, would
+otherwise pass through the 16×-downsampled bottleneck and come out blurred. `skips=True` (not in
+the paper either) adds U-Net skip connections: each decoder level also sees the encoder feature
+map of its resolution (and the input), so the output can place edges at pixel precision.
+
 The super-resolution generator and both discriminators are built from the same blocks
 (`conv_block`, `EncoderDecoderGenerator`), as the paper defines them "in the same way".
 """
@@ -16,6 +22,7 @@ import dataclasses
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 KERNEL = 5
@@ -23,6 +30,10 @@ KERNEL = 5
 # conv double it exactly, so encoder and decoder sizes mirror each other.
 PADDING = KERNEL // 2
 LEAKY_SLOPE = 0.2
+# Residual generators: the tanh head's output times the value range 2, so the correction can move
+# any pixel anywhere in [-1, 1]; the final conv starts at this scale of its default init (near zero).
+RESIDUAL_SCALE = 2.0
+RESIDUAL_INIT_GAIN = 1e-2
 
 
 def scaled(channels: int, width: float) -> int:
@@ -67,10 +78,23 @@ class EncoderDecoderGenerator(nn.Module):
     Every conv except the final one is followed by BatchNorm; LeakyReLU(0.2) in the encoder,
     ReLU in the decoder. Maps (B, 3, H, W) float32 in [-1, 1] to
     (B, 3, H·2^(d-e), W·2^(d-e)) float32 in [-1, 1], with e encoder and d decoder layers.
+
+    residual: the output is clamp(base(x) + RESIDUAL_SCALE·net(x), -1, 1), where base(x) is x
+    itself or, when the output is larger, its bilinear upsampling, and net is the layers above.
+    The final conv starts near zero, so an untrained generator is (almost exactly) that baseline
+    and training can only add what the bottleneck carries. The sum is clamped rather than put
+    through another tanh: tanh would compress the baseline's contrast (tanh(1) = 0.76), so the
+    starting point would no longer be the identity / bilinear upsampling.
+
+    skips: U-Net skip connections. The input and every encoder output are kept; a decoder layer
+    whose output has the resolution of one of them gets it concatenated on the channel axis
+    before the next layer (the head, after the last decoder layer). Decoder layers beyond the
+    input's resolution (super-resolution) have nothing to concatenate. The layers and their
+    widths stay the paper's; only the input channel counts of the layers after a skip grow.
     """
 
     def __init__(self, *, encoder_channels: Sequence[int], decoder_channels: Sequence[int], width: float,
-                 input_size: tuple[int, int], name: str) -> None:
+                 input_size: tuple[int, int], name: str, residual: bool = False, skips: bool = False) -> None:
         super().__init__()
         if not width > 0:
             raise ValueError(f"{name}: width must be > 0, got {width!r}")
@@ -79,36 +103,86 @@ class EncoderDecoderGenerator(nn.Module):
         factor = 2 ** (len(decoder_channels) - len(encoder_channels))
         self.output_size = (int(self.input_size[0] * factor), int(self.input_size[1] * factor))
 
+        # Channels of the feature maps a skip can reuse, by downsampling level: 0 = the input.
+        level_channels = [3]
         blocks: list[nn.Module] = []
         prev = 3
         for c in encoder_channels:
             blocks.append(conv_block(prev, scaled(c, width), activation=nn.LeakyReLU(LEAKY_SLOPE)))
             prev = scaled(c, width)
+            level_channels.append(prev)
         self.encoder = nn.Sequential(*blocks)
+        # Decoder layer i outputs level e-1-i (negative: above the input's resolution); with skips
+        # the encoder map of that level joins it. The bottleneck itself is not repeated.
+        self.skip_levels: tuple[int | None, ...] = tuple(
+            (len(encoder_channels) - 1 - i) if skips and len(encoder_channels) - 1 - i >= 0 else None
+            for i in range(len(decoder_channels)))
         blocks = []
-        for c in decoder_channels:
+        for c, level in zip(decoder_channels, self.skip_levels):
             blocks.append(conv_block(prev, scaled(c, width), transposed=True, activation=nn.ReLU()))
-            prev = scaled(c, width)
+            prev = scaled(c, width) + (level_channels[level] if level is not None else 0)
         self.decoder = nn.Sequential(*blocks)
         self.head = nn.Sequential(nn.Conv2d(prev, 3, KERNEL, padding=PADDING), nn.Tanh())
+        self.residual = residual
+        self.skips = skips
+        if residual:
+            with torch.no_grad():
+                self.head[0].weight.mul_(RESIDUAL_INIT_GAIN)
+                self.head[0].bias.zero_()
+
+    def base(self, x: torch.Tensor) -> torch.Tensor:
+        """What a residual generator adds its correction to: x, or x bilinearly upsampled to the output size."""
+        if tuple(x.shape[-2:]) == self.output_size:
+            return x
+        return F.interpolate(x, size=self.output_size, mode="bilinear", align_corners=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_images(x, self.input_size, name=self.name)
-        return self.head(self.decoder(self.encoder(x)))
+        if self.skips:
+            out = self._unet(x)
+        else:
+            out = self.head(self.decoder(self.encoder(x)))
+        if self.residual:
+            out = (self.base(x) + RESIDUAL_SCALE * out).clamp(-1.0, 1.0)
+        return out
+
+    def _unet(self, x: torch.Tensor) -> torch.Tensor:
+        levels = [x]
+        h = x
+        for block in self.encoder:
+            h = block(h)
+            levels.append(h)
+        for block, level in zip(self.decoder, self.skip_levels):
+            h = block(h)
+            if level is not None:
+                h = torch.cat([h, levels[level]], dim=1)
+        return self.head(h)
+
+
+def check_flag(value: object, *, name: str) -> None:
+    """Raise ValueError unless `value` is a bool (config.json could hold 0/1 or strings)."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be true or false, got {value!r}")
 
 
 @dataclasses.dataclass(frozen=True)
 class ReconstructionConfig:
-    """G^R settings. `width` scales every layer's channel count (1.0 = the paper)."""
+    """G^R settings. `width` scales every layer's channel count (1.0 = the paper); `residual`
+    adds the input to the output (G^R(x) = x + net(x)); `skips` adds U-Net skip connections
+    (False = the paper for both)."""
 
     width: float = 1.0
     input_size: tuple[int, int] = (160, 64)  # (H, W); multiples of 16 (four stride-2 convs)
+    residual: bool = False
+    skips: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "input_size", tuple(self.input_size))
         if not self.width > 0:
             raise ValueError(f"ReconstructionConfig.width must be > 0, got {self.width!r}")
         check_size(self.input_size, divisor=16, name="ReconstructionConfig")
+        check_flag(self.residual, name="ReconstructionConfig.residual")
+        check_flag(self.skips, name="ReconstructionConfig.skips")
 
 
 class ReconstructionGenerator(EncoderDecoderGenerator):
@@ -120,5 +194,6 @@ class ReconstructionGenerator(EncoderDecoderGenerator):
     def __init__(self, config: ReconstructionConfig | None = None) -> None:
         config = config or ReconstructionConfig()
         super().__init__(encoder_channels=self.ENCODER, decoder_channels=self.DECODER, width=config.width,
-                         input_size=config.input_size, name="ReconstructionGenerator")
+                         input_size=config.input_size, name="ReconstructionGenerator", residual=config.residual,
+                         skips=config.skips)
         self.config = config

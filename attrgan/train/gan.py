@@ -24,13 +24,15 @@ from attrgan.train.loop import Report, autocast, run_epochs, unwrap
 
 
 def build_gan(config: TrainConfig) -> tuple[nn.Module, nn.Module]:
-    """(net_g, net_d) for config.model "reconstruction" or "superres" at config.width."""
+    """(net_g, net_d) for config.model "reconstruction" or "superres" at config.width (generator
+    with config.residual and config.skips)."""
     size = config.network_input_size
+    generator = {"width": config.width, "input_size": size, "residual": config.residual, "skips": config.skips}
     if config.model == "reconstruction":
-        net_g = build_network("reconstruction", {"width": config.width, "input_size": size})
+        net_g = build_network("reconstruction", generator)
         return net_g, ReconstructionDiscriminator(width=config.width, input_size=size)
     if config.model == "superres":
-        net_g = build_network("superres", {"width": config.width, "input_size": size})
+        net_g = build_network("superres", generator)
         return net_g, SuperResDiscriminator(width=config.width, input_size=config.target_size)
     raise ValueError(f"build_gan trains 'reconstruction' or 'superres', got {config.model!r}")
 
