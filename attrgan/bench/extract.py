@@ -271,7 +271,6 @@ print(json.dumps({"rows": s.rows}))
 
 def _peak_rss(manifest: str, bundle: str, out: str, settings: dict) -> tuple[int, int]:
     """(peak summed RSS of the run's process tree, peak RSS of its driver), sampled every 0.1 s."""
-    import ray  # noqa: F401  (puts the psutil that Ray bundles on sys.path)
     import psutil
 
     proc = subprocess.Popen([sys.executable, "-c", _RSS_CHILD, manifest, bundle, out, json.dumps(settings),
