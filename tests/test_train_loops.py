@@ -67,10 +67,11 @@ def test_classifier_loop_learns_a_fixed_batch_and_reports_each_epoch():
     assert set(last["net"]) == set(net.state_dict())
 
 
-@pytest.mark.parametrize("residual", [False, True])
+@pytest.mark.parametrize("residual, skips", [(False, False), (True, False), (True, True)])
 @pytest.mark.parametrize("model, size", [("reconstruction", (32, 16)), ("superres", (16, 8))])
-def test_gan_loop_lowers_pixel_loss_on_a_fixed_batch(model, size, residual):
-    cfg = TrainConfig(model=model, width=0.0625, input_size=size, lr=2e-3, lam=0.01, residual=residual)
+def test_gan_loop_lowers_pixel_loss_on_a_fixed_batch(model, size, residual, skips):
+    cfg = TrainConfig(model=model, width=0.0625, input_size=size, lr=2e-3, lam=0.01, residual=residual,
+                      skips=skips)
     net_g, net_d = build_gan(cfg)
     opt_g, opt_d = build_gan_optimizers(cfg, net_g, net_d)
     gt = torch.rand(4, 3, *cfg.target_size) * 2 - 1
@@ -116,10 +117,11 @@ def test_psnr_matches_hand_computation_and_baseline_is_identity_for_reconstructi
 
 @pytest.mark.parametrize("model, size", [("reconstruction", (32, 16)), ("superres", (16, 8))])
 def test_residual_gan_starts_at_its_baseline_psnr(model, size):
-    cfg = TrainConfig(model=model, width=0.0625, input_size=size, residual=True)
+    cfg = TrainConfig(model=model, width=0.0625, input_size=size, residual=True, skips=True)
     net_g, _ = build_gan(cfg)
-    assert net_g.config.residual
-    gt = torch.rand(3, 3, *cfg.target_size) * 2 - 1
+    assert net_g.config.residual and net_g.config.skips
+    # An even batch: flipping it leaves no image equal to its target (whose PSNR would be unbounded).
+    gt = torch.rand(4, 3, *cfg.target_size) * 2 - 1
     lq = torch.nn.functional.avg_pool2d(gt, 4) if model == "superres" else gt.flip(0)
     out = validate_gan(net_g, lq, gt, batch_size=2)
     assert out["val_psnr"] == pytest.approx(out["val_psnr_baseline"], abs=0.01)
@@ -206,9 +208,13 @@ def test_presets_overrides_and_yaml(tmp_path):
     assert (rec.optimizer, rec.lr, rec.betas[0], rec.d_steps, rec.adversarial_weight, rec.width) == ("adam", 2e-3, 0.5, 1, 0.1, 1.0)
     sr = load_train_config("superres", preset_name="paper")
     assert sr.adversarial_weight == 1.0 and sr.target_size == (320, 128)
-    assert not rec.residual and not sr.residual  # the paper's generators
-    assert load_train_config("reconstruction").residual and load_train_config("superres").residual
-    assert build_gan(load_train_config("superres", overrides={"input_size": [16, 8]}))[0].residual
+    assert not rec.residual and not sr.residual and not rec.skips and not sr.skips  # the paper's generators
+    for name in ("reconstruction", "superres"):
+        small_gan = load_train_config(name)
+        assert small_gan.residual and small_gan.skips
+    g_s = build_gan(load_train_config("superres", overrides={"input_size": [16, 8]}))[0]
+    assert g_s.residual and g_s.skips
+    assert not build_gan(load_train_config("superres", overrides={"input_size": [16, 8], "skips": False}))[0].skips
     small = load_train_config("classifier", overrides={"epochs": 2, "input_size": [40, 16]})
     assert small.backbone == "small" and small.epochs == 2 and small.network_input_size == (40, 16)
     (tmp_path / "c.yaml").write_text("epochs: 7\nworkers: 2\ncpus_per_worker: 0.5\n")
