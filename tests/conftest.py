@@ -35,6 +35,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.fixture
+def one_torch_thread():
+    """Run the test with one torch thread, restoring the previous count afterwards."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def s3_endpoint():
     """URL of a moto S3 server on 127.0.0.1, running for the whole test session."""

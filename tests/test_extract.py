@@ -29,12 +29,8 @@ from attrgan.pipeline import Pipeline, PipelineConfig
 from test_pipeline import ATTRS, random_images, tiny_bundle  # pytest puts tests/ on sys.path
 
 
-@pytest.fixture(autouse=True)
-def _few_threads():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# One torch thread: these tests run beside Ray workers on a 2-core machine.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ---------------------------------------------------------------------------------------------

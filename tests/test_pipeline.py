@@ -18,12 +18,8 @@ ATTRS = ("female", "hat", OCCLUSION_DOWN)
 INPUT = (64, 32)  # tiny classifier input; G^S 16×8 → 64×32, G^R works at 32×16
 
 
-@pytest.fixture(autouse=True)
-def _few_threads():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# One torch thread: these tests run beside Ray workers on a 2-core machine.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_bundle(*, attributes=ATTRS, input_size=INPUT, sr_input=(16, 8), rec_input=(32, 16),
