@@ -92,6 +92,16 @@ def _generator_input(net: nn.Module, name: str) -> tuple[int, int]:
     return tuple(size)  # type: ignore[return-value]
 
 
+def _bundle_generator(bundle: Bundle, name: str, device: torch.device) -> tuple[nn.Module, tuple[int, int]]:
+    """Bundle network `name` on `device` in eval mode, and the (H, W) it takes."""
+    net = getattr(bundle, name, None)
+    if net is None:
+        flag = "use_superres" if name == "superres" else "use_reconstruction"
+        raise ValueError(f"PipelineConfig.{flag} is on but the bundle has no {name} network")
+    net = net.to(device).eval()
+    return net, _generator_input(net, name)
+
+
 class Pipeline:
     """Super-resolve small crops, classify, reconstruct occluded crops, classify again.
 
@@ -117,10 +127,7 @@ class Pipeline:
         self.use_superres = self.config.use_superres
         self.superres: nn.Module | None = None
         if self.use_superres:
-            if getattr(bundle, "superres", None) is None:
-                raise ValueError("PipelineConfig.use_superres is on but the bundle has no superres network")
-            self.superres = bundle.superres.to(self.device).eval()
-            self.sr_input = _generator_input(self.superres, "superres")
+            self.superres, self.sr_input = _bundle_generator(bundle, "superres", self.device)
         sr_output_height = (bundle.superres.config.output_size[0] if bundle.superres is not None
                             else self.input_size[0])
         self.sr_max_height = (sr_output_height // 2 if self.config.sr_max_height is None
@@ -134,10 +141,7 @@ class Pipeline:
             self.use_reconstruction = False
         self.reconstruction: nn.Module | None = None
         if self.use_reconstruction:
-            if getattr(bundle, "reconstruction", None) is None:
-                raise ValueError("PipelineConfig.use_reconstruction is on but the bundle has no reconstruction network")
-            self.reconstruction = bundle.reconstruction.to(self.device).eval()
-            self.rec_input = _generator_input(self.reconstruction, "reconstruction")
+            self.reconstruction, self.rec_input = _bundle_generator(bundle, "reconstruction", self.device)
         self.occlusion_threshold = float(
             self.config.occlusion_threshold if self.config.occlusion_threshold is not None
             else self.thresholds[self.occlusion_index] if self.occlusion_index is not None
