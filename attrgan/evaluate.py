@@ -88,7 +88,7 @@ class EvaluateConfig:
     limit: evaluate only the first `limit` rows of the split (quick looks); None = all.
     batch_size: rows per decode and scoring batch.
     actors / cpus_per_actor / gpus_per_actor: the scoring actor pool, sized by
-        `attrgan.extract.plan_actors` exactly like extraction's (decoding always keeps a CPU).
+        `attrgan.extract.plan_actors` exactly like extraction's (on CPUs the actors decode).
     examples: image triplets per contact sheet.
     pipeline: the pipeline settings the "pipeline" variant runs with (as extraction would).
     """
@@ -226,10 +226,12 @@ class VariantScorer:
 
 
 class _ScoringActor:
-    """Ray Data actor: loads the bundle once, then scores batches (the pipeline runs under inference mode)."""
+    """Ray Data actor: loads the bundle once, then scores batches (the pipeline runs under inference mode).
+    decode: `decode_batch` keyword arguments when the actor decodes its batches itself (CPU runs,
+    as in extraction); None when decode tasks did it before."""
 
     def __init__(self, *, bundle_uri: str, storage: StorageConfig, pipeline_config: PipelineConfig,
-                 torch_threads: int) -> None:
+                 torch_threads: int, decode: Mapping[str, Any] | None = None) -> None:
         import torch
 
         from attrgan.bundle import load_bundle
@@ -240,9 +242,12 @@ class _ScoringActor:
                   else pipeline_config.device)
         bundle = load_bundle(bundle_uri, storage=storage, device="cpu")
         self.scorer = VariantScorer(bundle, dataclasses.replace(pipeline_config, device=device))
+        self.decode = dict(decode) if decode is not None else None
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return self.scorer(batch)
+        from attrgan.data.images import decode_batch
+
+        return self.scorer(decode_batch(batch, **self.decode) if self.decode is not None else batch)
 
 
 def score_sets(tables: Mapping[str, pa.Table], *, input_size: tuple[int, int], config: EvaluateConfig) -> pd.DataFrame:
@@ -272,15 +277,19 @@ def score_sets(tables: Mapping[str, pa.Table], *, input_size: tuple[int, int], c
     plan = plan_actors(cluster_cpus=resources.get("CPU", 0.0), cluster_gpus=resources.get("GPU", 0.0),
                        actors=config.actors, gpus_per_actor=config.gpus_per_actor,
                        cpus_per_actor=config.cpus_per_actor)
-    # One block per batch, as extraction does: decode tasks spread over the free CPUs.
+    # One block per batch, as extraction does: decode tasks spread over the free CPUs, or the
+    # actors decode their own batches (CPU runs).
     b = config.batch_size
     ds = ray.data.from_arrow([combined.slice(i, b) for i in range(0, combined.num_rows, b)])
-    ds = ds.map_batches(decode_batch, batch_format="numpy", batch_size=b, num_cpus=plan.decode_cpus,
-                        fn_kwargs={"size": input_size, "storage": config.storage})
+    decode = {"size": input_size, "storage": config.storage}
+    if not plan.decode_in_actors:
+        ds = ds.map_batches(decode_batch, batch_format="numpy", batch_size=b, num_cpus=plan.decode_cpus,
+                            fn_kwargs=decode)
     ds = ds.map_batches(
         _ScoringActor, batch_format="numpy", batch_size=b,
         fn_constructor_kwargs={"bundle_uri": config.bundle, "storage": config.storage,
-                               "pipeline_config": config.pipeline, "torch_threads": plan.torch_threads},
+                               "pipeline_config": config.pipeline, "torch_threads": plan.torch_threads,
+                               "decode": decode if plan.decode_in_actors else None},
         compute=ray.data.ActorPoolStrategy(min_size=plan.min_actors, max_size=plan.actors),
         num_cpus=plan.num_cpus, num_gpus=plan.num_gpus,
     )

@@ -3,8 +3,11 @@
 One Ray Data stream over the rows of every input partition to process (DESIGN.md "Manifest"),
 each row tagged with its partition:
 
-    rows ──► decode (CPU tasks, attrgan.data.images.decode_batch; a bad row stays, status=error;
-             an image_uri outside `manifest.allowed_prefixes` is refused, never fetched)
+    rows ──► decode (attrgan.data.images.decode_batch; a bad row stays, status=error; an
+             image_uri outside `manifest.allowed_prefixes` is refused, never fetched): CPU tasks
+             beside GPU actors, so decoding scales over the CPUs while the GPUs infer; inside
+             the actors when they run on CPUs, where every CPU then decodes and infers in turn
+             with no hop through the object store
          ──► one actor pool for the whole run, each actor holding the whole `Pipeline` (SR →
              classify → reconstruct → classify), loaded once per actor (a GPU each on GPU clusters)
          ──► results rows (DESIGN.md "Results": exactly one per manifest row)
@@ -95,6 +98,8 @@ class ExtractConfig:
     cpus_per_actor: CPU share of each actor; None = 1 on a GPU cluster, otherwise what leaves a
         whole CPU to decoding (at most 1 per actor).
     torch_threads: intra-op threads of each actor's torch; None = its whole CPUs (at least 1).
+    decode_in_actors: decode inside the pipeline actors instead of in separate CPU tasks; None =
+        inside when the actors run on CPUs, in separate tasks when they hold GPUs.
     batch_size: rows per decode and inference batch.
     incremental: skip partitions whose _SUCCESS names the same bundle version.
     max_restarts: restarts of a dead actor (and retries of its batch) before the job fails.
@@ -110,6 +115,7 @@ class ExtractConfig:
     gpus_per_actor: float = 1.0
     cpus_per_actor: float | None = None
     torch_threads: int | None = None
+    decode_in_actors: bool | None = None
     batch_size: int = 64
     incremental: bool = True
     max_restarts: int = 3
@@ -283,7 +289,7 @@ def _timestamps(values: Any) -> pa.Array:
 
 @dataclasses.dataclass(frozen=True)
 class ActorPlan:
-    """Resources of the pipeline actors and of the decode tasks."""
+    """Resources of the pipeline actors and of the decode tasks (none when the actors decode)."""
 
     actors: int
     min_actors: int
@@ -291,11 +297,12 @@ class ActorPlan:
     num_gpus: float
     decode_cpus: float
     torch_threads: int
+    decode_in_actors: bool = False
 
 
 def plan_actors(*, cluster_cpus: float, cluster_gpus: float, actors: int, min_actors: int = 1,
                 gpus_per_actor: float = 1.0, cpus_per_actor: float | None = None,
-                torch_threads: int | None = None) -> ActorPlan:
+                torch_threads: int | None = None, decode_in_actors: bool | None = None) -> ActorPlan:
     """Size the actor pool so it cannot starve the decode tasks of CPUs (Ray Data then hangs).
 
     Decode tasks take one CPU (half the machine on a single-CPU cluster). Actors share what one
@@ -304,24 +311,28 @@ def plan_actors(*, cluster_cpus: float, cluster_gpus: float, actors: int, min_ac
     also takes `gpus_per_actor` GPU and the pool is capped by the GPUs, so decode tasks run on the
     remaining CPUs while the GPUs infer. A pool that would leave no CPU to decode is shrunk.
     torch_threads: each actor's intra-op threads; None = its CPU share rounded down, at least 1.
+    decode_in_actors: None = True exactly when the actors run on CPUs. Then there are no decode
+    tasks to starve and the actors share every CPU (`min(1, cpus / actors)` each by default).
     """
     if cluster_cpus <= 0:
         raise ValueError(f"the Ray cluster has no CPUs to decode on, got {cluster_cpus}")
-    decode_cpus = 1.0 if cluster_cpus >= 2 else cluster_cpus / 2
-    spare = cluster_cpus - decode_cpus
     use_gpu = cluster_gpus > 0 and gpus_per_actor > 0
+    fused = not use_gpu if decode_in_actors is None else decode_in_actors
+    decode_cpus = 0.0 if fused else 1.0 if cluster_cpus >= 2 else cluster_cpus / 2
+    spare = cluster_cpus - decode_cpus
     if use_gpu:
         actors = max(1, min(actors, math.floor(cluster_gpus / gpus_per_actor + 1e-9)))
     num_cpus = cpus_per_actor if cpus_per_actor is not None else min(1.0, spare / actors)
     if num_cpus * actors > spare + 1e-9:
         fitting = math.floor(spare / num_cpus + 1e-9)
         if fitting < 1:
-            raise ValueError(f"cpus_per_actor={num_cpus} leaves no CPU for decoding on a cluster of "
-                             f"{cluster_cpus} CPUs; use at most {spare}")
+            raise ValueError(f"cpus_per_actor={num_cpus} does not fit a cluster of {cluster_cpus} CPUs"
+                             f"{'' if fused else ' with a CPU left for decoding'}; use at most {spare}")
         actors = fitting
     return ActorPlan(actors=actors, min_actors=min(min_actors, actors), num_cpus=num_cpus,
                      num_gpus=gpus_per_actor if use_gpu else 0.0, decode_cpus=decode_cpus,
-                     torch_threads=torch_threads if torch_threads is not None else max(1, int(num_cpus)))
+                     torch_threads=torch_threads if torch_threads is not None else max(1, int(num_cpus)),
+                     decode_in_actors=fused)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -329,10 +340,14 @@ def plan_actors(*, cluster_cpus: float, cluster_gpus: float, actors: int, min_ac
 
 
 class PipelineActor:
-    """Ray Data actor: loads the bundle once, then turns decoded batches into results tables."""
+    """Ray Data actor: loads the bundle once, then turns decoded batches into results tables.
+
+    decode: `decode_batch` keyword arguments when the actor decodes its batches itself (its input
+    is then manifest rows); None when decode tasks did it before.
+    """
 
     def __init__(self, *, bundle_uri: str, storage: StorageConfig, pipeline_config: PipelineConfig,
-                 model_version: str, torch_threads: int) -> None:
+                 model_version: str, torch_threads: int, decode: Mapping[str, Any] | None = None) -> None:
         import torch
 
         from attrgan.bundle import load_bundle
@@ -347,15 +362,20 @@ class PipelineActor:
                                f"the job started with {model_version}")
         self.pipeline = Pipeline(bundle, dataclasses.replace(config, device=device))
         self.model_version = model_version
+        self.decode = dict(decode) if decode is not None else None
         self.calls = 0
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
-        """Decoded rows (`results_batch`'s input columns) → results rows; a PARTITION_INDEX column
-        in the input is carried over as the last column."""
+        """Decoded rows (`results_batch`'s input columns), or manifest rows when the actor decodes,
+        → results rows; a PARTITION_INDEX column in the input is carried over as the last column."""
         import torch
+
+        from attrgan.data.images import decode_batch
 
         self._fault_drill()
         self.calls += 1
+        if self.decode is not None:
+            batch = decode_batch(batch, **self.decode)
         with torch.inference_mode():
             table = results_batch(batch, self.pipeline, model_version=self.model_version,
                                   processed_at=dt.datetime.now(dt.timezone.utc))
@@ -465,7 +485,8 @@ def run_extract(config: ExtractConfig) -> Summary:
     resources = ray.cluster_resources()
     plan = plan_actors(cluster_cpus=resources.get("CPU", 0.0), cluster_gpus=resources.get("GPU", 0.0),
                        actors=config.actors, min_actors=config.min_actors, gpus_per_actor=config.gpus_per_actor,
-                       cpus_per_actor=config.cpus_per_actor, torch_threads=config.torch_threads)
+                       cpus_per_actor=config.cpus_per_actor, torch_threads=config.torch_threads,
+                       decode_in_actors=config.decode_in_actors)
     log.info("extract: %d partition(s) to process (%d rows), %d up to date; bundle %s; %s", len(todo),
              sum(t.num_rows for t in tables), len(skipped), model_version, plan)
     ctx = ray.data.DataContext.get_current()
@@ -504,7 +525,8 @@ def run_extract(config: ExtractConfig) -> Summary:
 
 def _results_stream(config: ExtractConfig, tables: Sequence[pa.Table], *, plan: ActorPlan, model_version: str,
                     input_size: tuple[int, int], allowed: tuple[str, ...] | None) -> Any:
-    """One Ray Data dataset over every partition's rows: decode tasks → the pipeline actor pool.
+    """One Ray Data dataset over every partition's rows: decode (tasks, or inside the actors as
+    `plan` says) → the pipeline actor pool.
 
     Each row carries the index of its partition (PARTITION_INDEX) through to the results rows.
     """
@@ -519,9 +541,10 @@ def _results_stream(config: ExtractConfig, tables: Sequence[pa.Table], *, plan: 
     # Blocks may span two partitions; the partition index sorts their rows out at the end.
     blocks = [rows.slice(i, config.batch_size) for i in range(0, rows.num_rows, config.batch_size)]
     ds = ray.data.from_arrow(blocks)
-    ds = ds.map_batches(decode_batch, batch_format="numpy", batch_size=config.batch_size,
-                        fn_kwargs={"size": input_size, "storage": config.storage, "allowed_prefixes": allowed},
-                        num_cpus=plan.decode_cpus, udf_modifying_row_count=False)
+    decode = {"size": input_size, "storage": config.storage, "allowed_prefixes": allowed}
+    if not plan.decode_in_actors:
+        ds = ds.map_batches(decode_batch, batch_format="numpy", batch_size=config.batch_size, fn_kwargs=decode,
+                            num_cpus=plan.decode_cpus, udf_modifying_row_count=False)
     env = {FAULT_ENV: os.environ[FAULT_ENV]} if os.environ.get(FAULT_ENV) else {}
     with warnings.catch_warnings():
         # Ray 2.60 flags every extra remote kwarg as deprecated, but max_restarts and
@@ -531,7 +554,8 @@ def _results_stream(config: ExtractConfig, tables: Sequence[pa.Table], *, plan: 
             PipelineActor, batch_format="numpy", batch_size=config.batch_size,
             fn_constructor_kwargs={"bundle_uri": config.bundle, "storage": config.storage,
                                    "pipeline_config": config.pipeline, "model_version": model_version,
-                                   "torch_threads": plan.torch_threads},
+                                   "torch_threads": plan.torch_threads,
+                                   "decode": decode if plan.decode_in_actors else None},
             compute=ray.data.ActorPoolStrategy(min_size=plan.min_actors, max_size=plan.actors),
             num_cpus=plan.num_cpus, num_gpus=plan.num_gpus, udf_modifying_row_count=False,
             runtime_env={"env_vars": env} if env else None,

@@ -37,30 +37,48 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 # no Ray
 
 
-def test_plan_actors_leaves_decode_a_cpu():
-    # The conftest cluster: 4 CPUs, 2 actors → one CPU each, two left for decoding.
-    plan = plan_actors(cluster_cpus=4, cluster_gpus=0, actors=2)
+def test_plan_actors_leaves_decode_tasks_a_cpu():
+    # Decode tasks beside CPU actors (the GPU layout, forced here): the conftest cluster of 4 CPUs,
+    # 2 actors → one CPU each, two left for decoding.
+    plan = plan_actors(cluster_cpus=4, cluster_gpus=0, actors=2, decode_in_actors=False)
     assert (plan.actors, plan.num_cpus, plan.num_gpus, plan.decode_cpus) == (2, 1.0, 0.0, 1.0)
+    assert not plan.decode_in_actors
     # 2 CPUs, 2 actors: half a CPU each, the other CPU decodes.
-    plan = plan_actors(cluster_cpus=2, cluster_gpus=0, actors=2)
+    plan = plan_actors(cluster_cpus=2, cluster_gpus=0, actors=2, decode_in_actors=False)
     assert (plan.num_cpus, plan.decode_cpus, plan.torch_threads) == (0.5, 1.0, 1)
     # 1 CPU: decode and the single actor share it.
-    plan = plan_actors(cluster_cpus=1, cluster_gpus=0, actors=1)
+    plan = plan_actors(cluster_cpus=1, cluster_gpus=0, actors=1, decode_in_actors=False)
     assert (plan.num_cpus, plan.decode_cpus) == (0.5, 0.5)
-    # GPUs cap the pool: 4 requested, 2 GPUs at 1 each → 2 actors with a GPU and a CPU each.
+    # GPUs cap the pool: 4 requested, 2 GPUs at 1 each → 2 actors with a GPU and a CPU each, and
+    # decoding stays in CPU tasks by default.
     plan = plan_actors(cluster_cpus=16, cluster_gpus=2, actors=4, min_actors=3)
     assert (plan.actors, plan.min_actors, plan.num_gpus, plan.num_cpus) == (2, 2, 1.0, 1.0)
+    assert not plan.decode_in_actors and plan.decode_cpus == 1.0
     plan = plan_actors(cluster_cpus=16, cluster_gpus=1, actors=4, gpus_per_actor=0.25)
     assert (plan.actors, plan.num_gpus) == (4, 0.25)
     # torch threads: the CPU share rounded down by default, or as configured.
     assert plan_actors(cluster_cpus=8, cluster_gpus=0, actors=1, cpus_per_actor=2.5).torch_threads == 2
     assert plan_actors(cluster_cpus=4, cluster_gpus=0, actors=1, torch_threads=2).torch_threads == 2
-    # gpus_per_actor=0 runs on CPU even with GPUs present.
-    assert plan_actors(cluster_cpus=4, cluster_gpus=2, actors=2, gpus_per_actor=0).num_gpus == 0.0
     # An explicit CPU share that would starve decoding shrinks the pool, or is refused.
+    assert plan_actors(cluster_cpus=4, cluster_gpus=0, actors=4, cpus_per_actor=1.5,
+                       decode_in_actors=False).actors == 2
+    with pytest.raises(ValueError, match="CPU left for decoding"):
+        plan_actors(cluster_cpus=4, cluster_gpus=0, actors=1, cpus_per_actor=4, decode_in_actors=False)
+
+
+def test_plan_actors_on_cpus_decodes_in_the_actors():
+    # No GPU: the actors decode their own batches, so no CPU is held back for decode tasks.
+    plan = plan_actors(cluster_cpus=4, cluster_gpus=0, actors=2)
+    assert plan.decode_in_actors and (plan.actors, plan.num_cpus, plan.decode_cpus) == (2, 1.0, 0.0)
+    plan = plan_actors(cluster_cpus=2, cluster_gpus=0, actors=4)
+    assert (plan.actors, plan.num_cpus, plan.torch_threads) == (4, 0.5, 1)
+    assert plan_actors(cluster_cpus=4, cluster_gpus=0, actors=1, cpus_per_actor=4).torch_threads == 4
     assert plan_actors(cluster_cpus=4, cluster_gpus=0, actors=4, cpus_per_actor=1.5).actors == 2
-    with pytest.raises(ValueError, match="no CPU for decoding"):
-        plan_actors(cluster_cpus=4, cluster_gpus=0, actors=1, cpus_per_actor=4)
+    # gpus_per_actor=0 runs on CPU even with GPUs present, and then decodes in the actors.
+    plan = plan_actors(cluster_cpus=4, cluster_gpus=2, actors=2, gpus_per_actor=0)
+    assert plan.num_gpus == 0.0 and plan.decode_in_actors
+    with pytest.raises(ValueError, match="does not fit"):
+        plan_actors(cluster_cpus=4, cluster_gpus=0, actors=1, cpus_per_actor=5)
 
 
 def test_results_schema_columns():
@@ -335,8 +353,9 @@ def test_rerun_with_a_killed_actor_replaces_the_partition_without_duplicates(sce
     day2_files = list_dir(out + "/day=2", scene["storage"])
     marker = tmp_path / "actor-killed"
     monkeypatch.setenv(FAULT_ENV, str(marker))
+    # Decode tasks before the actors here (the GPU layout); the first run decoded in the actors.
     summary = run_extract(config_for(scene, out, partitions=("day=1",), incremental=False, batch_size=2,
-                                     max_restarts=2))
+                                     max_restarts=2, decode_in_actors=False))
     assert marker.exists()  # the actor really died once, on its second batch
     assert [p.partition for p in summary.processed] == ["day=1"] and summary.rows == 7
     frame = read_results(scene, out)
@@ -382,3 +401,21 @@ def test_actor_checks_the_bundle_version(tmp_path):
     assert tagged.column_names[-1] == PARTITION_INDEX and tagged[PARTITION_INDEX].to_pylist() == [3]
     with pytest.raises(RuntimeError, match="changed during the run"):
         PipelineActor(model_version="something-else", **kwargs)
+
+
+def test_actor_decodes_manifest_rows_itself(tmp_path):
+    bundle = save_bundle(str(tmp_path / "bundle"), tiny_bundle())
+    Image.fromarray(random_images(1, size=FULL)[0]).save(tmp_path / "a.png")
+    threads = torch.get_num_threads()
+    try:
+        actor = PipelineActor(bundle_uri=str(tmp_path / "bundle"), storage=StorageConfig(),
+                              pipeline_config=PipelineConfig(device="cpu"), torch_threads=1,
+                              model_version=bundle.version, decode={"size": bundle.classifier.config.input_size})
+    finally:
+        torch.set_num_threads(threads)
+    rows = {"crop_id": np.array(["a", "b"], object),
+            "image_uri": np.array([str(tmp_path / "a.png"), str(tmp_path / "nowhere.png")], object),
+            "camera_id": np.array(["cam0", None], object), "captured_at": np.array([None, None], object)}
+    table = actor(rows)
+    assert table["crop_id"].to_pylist() == ["a", "b"] and table["status"].to_pylist() == ["ok", "error"]
+    assert table["error"][1].as_py().startswith("missing object:") and table["female_score"][0].is_valid
