@@ -87,8 +87,10 @@ class ClassifierConfig:
 
 
 class SmallTrunk(nn.Module):
-    """A ResNet-style trunk small enough for CPU: 3×3 stride-2 stem, four stages of one basic
-    block each (strides 1, 2, 2, 2), global average pooling. (N, 3, h, w) → (N, num_features)."""
+    """A ResNet-style trunk small enough for CPU: 3×3 stride-2 stem and 3×3 stride-2 max pool (as
+    torchvision's ResNets: the stem sees full resolution, the stages run at a quarter of it), four
+    stages of one basic block each (strides 1, 2, 2, 2), global average pooling.
+    (N, 3, h, w) → (N, num_features)."""
 
     CHANNELS = (64, 128, 256, 512)
 
@@ -96,7 +98,8 @@ class SmallTrunk(nn.Module):
         super().__init__()
         chans = [max(1, round(c * width)) for c in self.CHANNELS]
         self.stem = nn.Sequential(nn.Conv2d(3, chans[0], 3, stride=2, padding=1, bias=False),
-                                  nn.BatchNorm2d(chans[0]), nn.ReLU(inplace=True))
+                                  nn.BatchNorm2d(chans[0]), nn.ReLU(inplace=True),
+                                  nn.MaxPool2d(kernel_size=3, stride=2, padding=1))
         stages: list[nn.Module] = []
         prev = chans[0]
         for c, stride in zip(chans, (1, 2, 2, 2)):
