@@ -7,7 +7,9 @@ For a batch of crops already resized to the classifier's input size:
    to the classifier input if that differs;
 2. the classifier scores every crop;
 3. crops whose `occlusion_down` score reaches its threshold are reconstructed: resized to G^R's
-   input (160×64), G^R, resized back, and classified again. The second scores are final.
+   input (160×64), G^R, and what G^R changed is resized back and added to the crop at the
+   classifier's resolution (so the unoccluded upper body keeps its detail); classified again.
+   The second scores are final.
 
 Only the rows that need a GAN go through it. Plain PyTorch: no Ray, no I/O; `attrgan.extract`
 wraps this in a Ray Data actor.
@@ -203,7 +205,7 @@ class Pipeline:
         if self.reconstruction is not None:
             rec_mask = (occlusion >= self.occlusion_threshold).cpu().numpy()
             if rec_mask.any():
-                x = self._restore(x, rec_mask, self.reconstruction, self.rec_input)
+                x = self._restore(x, rec_mask, self.reconstruction, self.rec_input, as_correction=True)
                 rows = torch.from_numpy(np.flatnonzero(rec_mask)).to(self.device)
                 scores[rows] = self._classify(x.index_select(0, rows))
 
@@ -223,13 +225,19 @@ class Pipeline:
         """(B, 3, H, W) float in [-1, 1] → (B, A) float32 probabilities."""
         return torch.sigmoid(self.classifier(x).float())
 
-    def _restore(self, x: torch.Tensor, mask: np.ndarray, net: nn.Module, in_size: tuple[int, int]) -> torch.Tensor:
+    def _restore(self, x: torch.Tensor, mask: np.ndarray, net: nn.Module, in_size: tuple[int, int], *,
+                 as_correction: bool = False) -> torch.Tensor:
         """Replace the rows of `x` selected by `mask` with `net`'s restoration of them.
 
         Rows go to the generator's input size (area filter), through it, and back to the classifier
-        input size. Returns a new tensor; `x` is left untouched.
+        input size. With `as_correction` (a same-size generator: G^R) only what the generator
+        changed is resized back and added to the rows at full resolution, so the parts it leaves
+        alone (the unoccluded upper body) keep the detail its smaller input size would lose.
+        Returns a new tensor; `x` is left untouched.
         """
         rows = torch.from_numpy(np.flatnonzero(mask)).to(self.device)
-        restored = net(resize(x.index_select(0, rows), in_size))
-        restored = resize(restored.float(), self.input_size)
+        original = x.index_select(0, rows)
+        small = resize(original, in_size)
+        out = net(small).float()
+        restored = original + resize(out - small, self.input_size) if as_correction else resize(out, self.input_size)
         return x.index_copy(0, rows, restored.clamp(-1, 1))

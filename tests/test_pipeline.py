@@ -56,8 +56,9 @@ def super_resolve(bundle: Bundle, x: torch.Tensor) -> torch.Tensor:
 
 @torch.inference_mode()
 def reconstruct(bundle: Bundle, x: torch.Tensor) -> torch.Tensor:
+    """G^R's change at its input size (32x16), added to the crop at the classifier's size."""
     half = torch.nn.functional.interpolate(x, size=(32, 16), mode="area")
-    return resize(bundle.reconstruction(half), INPUT).clamp(-1, 1)
+    return (x + resize(bundle.reconstruction(half) - half, INPUT)).clamp(-1, 1)
 
 
 def count_rows(module: torch.nn.Module) -> list[int]:
@@ -200,3 +201,21 @@ def test_resize_filters():
     np.testing.assert_allclose(down[0, 0].numpy(), [[2.5, 4.5], [10.5, 12.5]])
     assert resize(x, (4, 4)) is x
     assert resize(x, (8, 8)).shape == (1, 3, 8, 8)
+
+
+def test_a_reconstruction_that_changes_nothing_keeps_the_full_resolution_crop():
+    # G^R works at half the classifier's size; only what it changes comes back, so a generator
+    # that returns its input leaves the crop exactly as it was (no blur from the round trip).
+    class Unchanged(torch.nn.Module):
+        input_size = (32, 16)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x
+
+    bundle = tiny_bundle()
+    bundle.reconstruction = Unchanged()
+    images = random_images(3)
+    out = Pipeline(bundle, PipelineConfig(device="cpu", occlusion_threshold=0.0, use_superres=False))(
+        images, np.full(3, 64), return_images=True)
+    assert out["reconstructed"].all()
+    assert np.abs(out["images"].astype(int) - images.astype(int)).max() <= 1  # float round trip only

@@ -168,6 +168,23 @@ def test_gan_batches_have_the_network_shapes():
     assert torch.equal(occluded[:, :, :6], clean[:, :, :6]) and not torch.equal(occluded, clean)
 
 
+def test_superres_input_holds_only_the_pixels_a_low_res_crop_has():
+    from attrgan.corrupt import downsample
+    from attrgan.data.images import resize
+
+    image = np.random.default_rng(0).integers(0, 256, (64, 32, 3), dtype=np.uint8)
+    # Stored at the training size or larger: the plain x4 downsample.
+    assert np.array_equal(tdata.lowres_input(image, (64, 32)), downsample(image, 4))
+    assert np.array_equal(tdata.lowres_input(image, (300, 120)), downsample(image, 4))
+    assert np.array_equal(tdata.lowres_input(image, None), downsample(image, 4))
+    # Stored at half the training size: a x4 low-res copy has 8x4 pixels, brought up to 16x8.
+    low = tdata.lowres_input(image, (32, 16))
+    assert low.shape == (16, 8, 3) and np.array_equal(low, resize(resize(image, (8, 4)), (16, 8)))
+    assert np.abs(low.astype(int) - downsample(image, 4)).mean() > 5  # less detail than the plain one
+    batch, _ = tdata.superres_batch(np.stack([image, image]), np.array([[64, 32], [32, 16]], np.int32))
+    assert batch.shape == (2, 3, 16, 8) and not torch.equal(batch[0], batch[1])
+
+
 def test_epoch_indices_drop_the_partial_batch_unless_it_is_all():
     batches = list(tdata.epoch_indices(10, 4, rng=np.random.default_rng(1)))
     assert [len(b) for b in batches] == [4, 4] and len(set(np.concatenate(batches))) == 8
@@ -228,3 +245,16 @@ def test_presets_overrides_and_yaml(tmp_path):
         preset("huge", "classifier")
     with pytest.raises(ConfigError, match="trains 'superres'"):
         load_train_config("classifier", overrides={"model": "superres"})
+
+
+def test_load_crops_keeps_each_crops_stored_size_and_drops_undecodable_rows(tmp_path):
+    from PIL import Image
+
+    Image.fromarray(np.zeros((90, 40, 3), np.uint8)).save(tmp_path / "a.png")
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    table = pa.table({"image_uri": [str(tmp_path / "a.png"), str(tmp_path / "broken.png"), str(tmp_path / "a.png")],
+                      "bbox_x": pa.array([None, None, 5], pa.int32()), "bbox_y": pa.array([None, None, 10], pa.int32()),
+                      "bbox_w": pa.array([None, None, 20], pa.int32()), "bbox_h": pa.array([None, None, 44], pa.int32())})
+    crops = tdata.load_crops(table, size=(64, 32))
+    assert crops.images.shape == (2, 64, 32, 3) and crops.dropped == 1
+    assert crops.crop_sizes.tolist() == [[90, 40], [44, 20]]

@@ -8,7 +8,8 @@ every epoch's batches from memory:
                     crops is occluded on the fly (another crop's upper body pasted over the
                     bottom, as occRAP) and labelled occlusion_down = 1
     reconstruction  (occluded (B,3,H,W), clean (B,3,H,W)), both float32 in [-1, 1]
-    superres        (low (B,3,H/4,W/4), clean (B,3,H,W)): the clean crop and its ×4 downsample
+    superres        (low (B,3,H/4,W/4), clean (B,3,H,W)): the clean crop and, as G^S will get it
+                    in the pipeline, the crop at a quarter of its stored size brought to H/4×W/4
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import torch
 from attrgan.attributes import OCCLUSION_DOWN
 from attrgan.config import StorageConfig
 from attrgan.corrupt import downsample, occlude, occlude_batch
-from attrgan.data.images import decode_batch, to_tensor
+from attrgan.data.images import decode_batch, resize, to_tensor
 from attrgan.data.manifest import label_columns, manifest_attributes, read_manifest
 
 log = logging.getLogger(__name__)
@@ -42,13 +43,15 @@ class CropSet:
     """Decoded crops of one split (or one worker's shard of it).
 
     images: (N, H, W, 3) uint8 RGB at the training size; labels: (N, A) int8 in {1, 0, -1}
-    in the order of `attributes`, or None when the network needs no labels.
+    in the order of `attributes`, or None when the network needs no labels; crop_sizes: (N, 2)
+    int32 (height, width) of each crop in its stored image, or None when unknown.
     """
 
     images: np.ndarray
     labels: np.ndarray | None
     attributes: tuple[str, ...]
     dropped: int = 0  # rows that failed to decode and were left out
+    crop_sizes: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.images)
@@ -113,13 +116,14 @@ def load_crops(table: pa.Table, *, size: tuple[int, int], attributes: Sequence[s
         table = table.slice(0, limit)
     table = table.take(np.arange(rank, table.num_rows, world_size))
     columns = ["image_uri", "bbox_x", "bbox_y", "bbox_w", "bbox_h"]
-    images, keep = [], []
+    images, keep, sizes = [], [], []
     for start in range(0, table.num_rows, DECODE_ROWS):
         chunk = table.slice(start, DECODE_ROWS)
         batch = {c: chunk[c].to_numpy(zero_copy_only=False) for c in columns if c in chunk.column_names}
         out = decode_batch(batch, size=tuple(size), storage=storage)
         ok = np.asarray(out["status"]) == "ok"
         images.append(out["image"][ok])
+        sizes.append(np.stack([out["crop_height"][ok], out["crop_width"][ok]], axis=1).astype(np.int32))
         keep.append(start + np.flatnonzero(ok))
         for err in np.asarray(out["error"])[~ok][:3]:
             log.warning("dropping a training crop that does not decode: %s", err)
@@ -130,7 +134,9 @@ def load_crops(table: pa.Table, *, size: tuple[int, int], attributes: Sequence[s
     if dropped:
         log.warning("dropped %d of %d crops that failed to decode (rank %d)", dropped, table.num_rows, rank)
     labels = label_array(table.take(kept), attributes) if attributes else None
-    return CropSet(images=image_array, labels=labels, attributes=tuple(attributes or ()), dropped=dropped)
+    crop_sizes = np.concatenate(sizes) if sizes else np.zeros((0, 2), np.int32)
+    return CropSet(images=image_array, labels=labels, attributes=tuple(attributes or ()), dropped=dropped,
+                   crop_sizes=crop_sizes)
 
 
 def epoch_indices(n: int, batch_size: int, *, rng: np.random.Generator) -> Iterator[np.ndarray]:
@@ -162,11 +168,6 @@ def occlude_images(images: np.ndarray, *, rng: np.random.Generator,
     return np.stack([occlude(img, donor, float(f), rng=rng) for img, donor, f in zip(images, donors, fractions)])
 
 
-def downsample_images(images: np.ndarray, factor: int = 4) -> np.ndarray:
-    """(B, H, W, 3) uint8 → (B, H/factor, W/factor, 3) uint8, the evaluation's low-resolution corruption."""
-    return np.stack([downsample(img, factor=factor) for img in images])
-
-
 def classifier_batch(images: np.ndarray, labels: np.ndarray, *, rng: np.random.Generator,
                      occluded_fraction: float, occlusion_index: int | None,
                      occlusion_range: tuple[float, float] = (0.5, 0.8)) -> tuple[torch.Tensor, torch.Tensor]:
@@ -194,6 +195,27 @@ def reconstruction_batch(images: np.ndarray, *, rng: np.random.Generator,
     return to_tensor(occlude_batch(images, rng, fraction_range=occlusion_range)), to_tensor(images)
 
 
-def superres_batch(images: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    """images (B, H, W, 3) uint8 → (low (B, 3, H/4, W/4), clean (B, 3, H, W)), float32 in [-1, 1]."""
-    return to_tensor(downsample_images(images)), to_tensor(images)
+def lowres_input(image: np.ndarray, crop_size: Sequence[int] | None, factor: int = 4) -> np.ndarray:
+    """What G^S gets for a crop once that crop is ×`factor` low-resolution: (H, W, 3) uint8 →
+    (H/factor, W/factor, 3) uint8.
+
+    `image` is the crop resized to the training size (H, W); crop_size (h, w) its size in the
+    stored image. A low-resolution crop holds only h/factor × w/factor pixels, and the pipeline
+    brings them up to G^S's input, so the input is that many pixels resized to H/factor × W/factor.
+    Crops stored at H × W or more (and crop_size None) give the plain ×factor downsample.
+    """
+    h, w = image.shape[:2]
+    size = (h // factor, w // factor)
+    if crop_size is None:
+        return downsample(image, factor=factor)
+    kept = (max(1, min(size[0], round(crop_size[0] / factor))), max(1, min(size[1], round(crop_size[1] / factor))))
+    if kept == size:
+        return downsample(image, factor=factor)
+    return resize(resize(image, kept), size)
+
+
+def superres_batch(images: np.ndarray, crop_sizes: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """images (B, H, W, 3) uint8 (crop_sizes (B, 2) as in CropSet) → (low (B, 3, H/4, W/4) from
+    `lowres_input`, clean (B, 3, H, W)), float32 in [-1, 1]."""
+    sizes = [None] * len(images) if crop_sizes is None else crop_sizes
+    return to_tensor(np.stack([lowres_input(img, s) for img, s in zip(images, sizes)])), to_tensor(images)

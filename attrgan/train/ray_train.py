@@ -383,10 +383,12 @@ def _run_classifier(job: _WorkerJob, train: CropSet, val: CropSet | None, state:
                      threshold_objective=cfg.threshold_objective, **common)
 
 
-def _gan_pairs(cfg: TrainConfig, images: np.ndarray, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def _gan_pairs(cfg: TrainConfig, crops: CropSet, idx: Any, rng: np.random.Generator,
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    images = crops.images[idx]
     if cfg.model == "reconstruction":
         return reconstruction_batch(images, rng=rng, occlusion_range=cfg.occlusion_range)
-    return superres_batch(images)
+    return superres_batch(images, crops.crop_sizes[idx] if crops.crop_sizes is not None else None)
 
 
 def _run_gan(job: _WorkerJob, train: CropSet, val: CropSet | None, state: dict[str, Any],
@@ -406,12 +408,12 @@ def _run_gan(job: _WorkerJob, train: CropSet, val: CropSet | None, state: dict[s
         opt_g.load_state_dict(state["opt_g"])
         opt_d.load_state_dict(state["opt_d"])
     # Fixed validation pairs (seeded occlusions) so epochs are compared on the same inputs.
-    val_pairs = _gan_pairs(cfg, val.images, np.random.default_rng(cfg.seed)) if val is not None else None
+    val_pairs = _gan_pairs(cfg, val, slice(None), np.random.default_rng(cfg.seed)) if val is not None else None
 
     def batches(epoch: int):
         rng, order = indices(epoch)
         for idx in order:
-            yield _gan_pairs(cfg, train.images[idx], rng)
+            yield _gan_pairs(cfg, train, idx, rng)
 
     train_gan(net_g, net_d, opt_g, opt_d, batches, lam=cfg.adversarial_weight, pool=cfg.pool, d_steps=cfg.d_steps,
               adversarial=cfg.adversarial, val=val_pairs, **common)
