@@ -16,7 +16,7 @@ the pipeline super-resolves), in one run:
 - peak RSS of a whole `run_extract` run (driver + Ray processes) at 1× and 4× a manifest size.
 
 Networks: the paper's sizes when CUDA is available, otherwise the `cpu-small` preset's sizes
-(attrgan.train.config: "small" classifier trunk ×0.125 at 160×64, G^R ×0.125, G^S ×0.0625), as
+(attrgan.train.config: "small" classifier trunk ×0.125 at 320×128, G^R ×0.125, G^S ×0.0625), as
 in the demo. The figures compare the rows of one run, not machines.
 """
 
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import subprocess
 import sys
@@ -62,7 +63,7 @@ def make_bundle(*, paper: bool) -> Bundle:
         widths = (1.0, 1.0)
     else:
         classifier = AttributeClassifier(ClassifierConfig(attributes=RAP_ATTRIBUTES, backbone="small", width=0.125,
-                                                          input_size=(160, 64)))
+                                                          input_size=(320, 128)))
         widths = (0.125, 0.0625)
     with torch.no_grad():
         classifier.body_head.bias[RAP_ATTRIBUTES.index("occlusion_down")] = -20.0
@@ -193,6 +194,8 @@ def run(quick: bool = False, *, extract_settings: dict | None = None) -> None:
         print(f"targets: end to end (steady) >= 0.8 x bare: {e2e['steady'] / bare_rate:.2f}; "
               f">= naive: {e2e['steady'] / naive_rate:.2f} (whole run: {e2e['rate'] / bare_rate:.2f}, "
               f"{e2e['rate'] / naive_rate:.2f})")
+        print(f"whole run >= naive loop from ~{break_even(e2e['startup'], e2e['steady'], naive_rate)} crops "
+              f"(start-up paid once, then steady state)")
 
         # Clean crops only: the conditional pipeline against the classifier alone.
         clean = heights > pipe.sr_max_height
@@ -216,11 +219,18 @@ def run(quick: bool = False, *, extract_settings: dict | None = None) -> None:
                   f"driver + Ray processes {peak / 2**20:.0f} MiB")
 
 
-# run_extract settings of the end-to-end rows. On 2 cores one actor with one torch thread, decode
-# tasks beside it, beat two actors (which, with the driver and decode, oversubscribe the cores:
-# steady state ~160-175 vs ~110-160 crops/s, start-up ~12 vs ~14-27 s); torch with 2 threads in
-# a busy process ran 3-5x slower than with 1.
-E2E_SETTINGS: dict = {"batch_size": BATCH, "actors": 1, "torch_threads": 1}
+# run_extract settings of the end-to-end rows: on CPUs the actors decode their own batches, so
+# two single-threaded actors keep both cores busy with decode and inference in turn (torch with
+# 2 threads in a busy process ran 3-5x slower than with 1).
+E2E_SETTINGS: dict = {"batch_size": BATCH, "actors": 2, "min_actors": 2, "torch_threads": 1}
+
+
+def break_even(startup_s: float, steady: float, naive: float) -> str:
+    """Crops from which a run with `startup_s` seconds of start-up, then `steady` crops/s, beats a
+    loop at `naive` crops/s with no start-up: n / (startup + n / steady) >= naive."""
+    if steady <= naive:
+        return "never (steady state is not faster)"
+    return f"{math.ceil(startup_s * steady * naive / (steady - naive)):,}"
 
 
 def _ray_cpus() -> int:
