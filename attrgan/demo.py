@@ -96,7 +96,7 @@ class DemoConfig:
     @classmethod
     def small(cls, **changes: Any) -> "DemoConfig":
         """Tiny sizes: the whole path in a minute or two (CI)."""
-        values: dict[str, Any] = {"crops": 40, "night_crops": 9, "eval_limit": 6, "train": SMALL_TRAIN_SETTINGS,
+        values: dict[str, Any] = {"crops": 60, "night_crops": 9, "eval_limit": 6, "train": SMALL_TRAIN_SETTINGS,
                                   "batch_size": 8, "examples": 2}
         return cls(**(values | changes))
 
