@@ -23,8 +23,9 @@ checked to hold exactly the manifest's crop_ids, each once, before `_SUCCESS` (J
 model_version, rows, errors, ...) is written. An incremental run skips the partitions whose
 `_SUCCESS` names the same bundle version.
 
-Resource sizing follows "Facts learned the hard way": decode tasks always find a CPU (actors take
-a fractional share on small machines), and killed actors are restarted with their batch redone.
+Resource sizing follows "Facts learned the hard way": decode tasks, where there are any, always
+find a CPU (actors take a fractional share on small machines), and killed actors are restarted
+with their batch redone.
 """
 
 from __future__ import annotations
