@@ -232,16 +232,9 @@ class _ScoringActor:
 
     def __init__(self, *, bundle_uri: str, storage: StorageConfig, pipeline_config: PipelineConfig,
                  torch_threads: int, decode: Mapping[str, Any] | None = None) -> None:
-        import torch
+        from attrgan.extract import load_actor_bundle
 
-        from attrgan.bundle import load_bundle
-
-        torch.set_num_threads(torch_threads)
-        # As in extraction: Ray hides GPUs this actor was not given, so "auto" is the one it got.
-        device = ("cuda" if pipeline_config.device == "auto" and torch.cuda.is_available()
-                  else pipeline_config.device)
-        bundle = load_bundle(bundle_uri, storage=storage, device="cpu")
-        self.scorer = VariantScorer(bundle, dataclasses.replace(pipeline_config, device=device))
+        self.scorer = VariantScorer(*load_actor_bundle(bundle_uri, storage, pipeline_config, torch_threads))
         self.decode = dict(decode) if decode is not None else None
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

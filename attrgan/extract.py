@@ -318,8 +318,8 @@ def plan_actors(*, cluster_cpus: float, cluster_gpus: float, actors: int, min_ac
     if cluster_cpus <= 0:
         raise ValueError(f"the Ray cluster has no CPUs to decode on, got {cluster_cpus}")
     use_gpu = cluster_gpus > 0 and gpus_per_actor > 0
-    fused = not use_gpu if decode_in_actors is None else decode_in_actors
-    decode_cpus = 0.0 if fused else 1.0 if cluster_cpus >= 2 else cluster_cpus / 2
+    in_actors = not use_gpu if decode_in_actors is None else decode_in_actors
+    decode_cpus = 0.0 if in_actors else 1.0 if cluster_cpus >= 2 else cluster_cpus / 2
     spare = cluster_cpus - decode_cpus
     if use_gpu:
         actors = max(1, min(actors, math.floor(cluster_gpus / gpus_per_actor + 1e-9)))
@@ -328,16 +328,31 @@ def plan_actors(*, cluster_cpus: float, cluster_gpus: float, actors: int, min_ac
         fitting = math.floor(spare / num_cpus + 1e-9)
         if fitting < 1:
             raise ValueError(f"cpus_per_actor={num_cpus} does not fit a cluster of {cluster_cpus} CPUs"
-                             f"{'' if fused else ' with a CPU left for decoding'}; use at most {spare}")
+                             f"{'' if in_actors else ' with a CPU left for decoding'}; use at most {spare}")
         actors = fitting
     return ActorPlan(actors=actors, min_actors=min(min_actors, actors), num_cpus=num_cpus,
                      num_gpus=gpus_per_actor if use_gpu else 0.0, decode_cpus=decode_cpus,
                      torch_threads=torch_threads if torch_threads is not None else max(1, int(num_cpus)),
-                     decode_in_actors=fused)
+                     decode_in_actors=in_actors)
 
 
 # ---------------------------------------------------------------------------------------------
 # the actor
+
+
+def load_actor_bundle(bundle_uri: str, storage: StorageConfig, pipeline_config: PipelineConfig,
+                      torch_threads: int) -> tuple[Any, PipelineConfig]:
+    """What every model actor (extraction's, the evaluation's) does first: set its torch threads,
+    load the bundle, and pin the pipeline's device. Returns (bundle, pipeline config)."""
+    import torch
+
+    from attrgan.bundle import load_bundle
+
+    torch.set_num_threads(torch_threads)
+    # Ray hides GPUs this actor was not given, so "auto" means "the GPU Ray assigned, if any".
+    device = "cuda" if pipeline_config.device == "auto" and torch.cuda.is_available() else pipeline_config.device
+    bundle = load_bundle(bundle_uri, storage=storage, device="cpu")
+    return bundle, dataclasses.replace(pipeline_config, device=device)
 
 
 class PipelineActor:
@@ -349,19 +364,11 @@ class PipelineActor:
 
     def __init__(self, *, bundle_uri: str, storage: StorageConfig, pipeline_config: PipelineConfig,
                  model_version: str, torch_threads: int, decode: Mapping[str, Any] | None = None) -> None:
-        import torch
-
-        from attrgan.bundle import load_bundle
-
-        torch.set_num_threads(torch_threads)
-        # Ray hides GPUs this actor was not given, so "auto" means "the GPU Ray assigned, if any".
-        config = pipeline_config
-        device = "cuda" if config.device == "auto" and torch.cuda.is_available() else config.device
-        bundle = load_bundle(bundle_uri, storage=storage, device="cpu")
+        bundle, config = load_actor_bundle(bundle_uri, storage, pipeline_config, torch_threads)
         if bundle.version != model_version:
             raise RuntimeError(f"bundle {bundle_uri} changed during the run: version {bundle.version}, "
                                f"the job started with {model_version}")
-        self.pipeline = Pipeline(bundle, dataclasses.replace(config, device=device))
+        self.pipeline = Pipeline(bundle, config)
         self.model_version = model_version
         self.decode = dict(decode) if decode is not None else None
         self.calls = 0

@@ -214,8 +214,10 @@ def test_config_from_yaml_and_job_flags(tmp_path, monkeypatch):
     assert config.storage.endpoint_url == "http://127.0.0.1:9" and config.storage.region == "eu-west-1"
     assert config.storage.allowed_prefixes == ()  # the manifest's bucket then (manifest.allowed_prefixes)
     args = job.build_parser().parse_args(["--manifest", "s3://b/m", "--bundle", "s3://b/bundle", "--out", "s3://b/o",
-                                          "--allow-prefix", "s3://frames", "--allow-prefix", "s3://b"])
+                                          "--allow-prefix", "s3://frames", "--allow-prefix", "s3://b",
+                                          "--set", "decode_in_actors=false"])
     assert job.build_config(args).storage.allowed_prefixes == ("s3://frames", "s3://b")
+    assert job.build_config(args).decode_in_actors is False  # decode tasks forced on a CPU cluster
     with pytest.raises(ValueError, match="batch_size must be an integer >= 1, got 0"):
         ExtractConfig(manifest="m", bundle="b", out="o", batch_size=0)
     with pytest.raises(ValueError, match="min_actors"):
