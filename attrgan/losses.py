@@ -1,4 +1,5 @@
-"""Losses of the paper: weighted BCE for the classifier (eq. 2), the GAN losses (eqs. 4–6).
+"""Losses of the paper: weighted BCE for the classifier (eq. 2), the GAN losses (eqs. 4–6), plus
+the attribute-agreement loss that ties the reconstruction GAN to the classifier (not in the paper).
 
 Everything works on logits; sigmoids are folded into softplus terms, which stay finite where
 log(sigmoid(z)) would underflow:
@@ -88,6 +89,22 @@ def generator_loss(fake: torch.Tensor, target: torch.Tensor, d_fake_logits: torc
     else:
         raise ValueError(f"generator_loss: adversarial must be 'paper' or 'non_saturating', got {adversarial!r}")
     return {"l_g_pix": l_pix, "l_g_adv": l_adv, "l_g_total": l_pix + lam * l_adv}
+
+
+def attribute_agreement_loss(logits: torch.Tensor, target_logits: torch.Tensor) -> torch.Tensor:
+    """Not in the paper: how far a classifier's attribute probabilities on a restored crop are from
+    its probabilities on the clean crop, as BCE with the clean probabilities as soft targets.
+
+    logits, target_logits: (B, A) classifier logits on G(x) and on the clean crop (the target is
+    detached). Summed over attributes like eq. (2), averaged over the batch. Its minimum is the
+    entropy of the targets, reached when the two probability vectors agree; the gradient is
+    σ(logits) − σ(target_logits).
+    """
+    if logits.ndim != 2 or logits.shape != target_logits.shape:
+        raise ValueError(f"attribute_agreement_loss expects two (B, A) logit tensors of one shape, "
+                         f"got {tuple(logits.shape)} and {tuple(target_logits.shape)}")
+    target = torch.sigmoid(target_logits.detach().float())
+    return F.binary_cross_entropy_with_logits(logits.float(), target, reduction="none").sum(dim=1).mean()
 
 
 def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -86,6 +86,16 @@ def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
 
 
+def add_change(original: torch.Tensor, small: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """A same-size generator's (G^R's) restoration at full size: `original` plus what the generator
+    changed (`out - small`, where `small` is `original` shrunk to its input), resized up.
+
+    Where G^R changes nothing (the unoccluded upper body) the crop keeps the detail the smaller
+    input would lose. (B, 3, H, W) and two (B, 3, h, w) batches in [-1, 1] → (B, 3, H, W).
+    """
+    return (original + resize(out - small, tuple(original.shape[-2:]))).clamp(-1, 1)
+
+
 def _generator_input(net: nn.Module, name: str) -> tuple[int, int]:
     """The (H, W) a generator takes; its output is resized to the classifier input afterwards."""
     size = getattr(net, "input_size", None)
@@ -231,13 +241,12 @@ class Pipeline:
 
         Rows go to the generator's input size (area filter), through it, and back to the classifier
         input size. With `as_correction` (a same-size generator: G^R) only what the generator
-        changed is resized back and added to the rows at full resolution, so the parts it leaves
-        alone (the unoccluded upper body) keep the detail its smaller input size would lose.
+        changed is resized back and added to the rows at full resolution (`add_change`).
         Returns a new tensor; `x` is left untouched.
         """
         rows = torch.from_numpy(np.flatnonzero(mask)).to(self.device)
         original = x.index_select(0, rows)
         small = resize(original, in_size)
         out = net(small).float()
-        restored = original + resize(out - small, self.input_size) if as_correction else resize(out, self.input_size)
-        return x.index_copy(0, rows, restored.clamp(-1, 1))
+        restored = add_change(original, small, out) if as_correction else resize(out, self.input_size).clamp(-1, 1)
+        return x.index_copy(0, rows, restored)

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from attrgan.losses import discriminator_loss, generator_loss, positive_ratios, weighted_bce
+from attrgan.losses import (attribute_agreement_loss, discriminator_loss, generator_loss, positive_ratios,
+                            weighted_bce)
 
 LN2 = math.log(2)
 
@@ -105,3 +106,19 @@ def test_discriminator_loss_is_eq4_minimised():
     assert out["l_d_total"].item() == pytest.approx(out["l_d_real"].item() + out["l_d_fake"].item())
     with pytest.raises(ValueError, match=r"\(B,\) logits"):
         discriminator_loss(real[:, None], fake)
+
+
+def test_attribute_agreement_loss_is_soft_bce_minimal_where_probabilities_agree():
+    target = torch.tensor([[0.0, 2.0, -1.0]])
+    q = torch.sigmoid(target)
+    entropy = -(q * q.log() + (1 - q) * (1 - q).log()).sum()
+    assert torch.isclose(attribute_agreement_loss(target.clone(), target), entropy)
+    logits = torch.tensor([[1.0, -1.0, 0.5]], requires_grad=True)
+    p = torch.sigmoid(logits.detach())
+    by_hand = -(q * p.log() + (1 - q) * (1 - p).log()).sum()
+    loss = attribute_agreement_loss(logits, target)
+    assert torch.isclose(loss, by_hand) and loss > entropy
+    loss.backward()
+    assert torch.allclose(logits.grad, p - q)  # pulls each probability towards the clean one
+    with pytest.raises(ValueError, match="same|one shape"):
+        attribute_agreement_loss(torch.zeros(2, 3), torch.zeros(2, 4))

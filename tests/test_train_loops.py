@@ -12,11 +12,13 @@ import torch
 
 from attrgan.attributes import OCCLUSION_DOWN
 from attrgan.config import ConfigError
+from attrgan.pipeline import resize
 from attrgan.train import data as tdata
 from attrgan.train.classifier import build_classifier, build_optimizer, train_classifier
 from attrgan.train.config import TrainConfig, load_train_config, preset
 from attrgan.train.curves import Curves, write_curves
-from attrgan.train.gan import build_gan, build_gan_optimizers, gan_step, psnr, train_gan, validate_gan
+from attrgan.train.gan import (AgreementLoss, build_gan, build_gan_optimizers, gan_step, psnr, train_gan,
+                               validate_gan)
 from attrgan.train.loop import run_epochs
 
 ATTRS = ("female", "hat", OCCLUSION_DOWN)
@@ -102,6 +104,41 @@ def test_gan_step_updates_both_nets_and_leaves_d_trainable():
     assert all(not torch.equal(a, b) for a, b in zip(g0, net_g.parameters()) if a.ndim > 1)
     assert all(not torch.equal(a, b) for a, b in zip(d0, net_d.parameters()) if a.ndim > 1)
     assert all(p.requires_grad for p in net_d.parameters())
+
+
+def test_agreement_loss_adds_to_the_generator_step_and_leaves_the_classifier_alone():
+    clf_cfg = TrainConfig(model="classifier", backbone="small", width=0.125, input_size=(64, 32))
+    classifier = build_classifier(clf_cfg, ATTRS)
+    before = {k: v.clone() for k, v in classifier.state_dict().items()}
+    agreement = AgreementLoss(classifier, weight=5.0)
+    cfg = TrainConfig(model="reconstruction", width=0.0625, input_size=(32, 16), agreement_weight=5.0)
+    net_g, net_d = build_gan(cfg)
+    opt_g, opt_d = build_gan_optimizers(cfg, net_g, net_d)
+    occluded = torch.rand(4, 3, 64, 32) * 2 - 1
+    clean = occluded.flip(0)
+    lq, gt = resize(occluded, (32, 16)), resize(clean, (32, 16))
+
+    # What the classifier reads is the pipeline's restoration: a generator output equal to the
+    # clean crop brings back (nearly) the clean crop, which agrees better than the occluded one.
+    assert float(agreement(gt, lq, occluded, clean)) < float(agreement(lq, lq, occluded, clean))
+    with pytest.raises(ValueError, match="classifier's input size"):
+        agreement(lq, lq, lq, gt)
+    with pytest.raises(ValueError, match="needs `full`"):
+        gan_step(net_g, net_d, opt_g, opt_d, lq, gt, lam=0.1, agreement=agreement)
+    losses = gan_step(net_g, net_d, opt_g, opt_d, lq, gt, lam=0.1, agreement=agreement, full=(occluded, clean))
+    assert losses["l_g_agree"] > 0
+    assert math.isclose(losses["l_g_total"], losses["l_g_pix"] + 0.1 * losses["l_g_adv"] + 5.0 * losses["l_g_agree"],
+                        rel_tol=1e-5)
+    assert not classifier.training and all(not p.requires_grad for p in classifier.parameters())
+    assert all(torch.equal(v, classifier.state_dict()[k]) for k, v in before.items())  # BN stats too
+
+
+def test_agreement_weight_is_for_reconstruction_only_and_non_negative():
+    assert TrainConfig(model="reconstruction", agreement_weight=100.0).agreement_weight == 100.0
+    with pytest.raises(ConfigError, match="agreement_weight applies to the reconstruction"):
+        TrainConfig(model="superres", agreement_weight=1.0)
+    with pytest.raises(ConfigError, match="agreement_weight must be >= 0"):
+        TrainConfig(model="reconstruction", agreement_weight=-1.0)
 
 
 def test_psnr_matches_hand_computation_and_baseline_is_identity_for_reconstruction():

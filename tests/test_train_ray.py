@@ -116,6 +116,24 @@ def test_gan_job_writes_a_network_into_the_bundle(ray_local, s3_env, model):
     assert out.shape == ((1, 3, 4 * h, 4 * w) if model == "superres" else (1, 3, h, w))
 
 
+@pytest.mark.slow
+def test_reconstruction_trains_against_the_bundle_classifier_with_the_agreement_loss(ray_local, s3_env):
+    storage, bucket = s3_env
+    manifest, bundle = f"s3://{bucket}/synth/manifest.parquet", f"s3://{bucket}/models/agree"
+    train_network(tiny_config("classifier", workers=1, epochs=1), manifest=manifest, bundle=bundle, storage=storage)
+    result = train_network(tiny_config("reconstruction", workers=1, agreement_weight=10.0), manifest=manifest,
+                           bundle=bundle, storage=storage)
+
+    assert result.trained
+    epochs = pd.read_csv(io.BytesIO(st.read_bytes(st.join(result.run_uri, "epochs.csv"), storage)))
+    assert (epochs["train_l_g_agree"] > 0).all()
+    assert np.allclose(epochs["train_l_g_total"], epochs["train_l_g_pix"] + 0.1 * epochs["train_l_g_adv"]
+                       + 10.0 * epochs["train_l_g_agree"], rtol=1e-4)
+    net, meta = load_network(st.join(bundle, "reconstruction"), storage=storage)
+    assert meta["training"]["config"]["agreement_weight"] == 10.0 and np.isfinite(meta["metrics"]["val_psnr"])
+    assert net(torch.zeros(1, 3, *SIZES["reconstruction"])).shape == (1, 3, *SIZES["reconstruction"])
+
+
 def test_bad_inputs_fail_before_any_worker_starts(ray_local, s3_env, tmp_path):
     from attrgan.data.manifest import read_manifest, write_manifest
 
@@ -131,6 +149,10 @@ def test_bad_inputs_fail_before_any_worker_starts(ray_local, s3_env, tmp_path):
     with pytest.raises(ConfigError, match="GPU"):
         train_network(tiny_config("superres", use_gpu=True), manifest=manifest, bundle=str(tmp_path / "b2"),
                       storage=storage)
+
+    with pytest.raises(ConfigError, match="train the classifier into this bundle first"):
+        train_network(tiny_config("reconstruction", agreement_weight=10.0), manifest=manifest,
+                      bundle=str(tmp_path / "b4"), storage=storage)
 
     # An interrupted run that trained other attributes must not be resumed with these.
     run = tmp_path / "runs" / "b3-classifier"

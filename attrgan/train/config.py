@@ -74,6 +74,9 @@ class TrainConfig:
     adversarial: Literal["paper", "non_saturating"] = "paper"
     residual: bool = False  # generator adds its input (bilinear-upsampled for superres); False = the paper
     skips: bool = False  # U-Net skip connections in the generator; False = the paper
+    # Reconstruction only, not in the paper: weight μ of the attribute-agreement loss against the
+    # bundle's trained classifier (attrgan.train.gan.AgreementLoss); 0 = the paper's Loss_R.
+    agreement_weight: float = 0.0
 
     # Data.
     train_split: str = "train"
@@ -121,6 +124,10 @@ class TrainConfig:
             raise ConfigError(f"occlusion_range must satisfy 0 < low <= high < 1, got {self.occlusion_range!r}")
         if self.lam is not None and self.lam < 0:
             raise ConfigError(f"lam must be >= 0, got {self.lam!r}")
+        if not (math.isfinite(self.agreement_weight) and self.agreement_weight >= 0):
+            raise ConfigError(f"agreement_weight must be >= 0, got {self.agreement_weight!r}")
+        if self.agreement_weight and self.model != "reconstruction":
+            raise ConfigError(f"agreement_weight applies to the reconstruction GAN, not to {self.model!r}")
         if self.cpus_per_worker <= 0 or self.gpus_per_worker <= 0:
             raise ConfigError(f"cpus_per_worker and gpus_per_worker must be > 0, "
                               f"got {self.cpus_per_worker!r} and {self.gpus_per_worker!r}")

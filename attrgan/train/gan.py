@@ -1,7 +1,8 @@
 """Training loop of the reconstruction and super-resolution GANs (paper §3.2, §3.3), plain PyTorch.
 
 One step follows BasicSR's `SRGANModel.optimize_parameters`: freeze D, step G on the pooled SSE
-plus λ·adversarial loss, unfreeze D, step D on the real batch and on `fake.detach()`.
+plus λ·adversarial loss (plus μ·attribute agreement, `AgreementLoss`), unfreeze D, step D on the
+real batch and on `fake.detach()`.
 Validation reports the generator's PSNR next to the trivial baseline (the occluded input itself
 for reconstruction, bilinear upsampling for super-resolution), so a curve shows whether G beats it.
 """
@@ -16,9 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attrgan.losses import discriminator_loss, generator_loss
+from attrgan.losses import attribute_agreement_loss, discriminator_loss, generator_loss
 from attrgan.models import build_network
 from attrgan.models.discriminator import ReconstructionDiscriminator, SuperResDiscriminator
+from attrgan.pipeline import add_change
 from attrgan.train.config import TrainConfig
 from attrgan.train.loop import Report, autocast, run_epochs, unwrap
 
@@ -53,16 +55,53 @@ def _set_requires_grad(net: nn.Module, flag: bool) -> None:
         p.requires_grad_(flag)
 
 
+class AgreementLoss:
+    """Not in the paper: G^R also learns to make the attribute classifier see on G(x) what it sees on
+    the clean crop (`attrgan.losses.attribute_agreement_loss`).
+
+    Why: the pixel and adversarial losses reward a plausible lower body, not one the classifier
+    reads the right attributes from; on the demo's synthetic set a G^R trained on them alone
+    lowered the occluded mA (docs/demo.md). `classifier` is the trained, frozen attribute network.
+    It reads what the pipeline gives it after reconstruction (`attrgan.pipeline.add_change`), so
+    the training batch comes at the classifier's input size as well as at G^R's.
+    """
+
+    def __init__(self, classifier: nn.Module, weight: float) -> None:
+        self.classifier = classifier.eval()
+        for p in self.classifier.parameters():
+            p.requires_grad_(False)
+        self.weight = weight
+        self.input_size = tuple(classifier.config.input_size)
+
+    def __call__(self, fake: torch.Tensor, lq: torch.Tensor, occluded: torch.Tensor,
+                 clean: torch.Tensor) -> torch.Tensor:
+        """The unweighted loss of `fake` = G(lq), where lq is `occluded` shrunk to G's input;
+        occluded and clean: (B, 3, H, W) at the classifier's input size."""
+        for name, x in (("occluded", occluded), ("clean", clean)):
+            if tuple(x.shape[-2:]) != self.input_size:
+                raise ValueError(f"AgreementLoss needs {name} crops at the classifier's input size "
+                                 f"{self.input_size}, got {tuple(x.shape[-2:])}")
+        with torch.no_grad():
+            target = self.classifier(clean)
+        return attribute_agreement_loss(self.classifier(add_change(occluded, lq, fake)), target)
+
+
 def gan_step(net_g: nn.Module, net_d: nn.Module, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer,
              lq: torch.Tensor, gt: torch.Tensor, *, lam: float, pool: int = 4, d_steps: int = 1,
-             adversarial: Literal["paper", "non_saturating"] = "paper", amp: bool = False) -> dict[str, float]:
+             adversarial: Literal["paper", "non_saturating"] = "paper", amp: bool = False,
+             agreement: AgreementLoss | None = None,
+             full: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, float]:
     """One generator update, then `d_steps` discriminator updates (the paper's K) on the same batch.
 
     lq: generator input (B, 3, h, w), gt: target (B, 3, H, W), float32 in [-1, 1] on the nets'
-    device. Returns l_g_pix, l_g_adv, l_g_total, l_d_real, l_d_fake, l_d_total as floats.
+    device. With `agreement`, `full` holds the (occluded, clean) batch at the classifier's input
+    size. Returns l_g_pix, l_g_adv, l_g_total, l_d_real, l_d_fake, l_d_total as floats (and
+    l_g_agree with `agreement`, whose weighted value l_g_total includes).
     net_g / net_d may be DDP-wrapped; D is called unwrapped in the G step, where its parameters
     are frozen (DDP would otherwise wait for gradients that never come).
     """
+    if agreement is not None and full is None:
+        raise ValueError("gan_step with an agreement loss needs `full`: the batch at the classifier's input size")
     net_g.train()
     net_d.train()
     # Optimise G with D frozen.
@@ -71,7 +110,11 @@ def gan_step(net_g: nn.Module, net_d: nn.Module, opt_g: torch.optim.Optimizer, o
     with autocast(lq.device, amp):
         fake = net_g(lq)
         d_fake = unwrap(net_d)(fake)
+        l_agree = agreement(fake, lq, *full) if agreement is not None else None
     g_losses = generator_loss(fake.float(), gt, d_fake.float(), lam=lam, pool=pool, adversarial=adversarial)
+    if l_agree is not None:
+        g_losses["l_g_agree"] = l_agree
+        g_losses["l_g_total"] = g_losses["l_g_total"] + agreement.weight * l_agree
     g_losses["l_g_total"].backward()
     opt_g.step()
 
@@ -131,19 +174,21 @@ def train_gan(net_g: nn.Module, net_d: nn.Module, opt_g: torch.optim.Optimizer, 
               adversarial: Literal["paper", "non_saturating"] = "paper",
               val: tuple[torch.Tensor, torch.Tensor] | None = None, start_epoch: int = 0, start_step: int = 0,
               max_steps_per_epoch: int | None = None, should_stop: Callable[[], bool] | None = None,
-              device: torch.device | str = "cpu", amp: bool = False, log_every: int = 10) -> dict[str, Any]:
+              device: torch.device | str = "cpu", amp: bool = False, log_every: int = 10,
+              agreement: AgreementLoss | None = None) -> dict[str, Any]:
     """Train a GAN for epochs start_epoch..epochs-1.
 
     batches(epoch) yields (lq, gt) float32 in [-1, 1] on the CPU (occluded/clean or low/high
-    resolution); `val` is a fixed (lq, gt) pair of tensors scored every epoch. Checkpoint state:
+    resolution), or (lq, gt, occluded, clean) with the last two at the classifier's input size for
+    `agreement`; `val` is a fixed (lq, gt) pair of tensors scored every epoch. Checkpoint state:
     epoch (next to run), step, net_g, net_d, opt_g, opt_d. Returns the last epoch's metrics.
     """
     device = torch.device(device)
 
-    def step(batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, float]:
-        lq, gt = batch
-        return gan_step(net_g, net_d, opt_g, opt_d, lq.to(device, non_blocking=True), gt.to(device, non_blocking=True),
-                        lam=lam, pool=pool, d_steps=d_steps, adversarial=adversarial, amp=amp)
+    def step(batch: tuple[torch.Tensor, ...]) -> dict[str, float]:
+        lq, gt, *full = (t.to(device, non_blocking=True) for t in batch)
+        return gan_step(net_g, net_d, opt_g, opt_d, lq, gt, lam=lam, pool=pool, d_steps=d_steps,
+                        adversarial=adversarial, amp=amp, agreement=agreement, full=tuple(full) or None)
 
     def validate(epoch: int) -> dict[str, float]:
         return validate_gan(net_g, val[0], val[1], device=device, amp=amp)

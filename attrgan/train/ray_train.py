@@ -66,6 +66,8 @@ class _WorkerJob:
     run_uri: str
     attributes: tuple[str, ...] | None  # classifier only
     ratios: tuple[float, ...] | None  # classifier only: eq. (2)'s r_i over the whole training split
+    classifier_uri: str | None = None  # reconstruction with agreement_weight > 0: the bundle's classifier
+    crop_size: tuple[int, int] | None = None  # training crops' (H, W); None: the network's target size
     kill_at_epoch: int | None = None
     kill_marker: str | None = None
 
@@ -171,6 +173,14 @@ def train_network(config: TrainConfig, *, manifest: str, bundle: str, run_name: 
         attributes, ratios = _classifier_inputs(config, manifest, storage)
     elif read_split(manifest, split=config.train_split, storage=storage).num_rows == 0:
         raise TrainDataError(f"{manifest} has no rows with split {config.train_split!r}")
+    classifier_uri = crop_size = None
+    if config.agreement_weight > 0:
+        classifier_uri = st.join(bundle, "classifier")
+        if not st.exists(st.join(classifier_uri, "config.json"), storage):
+            raise ConfigError(f"agreement_weight {config.agreement_weight:g} needs the bundle's trained classifier "
+                              f"at {classifier_uri}: train the classifier into this bundle first")
+        # The agreement loss classifies crops at the classifier's size; G^R gets them shrunk.
+        crop_size = tuple(_read_json(st.join(classifier_uri, "config.json"), storage)["input_size"])
 
     run_info = {"model": config.model, "attributes": list(attributes) if attributes else None,
                 "manifest": manifest, "bundle": network_uri}
@@ -190,7 +200,8 @@ def train_network(config: TrainConfig, *, manifest: str, bundle: str, run_name: 
 
     kill_at = os.environ.get(KILL_EPOCH_ENV)
     job = _WorkerJob(config=config, manifest=manifest, storage=storage, run_uri=run_uri, attributes=attributes,
-                     ratios=ratios, kill_at_epoch=int(kill_at) if kill_at else None,
+                     ratios=ratios, classifier_uri=classifier_uri, crop_size=crop_size,
+                     kill_at_epoch=int(kill_at) if kill_at else None,
                      kill_marker=os.environ.get(KILL_MARKER_ENV))
     ray_path, ray_fs = _ray_storage(storage_path, storage)
     trainer = TorchTrainer(
@@ -303,8 +314,9 @@ def _train_worker(loop_config: dict[str, Any]) -> None:
     if state and job.attributes is not None and tuple(state["attributes"]) != job.attributes:
         raise ConfigError(f"checkpoint attributes {state['attributes']} differ from {list(job.attributes)}")
 
+    crop_size = job.crop_size or cfg.target_size
     train = load_crops(read_split(job.manifest, split=cfg.train_split, storage=job.storage),
-                       size=cfg.target_size, attributes=job.attributes, storage=job.storage,
+                       size=crop_size, attributes=job.attributes, storage=job.storage,
                        rank=rank, world_size=world_size, limit=cfg.max_train_crops)
     shortest = _min_across_workers(len(train))
     if shortest == 0:
@@ -316,7 +328,7 @@ def _train_worker(loop_config: dict[str, Any]) -> None:
     if rank == 0 and cfg.val_split is not None:
         val_rows = read_split(job.manifest, split=cfg.val_split, storage=job.storage)
         if val_rows.num_rows:
-            val = load_crops(val_rows, size=cfg.target_size, attributes=job.attributes, storage=job.storage)
+            val = load_crops(val_rows, size=crop_size, attributes=job.attributes, storage=job.storage)
     if rank == 0:
         print(f"[attrgan] {cfg.model}: {len(train)} training crops per worker × {world_size} "
               f"({train.dropped} undecodable dropped), {len(val) if val else 0} val crops, {steps} steps/epoch, "
@@ -384,10 +396,18 @@ def _run_classifier(job: _WorkerJob, train: CropSet, val: CropSet | None, state:
 
 
 def _gan_pairs(cfg: TrainConfig, crops: CropSet, idx: Any, rng: np.random.Generator,
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+               ) -> tuple[torch.Tensor, ...]:
+    """(lq, gt) at the generator's sizes; for crops loaded larger than G^R's input (the agreement
+    loss), (lq, gt, occluded, clean) with lq and gt shrunk from the last two as the pipeline shrinks."""
+    from attrgan.pipeline import resize
+
     images = crops.images[idx]
     if cfg.model == "reconstruction":
-        return reconstruction_batch(images, rng=rng, occlusion_range=cfg.occlusion_range)
+        occluded, clean = reconstruction_batch(images, rng=rng, occlusion_range=cfg.occlusion_range)
+        size = cfg.network_input_size
+        if tuple(occluded.shape[-2:]) == size:
+            return occluded, clean
+        return resize(occluded, size), resize(clean, size), occluded, clean
     return superres_batch(images, crops.crop_sizes[idx] if crops.crop_sizes is not None else None)
 
 
@@ -395,9 +415,14 @@ def _run_gan(job: _WorkerJob, train: CropSet, val: CropSet | None, state: dict[s
              common: dict[str, Any], indices: Any) -> None:
     import ray.train.torch
 
-    from attrgan.train.gan import build_gan, build_gan_optimizers, train_gan
+    from attrgan.bundle import load_network
+    from attrgan.train.gan import AgreementLoss, build_gan, build_gan_optimizers, train_gan
 
     cfg = job.config
+    agreement = None
+    if job.classifier_uri is not None:
+        classifier, _ = load_network(job.classifier_uri, storage=job.storage, device=common["device"])
+        agreement = AgreementLoss(classifier, cfg.agreement_weight)
     net_g, net_d = build_gan(cfg)
     if state:
         net_g.load_state_dict(state["net_g"])
@@ -408,7 +433,7 @@ def _run_gan(job: _WorkerJob, train: CropSet, val: CropSet | None, state: dict[s
         opt_g.load_state_dict(state["opt_g"])
         opt_d.load_state_dict(state["opt_d"])
     # Fixed validation pairs (seeded occlusions) so epochs are compared on the same inputs.
-    val_pairs = _gan_pairs(cfg, val, slice(None), np.random.default_rng(cfg.seed)) if val is not None else None
+    val_pairs = _gan_pairs(cfg, val, slice(None), np.random.default_rng(cfg.seed))[:2] if val is not None else None
 
     def batches(epoch: int):
         rng, order = indices(epoch)
@@ -416,4 +441,4 @@ def _run_gan(job: _WorkerJob, train: CropSet, val: CropSet | None, state: dict[s
             yield _gan_pairs(cfg, train, idx, rng)
 
     train_gan(net_g, net_d, opt_g, opt_d, batches, lam=cfg.adversarial_weight, pool=cfg.pool, d_steps=cfg.d_steps,
-              adversarial=cfg.adversarial, val=val_pairs, **common)
+              adversarial=cfg.adversarial, val=val_pairs, agreement=agreement, **common)
