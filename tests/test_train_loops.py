@@ -188,7 +188,12 @@ def test_classifier_batch_occludes_the_bottom_and_labels_occlusion_down():
     labels = np.zeros((4, 3), np.int8)
     x, y = tdata.classifier_batch(images, labels, rng=rng, occluded_fraction=1.0, occlusion_index=2)
     assert x.shape == (4, 3, 40, 16) and x.dtype == torch.float32
-    assert y[:, 2].tolist() == [1, 1, 1, 1] and y[:, :2].abs().sum() == 0
+    # An occluded crop teaches occlusion_down only; the other attributes become unknown ...
+    assert y[:, 2].tolist() == [1, 1, 1, 1] and (y[:, :2] == -1).all()
+    # ... unless it is asked to keep them.
+    _, y_all = tdata.classifier_batch(images, labels, rng=rng, occluded_fraction=1.0, occlusion_index=2,
+                                      occluded_attribute_labels=True)
+    assert y_all[:, 2].tolist() == [1, 1, 1, 1] and y_all[:, :2].abs().sum() == 0
     top = images[:, :8].astype(np.float32) / 127.5 - 1
     assert torch.allclose(x[:, :, :8], torch.from_numpy(top).permute(0, 3, 1, 2))  # top 20 % untouched
     assert not torch.allclose(x[:, :, -8:], torch.from_numpy(images[:, -8:] / 127.5 - 1).permute(0, 3, 1, 2).float())

@@ -64,6 +64,9 @@ class TrainConfig:
     backbone: Literal["resnet50", "resnet18", "small"] = "resnet50"
     weights: str | None = None  # trunk init: torchvision weights name or a local state-dict file
     occluded_fraction: float = 0.3  # share of training crops occluded on the fly (occlusion_down=1)
+    # Occluded training crops also teach the other attributes (True), or only occlusion_down with
+    # the rest unknown (False): guessing what the occluder hides cost 3 mA on clean crops (docs/demo.md).
+    occluded_attribute_labels: bool = False
     occlusion_range: tuple[float, float] = (0.5, 0.8)  # covered fraction of the crop's height
     threshold_objective: Literal["ma", "f1"] = "ma"
 

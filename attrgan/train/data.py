@@ -6,7 +6,7 @@ every epoch's batches from memory:
 
     classifier      (x (B,3,H,W) float32 in [-1,1], labels (B,A) int8 tensor); a share of the
                     crops is occluded on the fly (another crop's upper body pasted over the
-                    bottom, as occRAP) and labelled occlusion_down = 1
+                    bottom, as occRAP) and labelled occlusion_down = 1, its other labels unknown
     reconstruction  (occluded (B,3,H,W), clean (B,3,H,W)), both float32 in [-1, 1]
     superres        (low (B,3,H/4,W/4), clean (B,3,H,W)): the clean crop and, as G^S will get it
                     in the pipeline, the crop at a quarter of its stored size brought to H/4×W/4
@@ -25,6 +25,7 @@ import torch
 
 from attrgan.attributes import OCCLUSION_DOWN
 from attrgan.config import StorageConfig
+from attrgan.losses import UNKNOWN
 from attrgan.corrupt import downsample, occlude, occlude_batch
 from attrgan.data.images import decode_batch, resize, to_tensor
 from attrgan.data.manifest import label_columns, manifest_attributes, read_manifest
@@ -170,12 +171,15 @@ def occlude_images(images: np.ndarray, *, rng: np.random.Generator,
 
 def classifier_batch(images: np.ndarray, labels: np.ndarray, *, rng: np.random.Generator,
                      occluded_fraction: float, occlusion_index: int | None,
-                     occlusion_range: tuple[float, float] = (0.5, 0.8)) -> tuple[torch.Tensor, torch.Tensor]:
+                     occlusion_range: tuple[float, float] = (0.5, 0.8),
+                     occluded_attribute_labels: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Clean and occluded crops with their labels.
 
     images (B, H, W, 3) uint8, labels (B, A) int8 → x (B, 3, H, W) float32 in [-1, 1], y (B, A) int8.
     Each crop is occluded with probability `occluded_fraction`, and then its occlusion_down
-    label (column `occlusion_index`) is 1.
+    label (column `occlusion_index`) is 1 and, unless `occluded_attribute_labels`, its other
+    labels are unknown (-1): an occluded crop teaches the classifier to detect occlusion, not to
+    guess what the occluder hides, which is the reconstruction network's job (docs/demo.md).
     """
     images, labels = images.copy(), labels.copy()
     chosen = np.flatnonzero(rng.random(len(images)) < occluded_fraction)
@@ -183,6 +187,8 @@ def classifier_batch(images: np.ndarray, labels: np.ndarray, *, rng: np.random.G
         # Donors are the next crops of the whole batch, so the pasted person is another one.
         donors = images[(chosen + 1) % len(images)]
         images[chosen] = occlude_images(images[chosen], rng=rng, occlusion_range=occlusion_range, donors=donors)
+        if not occluded_attribute_labels:
+            labels[chosen] = UNKNOWN
         if occlusion_index is not None:
             labels[chosen, occlusion_index] = 1
     return to_tensor(images), torch.from_numpy(labels)

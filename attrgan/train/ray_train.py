@@ -388,7 +388,8 @@ def _run_classifier(job: _WorkerJob, train: CropSet, val: CropSet | None, state:
         for idx in order:
             yield classifier_batch(train.images[idx], train.labels[idx], rng=rng,
                                    occluded_fraction=cfg.occluded_fraction, occlusion_index=occlusion_index,
-                                   occlusion_range=cfg.occlusion_range)
+                                   occlusion_range=cfg.occlusion_range,
+                                   occluded_attribute_labels=cfg.occluded_attribute_labels)
 
     train_classifier(net, opt, batches, ratios=np.asarray(job.ratios, np.float32),
                      val_images=val.images if val else None, val_labels=val.labels if val else None,
