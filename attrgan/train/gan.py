@@ -56,12 +56,12 @@ def _set_requires_grad(net: nn.Module, flag: bool) -> None:
 
 
 class AgreementLoss:
-    """Not in the paper: G^R also learns to make the attribute classifier see on G(x) what it sees on
-    the clean crop (`attrgan.losses.attribute_agreement_loss`).
+    """Not in the paper: G^R also learns to make the attribute classifier read, after reconstruction,
+    what it reads on the clean crop (`attrgan.losses.attribute_agreement_loss`).
 
     Why: the pixel and adversarial losses reward a plausible lower body, not one the classifier
-    reads the right attributes from; on the demo's synthetic set a G^R trained on them alone
-    lowered the occluded mA (docs/demo.md). `classifier` is the trained, frozen attribute network.
+    reads the right attributes from; on the demo's synthetic set a G^R trained on them alone did
+    not raise the occluded mA (docs/demo.md). `classifier` is the trained, frozen attribute network.
     It reads what the pipeline gives it after reconstruction (`attrgan.pipeline.add_change`), so
     the training batch comes at the classifier's input size as well as at G^R's.
     """
