@@ -25,10 +25,10 @@ import torch
 
 from attrgan.attributes import OCCLUSION_DOWN
 from attrgan.config import StorageConfig
-from attrgan.losses import UNKNOWN
 from attrgan.corrupt import downsample, occlude, occlude_batch
 from attrgan.data.images import decode_batch, resize, to_tensor
 from attrgan.data.manifest import label_columns, manifest_attributes, read_manifest
+from attrgan.losses import UNKNOWN
 
 log = logging.getLogger(__name__)
 
