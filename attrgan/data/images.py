@@ -34,6 +34,8 @@ from __future__ import annotations
 
 import io
 import math
+import re
+import struct
 import warnings
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -72,6 +74,39 @@ class ImageError(ValueError):
 # decoding
 
 
+# Magic numbers named in "not an image" errors: the detected type, never the bytes themselves.
+_SIGNATURES = ((b"GIF8", "a GIF image"), (b"II*\x00", "a TIFF image"), (b"MM\x00*", "a TIFF image"),
+               (b"%PDF", "a PDF document"), (b"PK\x03\x04", "a ZIP archive"), (b"\x1f\x8b", "gzip data"),
+               (b"\x7fELF", "an executable (ELF)"), (b"PAR1", "a Parquet file"), (b"\x00\x00\x01\x00", "an icon"))
+
+# The fewest compressed bytes a genuine image of a format can hold per decoded pixel: a JPEG
+# codes every 8x8 block of every scan with at least one bit (512 px a byte, one component);
+# deflate expands at most ~1032x, a bit a pixel at the lowest PNG depth. A header that declares
+# more pixels than that is a forgery or a cut file, and would otherwise decode as padding.
+_MAX_PIXELS_PER_BYTE = {"JPEG": 512, "PNG": 1032 * 8}
+BAND_PIXELS = 1 << 20  # pixels converted at a time when a frame is turned into RGB
+
+
+def _detected_type(data: bytes | bytearray | memoryview) -> str:
+    head = bytes(data[:16])
+    for magic, name in _SIGNATURES:
+        if head.startswith(magic):
+            return name
+    if head[4:8] == b"ftyp":
+        return "an ISO media file (HEIC/AVIF/MP4)"
+    try:
+        text = bytes(data[:512]).decode("utf-8")
+    except UnicodeDecodeError:
+        return "unrecognised binary data"
+    return "text" if all(c.isprintable() or c.isspace() for c in text) else "unrecognised binary data"
+
+
+def _reason(exc: BaseException) -> str:
+    """A decoder's message without any bytes it may quote from the file (b'...' literals)."""
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return re.sub(r"""b(['"]).*?\1""", "<bytes>", text)[:200]
+
+
 def _open(data: bytes | bytearray | memoryview) -> Image.Image:
     """Read the header only (no pixels decoded yet)."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
@@ -79,15 +114,18 @@ def _open(data: bytes | bytearray | memoryview) -> Image.Image:
     if len(data) == 0:
         raise ImageError("undecodable image: the file is empty (0 bytes)")
     try:
-        return Image.open(io.BytesIO(data), formats=FORMATS)
+        img = Image.open(io.BytesIO(data), formats=FORMATS)
     except Image.DecompressionBombError as exc:
-        raise ImageError(f"image too large: {exc}") from None
+        raise ImageError(f"image too large: {_reason(exc)}") from None
     except UnidentifiedImageError:
-        head = bytes(data[:8])
         raise ImageError(f"undecodable image: not a {'/'.join(FORMATS)} file "
-                         f"({len(data)} bytes starting {head!r})") from None
-    except (OSError, ValueError, SyntaxError, EOFError) as exc:
-        raise ImageError(f"undecodable image: truncated or corrupt file header ({exc})") from None
+                         f"({len(data)} bytes of {_detected_type(data)})") from None
+    except (OSError, ValueError, SyntaxError, EOFError, struct.error) as exc:
+        raise ImageError(f"undecodable image: truncated or corrupt file header ({_reason(exc)})") from None
+    w, h = img.size
+    if w <= 0 or h <= 0:
+        raise ImageError(f"undecodable image: {img.format} header declares an empty {w}x{h} image")
+    return img
 
 
 def _check_max_pixels(max_pixels: int) -> None:
@@ -114,17 +152,52 @@ def _memory_scale(img: Image.Image, max_pixels: int) -> int:
     raise _too_large(img, max_pixels, f", even at 1/{DRAFT_SCALES[-1]} scale")
 
 
-def _load(img: Image.Image) -> None:
+# A JPEG scan that ends early (an end marker where coded data should be) is padded by libjpeg with
+# flat mid-grey blocks and only a warning, which Pillow drops. Such a frame ends in exact grey, so a
+# frame that does is decoded again (cheaply, at 1/8 scale) with filler bytes before the end
+# marker: a complete scan ignores them as trailing data, a cut one decodes them and changes.
+_JPEG_GREY = {"L": 128, "RGB": (128, 128, 128)}
+_FILLER = bytes(range(255)) * 4  # never 0xFF, so never a marker
+
+
+def _draft_pixels(data: bytes) -> bytes | None:
+    try:
+        img = Image.open(io.BytesIO(data), formats=("JPEG",))
+        img.draft(img.mode, (max(1, img.width // 8), max(1, img.height // 8)))
+        img.load()
+        return img.tobytes()
+    except Exception:  # the filler made the data undecodable: it was read as coded data
+        return None
+
+
+def _jpeg_cut_short(img: Image.Image, data: bytes | bytearray | memoryview) -> bool:
+    if _JPEG_GREY.get(img.mode) != img.getpixel((img.width - 1, img.height - 1)):
+        return False
+    data = bytes(data)
+    end = data.rfind(b"\xff\xd9")
+    return end > 0 and _draft_pixels(data) != _draft_pixels(data[:end] + _FILLER + data[end:])
+
+
+def _load(img: Image.Image, data: bytes | bytearray | memoryview) -> None:
+    """Decode the pixels of an opened image (after the size checks, which name the larger problem)."""
+    w, h = img.size
+    ratio = _MAX_PIXELS_PER_BYTE.get(img.format or "")
+    if ratio is not None and w * h > len(data) * ratio:
+        raise ImageError(f"undecodable image: the {img.format} header declares {w}x{h} pixels, more than "
+                         f"{len(data)} bytes can hold (a cut or forged file)")
     try:
         img.load()
     except Image.DecompressionBombError as exc:
-        raise ImageError(f"image too large: {exc}") from None
-    except (OSError, ValueError, SyntaxError, EOFError, IndexError) as exc:
-        raise ImageError(f"undecodable image: truncated or corrupt {img.format} data ({exc})") from None
+        raise ImageError(f"image too large: {_reason(exc)}") from None
+    except (OSError, ValueError, SyntaxError, EOFError, IndexError, struct.error) as exc:
+        raise ImageError(f"undecodable image: truncated or corrupt {img.format} data ({_reason(exc)})") from None
+    if img.format == "JPEG" and _jpeg_cut_short(img, data):
+        raise ImageError("undecodable image: truncated JPEG data (the coded image ends before its last "
+                         "rows; libjpeg would fill them with grey)")
 
 
 def _to_rgb(img: Image.Image) -> np.ndarray:
-    """HWC uint8 RGB of any Pillow mode the supported formats produce."""
+    """HWC uint8 RGB of any Pillow mode the supported formats produce (callers pass one band)."""
     mode = img.mode
     if mode.startswith("I"):  # 16-bit greyscale PNG ("I;16", "I;16B", or "I")
         grey = np.asarray(img).astype(np.uint32)
@@ -140,6 +213,34 @@ def _to_rgb(img: Image.Image) -> np.ndarray:
     return np.array(img.convert("RGB") if mode != "RGB" else img, dtype=np.uint8)
 
 
+def _rgb_region(img: Image.Image, box: Box) -> np.ndarray:
+    """(y1 - y0, x1 - x0, 3) uint8 RGB of `box` in a loaded image.
+
+    Converted BAND_PIXELS at a time, so alpha, palette and 16-bit frames never hold more than
+    the output and one band besides the decoded frame (a whole-frame convert would copy it twice).
+    """
+    x0, y0, x1, y1 = box
+    out = np.empty((y1 - y0, x1 - x0, 3), dtype=np.uint8)
+    rows = max(1, BAND_PIXELS // (x1 - x0))
+    for top in range(y0, y1, rows):
+        bottom = min(top + rows, y1)
+        out[top - y0:bottom - y0] = _to_rgb(img.crop((x0, top, x1, bottom)))
+    return out
+
+
+def _reduced_rgb(img: Image.Image, box: Box, size: tuple[int, int]) -> np.ndarray:
+    """RGB of `box` shrunk band by band by whole factors (box filter, as Pillow's `reducing_gap`)
+    to no less than twice `size`: the memory of a large crop follows the output, not the crop."""
+    x0, y0, x1, y1 = box
+    kx, ky = max(1, (x1 - x0) // (2 * size[1])), max(1, (y1 - y0) // (2 * size[0]))
+    if kx == ky == 1:
+        return _rgb_region(img, box)
+    rows = ky * max(1, BAND_PIXELS // ((x1 - x0) * ky))
+    parts = [np.asarray(Image.fromarray(_rgb_region(img, (x0, top, x1, min(top + rows, y1)))).reduce((kx, ky)))
+             for top in range(y0, y1, rows)]
+    return np.concatenate(parts)
+
+
 def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decode JPEG/PNG/WEBP/BMP bytes at full resolution: (H, W, 3) uint8 RGB.
 
@@ -151,8 +252,8 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
     w, h = img.size
     if w * h > max_pixels:
         raise _too_large(img, max_pixels, "")
-    _load(img)
-    return _to_rgb(img)
+    _load(img, data)
+    return _rgb_region(img, (0, 0, w, h))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -163,7 +264,7 @@ def _clip_box(bbox: Sequence[Any], width: int, height: int) -> Box:
     """(x, y, w, h) → (x0, y0, x1, y1) inside a width×height image, or ImageError("bad bbox: ...")."""
     try:
         x, y, w, h = (int(v) for v in bbox)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an infinite coordinate
         raise ImageError(f"bad bbox: expected four integers (x, y, w, h), got {tuple(bbox)!r}") from None
     if w <= 0 or h <= 0:
         raise ImageError(f"bad bbox: width and height must be positive, got (x={x}, y={y}, w={w}, h={h})")
@@ -266,7 +367,7 @@ def _crops_from(data: bytes, bboxes: Sequence[Sequence[int] | None], size: tuple
                 break
     if scale > 1:
         img.draft(img.mode, (width // scale, height // scale))
-    _load(img)
+    _load(img, data)
     sx, sy = width / img.size[0], height / img.size[1]
     out: list[tuple[np.ndarray, tuple[int, int]] | ImageError] = []
     for box in boxes:
@@ -279,10 +380,10 @@ def _crops_from(data: bytes, bboxes: Sequence[Sequence[int] | None], size: tuple
         if size is not None and img.mode in ("L", "RGB", "CMYK"):
             # Crop and resize in one Pillow step: no full-size copy of a large crop is ever made.
             rgb = _to_rgb(img.resize((size[1], size[0]), Image.Resampling.BILINEAR, box=scaled))
+        elif size is not None:
+            rgb = resize(_reduced_rgb(img, scaled, size), size)
         else:
-            rgb = _to_rgb(img.crop(scaled) if scaled != (0, 0, *img.size) else img)
-            if size is not None:
-                rgb = resize(rgb, size)
+            rgb = _rgb_region(img, scaled)
         out.append((rgb, (y1 - y0, x1 - x0)))
     return out
 
