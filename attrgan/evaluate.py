@@ -49,6 +49,7 @@ from attrgan.attributes import OCCLUSION_DOWN
 from attrgan.config import StorageConfig, to_dict
 from attrgan.metrics import AttributeMetrics, attribute_metrics
 from attrgan.pipeline import PipelineConfig
+from attrgan.scoring import DecodingActor, load_actor_bundle, plan_actors, score_stream
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ class EvaluateConfig:
     limit: evaluate only the first `limit` rows of the split (quick looks); None = all.
     batch_size: rows per decode and scoring batch.
     actors / cpus_per_actor / gpus_per_actor: the scoring actor pool, sized by
-        `attrgan.extract.plan_actors` exactly like extraction's (on CPUs the actors decode).
+        `attrgan.scoring.plan_actors` exactly like extraction's (on CPUs the actors decode).
     examples: image triplets per contact sheet.
     pipeline: the pipeline settings the "pipeline" variant runs with (as extraction would).
     """
@@ -225,22 +226,16 @@ class VariantScorer:
         return out
 
 
-class _ScoringActor:
-    """Ray Data actor: loads the bundle once, then scores batches (the pipeline runs under inference mode).
-    decode: `decode_batch` keyword arguments when the actor decodes its batches itself (CPU runs,
-    as in extraction); None when decode tasks did it before."""
+class _ScoringActor(DecodingActor):
+    """Ray Data actor: loads the bundle once, then scores batches (the pipeline runs under inference mode)."""
 
     def __init__(self, *, bundle_uri: str, storage: StorageConfig, pipeline_config: PipelineConfig,
                  torch_threads: int, decode: Mapping[str, Any] | None = None) -> None:
-        from attrgan.extract import load_actor_bundle
-
+        super().__init__(decode)
         self.scorer = VariantScorer(*load_actor_bundle(bundle_uri, storage, pipeline_config, torch_threads))
-        self.decode = dict(decode) if decode is not None else None
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from attrgan.data.images import decode_batch
-
-        return self.scorer(decode_batch(batch, **self.decode) if self.decode is not None else batch)
+        return self.scorer(self.decoded(batch))
 
 
 def score_sets(tables: Mapping[str, pa.Table], *, input_size: tuple[int, int], config: EvaluateConfig) -> pd.DataFrame:
@@ -251,9 +246,7 @@ def score_sets(tables: Mapping[str, pa.Table], *, input_size: tuple[int, int], c
     occlusion_score and plain / forced / pipeline holding (A,) float32 score arrays.
     """
     import ray
-
-    from attrgan.data.images import decode_batch
-    from attrgan.extract import plan_actors
+    import ray.data
 
     if not ray.is_initialized():
         ray.init()  # a local Ray on a laptop; the cluster under `ray job submit` / RAY_ADDRESS
@@ -270,22 +263,14 @@ def score_sets(tables: Mapping[str, pa.Table], *, input_size: tuple[int, int], c
     plan = plan_actors(cluster_cpus=resources.get("CPU", 0.0), cluster_gpus=resources.get("GPU", 0.0),
                        actors=config.actors, gpus_per_actor=config.gpus_per_actor,
                        cpus_per_actor=config.cpus_per_actor)
-    # One block per batch, as extraction does: decode tasks spread over the free CPUs, or the
-    # actors decode their own batches (CPU runs).
+    # One block per batch: decode tasks spread over the free CPUs, or the actors decode their own
+    # batches (CPU runs). The sets are a test split, small enough to pass through the driver.
     b = config.batch_size
     ds = ray.data.from_arrow([combined.slice(i, b) for i in range(0, combined.num_rows, b)])
-    decode = {"size": input_size, "storage": config.storage}
-    if not plan.decode_in_actors:
-        ds = ds.map_batches(decode_batch, batch_format="numpy", batch_size=b, num_cpus=plan.decode_cpus,
-                            fn_kwargs=decode)
-    ds = ds.map_batches(
-        _ScoringActor, batch_format="numpy", batch_size=b,
-        fn_constructor_kwargs={"bundle_uri": config.bundle, "storage": config.storage,
-                               "pipeline_config": config.pipeline, "torch_threads": plan.torch_threads,
-                               "decode": decode if plan.decode_in_actors else None},
-        compute=ray.data.ActorPoolStrategy(min_size=plan.min_actors, max_size=plan.actors),
-        num_cpus=plan.num_cpus, num_gpus=plan.num_gpus,
-    )
+    ds = score_stream(ds, _ScoringActor, plan=plan, batch_size=b,
+                      decode={"size": input_size, "storage": config.storage},
+                      actor_kwargs={"bundle_uri": config.bundle, "storage": config.storage,
+                                    "pipeline_config": config.pipeline})
     frames = []
     for batch in ds.iter_batches(batch_format="numpy", batch_size=None):
         frame = pd.DataFrame({k: v for k, v in batch.items() if k not in VARIANTS})

@@ -1,31 +1,33 @@
 """The nightly extraction job: manifest → restore-and-classify → results Parquet, on Ray Data.
 
-One Ray Data stream over the rows of every input partition to process (DESIGN.md "Manifest"),
-each row tagged with its partition:
+The driver handles metadata only; rows never pass through it:
 
-    rows ──► decode (attrgan.data.images.decode_batch; a bad row stays, status=error; an
-             image_uri outside `manifest.allowed_prefixes` is refused, never fetched): CPU tasks
-             beside GPU actors, so decoding scales over the CPUs while the GPUs infer; inside
-             the actors when they run on CPUs, where every CPU then decodes and infers in turn
-             with no hop through the object store
-         ──► one actor pool for the whole run, each actor holding the whole `Pipeline` (SR →
-             classify → reconstruct → classify), loaded once per actor (a GPU each on GPU clusters)
-         ──► results rows (DESIGN.md "Results": exactly one per manifest row)
-         ──► the driver sorts them by partition: `<out>/<partition path>/part-*.parquet`, then
-             `<out>/<partition path>/_SUCCESS` as soon as that partition is complete
+    driver   the bundle's config, the manifest's file list and footers (schemas, row counts),
+             storage checks, then per-partition crop_id checks run as cluster tasks; all before
+             any partition is touched
+    cluster  read_parquet over the manifest files (each row tagged with its partition)
+         ──► attrgan.scoring: decode (a bad row stays, status=error) → the pipeline actor pool
+             (SR → classify → reconstruct → classify, loaded once per actor)
+         ──► `ResultsSink.write` tasks: each partition's rows to Parquet files under
+             `<out>/_staging/<run>/<partition>/`, returning file names and counts
+    driver   `ResultsSink.on_write_complete`: for each partition whose rows all arrived with no
+             transient failure, a cluster task verifies its staged files (one row per manifest row,
+             no duplicate crop_id), then `attrgan.results.promote` commits it (DESIGN.md "Results":
+             the `_SUCCESS` marker names the committed files; a partition's previous results stay
+             readable and complete until the new ones are)
 
-Each partition is written under its own prefix, which is emptied just before its first file, so
-a rerun replaces that partition only (never `mode="overwrite"` on the base path: it deletes every
-partition). Ray's `write_parquet(partition_cols=...)` is not used: it drops the key columns from
-the files (a manifest partitioned by camera_id would lose that results column), re-encodes the
-values of the folder names and writes files per task and partition. The output is read back and
-checked to hold exactly the manifest's crop_ids, each once, before `_SUCCESS` (JSON:
-model_version, rows, errors, ...) is written. An incremental run skips the partitions whose
-`_SUCCESS` names the same bundle version.
+Partitions go newest first (`date=` folders, `since` to stop at a day) in commit groups of at
+most `rows_per_commit` rows: each group is one Ray Data run that commits when it ends, so a
+failure costs at most one group's work. An incremental run skips the partitions whose `_SUCCESS`
+names the same bundle version. A row whose image read failed for a transient reason (timeouts,
+throttling, 5xx, after the storage retries) leaves its partition uncommitted: the next run redoes
+it, and this run ends with `IncompleteRun`. A setup problem (unreachable endpoint, credentials,
+missing bucket, unreadable bundle, unwritable output) stops the job with a `SetupError` naming
+the setting before any partition is touched.
 
-Resource sizing follows "Facts learned the hard way": decode tasks, where there are any, always
-find a CPU (actors take a fractional share on small machines), and killed actors are restarted
-with their batch redone.
+Resource sizing follows "Facts learned the hard way" (`attrgan.scoring.plan_actors`); killed
+actors are restarted with their batch redone, and a write task that is retried writes new files
+(only the files its successful attempt returned are ever promoted).
 """
 
 from __future__ import annotations
@@ -34,13 +36,12 @@ import dataclasses
 import datetime as dt
 import json
 import logging
-import math
 import os
 import sys
 import time
-import warnings
+import uuid
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -48,41 +49,47 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
+import ray
+import ray.data
 
-from attrgan.config import StorageConfig
-from attrgan.data.manifest import ManifestError, allowed_prefixes, list_partitions, read_manifest
-from attrgan.data.storage import delete_prefix, filesystem, join, read_bytes, write_bytes
+from attrgan.config import ConfigError, StorageConfig, to_dict
+from attrgan.data.manifest import ManifestError, ManifestScan, allowed_prefixes, resolve_uri, scan_manifest
+from attrgan.data.storage import filesystem, is_s3, join, read_bytes, split_s3, write_bytes
 from attrgan.pipeline import Pipeline, PipelineConfig
+from attrgan.results import (SUCCESS_MARKER, TRANSIENT, clean_partition, clean_staging, error_kind, new_run_id,
+                             promote, read_success, results_schema, staging_uri)
+from attrgan.scoring import IO_TASK_CPUS, ROW_ERROR, DecodingActor, load_actor_bundle, plan_actors, score_stream
 
 log = logging.getLogger(__name__)
 
-SUCCESS_FILE = "_SUCCESS"
 # Manifest columns the job reads; the last four are carried to the results.
 INPUT_COLUMNS = ("crop_id", "image_uri", "bbox_x", "bbox_y", "bbox_w", "bbox_h", "camera_id", "captured_at")
-FIXED_RESULT_FIELDS = (
-    pa.field("crop_id", pa.string(), nullable=False),
-    pa.field("image_uri", pa.string(), nullable=False),
-    pa.field("camera_id", pa.string()),
-    pa.field("captured_at", pa.timestamp("us", tz="UTC")),
-    pa.field("status", pa.string(), nullable=False),
-    pa.field("error", pa.string()),
-    pa.field("super_resolved", pa.bool_(), nullable=False),
-    pa.field("reconstructed", pa.bool_(), nullable=False),
-    pa.field("occlusion_score", pa.float32()),
-)
-TRAILING_RESULT_FIELDS = (
-    pa.field("model_version", pa.string(), nullable=False),
-    pa.field("processed_at", pa.timestamp("us", tz="UTC"), nullable=False),
-)
-# Fault drill: set to a local file path and the first actor to reach its second batch creates the
-# file and exits abruptly, so actor restarts can be exercised end to end (single-node runs).
+# Fault drills. An actor: set to a local file path and the first actor to reach its second batch
+# creates the file and exits abruptly (single-node runs). The driver: set to a commit step
+# ("staged", "promoting", "before_success", "after_success") and the driver kills itself with
+# SIGKILL there.
 FAULT_ENV = "ATTRGAN_EXTRACT_FAULT_MARKER"
-# Index (into the run's list of partitions) that each row carries through the stream.
+COMMIT_FAULT_ENV = "ATTRGAN_COMMIT_FAULT"
+# Index (into the commit group's partitions) that each row carries through the stream.
 PARTITION_INDEX = "_partition_index"
 
 
 class ExtractError(RuntimeError):
-    """A partition's output failed its checks; its `_SUCCESS` marker was not written."""
+    """The run could not complete: the stream lost rows, or staged files failed their checks."""
+
+
+class SetupError(ConfigError):
+    """Storage, bundle or output cannot be reached as configured; nothing was touched."""
+
+
+class IncompleteRun(ExtractError):
+    """Some partitions were left uncommitted (transient failures); `summary` says which and why.
+    Everything else was committed; the next run redoes what is missing."""
+
+    def __init__(self, summary: "Summary") -> None:
+        self.summary = summary
+        shown = "; ".join(f"{p}: {why}" for p, why in summary.incomplete[:5])
+        super().__init__(f"{len(summary.incomplete)} partition(s) not committed, rerun to finish them ({shown})")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,7 +111,9 @@ class ExtractConfig:
     batch_size: rows per decode and inference batch.
     incremental: skip partitions whose _SUCCESS names the same bundle version.
     max_restarts: restarts of a dead actor (and retries of its batch) before the job fails.
-    rows_per_file: fewest rows per output Parquet file (fewer only for a partition's last file).
+    rows_per_file: rows each write task gathers before writing (a file per partition it holds).
+    rows_per_commit: most rows per commit group (a single larger partition is a group of its own).
+    since: ISO date; only `date=` partitions from that day on (needs a `date=`-partitioned manifest).
     """
 
     manifest: str
@@ -121,6 +130,8 @@ class ExtractConfig:
     incremental: bool = True
     max_restarts: int = 3
     rows_per_file: int = 100_000
+    rows_per_commit: int = 2_000_000
+    since: str | None = None
     pipeline: PipelineConfig = dataclasses.field(default_factory=PipelineConfig)
     storage: StorageConfig = dataclasses.field(default_factory=StorageConfig)
 
@@ -129,7 +140,7 @@ class ExtractConfig:
         for name in ("manifest", "bundle", "out"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise ValueError(f"ExtractConfig.{name} must be a URI, got {getattr(self, name)!r}")
-        for name in ("actors", "min_actors", "batch_size", "rows_per_file"):
+        for name in ("actors", "min_actors", "batch_size", "rows_per_file", "rows_per_commit"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"ExtractConfig.{name} must be an integer >= 1, got {value!r}")
@@ -141,6 +152,11 @@ class ExtractConfig:
             raise ValueError(f"ExtractConfig.cpus_per_actor must be > 0 or None, got {self.cpus_per_actor!r}")
         if self.torch_threads is not None and (not isinstance(self.torch_threads, int) or self.torch_threads < 1):
             raise ValueError(f"ExtractConfig.torch_threads must be an integer >= 1 or None, got {self.torch_threads!r}")
+        if self.since is not None:
+            try:
+                dt.date.fromisoformat(str(self.since))
+            except ValueError:
+                raise ValueError(f"ExtractConfig.since must be a date YYYY-MM-DD, got {self.since!r}") from None
         if not isinstance(self.max_restarts, int) or self.max_restarts < 0:
             raise ValueError(f"ExtractConfig.max_restarts must be an integer >= 0, got {self.max_restarts!r}")
 
@@ -157,12 +173,15 @@ class PartitionSummary:
 
 @dataclasses.dataclass(frozen=True)
 class Summary:
-    """What a run did. `rows` etc. count the partitions processed in this run, not skipped ones."""
+    """What a run did. `rows` etc. count the partitions committed in this run, not skipped ones.
+    incomplete: (partition, why) of those left uncommitted for the next run."""
 
     model_version: str
     processed: tuple[PartitionSummary, ...]
     skipped: tuple[str, ...]
     seconds: float
+    incomplete: tuple[tuple[str, str], ...] = ()
+    write_nodes: tuple[str, ...] = ()  # the Ray nodes whose tasks wrote result files
 
     @property
     def rows(self) -> int:
@@ -190,33 +209,16 @@ class Summary:
     def format(self) -> str:
         errors = sum(self.errors.values())
         lines = [f"extract: {len(self.processed)} partition(s) processed, {len(self.skipped)} skipped "
-                 f"(up to date), bundle {self.model_version}",
+                 f"(up to date), {len(self.incomplete)} left for the next run, bundle {self.model_version}",
                  f"  rows {self.rows}, errors {errors}, super-resolved {self.super_resolved}, "
                  f"reconstructed {self.reconstructed}, {self.crops_per_s:.1f} crops/s over {self.seconds:.1f} s"]
         lines += [f"  error {kind!r}: {count}" for kind, count in self.errors.items()]
+        lines += [f"  not committed {partition!r}: {why}" for partition, why in self.incomplete]
         return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------------------------
-# results schema and rows (pure functions, no Ray)
-
-
-def results_schema(attributes: Sequence[str]) -> pa.Schema:
-    """The results table of DESIGN.md: fixed columns, `<attr>` bool and `<attr>_score` float32 per
-    attribute (in model order), then model_version and processed_at."""
-    fixed = {f.name for f in FIXED_RESULT_FIELDS + TRAILING_RESULT_FIELDS}
-    attr_fields = []
-    for a in attributes:
-        for field in (pa.field(a, pa.bool_()), pa.field(f"{a}_score", pa.float32())):
-            if field.name in fixed:
-                raise ValueError(f"attribute {a!r} collides with the results column {field.name!r}")
-            attr_fields.append(field)
-    return pa.schema([*FIXED_RESULT_FIELDS, *attr_fields, *TRAILING_RESULT_FIELDS])
-
-
-def error_kind(message: str) -> str:
-    """The kind of an error message: its text up to the first ':' ("missing object: s3://…")."""
-    return message.split(":", 1)[0].strip() or "error"
+# results rows (pure functions, no Ray)
 
 
 def results_batch(batch: Mapping[str, np.ndarray], pipeline: Pipeline, *, model_version: str,
@@ -284,79 +286,52 @@ def _timestamps(values: Any) -> pa.Array:
     return pa.array(items, pa.timestamp("us", tz="UTC")) if items else pa.nulls(0, pa.timestamp("us", tz="UTC"))
 
 
-# ---------------------------------------------------------------------------------------------
-# resource sizing
+def prepare_rows(table: pa.Table, *, base: str, partition_of: Mapping[str, int]) -> pa.Table:
+    """Manifest rows as read by Ray Data (INPUT_COLUMNS present in the files, and `path`) → the
+    stream's rows: INPUT_COLUMNS with the contract's types (absent optional ones null, bbox int64
+    so an out-of-range box is a row error, not a failed cast), image_uri resolved against `base`,
+    PARTITION_INDEX from the row's file, and ROW_ERROR for a value that cannot be resolved.
+    Runs on the cluster; never raises for a row's values."""
+    n = table.num_rows
+    paths = table["path"].combine_chunks().dictionary_encode()
+    index = pa.array([partition_of[p] for p in paths.dictionary.to_pylist()], pa.int32())
+    uris = table["image_uri"].combine_chunks().cast(pa.string()).dictionary_encode()
+    resolved, problems = [], []
+    for value in uris.dictionary.to_pylist():
+        try:
+            resolved.append(resolve_uri(value, base))
+            problems.append(None)
+        except (ManifestError, ValueError) as exc:
+            resolved.append("")
+            problems.append(f"bad uri: {exc}")
+    types = {"crop_id": pa.string(), "bbox_x": pa.int64(), "bbox_y": pa.int64(), "bbox_w": pa.int64(),
+             "bbox_h": pa.int64(), "camera_id": pa.string(), "captured_at": pa.timestamp("us", tz="UTC")}
+    row_error = pc.take(pa.array(problems, pa.string()), uris.indices)
+    columns = {}
+    for name in INPUT_COLUMNS:
+        if name == "image_uri":
+            columns[name] = pc.take(pa.array(resolved, pa.string()), uris.indices)
+        elif name in table.column_names:
+            column = table[name].combine_chunks()
+            if pa.types.is_dictionary(column.type):
+                column = column.dictionary_decode()
+            if pa.types.is_floating(column.type):  # a bbox written by pandas: whole numbers or a row error
+                bad = pc.fill_null(pc.invert(pc.equal(column, pc.floor(column))), False)
+                message = pa.scalar(f"bad bbox: {name} is not a whole number of pixels", pa.string())
+                row_error = pc.if_else(pc.and_(bad, pc.is_null(row_error)), message, row_error)
+                column = pc.if_else(bad, pa.scalar(None, column.type), column)
+            # Timestamps: drop sub-microsecond digits, take naive ones as UTC (the manifest contract).
+            safe = not (pa.types.is_timestamp(column.type) or pa.types.is_floating(column.type))
+            columns[name] = column.cast(types[name], safe=safe)
+        else:
+            columns[name] = pa.nulls(n, types[name])
+    columns[PARTITION_INDEX] = pc.take(index, paths.indices)
+    columns[ROW_ERROR] = row_error
+    return pa.table(columns)
 
 
-@dataclasses.dataclass(frozen=True)
-class ActorPlan:
-    """Resources of the pipeline actors and of the decode tasks (none when the actors decode)."""
-
-    actors: int
-    min_actors: int
-    num_cpus: float
-    num_gpus: float
-    decode_cpus: float
-    torch_threads: int
-    decode_in_actors: bool = False
-
-
-def plan_actors(*, cluster_cpus: float, cluster_gpus: float, actors: int, min_actors: int = 1,
-                gpus_per_actor: float = 1.0, cpus_per_actor: float | None = None,
-                torch_threads: int | None = None, decode_in_actors: bool | None = None) -> ActorPlan:
-    """Size the actor pool so it cannot starve the decode tasks of CPUs (Ray Data then hangs).
-
-    Decode tasks take one CPU (half the machine on a single-CPU cluster). Actors share what one
-    decode task leaves, `min(1, (cpus - decode) / actors)` each unless `cpus_per_actor` is given:
-    1 CPU each for 2 actors on 4 CPUs, 0.5 for 2 actors on 2 CPUs. On a GPU cluster each actor
-    also takes `gpus_per_actor` GPU and the pool is capped by the GPUs, so decode tasks run on the
-    remaining CPUs while the GPUs infer. A pool that would leave no CPU to decode is shrunk.
-    torch_threads: each actor's intra-op threads; None = its CPU share rounded down, at least 1.
-    decode_in_actors: None = True exactly when the actors run on CPUs. Then there are no decode
-    tasks to starve and the actors share every CPU (`min(1, cpus / actors)` each by default).
-    """
-    if cluster_cpus <= 0:
-        raise ValueError(f"the Ray cluster has no CPUs to decode on, got {cluster_cpus}")
-    use_gpu = cluster_gpus > 0 and gpus_per_actor > 0
-    in_actors = not use_gpu if decode_in_actors is None else decode_in_actors
-    decode_cpus = 0.0 if in_actors else 1.0 if cluster_cpus >= 2 else cluster_cpus / 2
-    spare = cluster_cpus - decode_cpus
-    if use_gpu:
-        actors = max(1, min(actors, math.floor(cluster_gpus / gpus_per_actor + 1e-9)))
-    num_cpus = cpus_per_actor if cpus_per_actor is not None else min(1.0, spare / actors)
-    if num_cpus * actors > spare + 1e-9:
-        fitting = math.floor(spare / num_cpus + 1e-9)
-        if fitting < 1:
-            raise ValueError(f"cpus_per_actor={num_cpus} does not fit a cluster of {cluster_cpus} CPUs"
-                             f"{'' if in_actors else ' with a CPU left for decoding'}; use at most {spare}")
-        actors = fitting
-    return ActorPlan(actors=actors, min_actors=min(min_actors, actors), num_cpus=num_cpus,
-                     num_gpus=gpus_per_actor if use_gpu else 0.0, decode_cpus=decode_cpus,
-                     torch_threads=torch_threads if torch_threads is not None else max(1, int(num_cpus)),
-                     decode_in_actors=in_actors)
-
-
-# ---------------------------------------------------------------------------------------------
-# the actor
-
-
-def load_actor_bundle(bundle_uri: str, storage: StorageConfig, pipeline_config: PipelineConfig,
-                      torch_threads: int) -> tuple[Any, PipelineConfig]:
-    """What every model actor (extraction's, the evaluation's) does first: set its torch threads,
-    load the bundle, and pin the pipeline's device. Returns (bundle, pipeline config)."""
-    import torch
-
-    from attrgan.bundle import load_bundle
-
-    torch.set_num_threads(torch_threads)
-    # Ray hides GPUs this actor was not given, so "auto" means "the GPU Ray assigned, if any".
-    device = "cuda" if pipeline_config.device == "auto" and torch.cuda.is_available() else pipeline_config.device
-    bundle = load_bundle(bundle_uri, storage=storage, device="cpu")
-    return bundle, dataclasses.replace(pipeline_config, device=device)
-
-
-class PipelineActor:
-    """Ray Data actor: loads the bundle once, then turns decoded batches into results tables.
+class PipelineActor(DecodingActor):
+    """Ray Data actor: loads the bundle once, then turns batches into results tables.
 
     decode: `decode_batch` keyword arguments when the actor decodes its batches itself (its input
     is then manifest rows); None when decode tasks did it before.
@@ -364,13 +339,13 @@ class PipelineActor:
 
     def __init__(self, *, bundle_uri: str, storage: StorageConfig, pipeline_config: PipelineConfig,
                  model_version: str, torch_threads: int, decode: Mapping[str, Any] | None = None) -> None:
+        super().__init__(decode)
         bundle, config = load_actor_bundle(bundle_uri, storage, pipeline_config, torch_threads)
         if bundle.version != model_version:
             raise RuntimeError(f"bundle {bundle_uri} changed during the run: version {bundle.version}, "
                                f"the job started with {model_version}")
         self.pipeline = Pipeline(bundle, config)
         self.model_version = model_version
-        self.decode = dict(decode) if decode is not None else None
         self.calls = 0
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
@@ -378,12 +353,9 @@ class PipelineActor:
         → results rows; a PARTITION_INDEX column in the input is carried over as the last column."""
         import torch
 
-        from attrgan.data.images import decode_batch
-
         self._fault_drill()
         self.calls += 1
-        if self.decode is not None:
-            batch = decode_batch(batch, **self.decode)
+        batch = self.decoded(batch)
         with torch.inference_mode():
             table = results_batch(batch, self.pipeline, model_version=self.model_version,
                                   processed_at=dt.datetime.now(dt.timezone.utc))
@@ -397,6 +369,154 @@ class PipelineActor:
             with open(marker, "w") as f:
                 f.write(f"actor pid {os.getpid()} exited on its batch {self.calls + 1}\n")
             os._exit(1)
+
+
+# ---------------------------------------------------------------------------------------------
+# writing and committing
+
+
+@dataclasses.dataclass(frozen=True)
+class _Group:
+    """One commit group: its partitions (index = PARTITION_INDEX) and their manifest row counts."""
+
+    partitions: tuple[str, ...]
+    rows: tuple[int, ...]
+
+
+class ResultsSink(ray.data.Datasink):
+    """Ray Data datasink of one commit group (see the module docstring).
+
+    `write` runs in cluster tasks: it stages one Parquet file per partition present in its rows
+    and returns [{partition, file, rows, errors, super_resolved, reconstructed, node}].
+    `on_write_complete` runs on the driver with every task's return value (metadata only).
+    """
+
+    def __init__(self, *, config: ExtractConfig, group: _Group, run_id: str, schema: pa.Schema,
+                 marker: Mapping[str, Any], start: float) -> None:
+        self.config, self.group, self.run_id, self.schema = config, group, run_id, schema
+        self.marker, self.start = dict(marker), start
+        self.committed: list[PartitionSummary] = []
+        self.incomplete: list[tuple[str, str]] = []
+        self.nodes: set[str] = set()
+
+    @property
+    def min_rows_per_write(self) -> int:
+        return self.config.rows_per_file
+
+    def write(self, blocks: Iterable[Any], ctx: Any) -> list[dict[str, Any]]:
+        from ray.data.block import BlockAccessor
+
+        tables = [BlockAccessor.for_block(b).to_arrow() for b in blocks]
+        tables = [t for t in tables if t.num_rows]
+        if not tables:
+            return []
+        table = pa.concat_tables(tables, promote_options="default")
+        node = ray.get_runtime_context().get_node_id()
+        out = []
+        index = table[PARTITION_INDEX]
+        for i in pc.unique(index).to_pylist():
+            part = table.filter(pc.equal(index, i)).drop_columns([PARTITION_INDEX])
+            # Ray Data may hand columns back with relaxed nullability; the files keep the contract's.
+            part = part.select(self.schema.names).cast(self.schema)
+            sink = pa.BufferOutputStream()
+            pq.write_table(part, sink)
+            uri = f"{staging_uri(self.config.out, self.run_id, self.group.partitions[i])}/part-{uuid.uuid4().hex}.parquet"
+            write_bytes(uri, sink.getvalue().to_pybytes(), self.config.storage)
+            errors = Counter(error_kind(e) for e in part["error"].drop_null().to_pylist())
+            out.append({"partition": i, "file": uri, "rows": part.num_rows, "errors": dict(errors),
+                        "super_resolved": pc.sum(part["super_resolved"]).as_py() or 0,
+                        "reconstructed": pc.sum(part["reconstructed"]).as_py() or 0, "node": node})
+        return out
+
+    def on_write_failed(self, error: Exception) -> None:
+        log.error("extract: writing results failed (%s); no partition of this group was committed",
+                  type(error).__name__)
+
+    def on_write_complete(self, write_result: Any) -> None:
+        returns = [r for task in write_result.write_returns for r in task]
+        self.commit(returns)
+
+    # -- the commit
+    def commit(self, returns: Sequence[Mapping[str, Any]]) -> None:
+        """Verify and promote every partition of the group whose rows all arrived without a
+        transient failure; record the others as incomplete (their staged files stay until the
+        next run cleans them)."""
+
+        files: dict[int, list[str]] = {i: [] for i in range(len(self.group.partitions))}
+        counts: dict[int, Counter[str]] = {i: Counter() for i in files}
+        for r in returns:
+            files[r["partition"]].append(r["file"])
+            counts[r["partition"]].update({"rows": r["rows"], "super_resolved": r["super_resolved"],
+                                           "reconstructed": r["reconstructed"]})
+            counts[r["partition"]].update({f"error:{k}": v for k, v in r["errors"].items()})
+            self.nodes.add(r["node"])
+        ready = []
+        for i, partition in enumerate(self.group.partitions):
+            rows, expected = counts[i]["rows"], self.group.rows[i]
+            transient = counts[i][f"error:{TRANSIENT}"]
+            if rows != expected:
+                self.incomplete.append((partition, f"{rows} results rows for {expected} manifest rows"))
+            elif transient:
+                self.incomplete.append((partition, f"{transient} row(s) failed for a transient reason "
+                                                   "(storage timeouts, throttling or 5xx)"))
+            else:
+                ready.append(i)
+        checks = [_verify_staged.remote(files[i], self.group.rows[i],
+                                                                       self.config.storage) for i in ready]
+        problems = ray.get(checks)
+        _drill("staged")
+        for i, problem in zip(ready, problems):
+            partition = self.group.partitions[i]
+            if problem:
+                raise ExtractError(f"partition {partition!r}: {problem}; its previous results stay committed")
+            c = counts[i]
+            errors = dict(Counter({k[6:]: v for k, v in c.items() if k.startswith("error:")}).most_common())
+            marker = {**self.marker, "partition": partition, "rows": c["rows"], "errors": errors,
+                      "super_resolved": c["super_resolved"], "reconstructed": c["reconstructed"],
+                      "seconds": round(time.perf_counter() - self.start, 3),
+                      "finished_at": dt.datetime.now(dt.timezone.utc).isoformat()}
+            promote(join(self.config.out, partition), sorted(files[i]), marker, run_id=self.run_id,
+                    storage=self.config.storage, fault=os.environ.get(COMMIT_FAULT_ENV))
+            self.committed.append(PartitionSummary(
+                partition=partition, rows=c["rows"], errors=errors, super_resolved=c["super_resolved"],
+                reconstructed=c["reconstructed"], seconds=time.perf_counter() - self.start))
+
+
+def _drill(step: str) -> None:
+    if os.environ.get(COMMIT_FAULT_ENV) == step:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+@ray.remote(num_cpus=IO_TASK_CPUS)
+def _verify_staged(files: Sequence[str], expected: int, storage: StorageConfig) -> str | None:
+    """Read the staged files' crop_ids back: exactly `expected` rows, each crop_id once (the
+    manifest's ids were checked unique and every results row carries one). None when fine."""
+    if not files:
+        return None if expected == 0 else f"no staged files for {expected} rows"
+    fs, _ = filesystem(files[0], storage)
+    ids = pads.dataset([filesystem(f, storage)[1] for f in files], filesystem=fs,
+                       format="parquet").to_table(columns=["crop_id"])["crop_id"]
+    distinct = pc.count_distinct(ids).as_py() if len(ids) else 0
+    if len(ids) != expected or distinct != expected:
+        return f"staged {len(ids)} rows ({distinct} distinct crop_ids) for {expected} manifest rows"
+    return None
+
+
+@ray.remote(num_cpus=IO_TASK_CPUS)
+def _check_ids(files: Sequence[str], manifest: str, storage: StorageConfig) -> str | None:
+    """A partition's crop_ids: no nulls, no repeats. None when fine, else what is wrong."""
+    fs, _ = filesystem(manifest, storage)
+    ids = pads.dataset(list(files), filesystem=fs, format="parquet").to_table(columns=["crop_id"])["crop_id"]
+    if ids.null_count:
+        return f"column 'crop_id' has {ids.null_count} null value(s)"
+    counts = pc.value_counts(ids.combine_chunks() if len(ids) else pa.array([], pa.string()))
+    dupes = counts.filter(pc.greater(counts.field("counts"), 1))
+    if len(dupes):
+        shown = ", ".join(f"{d['values']!r} (x{d['counts']})" for d in dupes.to_pylist()[:5])
+        return f"column 'crop_id' must be unique; {len(dupes)} value(s) repeat: {shown}"
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -414,22 +534,11 @@ def bundle_info(uri: str, storage: StorageConfig | None = None) -> tuple[str, di
             metas[name] = json.loads(read_bytes(config_uri, storage=storage))
         except FileNotFoundError:
             raise BundleError(f"no model bundle at {uri}: {config_uri} not found") from None
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise BundleError(f"{config_uri} is not valid JSON: {exc}") from None
-        if "weights_sha256" not in metas[name]:
+        if not isinstance(metas[name], dict) or "weights_sha256" not in metas[name]:
             raise BundleError(f"{config_uri} has no weights_sha256: not written by attrgan.bundle.save_network")
     return bundle_version(metas), metas["classifier"]
-
-
-def read_success(uri: str, storage: StorageConfig | None = None) -> dict[str, Any] | None:
-    """The parsed `_SUCCESS` marker of an output partition, or None when absent or unreadable."""
-    try:
-        return json.loads(read_bytes(join(uri, SUCCESS_FILE), storage=storage))
-    except FileNotFoundError:
-        return None
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        log.warning("%s is not valid JSON: treating the partition as not done", join(uri, SUCCESS_FILE))
-        return None
 
 
 def select_partitions(available: Sequence[str], requested: Sequence[str]) -> list[str]:
@@ -448,222 +557,181 @@ def select_partitions(available: Sequence[str], requested: Sequence[str]) -> lis
     return chosen
 
 
-def _input_table(table: pa.Table) -> pa.Table:
-    """The columns the job needs, with absent optional ones as nulls."""
-    columns, fields = [], []
-    for name in INPUT_COLUMNS:
-        if name in table.column_names:
-            columns.append(table[name])
-            fields.append(pa.field(name, table[name].type))
-        else:
-            tp = {"camera_id": pa.string(), "captured_at": pa.timestamp("us", tz="UTC")}.get(name, pa.int32())
-            columns.append(pa.nulls(table.num_rows, tp))
-            fields.append(pa.field(name, tp))
-    return pa.Table.from_arrays(columns, schema=pa.schema(fields))
+def newest_first(partitions: Sequence[str], *, since: str | None = None) -> list[str]:
+    """Partitions with a `date=YYYY-MM-DD` folder newest day first (after a bundle change, last
+    night's crops are redone before older ones), the rest after them in their own order; `since`
+    keeps only the days from that date on (ManifestError when no partition has a date)."""
+    def day(partition: str) -> dt.date | None:
+        for segment in partition.split("/"):
+            key, _, value = segment.partition("=")
+            if key == "date":
+                try:
+                    return dt.date.fromisoformat(value)
+                except ValueError:
+                    return None
+        return None
+
+    days = {p: day(p) for p in partitions}
+    if since is not None:
+        if not any(days.values()):
+            raise ManifestError(f"since={since} needs a manifest partitioned by date=YYYY-MM-DD folders; "
+                                f"its partitions are {list(partitions)[:5]}")
+        start = dt.date.fromisoformat(str(since))
+        partitions = [p for p in partitions if days[p] is not None and days[p] >= start]
+    dated = sorted((p for p in partitions if days[p] is not None), key=lambda p: days[p], reverse=True)
+    return dated + [p for p in partitions if days[p] is None]
+
+
+def commit_groups(partitions: Sequence[str], rows: Mapping[str, int], limit: int) -> list[_Group]:
+    """Consecutive partitions gathered into groups of at most `limit` rows (a larger partition
+    alone), in order."""
+    groups: list[list[str]] = []
+    total = 0
+    for p in partitions:
+        if not groups or total + rows[p] > limit:
+            groups.append([])
+            total = 0
+        groups[-1].append(p)
+        total += rows[p]
+    return [_Group(tuple(g), tuple(rows[p] for p in g)) for g in groups]
+
+
+def _reason(exc: BaseException) -> str:
+    """An exception in a few words: its type and its first line, cut short (no payloads)."""
+    text = str(exc).splitlines()[0][:160] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _setup(config: ExtractConfig, run_id: str) -> tuple[str, dict[str, Any], ManifestScan, tuple[str, ...] | None]:
+    """Everything checked before any partition is touched. Returns (bundle version, classifier
+    meta, manifest scan, allowed image prefixes)."""
+    from attrgan.bundle import BundleError
+
+    storage = config.storage
+    endpoint = f"storage.endpoint_url={storage.endpoint_url!r}" if storage.endpoint_url else "the default S3 endpoint"
+    try:
+        model_version, classifier_meta = bundle_info(config.bundle, storage)
+    except OSError as exc:
+        raise SetupError(f"cannot read the bundle {config.bundle} ({_reason(exc)}); check {endpoint} and the "
+                         "credentials") from None
+    except (KeyError, TypeError) as exc:
+        raise BundleError(f"bundle {config.bundle}: unexpected config.json content ({_reason(exc)})") from None
+    try:
+        scan = scan_manifest(config.manifest, storage)
+    except OSError as exc:
+        raise SetupError(f"cannot list the manifest {config.manifest} ({_reason(exc)}); check {endpoint} and the "
+                         "credentials") from None
+    probe = staging_uri(config.out, run_id, "") + "/_probe"
+    try:
+        write_bytes(probe, b"", storage)
+        fs, path = filesystem(probe, storage)
+        fs.delete_file(path)
+    except (OSError, ValueError) as exc:
+        raise SetupError(f"cannot write under the output out={config.out} ({_reason(exc)})") from None
+    prefixes = allowed_prefixes(config.manifest, storage)
+    for prefix in prefixes or ():
+        if is_s3(prefix):
+            bucket = split_s3(prefix)[0]
+            fs, _ = filesystem(prefix, storage)
+            try:
+                missing = fs.get_file_info(bucket).type.name == "NotFound"
+            except OSError as exc:
+                raise SetupError(f"cannot reach the image bucket {bucket!r} ({_reason(exc)}); check {endpoint}") from None
+            if missing:
+                raise SetupError(f"the image bucket {bucket!r} of the allowed prefix {prefix} does not exist; "
+                                 "check storage.allowed_prefixes and the manifest's image_uri values")
+    return model_version, classifier_meta, scan, prefixes
 
 
 def run_extract(config: ExtractConfig) -> Summary:
     """Run the extraction described by `config`; returns (and logs) a `Summary`.
 
-    Uses the current Ray runtime, starting a local one if none is up. Every selected partition's
-    manifest is read and validated before any work starts, so a schema problem (ManifestError
-    naming the column) stops the job with nothing written. All partitions to process then go
-    through ONE Ray Data stream (one actor pool, each actor loading the bundle once); the driver
-    sorts the results rows back into their partitions (`PartitionWriter`), and each partition
-    gets its `_SUCCESS` as soon as its rows are written and verified.
+    Uses the current Ray runtime, starting a local one if none is up. Raises SetupError or
+    BundleError / ManifestError (a schema problem, or crop_ids null or repeated in a partition)
+    before any partition is touched; IncompleteRun (with the summary) when partitions were left
+    for the next run; ExtractError when staged results fail their checks.
     """
-    import ray
-    import ray.data
-
     start = time.perf_counter()
+    run_id = new_run_id()
     storage = config.storage
-    model_version, classifier_meta = bundle_info(config.bundle, storage)
+    model_version, classifier_meta, scan, prefixes = _setup(config, run_id)
     input_size = tuple(classifier_meta["config"]["input_size"])
-
-    partitions = select_partitions(list_partitions(config.manifest, storage), config.partitions)
+    partitions = newest_first(select_partitions(scan.partitions, config.partitions), since=config.since)
     todo, skipped = [], []
     for p in partitions:
         marker = read_success(join(config.out, p), storage) if config.incremental else None
         (skipped if marker and marker.get("model_version") == model_version else todo).append(p)
-    # Validate everything first: nothing is written for a broken manifest.
-    tables = [_input_table(read_manifest(config.manifest, storage, partition=p or None)) for p in todo]
 
     if not ray.is_initialized():
         ray.init()
+    # Nulls and repeats in crop_id stop the job before any work; each partition is checked by a
+    # cluster task, so the driver never holds the ids.
+    checks = [_check_ids.remote([f for f, _ in scan.files[p]], config.manifest, storage) for p in todo]
+    for p, problem in zip(todo, ray.get(checks)):
+        if problem:
+            raise ManifestError(f"{config.manifest}: partition {p or '(all)'}: {problem}")
+    clean_staging(config.out, storage, keep=run_id)
+    for p in todo:
+        clean_partition(join(config.out, p), storage)
+
     resources = ray.cluster_resources()
     plan = plan_actors(cluster_cpus=resources.get("CPU", 0.0), cluster_gpus=resources.get("GPU", 0.0),
                        actors=config.actors, min_actors=config.min_actors, gpus_per_actor=config.gpus_per_actor,
                        cpus_per_actor=config.cpus_per_actor, torch_threads=config.torch_threads,
                        decode_in_actors=config.decode_in_actors)
-    log.info("extract: %d partition(s) to process (%d rows), %d up to date; bundle %s; %s", len(todo),
-             sum(t.num_rows for t in tables), len(skipped), model_version, plan)
+    groups = commit_groups(todo, {p: scan.rows(p) for p in todo}, config.rows_per_commit)
+    log.info("extract: run %s, %d partition(s) to process (%d rows) in %d commit group(s), %d up to date; "
+             "bundle %s; %s", run_id, len(todo), sum(scan.rows(p) for p in todo), len(groups), len(skipped),
+             model_version, plan)
     ctx = ray.data.DataContext.get_current()
     if not sys.stdout.isatty():
         ctx.enable_progress_bars = False
 
     schema = results_schema(classifier_meta["attributes"])
-    writers = [PartitionWriter(partition=p, uri=join(config.out, p), crop_ids=t["crop_id"], schema=schema,
-                               storage=storage,
-                               rows_per_file=config.rows_per_file,
-                               marker={"model_version": model_version, "manifest": config.manifest})
-               for p, t in zip(todo, tables)]
-    for writer in writers:  # an empty partition is done before anything runs
-        if writer.done:
-            writer.finish(seconds=time.perf_counter() - start)
-    if any(not w.done for w in writers):
-        prefixes = allowed_prefixes(config.manifest, storage)
-        stream = _results_stream(config, tables, plan=plan, model_version=model_version, input_size=input_size,
-                                 allowed=prefixes)
-        for block in stream.iter_batches(batch_size=None, batch_format="pyarrow"):
-            index = block[PARTITION_INDEX]
-            for i in pc.unique(index).to_pylist():
-                writer = writers[i]
-                writer.add(block.filter(pc.equal(index, i)).drop_columns([PARTITION_INDEX]))
-                if writer.done:
-                    writer.finish(seconds=time.perf_counter() - start)
-    unfinished = [w.partition for w in writers if w.summary is None]
-    if unfinished:
-        raise ExtractError(f"the stream ended before partition(s) {unfinished[:10]} got all their rows; "
-                           f"their {SUCCESS_FILE} markers were not written")
-    summary = Summary(model_version=model_version, processed=tuple(w.summary for w in writers),
-                      skipped=tuple(skipped), seconds=time.perf_counter() - start)
+    marker = {"model_version": model_version, "manifest": config.manifest, "run": run_id,
+              "pipeline": to_dict(config.pipeline)}
+    committed, incomplete, nodes = [], [], set()
+    for group in groups:
+        sink = ResultsSink(config=config, group=group, run_id=run_id, schema=schema, marker=marker, start=start)
+        if sum(group.rows) == 0:  # nothing to score: commit the empty partitions directly
+            sink.commit([])
+        else:
+            stream = _results_stream(config, scan, group, plan=plan, model_version=model_version,
+                                     input_size=input_size, allowed=prefixes)
+            stream.write_datasink(sink, ray_remote_args={"num_cpus": IO_TASK_CPUS})
+        committed += sink.committed
+        incomplete += sink.incomplete
+        nodes |= sink.nodes
+    clean_staging(config.out, storage)
+    summary = Summary(model_version=model_version, processed=tuple(committed), skipped=tuple(skipped),
+                      seconds=time.perf_counter() - start, incomplete=tuple(incomplete),
+                      write_nodes=tuple(sorted(nodes)))
     log.info("%s", summary.format())
+    if incomplete:
+        raise IncompleteRun(summary)
     return summary
 
 
-def _results_stream(config: ExtractConfig, tables: Sequence[pa.Table], *, plan: ActorPlan, model_version: str,
+def _results_stream(config: ExtractConfig, scan: ManifestScan, group: _Group, *, plan: Any, model_version: str,
                     input_size: tuple[int, int], allowed: tuple[str, ...] | None) -> Any:
-    """One Ray Data dataset over every partition's rows: decode (tasks, or inside the actors as
-    `plan` says) → the pipeline actor pool.
-
-    Each row carries the index of its partition (PARTITION_INDEX) through to the results rows.
-    """
-    import ray
-    import ray.data
-
-    from attrgan.data.images import decode_batch
-
-    rows = pa.concat_tables([t.append_column(PARTITION_INDEX, pa.array(np.full(t.num_rows, i, np.int32)))
-                             for i, t in enumerate(tables)], promote_options="default")
-    # One block per batch: decode tasks spread over the CPUs and a killed actor redoes one batch.
-    # Blocks may span two partitions; the partition index sorts their rows out at the end.
-    blocks = [rows.slice(i, config.batch_size) for i in range(0, rows.num_rows, config.batch_size)]
-    ds = ray.data.from_arrow(blocks)
-    decode = {"size": input_size, "storage": config.storage, "allowed_prefixes": allowed}
-    if not plan.decode_in_actors:
-        ds = ds.map_batches(decode_batch, batch_format="numpy", batch_size=config.batch_size, fn_kwargs=decode,
-                            num_cpus=plan.decode_cpus, udf_modifying_row_count=False)
+    """One Ray Data dataset over a commit group's manifest files: read (cluster tasks) → prepare
+    rows (`prepare_rows`) → `attrgan.scoring.score_stream` with the pipeline actors."""
+    partition_of = {f: i for i, p in enumerate(group.partitions) for f, _ in scan.files[p]}
+    fs, _ = filesystem(config.manifest, config.storage)
+    ds = ray.data.read_parquet(list(partition_of), filesystem=fs, partitioning=None, include_paths=True,
+                               file_extensions=None, num_cpus=IO_TASK_CPUS)
+    ds = ds.select_columns([c for c in INPUT_COLUMNS if c in scan.columns] + ["path"])
+    ds = ds.map_batches(prepare_rows, batch_format="pyarrow", batch_size=None, zero_copy_batch=True,
+                        fn_kwargs={"base": scan.base, "partition_of": partition_of}, num_cpus=IO_TASK_CPUS,
+                        udf_modifying_row_count=False)
     env = {FAULT_ENV: os.environ[FAULT_ENV]} if os.environ.get(FAULT_ENV) else {}
-    with warnings.catch_warnings():
-        # Ray 2.60 flags every extra remote kwarg as deprecated, but max_restarts and
-        # max_task_retries have no named parameter yet.
-        warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
-        return ds.map_batches(
-            PipelineActor, batch_format="numpy", batch_size=config.batch_size,
-            fn_constructor_kwargs={"bundle_uri": config.bundle, "storage": config.storage,
-                                   "pipeline_config": config.pipeline, "model_version": model_version,
-                                   "torch_threads": plan.torch_threads,
-                                   "decode": decode if plan.decode_in_actors else None},
-            compute=ray.data.ActorPoolStrategy(min_size=plan.min_actors, max_size=plan.actors),
-            num_cpus=plan.num_cpus, num_gpus=plan.num_gpus, udf_modifying_row_count=False,
-            runtime_env={"env_vars": env} if env else None,
-            # A dead actor is restarted and its in-flight batches retried (bounded, so a
-            # crashing model fails the job instead of looping); a batch's output only exists
-            # once its task returns, so a retry cannot duplicate rows.
-            max_restarts=config.max_restarts, max_task_retries=config.max_restarts)
-
-
-class PartitionWriter:
-    """Collects one partition's results rows and writes them under the partition's own prefix.
-
-    Files are `<uri>/part-00000.parquet`, ... of at least `rows_per_file` rows (fewer for the last).
-    The prefix is emptied just before the first file lands, so the previous results stay readable
-    until this run replaces them, and a rerun never adds to them. `finish` reads the files back,
-    checks they hold exactly `crop_ids`, each once, and only then writes `_SUCCESS`.
-    """
-
-    def __init__(self, *, partition: str, uri: str, crop_ids: pa.ChunkedArray, schema: pa.Schema,
-                 storage: StorageConfig, rows_per_file: int, marker: Mapping[str, Any]) -> None:
-        if rows_per_file < 1:
-            raise ValueError(f"rows_per_file must be >= 1, got {rows_per_file}")
-        self.partition, self.uri, self.crop_ids, self.schema, self.storage = partition, uri, crop_ids, schema, storage
-        self.rows_per_file, self.marker = rows_per_file, dict(marker)
-        self.expected = len(crop_ids)
-        self.received = 0
-        self.files = 0
-        self.summary: PartitionSummary | None = None
-        self._buffer: list[pa.Table] = []
-        self._buffered = 0
-        self._cleared = False
-
-    @property
-    def done(self) -> bool:
-        """Every row of the partition has arrived."""
-        return self.received == self.expected
-
-    def add(self, table: pa.Table) -> None:
-        """Take results rows (`results_schema` columns) of this partition; writes full files."""
-        if self.summary is not None:
-            raise ExtractError(f"partition {self.partition!r}: {table.num_rows} more rows after it was finished")
-        self.received += table.num_rows
-        if self.received > self.expected:
-            raise ExtractError(f"partition {self.partition!r}: received {self.received} results rows for "
-                               f"{self.expected} manifest rows; {SUCCESS_FILE} not written")
-        self._buffer.append(table)
-        self._buffered += table.num_rows
-        if self._buffered >= self.rows_per_file:
-            self._flush()
-
-    def finish(self, *, seconds: float) -> PartitionSummary:
-        """Write the remaining rows, verify the partition's files, then write `_SUCCESS`."""
-        if not self.done:
-            raise ExtractError(f"partition {self.partition!r}: {self.received} of {self.expected} rows arrived")
-        self._flush()
-        if not self._cleared:  # an empty partition: still replace what an earlier run left
-            delete_prefix(self.uri, self.storage)
-            self._cleared = True
-        counts = _check_output(self.uri, self.crop_ids, self.storage, self.partition)
-        self.summary = PartitionSummary(partition=self.partition, seconds=seconds, **counts)
-        marker = {**self.marker, "rows": self.expected, "errors": self.summary.errors,
-                  "super_resolved": self.summary.super_resolved, "reconstructed": self.summary.reconstructed,
-                  "seconds": round(seconds, 3), "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(),
-                  "partition": self.partition}
-        write_bytes(join(self.uri, SUCCESS_FILE), json.dumps(marker, indent=2).encode(), storage=self.storage)
-        return self.summary
-
-    def _flush(self) -> None:
-        if not self._buffer:
-            return
-        if not self._cleared:
-            delete_prefix(self.uri, self.storage)  # a rerun replaces this partition, and only it
-            self._cleared = True
-        table = pa.concat_tables(self._buffer)
-        # Ray Data may hand columns back with relaxed nullability; the files keep the contract's.
-        table = table.cast(self.schema)
-        sink = pa.BufferOutputStream()
-        pq.write_table(table, sink)
-        write_bytes(join(self.uri, f"part-{self.files:05d}.parquet"), sink.getvalue().to_pybytes(), self.storage)
-        self.files += 1
-        self._buffer, self._buffered = [], 0
-
-
-def _check_output(out_uri: str, crop_ids: pa.ChunkedArray, storage: StorageConfig,
-                  partition: str) -> dict[str, Any]:
-    """Read the written partition back: exactly the manifest's crop_ids, each once. Returns counts."""
-    n = len(crop_ids)
-    columns = ["crop_id", "error", "super_resolved", "reconstructed"]
-    if n == 0:
-        out = pa.table({c: pa.array([], pa.string() if c in ("crop_id", "error") else pa.bool_()) for c in columns})
-    else:
-        fs, path = filesystem(out_uri, storage)
-        out = pads.dataset(path, filesystem=fs, format="parquet").to_table(columns=columns)
-    ids = out["crop_id"]
-    distinct = pc.count_distinct(ids).as_py() if len(ids) else 0
-    unknown = pc.sum(pc.invert(pc.is_in(ids, value_set=crop_ids.combine_chunks()))).as_py() if len(ids) else 0
-    if out.num_rows != n or distinct != n or unknown:
-        raise ExtractError(f"partition {partition!r}: wrote {out.num_rows} rows ({distinct} distinct crop_ids, "
-                           f"{unknown} not in the manifest) for {n} manifest rows; {SUCCESS_FILE} not written")
-    errors = Counter(error_kind(e) for e in out["error"].drop_null().to_pylist())
-    return {"rows": n, "errors": dict(errors.most_common()),
-            "super_resolved": pc.sum(out["super_resolved"]).as_py() or 0,
-            "reconstructed": pc.sum(out["reconstructed"]).as_py() or 0}
+    return score_stream(
+        ds, PipelineActor, plan=plan, batch_size=config.batch_size,
+        decode={"size": input_size, "storage": config.storage, "allowed_prefixes": allowed},
+        actor_kwargs={"bundle_uri": config.bundle, "storage": config.storage, "pipeline_config": config.pipeline,
+                      "model_version": model_version},
+        runtime_env={"env_vars": env} if env else None,
+        # A dead actor is restarted and its in-flight batches retried (bounded, so a crashing
+        # model fails the job instead of looping); a batch's output only exists once its task
+        # returns, so a retry cannot duplicate rows.
+        max_restarts=config.max_restarts, max_task_retries=config.max_restarts)

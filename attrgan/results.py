@@ -32,8 +32,13 @@ Only the `date=` folders of the two days and their `camera=cam07` folders are li
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+import json
+import logging
+import os
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -42,17 +47,179 @@ import pyarrow.fs as pafs
 
 from attrgan.config import StorageConfig
 
+log = logging.getLogger(__name__)
+
 SUCCESS_MARKER = "_SUCCESS"
+# Where a run stages its files under the output base before promoting them; readers (pyarrow,
+# pandas, DuckDB, `load_results`) skip paths whose parts start with '_'.
+STAGING_DIR = "_staging"
+# Error kind (the text before the first ':' of a row's `error`) of a read that failed for a reason
+# that may pass (timeouts, throttling, 5xx): such rows never complete a partition.
+TRANSIENT = "transient"
 # Hive keys whose values the reader understands well enough to skip folders.
 DATE_KEYS = frozenset({"date"})
 CAMERA_KEYS = frozenset({"camera", "camera_id"})
-# Columns every result row carries; with `attributes=` these come first, then `<attr>, <attr>_score`.
-BASE_COLUMNS = (
-    "crop_id", "image_uri", "camera_id", "captured_at", "status", "error", "super_resolved",
-    "reconstructed", "occlusion_score", "model_version", "processed_at",
+# The results table of DESIGN.md "Results": these, `<attr>` bool and `<attr>_score` float32 per
+# attribute in model order, then the trailing fields.
+FIXED_RESULT_FIELDS = (
+    pa.field("crop_id", pa.string(), nullable=False),
+    pa.field("image_uri", pa.string(), nullable=False),
+    pa.field("camera_id", pa.string()),
+    pa.field("captured_at", pa.timestamp("us", tz="UTC")),
+    pa.field("status", pa.string(), nullable=False),
+    pa.field("error", pa.string()),
+    pa.field("super_resolved", pa.bool_(), nullable=False),
+    pa.field("reconstructed", pa.bool_(), nullable=False),
+    pa.field("occlusion_score", pa.float32()),
 )
+TRAILING_RESULT_FIELDS = (
+    pa.field("model_version", pa.string(), nullable=False),
+    pa.field("processed_at", pa.timestamp("us", tz="UTC"), nullable=False),
+)
+# Columns every result row carries; with `attributes=` these come first, then `<attr>, <attr>_score`.
+BASE_COLUMNS = tuple(f.name for f in FIXED_RESULT_FIELDS + TRAILING_RESULT_FIELDS)
+
+
+def results_schema(attributes: Sequence[str]) -> pa.Schema:
+    """The results table of DESIGN.md: fixed columns, `<attr>` bool and `<attr>_score` float32 per
+    attribute (in model order), then model_version and processed_at."""
+    fixed = set(BASE_COLUMNS)
+    attr_fields = []
+    for a in attributes:
+        for field in (pa.field(a, pa.bool_()), pa.field(f"{a}_score", pa.float32())):
+            if field.name in fixed or any(f.name == field.name for f in attr_fields):
+                raise ValueError(f"attribute {a!r} collides with the results column {field.name!r}")
+            attr_fields.append(field)
+    return pa.schema([*FIXED_RESULT_FIELDS, *attr_fields, *TRAILING_RESULT_FIELDS])
+
+
+def error_kind(message: str) -> str:
+    """The kind of an error message: its text up to the first ':' ("missing object: s3://…")."""
+    return message.split(":", 1)[0].strip() or "error"
+
 
 TimeLike = dt.datetime | dt.date | pd.Timestamp | str
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing: the commit protocol
+#
+# A partition's results live in `<out>/<partition>/` as `part-<run>-<n>.parquet` files, and its
+# `_SUCCESS` marker (JSON) lists the files that make up its committed results. A run
+#   1. writes new files under `<out>/_staging/<run>/<partition>/` (readers skip `_` paths);
+#   2. verifies them (one row per manifest row, no duplicate crop_id);
+#   3. moves them into the partition folder under names no committed file has;
+#   4. replaces `_SUCCESS` in one write (an S3 PUT, a rename locally): the switch to the new files;
+#   5. deletes the files the new marker does not list.
+# Killed at any moment, a partition's marker names either its complete old files or its complete
+# new ones, and `load_results` reads exactly those. Leftovers (staged files, unlisted files) are
+# deleted by the next run.
+
+
+def new_run_id() -> str:
+    """A run's id: sortable by start time, unique across concurrent drivers."""
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
+
+
+def _read_marker(fs: pafs.FileSystem, path: str) -> dict[str, Any] | None:
+    try:
+        with fs.open_input_stream(path) as f:
+            data = f.read()
+    except (FileNotFoundError, OSError):
+        return None
+    try:
+        marker = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        log.warning("%s is not valid JSON: treating the partition as not done", path)
+        return None
+    return marker if isinstance(marker, dict) else None
+
+
+def _marker_files(marker: Mapping[str, Any] | None) -> list[str] | None:
+    files = marker.get("files") if marker else None
+    if not isinstance(files, list) or not all(isinstance(f, str) and "/" not in f for f in files):
+        return None
+    return files
+
+
+def read_success(uri: str, storage: StorageConfig | None = None) -> dict[str, Any] | None:
+    """The parsed `_SUCCESS` marker of output partition `uri`, or None when absent or unreadable."""
+    fs, path = _filesystem(uri, storage)
+    return _read_marker(fs, f"{path}/{SUCCESS_MARKER}")
+
+
+def _write_atomically(fs: pafs.FileSystem, path: str, data: bytes) -> None:
+    """Readers see the old content or the new, never a part: an S3 PUT replaces an object whole;
+    on a local disk the bytes go to a temporary name first and are renamed over the target."""
+    if isinstance(fs, pafs.LocalFileSystem):
+        folder, name = os.path.split(path)
+        fs.create_dir(folder, recursive=True)
+        temporary = f"{folder}/_{name}.{uuid.uuid4().hex}.tmp"
+        with fs.open_output_stream(temporary) as f:
+            f.write(data)
+        os.replace(temporary, path)
+    else:
+        with fs.open_output_stream(path) as f:
+            f.write(data)
+
+
+def clean_partition(uri: str, storage: StorageConfig | None = None) -> int:
+    """Delete what a killed run left in output partition `uri`: data files its `_SUCCESS` does
+    not list and temporary markers. A partition without a marker listing its files keeps its
+    data files (an older layout, or never committed: nothing to protect, nothing to trust).
+    Returns the number of files deleted."""
+    fs, path = _filesystem(uri, storage)
+    listed = _marker_files(_read_marker(fs, f"{path}/{SUCCESS_MARKER}"))
+    infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+    stale = [i.path for i in infos if i.type == pafs.FileType.File and (
+        (listed is not None and _is_data_file(i.base_name) and i.base_name not in listed)
+        or (i.base_name.startswith(f"_{SUCCESS_MARKER}.") and i.base_name.endswith(".tmp")))]
+    for file in stale:
+        fs.delete_file(file)
+    return len(stale)
+
+
+def clean_staging(out: str, storage: StorageConfig | None = None, *, keep: str | None = None) -> None:
+    """Delete `<out>/_staging/` except the run `keep` (one run writes an output base at a time)."""
+    fs, path = _filesystem(out, storage)
+    for info in fs.get_file_info(pafs.FileSelector(f"{path}/{STAGING_DIR}", allow_not_found=True)):
+        if info.type == pafs.FileType.Directory and info.base_name != keep:
+            fs.delete_dir(info.path)
+
+
+def staging_uri(out: str, run_id: str, partition: str) -> str:
+    """Where run `run_id` stages partition `partition`'s files under output base `out`."""
+    parts = [out.rstrip("/"), STAGING_DIR, run_id] + ([partition] if partition else [])
+    return "/".join(parts)
+
+
+def promote(uri: str, staged: Sequence[str], marker: Mapping[str, Any], *, run_id: str,
+            storage: StorageConfig | None = None, fault: str | None = None) -> list[str]:
+    """Make the verified files `staged` (URIs) partition `uri`'s committed results (steps 3-5
+    above); `marker` becomes its `_SUCCESS` with the file list added. Returns the file names.
+
+    fault: a step name ("promoting", "before_success", "after_success") at which to kill this
+    process with SIGKILL, for the failure drills in the tests.
+    """
+    fs, path = _filesystem(uri, storage)
+    names = [f"part-{run_id}-{i:05d}.parquet" for i in range(len(staged))]
+    fs.create_dir(path, recursive=True)
+    for i, (source, name) in enumerate(zip(staged, names)):
+        fs.move(_filesystem(source, storage)[1], f"{path}/{name}")
+        if i == 0:
+            _drill(fault, "promoting")
+    _drill(fault, "before_success")
+    _write_atomically(fs, f"{path}/{SUCCESS_MARKER}", json.dumps({**marker, "files": names}, indent=2).encode())
+    _drill(fault, "after_success")
+    clean_partition(uri, storage)
+    return names
+
+
+def _drill(fault: str | None, step: str) -> None:
+    if fault == step:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 @dataclass(frozen=True)
@@ -148,16 +315,24 @@ def _walk(fs: pafs.FileSystem, root: str, window: _Window) -> list[str]:
         if any(i.base_name == SUCCESS_MARKER and i.type == pafs.FileType.File for i in infos):
             found.append(folder)
             continue
-        pending.extend(i.path for i in infos
-                       if i.type == pafs.FileType.Directory and window.keeps_folder(i.base_name))
+        pending.extend(i.path for i in infos if i.type == pafs.FileType.Directory
+                       and not i.base_name.startswith(("_", ".")) and window.keeps_folder(i.base_name))
     return found
 
 
 def _data_files(fs: pafs.FileSystem, partitions: Sequence[str]) -> list[str]:
+    """The committed files of each partition: those its `_SUCCESS` lists (files beside them are
+    a later run's, not promoted yet, or an earlier one's, not cleaned yet); every data file of a
+    partition whose marker predates the list."""
     files: list[str] = []
     for folder in partitions:
+        listed = _marker_files(_read_marker(fs, f"{folder}/{SUCCESS_MARKER}"))
+        if listed is not None:
+            files.extend(f"{folder}/{name}" for name in listed)
+            continue
         infos = fs.get_file_info(pafs.FileSelector(folder, recursive=True))
-        files.extend(i.path for i in infos if i.type == pafs.FileType.File and _is_data_file(i.base_name))
+        files.extend(i.path for i in infos if i.type == pafs.FileType.File and _is_data_file(i.base_name)
+                     and not any(part.startswith(("_", ".")) for part in i.path[len(folder):].split("/")))
     return sorted(files)
 
 
@@ -227,7 +402,8 @@ def load_results(uri: str, *, start: TimeLike | None = None, end: TimeLike | Non
         storage: object storage settings; default `StorageConfig.from_env()`.
 
     Only partitions with a `_SUCCESS` marker are read. `captured_at` comes back as
-    `datetime64[ns, UTC]`. An existing prefix with no matching partition gives an empty
+    `datetime64[ns, UTC]`, decisions as `boolean` and scores as `Float32` (`<NA>` on error rows,
+    `results_to_pandas`). An existing prefix with no matching partition gives an empty
     DataFrame; a missing one raises FileNotFoundError; an unknown column raises ValueError.
     """
     dataset = results_dataset(uri, start=start, end=end, cameras=cameras, storage=storage)
@@ -239,4 +415,14 @@ def load_results(uri: str, *, start: TimeLike | None = None, end: TimeLike | Non
     selected = _select(dataset.schema, columns, attributes)
     table = dataset.to_table(columns=selected,
                              filter=results_filter(start=start, end=end, cameras=cameras))
-    return table.to_pandas()
+    return results_to_pandas(table)
+
+
+# Error rows hold nulls in `<attr>` / `<attr>_score`: pandas' nullable dtypes keep them as <NA>
+# in a boolean / Float32 column instead of None in an object column.
+PANDAS_DTYPES = {pa.bool_(): pd.BooleanDtype(), pa.float32(): pd.Float32Dtype(), pa.float64(): pd.Float64Dtype()}
+
+
+def results_to_pandas(table: pa.Table) -> pd.DataFrame:
+    """A results table as pandas: booleans `boolean`, scores `Float32`, timestamps datetime64[ns, UTC]."""
+    return table.to_pandas(types_mapper=PANDAS_DTYPES.get)

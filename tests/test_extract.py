@@ -22,9 +22,11 @@ from attrgan.bundle import save_bundle
 from attrgan.config import StorageConfig
 from attrgan.data.manifest import ManifestError, write_manifest
 from attrgan.data.storage import filesystem, list_dir, read_bytes, write_bytes
-from attrgan.extract import (FAULT_ENV, PARTITION_INDEX, SUCCESS_FILE, ExtractConfig, ExtractError, PartitionWriter,
-                             PipelineActor, error_kind, plan_actors, results_batch, results_schema, run_extract,
+from attrgan.extract import (FAULT_ENV, PARTITION_INDEX, ExtractConfig, PipelineActor, results_batch, run_extract,
                              select_partitions)
+from attrgan.results import SUCCESS_MARKER as SUCCESS_FILE
+from attrgan.results import error_kind, results_schema
+from attrgan.scoring import plan_actors
 from attrgan.pipeline import Pipeline, PipelineConfig
 from test_pipeline import ATTRS, random_images, tiny_bundle  # pytest puts tests/ on sys.path
 
@@ -159,42 +161,6 @@ def _results_rows(crop_ids: list[str], errors: dict[str, str] | None = None) -> 
                "reconstructed": [False] * n, "occlusion_score": [0.25] * n, "hat": [True] * n,
                "hat_score": [0.75] * n, "model_version": ["v1"] * n, "processed_at": [now] * n}
     return pa.Table.from_pydict(columns, schema=results_schema(("hat",)))
-
-
-def test_partition_writer_files_verification_and_marker(tmp_path):
-    uri = str(tmp_path / "out" / "day=1")
-    write_bytes(uri + "/part-00007.parquet", b"stale results of an earlier run", StorageConfig())
-    ids = [f"c{i}" for i in range(5)] + ["c5-low"]
-    writer = PartitionWriter(partition="day=1", uri=uri, crop_ids=pa.chunked_array([ids]),
-                             schema=results_schema(("hat",)), storage=StorageConfig(), rows_per_file=4,
-                             marker={"model_version": "v1"})
-    writer.add(_results_rows(ids[:3], errors={"c1": "missing object: c1.png not found"}))
-    assert list_dir(uri) == [uri + "/part-00007.parquet"]  # nothing replaced before a file is due
-    writer.add(_results_rows(ids[3:5]))  # 5 rows buffered ≥ 4: the first file, the old one gone
-    assert list_dir(uri) == [uri + "/part-00000.parquet"] and not writer.done
-    writer.add(_results_rows(ids[5:]))
-    assert writer.done
-    summary = writer.finish(seconds=1.5)
-    assert list_dir(uri) == [uri + "/" + SUCCESS_FILE, uri + "/part-00000.parquet", uri + "/part-00001.parquet"]
-    assert (summary.rows, summary.errors, summary.super_resolved, summary.reconstructed) == (
-        6, {"missing object": 1}, 1, 0)
-    assert pq.read_table(uri + "/part-00000.parquet").num_rows == 5
-    assert pq.read_schema(uri + "/part-00001.parquet").field("crop_id").nullable is False  # contract schema
-    marker = json.loads(read_bytes(uri + "/" + SUCCESS_FILE))
-    assert (marker["model_version"], marker["rows"], marker["partition"]) == ("v1", 6, "day=1")
-
-    # One row too many (a duplicate) is refused as it arrives, with no _SUCCESS.
-    dup = PartitionWriter(partition="day=2", uri=str(tmp_path / "out" / "day=2"), crop_ids=pa.chunked_array([["a"]]),
-                          schema=results_schema(("hat",)), storage=StorageConfig(), rows_per_file=10, marker={})
-    with pytest.raises(ExtractError, match="received 2 results rows for 1 manifest rows"):
-        dup.add(_results_rows(["a", "a"]))
-    # Rows that are not the manifest's fail the read-back check.
-    wrong = PartitionWriter(partition="day=3", uri=str(tmp_path / "out" / "day=3"), crop_ids=pa.chunked_array([["a"]]),
-                            schema=results_schema(("hat",)), storage=StorageConfig(), rows_per_file=10, marker={})
-    wrong.add(_results_rows(["b"]))
-    with pytest.raises(ExtractError, match="1 not in the manifest"):
-        wrong.finish(seconds=0.0)
-    assert not (tmp_path / "out" / "day=3" / SUCCESS_FILE).exists()
 
 
 def test_config_from_yaml_and_job_flags(tmp_path, monkeypatch):

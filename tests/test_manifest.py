@@ -19,6 +19,7 @@ from attrgan.data.manifest import (
     list_partitions,
     manifest_attributes,
     read_manifest,
+    scan_manifest,
     validate_manifest,
     write_manifest,
 )
@@ -69,7 +70,8 @@ def test_manifest_attributes_skips_non_label_integers():
     (lambda df: df.assign(crop_id=["a", None, "c", "d"]), r"'crop_id' has 1 null value\(s\), e.g. rows \[1\]"),
     (lambda df: df.assign(image_uri=["x.jpg", None, " ", "y.jpg"]),
      r"'image_uri' is null or empty in 2 row\(s\): crop_id 'c1' \(row 1\), crop_id 'c2' \(row 2\)"),
-    (lambda df: df.assign(image_uri=["http://h/x.jpg"] * 4), r"unsupported scheme in 4 row\(s\)"),
+        (lambda df: df.assign(captured_at=np.array([1_700_000_000] * 4, dtype=np.int64)),
+         r"column 'captured_at': expected a timestamp .* got int64: integers are refused"),
     (lambda df: df.assign(bbox_x=["a", "b", "c", "d"]), r"column 'bbox_x': expected int32, got (large_)?string that cannot be cast safely"),
     (lambda df: df.assign(bbox_w=[1.5, 2.0, 3.0, 4.0]), r"column 'bbox_w': expected int32, got double"),
     (lambda df: df.assign(bbox_w=[2**40, 1, 1, 1]), r"column 'bbox_w': expected int32, got int64"),
@@ -221,3 +223,28 @@ def test_allowed_prefixes_turn_refused_rows_into_error_rows(storage, s3_bucket, 
     # a local manifest with no policy reads anything local
     local = write_manifest(frame(2), str(tmp_path / "m.parquet"))
     assert read_manifest(local)["image_uri"][0].as_py() == os.path.join(tmp_path, "images", "0.jpg")
+
+
+def test_files_are_checked_from_their_footers(tmp_path):
+    root = tmp_path / "m"
+    (root / "date=2026-11-25").mkdir(parents=True)
+    frame().assign(date="2026-11-24").to_parquet(root / "date=2026-11-25" / "part-0.parquet", index=False)
+    # The folder says one day, the file another: which one wins would be a guess.
+    with pytest.raises(ManifestError, match=r"column\(s\) \['date'\] are also hive partition keys"):
+        read_manifest(str(root))
+    frame().to_parquet(root / "date=2026-11-25" / "part-0.parquet", index=False)
+    scan = scan_manifest(str(root))
+    assert (scan.keys, scan.partitions, scan.rows("date=2026-11-25")) == (("date",), ["date=2026-11-25"], 4)
+    (root / "date=2026-11-25" / "part-1.parquet").write_bytes(b"PAR1 not really")
+    with pytest.raises(ManifestError, match=r"file 'date=2026-11-25/part-1.parquet' under .* is not readable Parquet"):
+        read_manifest(str(root))
+    (root / "date=2026-11-25" / "part-1.parquet").write_bytes(b"")
+    with pytest.raises(ManifestError, match=r"part-1.parquet' under .* is not readable Parquet"):
+        scan_manifest(str(root))
+
+
+def test_a_rows_uri_value_never_refuses_the_manifest(tmp_path):
+    # Unsupported schemes and bucket-less S3 URIs are decided row by row when decoding.
+    path = tmp_path / "m.parquet"
+    frame().assign(image_uri=["ftp://h/x.jpg", "gs://b/k.jpg", "s3:///key", "s3://"]).to_parquet(path, index=False)
+    assert read_manifest(str(path)).num_rows == 4

@@ -20,9 +20,12 @@ Only files ending in .parquet / .parq / .pq are data files; names starting with 
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import os
 import posixpath
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import quote
 
@@ -82,10 +85,9 @@ def read_manifest(uri: str, storage: StorageConfig | None = None, partition: Par
     Rows are not filtered here: `allowed_prefixes(uri, storage)` gives the prefixes that image_uri
     values must lie under, and `decode_batch` turns each refused row into an error row.
     """
+    scan_manifest(uri, storage)  # every file's footer: readable, schema within the contract
     fs, path = filesystem(uri, storage)
     info = fs.get_file_info(path)
-    if info.type == pafs.FileType.NotFound:
-        raise ManifestError(f"manifest not found: {uri}")
     if info.type == pafs.FileType.File:
         if partition is not None:
             raise ManifestError(f"partition {partition!r} given, but the manifest {uri} is a single file")
@@ -123,6 +125,123 @@ def read_manifest(uri: str, storage: StorageConfig | None = None, partition: Par
     except ManifestError as exc:
         raise ManifestError(f"{uri}: {exc}") from None
     return _resolve_image_uris(table, base)
+
+
+@dataclasses.dataclass(frozen=True)
+class ManifestScan:
+    """What a manifest holds, learned from its files' Parquet footers alone (no rows read).
+
+    base: the folder relative image_uri values resolve against (see `read_manifest`).
+    keys: the hive partition keys, in folder order.
+    files: partition folder ("" when unpartitioned) → ((filesystem path, rows), ...), sorted.
+    columns: file column → Arrow type (the first file's type when files disagree compatibly).
+    """
+
+    uri: str
+    base: str
+    keys: tuple[str, ...]
+    files: Mapping[str, tuple[tuple[str, int], ...]]
+    columns: Mapping[str, pa.DataType]
+
+    @property
+    def partitions(self) -> list[str]:
+        return list(self.files)
+
+    def rows(self, partition: str) -> int:
+        return sum(n for _, n in self.files[partition])
+
+
+def scan_manifest(uri: str, storage: StorageConfig | None = None, *, threads: int = 16) -> ManifestScan:
+    """List a manifest's files and check every file's schema from its footer (`check_columns`).
+
+    ManifestError when the manifest is missing, holds no data files, a file is not readable
+    Parquet (naming the file), or a schema breaks the contract. OSError (unreachable storage)
+    passes through: the caller knows which setting to name.
+    """
+    fs, path = filesystem(uri, storage)
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.NotFound:
+        raise ManifestError(f"manifest not found: {uri}")
+    if info.type == pafs.FileType.File:
+        files, base = [(path, "")], parent(uri)
+    else:
+        files = _data_files(fs, path, "", uri)
+        if not files:
+            raise ManifestError(f"no Parquet files (*{', *'.join(DATA_SUFFIXES)}) under {uri}")
+        base = uri.rstrip("/") if is_s3(uri) or "://" in uri else os.path.abspath(uri)
+    keys = _partition_keys(files, uri)
+
+    def footer(item: tuple[str, str]) -> tuple[pa.Schema, int]:
+        file = item[0]
+        try:
+            meta = pq.read_metadata(file, filesystem=fs)
+            return meta.schema.to_arrow_schema(), meta.num_rows
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, ValueError) as exc:
+            shown = file[len(path):].lstrip("/") or file
+            raise ManifestError(f"manifest file {shown!r} under {uri} is not readable Parquet "
+                                f"({str(exc).splitlines()[0][:200]})") from None
+
+    with ThreadPoolExecutor(max_workers=max(1, min(threads, len(files)))) as pool:
+        footers = list(pool.map(footer, files))
+    columns: dict[str, pa.DataType] = {}
+    by_partition: dict[str, list[tuple[str, int]]] = {}
+    for (file, folder), (schema, rows) in zip(files, footers):
+        inner = file[len(path):].lstrip("/")
+        check_columns(schema, keys=keys, where=f"{uri}: file {inner!r}" if inner else f"{uri}: manifest")
+        for field in schema:
+            columns.setdefault(field.name, field.type)
+        by_partition.setdefault(folder, []).append((file, rows))
+    return ManifestScan(uri=uri, base=base, keys=tuple(keys), files={k: tuple(v) for k, v in by_partition.items()},
+                        columns=columns)
+
+
+def _type_family(tp: pa.DataType) -> str:
+    if pa.types.is_dictionary(tp):
+        tp = tp.value_type
+    if pa.types.is_string(tp) or pa.types.is_large_string(tp):
+        return "string"
+    if pa.types.is_integer(tp):
+        return "integer"
+    if pa.types.is_timestamp(tp):
+        return "timestamp"
+    if pa.types.is_floating(tp):
+        return "floating"
+    return str(tp)
+
+
+# What each fixed column may be stored as: values of these families cast without guessing (a
+# float bbox, as pandas writes an integer column with nulls, must hold whole numbers).
+_FAMILIES = {"crop_id": ("string",), "image_uri": ("string",), "camera_id": ("string",), "split": ("string",),
+             **{c: ("integer", "floating") for c in BBOX_COLUMNS}, "captured_at": ("timestamp",)}
+
+
+def check_columns(schema: pa.Schema, *, keys: Sequence[str] = (), where: str = "manifest") -> None:
+    """The schema-level contract of one manifest file: required columns, the fixed columns' types,
+    bbox columns as a set, and no column that repeats a hive partition key. ManifestError."""
+    names = schema.names
+    for name in REQUIRED_COLUMNS:
+        if name not in names:
+            raise ManifestError(f"{where} is missing the required column {name!r}; it has {names}")
+    clash = [k for k in keys if k in names]
+    if clash:
+        raise ManifestError(f"{where}: column(s) {clash} are also hive partition keys of the folders; "
+                            "rename the column or the folder key (which value wins would be a guess)")
+    bbox = [c for c in BBOX_COLUMNS if c in names]
+    if bbox and len(bbox) != len(BBOX_COLUMNS):
+        raise ManifestError(f"{where}: bbox columns come as a set: has {bbox}, missing "
+                            f"{[c for c in BBOX_COLUMNS if c not in bbox]}")
+    for field in schema:
+        families = _FAMILIES.get(field.name)
+        if families and _type_family(field.type) not in families and not pa.types.is_null(field.type):
+            raise ManifestError(f"{where}: column {field.name!r}: {_expected(field.name, field.type)}")
+
+
+def _expected(name: str, got: pa.DataType) -> str:
+    target = MANIFEST_SCHEMA.field(name).type
+    if pa.types.is_timestamp(target):
+        return (f"expected a timestamp ({target}; naive timestamps are taken as UTC), got {got}: "
+                "integers are refused because their unit (s, ms, us) would be a guess")
+    return f"expected {target}, got {got}"
 
 
 def _partition_path(partition: Partition) -> str:
@@ -222,12 +341,8 @@ def validate_manifest(table: pa.Table | Any, attributes: Sequence[str] | None = 
     if len(dupes):
         shown = ", ".join(f"{d['values']!r} (x{d['counts']})" for d in dupes.to_pylist()[:5])
         raise ManifestError(f"column 'crop_id' must be unique; {len(dupes)} value(s) repeat: {shown}")
-    schemes = pc.struct_field(pc.extract_regex(uris, r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://"), "scheme")
-    bad_scheme = pc.and_(pc.is_valid(schemes), pc.invert(pc.is_in(pc.utf8_lower(schemes), pa.array(["s3", "file"]))))
-    if pc.any(bad_scheme).as_py():
-        raise ManifestError("column 'image_uri' must hold s3://, file:// or local paths; unsupported scheme in "
-                            f"{pc.sum(bad_scheme).as_py()} row(s): {_examples(table, bad_scheme, show='image_uri')}")
-
+    # A row's image_uri value (scheme, bucket, path) is checked when the row is decoded: a bad one
+    # makes that row an error row, never the whole manifest.
     if attributes is None:
         labels = manifest_attributes(table)
     else:
@@ -269,6 +384,8 @@ def _cast(column: pa.ChunkedArray, name: str, target: pa.DataType) -> pa.Chunked
         source = column.type
     if source == target:
         return column
+    if pa.types.is_timestamp(target) and not (pa.types.is_timestamp(source) or pa.types.is_null(source)):
+        raise ManifestError(f"column {name!r}: {_expected(name, source)}")
     # Dropping sub-microsecond digits of a timestamp loses nothing a person cares about.
     safe = not (pa.types.is_timestamp(source) and pa.types.is_timestamp(target))
     try:
