@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import types
 import typing
 from pathlib import Path
@@ -37,9 +38,31 @@ class StorageConfig:
     anonymous: bool = False  # public buckets
     path_style: bool | None = None  # None: path style exactly when endpoint_url is set
     profile: str | None = None
-    # Object-store prefixes manifest rows may point at (`s3://bucket/prefix`). Empty: any
-    # prefix under the manifest's own bucket. `file://` rows are refused unless "file://" is listed.
+    # Where manifest rows may point: `s3://bucket[/prefix]` entries, absolute local folders
+    # (`/data/frames`), or "file://" for every local path. Empty: any key in the manifest's own
+    # bucket, and no local file at all for a manifest on S3.
     allowed_prefixes: tuple[str, ...] = ()
+    # Bounds on what a job reads and how long it waits (docs/security.md).
+    max_object_bytes: int = 64 << 20  # an image or bundle file larger than this is refused unread
+    connect_timeout_s: float = 10.0
+    request_timeout_s: float = 30.0  # a transfer that stalls this long fails (and is retried)
+    retries: int = 4  # further attempts of an object-store read/write that failed transiently
+    retry_backoff_s: float = 0.2  # first wait; doubles each retry, with jitter
+    retry_max_wait_s: float = 20.0  # waiting in all per object, whatever `retries` says
+
+    def __post_init__(self) -> None:
+        for name in ("max_object_bytes", "connect_timeout_s", "request_timeout_s"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"storage.{name} must be positive, got {getattr(self, name)!r}")
+        for name in ("retries", "retry_backoff_s", "retry_max_wait_s"):
+            if not getattr(self, name) >= 0:
+                raise ConfigError(f"storage.{name} must be >= 0, got {getattr(self, name)!r}")
+        if self.endpoint_url and "@" in self.endpoint_url.partition("://")[2].partition("/")[0]:
+            # Never echo it: the part before '@' is a credential.
+            raise ConfigError("storage.endpoint_url must not carry user:password@; credentials come from the "
+                              "standard AWS environment, profile or instance role")
+        for prefix in self.allowed_prefixes:
+            _check_prefix(prefix)
 
     @classmethod
     def from_env(cls, env: typing.Mapping[str, str] | None = None, **overrides: Any) -> "StorageConfig":
@@ -61,6 +84,31 @@ class StorageConfig:
     @property
     def use_path_style(self) -> bool:
         return bool(self.endpoint_url) if self.path_style is None else self.path_style
+
+
+def _check_prefix(prefix: str) -> None:
+    """An allowed_prefixes entry that can match something, or ConfigError saying what to write."""
+    how = ("write s3://bucket[/prefix] for objects, an absolute folder such as /data/frames for local "
+           "files, or file:// for every local path")
+    if not isinstance(prefix, str):
+        raise ConfigError(f"storage.allowed_prefixes: expected strings, got {prefix!r}")
+    if prefix == "file://":
+        return
+    head, sep, rest = prefix.partition("://")
+    if sep and head.lower() == "s3":
+        bucket, _, key = rest.partition("/")
+        if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._\-]*", bucket) and ".." not in key.split("/"):
+            return
+        raise ConfigError(f"storage.allowed_prefixes: {prefix!r} names no valid bucket; {how}")
+    if sep and head.lower() == "file":
+        raise ConfigError(f"storage.allowed_prefixes: {prefix!r} can match nothing (image URIs are compared "
+                          f"as paths); write {rest!r} instead")
+    if not sep and prefix.startswith("/") and ".." not in prefix.split("/"):
+        return
+    if not sep and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._\-]*(/.*)?", prefix):
+        raise ConfigError(f"storage.allowed_prefixes: {prefix!r} can match nothing; write 's3://{prefix}' "
+                          f"for a bucket, or an absolute path for a local folder")
+    raise ConfigError(f"storage.allowed_prefixes: {prefix!r} can match nothing; {how}")
 
 
 def _parse_bool(value: Any) -> bool:
@@ -118,15 +166,34 @@ def _coerce(name: str, tp: Any, value: Any) -> Any:
         except ConfigError as exc:
             raise ConfigError(f"{name}: {exc}") from None
     if tp in (int, float, str):
-        if tp is int and isinstance(value, float) and not value.is_integer():
-            raise ConfigError(f"{name}: expected an integer, got {value!r}")
         if tp is str and not isinstance(value, str):
             raise ConfigError(f"{name}: expected a string, got {value!r}")
+        if tp is not str and (isinstance(value, bool) or not isinstance(value, (int, float, str))):
+            # true is not 1: a boolean in a number's place is a mistake in the YAML.
+            raise ConfigError(f"{name}: expected {tp.__name__}, got {value!r}")
+        if tp is int:
+            return _parse_int(name, value)
         try:
-            return tp(value)
-        except (TypeError, ValueError):
+            number = float(value)
+        except (TypeError, ValueError, OverflowError):
             raise ConfigError(f"{name}: expected {tp.__name__}, got {value!r}") from None
+        if number != number:
+            raise ConfigError(f"{name}: expected a number, got NaN")
+        return number
     return value
+
+
+def _parse_int(name: str, value: int | float | str) -> int:
+    """Decimal integers only: 16, 16.0 and "16" are 16; 0x10, 1e3 as text, 16.5 and inf are refused."""
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ConfigError(f"{name}: expected an integer, got {value!r}")
+        return int(value)
+    if isinstance(value, str):
+        if not re.fullmatch(r"\s*[+-]?\d+\s*", value):
+            raise ConfigError(f"{name}: expected a decimal integer, got {value!r}")
+        return int(value)
+    return int(value)
 
 
 def from_dict(cls: type[T], values: typing.Mapping[str, Any], *, prefix: str = "") -> T:
@@ -143,6 +210,24 @@ def from_dict(cls: type[T], values: typing.Mapping[str, Any], *, prefix: str = "
         raise ConfigError(f"{cls.__name__}: {exc}") from None
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1's safe loader, except that only decimal numerals are integers: `0x10`, `0o20`,
+    `1_000` and `1:30` stay strings (and are then refused where a number is expected)."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:int"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Loader.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(r"^[-+]?(0|[1-9][0-9]*)$"), list("-+0123456789"))
+
+
+def _yaml(text: str, where: str) -> Any:
+    try:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where}: not valid YAML ({str(exc).splitlines()[0]})") from None
+
+
 def parse_overrides(items: typing.Iterable[str]) -> dict[str, Any]:
     """`["optim.lr=0.01", "epochs=3"]` → nested dict; values are parsed as YAML scalars."""
     out: dict[str, Any] = {}
@@ -154,7 +239,7 @@ def parse_overrides(items: typing.Iterable[str]) -> dict[str, Any]:
         *parents, leaf = key.strip().split(".")
         for p in parents:
             node = node.setdefault(p, {})
-        node[leaf] = yaml.safe_load(raw)
+        node[leaf] = _yaml(raw, item)
     return out
 
 
@@ -174,8 +259,11 @@ def load(cls: type[T], path: str | Path | None = None, overrides: typing.Mapping
     """`base` (e.g. a preset) ← YAML file at `path` ← `overrides`, validated into `cls`."""
     values: dict[str, Any] = dict(base or {})
     if path is not None:
-        text = Path(path).read_text()
-        loaded = yaml.safe_load(text) or {}
+        try:
+            text = Path(path).read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read the settings file {path}: {exc.strerror or exc}") from None
+        loaded = _yaml(text, str(path)) or {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: expected a YAML mapping at the top level")
         values = merge(values, loaded)

@@ -45,7 +45,10 @@ import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from attrgan.config import StorageConfig
-from attrgan.data.storage import allowed, read_bytes, scheme
+from attrgan.data.storage import ObjectRefusedError, TransientStorageError, allowed, read_bytes, redact, scheme
+
+# The kind of a row whose read failed for a reason that may pass: its partition is redone.
+TRANSIENT = "transient"
 
 if TYPE_CHECKING:
     import torch
@@ -320,25 +323,50 @@ def resize(image: np.ndarray, size: Sequence[int]) -> np.ndarray:
 # fetch + decode + crop, sharing one decode between the crops of a frame
 
 
-def fetch(uri: str, storage: StorageConfig | None = None) -> bytes:
-    """The bytes of `uri`; ImageError naming the object and the problem."""
+def uri_problem(uri: Any) -> str | None:
+    """Why `uri` cannot name an image ("missing uri: …", "unsupported uri: …", "bad uri: …"), or None."""
+    if not isinstance(uri, str) or not uri.strip():
+        return f"missing uri: row has no image_uri (got {uri!r})"
     try:
-        scheme(uri)
+        kind = scheme(uri)
     except ValueError as exc:
-        raise ImageError(f"unsupported uri: {exc}") from None
+        return f"unsupported uri: {redact(str(exc))}"
+    if kind == "s3":
+        bucket, _, key = uri[5:].partition("/")
+        if not bucket:
+            return f"bad uri: {redact(uri)} names no bucket (expected s3://bucket/key)"
+        if not key.strip("/"):
+            return f"bad uri: {redact(uri)} names no object key (expected s3://bucket/key)"
+        if ".." in key.split("/"):
+            return f"bad uri: {redact(uri)} has a '..' path segment"
+    return None
+
+
+def fetch(uri: str, storage: StorageConfig | None = None) -> bytes:
+    """The bytes of `uri` (at most `storage.max_object_bytes`); ImageError naming the object and
+    the problem, "transient: …" when the store kept failing through every retry."""
+    problem = uri_problem(uri)
+    if problem is not None:
+        raise ImageError(problem)
+    shown = redact(uri)
     try:
         return read_bytes(uri, storage)
+    except TransientStorageError as exc:
+        raise ImageError(f"{TRANSIENT}: {exc}") from None
+    except ObjectRefusedError as exc:
+        kind = "object too large" if "limit" in str(exc) else "unreadable object"
+        raise ImageError(f"{kind}: {redact(str(exc))}") from None
     except FileNotFoundError:
-        raise ImageError(f"missing object: {uri} not found") from None
+        raise ImageError(f"missing object: {shown} not found") from None
     except PermissionError:
-        raise ImageError(f"access denied: {uri} (check the job's credentials and bucket policy)") from None
+        raise ImageError(f"access denied: {shown} (check the job's credentials and bucket policy)") from None
     except IsADirectoryError:
-        raise ImageError(f"unreadable object: {uri} is a folder, not an image") from None
+        raise ImageError(f"unreadable object: {shown} is a folder, not an image") from None
     except OSError as exc:
-        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        text = redact(str(exc).splitlines()[0]) if str(exc) else type(exc).__name__
         if "ACCESS_DENIED" in text or "AccessDenied" in text or "403" in text:
-            raise ImageError(f"access denied: {uri} (check the job's credentials and bucket policy)") from None
-        raise ImageError(f"unreadable object: {uri}: {text}") from None
+            raise ImageError(f"access denied: {shown} (check the job's credentials and bucket policy)") from None
+        raise ImageError(f"unreadable object: {shown}: {text[:200]}") from None
 
 
 def _crops_from(data: bytes, bboxes: Sequence[Sequence[int] | None], size: tuple[int, int] | None,
@@ -481,11 +509,11 @@ def decode_batch(batch: Any, *, size: Sequence[int] = (320, 128), storage: Stora
 
     groups: dict[str, list[tuple[int, tuple[int, int, int, int] | None]]] = {}
     for i, (uri, row_cells) in enumerate(zip(uris, cells)):
-        if not isinstance(uri, str) or not uri.strip():
-            errors[i] = f"missing uri: row has no image_uri (got {uri!r})"
+        errors[i] = uri_problem(uri)
+        if errors[i] is not None:
             continue
         if allowed_prefixes is not None and not allowed(uri, allowed_prefixes):
-            errors[i] = (f"refused uri: {uri} is outside the allowed prefixes {list(allowed_prefixes)} "
+            errors[i] = (f"refused uri: {redact(uri)} is outside the allowed prefixes {list(allowed_prefixes)} "
                          "(set storage.allowed_prefixes to allow it)")
             continue
         try:
@@ -501,11 +529,12 @@ def decode_batch(batch: Any, *, size: Sequence[int] = (320, 128), storage: Stora
         except ImageError as exc:
             results = [exc] * len(rows)
         except Exception as exc:  # one strange file must not take the whole batch down
-            results = [ImageError(f"undecodable image: {uri}: {type(exc).__name__}: {exc}")] * len(rows)
+            results = [ImageError(f"undecodable image: {type(exc).__name__}: {_reason(exc)}")] * len(rows)
+        shown = redact(uri)
         for (i, _), result in zip(rows, results):
             if isinstance(result, ImageError):
-                message = str(result)
-                errors[i] = message if uri in message else f"{message} ({uri})"
+                message = redact(str(result))
+                errors[i] = message if shown in message else f"{message} ({shown})"
             else:
                 images[i] = result[0]
                 crop_h[i], crop_w[i] = result[1]

@@ -15,15 +15,27 @@ its S3 client is thread-safe and fast), `fsspec_filesystem()` gives an fsspec fi
 for libraries that want one (pandas, Ray Data's `filesystem=`, DuckDB). The caches are keyed by
 the process id, so a forked child or a Ray worker builds its own clients instead of inheriting
 sockets and locks from its parent.
+
+Reading objects (`read_bytes`) is bounded: at most `StorageConfig.max_object_bytes` (from the
+object's size before any byte is read, and again while reading), only regular local files (no
+devices, FIFOs, /proc or /sys), with connect / request timeouts on every object-store call. Reads
+and writes retry timeouts, dropped connections, 5xx and throttling with exponential backoff and
+jitter (`retries`, `retry_backoff_s`, `retry_max_wait_s`); a failure that outlasts them raises
+`TransientStorageError`, permanent ones (missing, denied, too large) raise at once. Messages
+never carry URL user-info.
 """
 
 from __future__ import annotations
 
 import os
 import posixpath
+import random
+import re
+import stat
 import threading
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
@@ -39,6 +51,24 @@ _lock = threading.Lock()
 _pyarrow_cache: dict[tuple[int, StorageConfig], pafs.FileSystem] = {}
 _fsspec_cache: dict[tuple[int, StorageConfig], "fsspec.AbstractFileSystem"] = {}
 _LOCAL = pafs.LocalFileSystem()
+_CHUNK = 8 << 20  # bytes read at a time, so a size limit stops a read within one chunk
+# Local trees that hold no images, only kernel state that reads differently from what stat says.
+_PSEUDO_ROOTS = ("/proc", "/sys", "/dev")
+T = TypeVar("T")
+
+
+class TransientStorageError(OSError):
+    """An object-store call kept failing for a reason that may pass (timeout, dropped connection,
+    5xx, throttling) after every retry; the same call can succeed in a later run."""
+
+
+class ObjectRefusedError(OSError):
+    """An object that is never read: larger than `max_object_bytes`, or not a regular file."""
+
+
+def redact(text: str) -> str:
+    """`text` with the user-info of every URL removed ('http://key:secret@host' → 'http://host')."""
+    return re.sub(r"([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]*@", r"\1", text)
 
 
 def scheme(uri: str) -> str:
@@ -65,7 +95,7 @@ def split_s3(uri: str) -> tuple[str, str]:
         raise ValueError(f"expected an s3:// URI, got {uri!r}")
     bucket, _, key = uri[5:].partition("/")
     if not bucket:
-        raise ValueError(f"s3 URI has no bucket: {uri!r}")
+        raise ValueError(f"s3 URI has no bucket: {redact(uri)!r}")
     return bucket, key
 
 
@@ -104,7 +134,9 @@ def _pyarrow_s3(storage: StorageConfig) -> pafs.FileSystem:
         kwargs["scheme"] = parsed.scheme
         kwargs["endpoint_override"] = parsed.netloc + parsed.path.rstrip("/")
     # `profile` is not a pyarrow option: the AWS SDK underneath reads AWS_PROFILE itself.
-    return pafs.S3FileSystem(**kwargs)
+    # request_timeout bounds a stalled transfer (the SDK's low-speed limit on Linux).
+    return pafs.S3FileSystem(**kwargs, connect_timeout=storage.connect_timeout_s,
+                             request_timeout=storage.request_timeout_s)
 
 
 def filesystem(uri: str, storage: StorageConfig | None = None) -> tuple[pafs.FileSystem, str]:
@@ -144,7 +176,10 @@ def fsspec_filesystem(uri: str, storage: StorageConfig | None = None) -> tuple["
                 client_kwargs["endpoint_url"] = storage.endpoint_url
             if storage.region:
                 client_kwargs["region_name"] = storage.region
-            config_kwargs = {"s3": {"addressing_style": "path"}} if storage.use_path_style else {}
+            config_kwargs: dict = {"connect_timeout": storage.connect_timeout_s,
+                                   "read_timeout": storage.request_timeout_s}
+            if storage.use_path_style:
+                config_kwargs["s3"] = {"addressing_style": "path"}
             fs = _fsspec_cache[key] = s3fs.S3FileSystem(
                 anon=storage.anonymous,
                 profile=storage.profile,
@@ -175,19 +210,119 @@ def parent(uri: str) -> str:
     return os.path.dirname(os.path.abspath(uri))
 
 
+# Words of the S3 SDK / curl / socket errors that may pass on a retry; everything else
+# (missing, denied, malformed) is permanent.
+_TRANSIENT = re.compile(
+    r"HTTP status (5\d\d|429)|\b(5(00|02|03|04)|429)\b|SLOW_?DOWN|THROTTL|REQUEST_?TIME_?OUT|TimedOut|"
+    r"timed? ?out|SERVICE_UNAVAILABLE|ServiceUnavailable|INTERNAL_FAILURE|InternalError|NETWORK_CONNECTION|"
+    r"curlCode|connection (reset|refused|aborted|closed)|broken pipe|reset by peer|temporar", re.IGNORECASE)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for failures that may pass on a retry: timeouts, dropped connections, 5xx, throttling."""
+    if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError, ObjectRefusedError)):
+        return False
+    if isinstance(exc, (TimeoutError, ConnectionError, TransientStorageError)):
+        return True
+    return isinstance(exc, OSError) and bool(_TRANSIENT.search(str(exc)))
+
+
+def _short_reason(exc: BaseException) -> str:
+    text = str(exc)
+    status = re.search(r"HTTP status (\d{3})", text)
+    if status:
+        return f"HTTP {status.group(1)}"
+    match = _TRANSIENT.search(text)
+    return match.group(0) if match else type(exc).__name__
+
+
+def _retrying(uri: str, storage: StorageConfig, call: Callable[[], T]) -> T:
+    """`call()`, retried on transient failures with exponential backoff and jitter, within
+    `storage.retries` and `storage.retry_max_wait_s` of waiting in all."""
+    waited = 0.0
+    for attempt in range(storage.retries + 1):
+        try:
+            return call()
+        except OSError as exc:
+            if not is_transient(exc):
+                raise
+            delay = storage.retry_backoff_s * 2 ** attempt * random.uniform(0.5, 1.0)
+            if attempt == storage.retries or waited + delay > storage.retry_max_wait_s:
+                raise TransientStorageError(f"{redact(uri)} unreachable after {attempt + 1} attempts "
+                                            f"({_short_reason(exc)})") from None
+            time.sleep(delay)
+            waited += delay
+    raise AssertionError("unreachable")
+
+
+def _read_limited(f: "pafs.NativeFile", size: int, uri: str, limit: int) -> bytes:
+    if size > limit:
+        raise ObjectRefusedError(f"{redact(uri)} is {size} bytes, over the {limit}-byte limit "
+                                 "(storage.max_object_bytes)")
+    chunks, total = [], 0
+    while True:  # the object may have grown since its size was read: never read past the limit
+        chunk = f.read(min(_CHUNK, limit + 1 - total))
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        total += len(chunk)
+        if total > limit:
+            raise ObjectRefusedError(f"{redact(uri)} is over the {limit}-byte limit (storage.max_object_bytes)")
+
+
+def _file_kind(mode: int) -> str:
+    for test, name in ((stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"),
+                       (stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket")):
+        if test(mode):
+            return name
+    return "special file"
+
+
+def _read_local(path: str, uri: str, limit: int) -> bytes:
+    real = os.path.realpath(path)
+    for root in _PSEUDO_ROOTS:
+        if _under(real, root):
+            raise ObjectRefusedError(f"{uri} lies under {root}, which holds devices and kernel state, not images")
+    # O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused just below).
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb", buffering=0) as f:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise IsADirectoryError(f"{uri} is a folder")
+        if not stat.S_ISREG(info.st_mode):
+            raise ObjectRefusedError(f"{uri} is a {_file_kind(info.st_mode)}, not a regular file")
+        return _read_limited(f, info.st_size, uri, limit)  # type: ignore[arg-type]
+
+
 def read_bytes(uri: str, storage: StorageConfig | None = None) -> bytes:
-    """The whole object/file. FileNotFoundError when it does not exist."""
+    """The whole object/file, at most `storage.max_object_bytes`.
+
+    FileNotFoundError when it does not exist; ObjectRefusedError when too large or not a regular
+    file; TransientStorageError when the store kept failing through every retry.
+    """
+    storage = _config(storage)
     fs, path = filesystem(uri, storage)
+    if not is_s3(uri):
+        try:
+            return _read_local(path, uri, storage.max_object_bytes)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{uri} not found") from None
+
+    def read() -> bytes:
+        with fs.open_input_file(path) as f:  # a HEAD first: the size is known before any byte is read
+            return _read_limited(f, f.size(), uri, storage.max_object_bytes)
+
     try:
-        with fs.open_input_stream(path) as f:
-            return f.read()
+        return _retrying(uri, storage, read)
     except FileNotFoundError:
         raise FileNotFoundError(f"{uri} not found") from None
+    except (TransientStorageError, ObjectRefusedError):
+        raise
     except OSError as exc:
         # pyarrow reports a missing S3 key as a generic OSError on some code paths.
         if _not_found(exc):
             raise FileNotFoundError(f"{uri} not found") from None
-        raise
+        raise OSError(redact(str(exc))) from None
 
 
 def _not_found(exc: OSError) -> bool:
@@ -196,12 +331,18 @@ def _not_found(exc: OSError) -> bool:
 
 
 def write_bytes(uri: str, data: bytes, storage: StorageConfig | None = None) -> None:
-    """Write `data` to `uri`, replacing it; local parent folders are created."""
+    """Write `data` to `uri`, replacing it; local parent folders are created. Transient
+    object-store failures are retried like reads (a rewrite of the whole object is idempotent)."""
+    storage = _config(storage)
     fs, path = filesystem(uri, storage)
     if not is_s3(uri):
         fs.create_dir(os.path.dirname(path), recursive=True)
-    with fs.open_output_stream(path) as f:
-        f.write(data)
+
+    def write() -> None:
+        with fs.open_output_stream(path) as f:
+            f.write(data)
+
+    _retrying(uri, storage, write) if is_s3(uri) else write()
 
 
 def exists(uri: str, storage: StorageConfig | None = None) -> bool:
@@ -248,11 +389,25 @@ def delete_prefix(uri: str, storage: StorageConfig | None = None) -> None:
     fs.delete_dir(path)
 
 
+def _under(path: str, folder: str) -> bool:
+    folder = folder.rstrip("/")
+    return path == folder or path.startswith(folder + "/")
+
+
 def allowed(uri: str, prefixes: Sequence[str]) -> bool:
-    """True when `uri` lies under one of `prefixes` ("file://" admits every local path)."""
-    if is_s3(uri):
-        _, key = split_s3(uri)
-        if ".." in key.split("/"):
+    """True when `uri` lies under one of `prefixes`: `s3://bucket[/prefix]` entries for objects,
+    absolute local folders for local paths (compared after resolving symlinks and '..'), or the
+    entry "file://", which admits every local path. A malformed URI is never allowed."""
+    try:
+        kind = scheme(uri)
+    except ValueError:
+        return False
+    if kind == "s3":
+        bucket, _, key = uri[5:].partition("/")
+        if not bucket or ".." in key.split("/"):
             return False
-        return any(is_s3(p) and (uri == p.rstrip("/") or uri.startswith(p.rstrip("/") + "/")) for p in prefixes)
-    return "file://" in prefixes
+        return any(is_s3(p) and _under(uri, p) for p in prefixes)
+    if "file://" in prefixes:
+        return True
+    real = os.path.realpath(_path(uri))
+    return any(p.startswith("/") and _under(real, os.path.realpath(p)) for p in prefixes)
