@@ -10,6 +10,12 @@ and a bundle folder holds one network folder each for `classifier/`, `reconstruc
 `superres/`. A network's `version` is a content hash of its weight file and a bundle's version
 a hash of its three weight files, so every result can name exactly which models produced it.
 URIs are local paths, `file://` or `s3://` (read and written through `attrgan.data.storage`).
+
+A bundle may come from anywhere a job can read, so loading trusts nothing in it: config.json is
+at most `MAX_CONFIG_BYTES` and `MAX_JSON_DEPTH` deep; the network it describes is sized on the
+meta device and refused above `MAX_NETWORK_BYTES` before anything is allocated; the weight file
+is read only up to that size and must match `weights_sha256`; thresholds are finite and in
+[0, 1]; attribute ids never collide with results columns.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -28,13 +35,18 @@ from safetensors.torch import save as save_safetensors
 from torch import nn
 
 from attrgan.config import StorageConfig, to_dict
-from attrgan.data.storage import join, read_bytes, write_bytes
-from attrgan.models import architecture_of, build_network
+from attrgan.data.storage import ObjectRefusedError, join, read_bytes, write_bytes
+from attrgan.models import ARCHITECTURES, architecture_of, build_network
+from attrgan.results import BASE_COLUMNS
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 NETWORKS = ("classifier", "reconstruction", "superres")
 VERSION_CHARS = 12
+MAX_CONFIG_BYTES = 1 << 20
+MAX_JSON_DEPTH = 32
+MAX_NETWORK_BYTES = 1 << 30  # parameters + buffers; the paper's largest network holds ~143 MB
+_SAFETENSORS_HEADER_BYTES = 1 << 20  # room for the weight file's JSON header beyond the tensors
 
 
 class BundleError(ValueError):
@@ -56,11 +68,75 @@ def _plain(value: Any, where: str) -> Any:
     raise BundleError(f"{where} cannot be stored in {CONFIG_FILE}: {type(value).__name__} is not JSON data")
 
 
-def _read(uri: str, storage: StorageConfig | None, what: str) -> bytes:
+def _read(uri: str, storage: StorageConfig | None, what: str, max_bytes: int) -> bytes:
     try:
-        return read_bytes(uri, storage=storage)
+        return read_bytes(uri, storage=storage, max_bytes=max_bytes)
     except FileNotFoundError:
         raise BundleError(f"no {what} at {uri}: is this a network folder written by save_network?") from None
+    except ObjectRefusedError as exc:
+        raise BundleError(f"{what} refused: {exc}") from None
+
+
+def _json_depth(text: str) -> int:
+    """Deepest nesting of [ and { in JSON text (brackets inside strings not counted)."""
+    stripped = re.sub(r'"(?:[^"\\]|\\.)*"', '""', text)
+    steps = np.frombuffer(stripped.encode(), dtype=np.uint8)
+    delta = np.isin(steps, (ord("["), ord("{"))).astype(np.int64) - np.isin(steps, (ord("]"), ord("}")))
+    return int(np.cumsum(delta).max(initial=0))
+
+
+def _parse_config(data: bytes, config_uri: str) -> dict[str, Any]:
+    """config.json as a dict, checked for depth before the parser recurses into it."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BundleError(f"{config_uri} is not UTF-8 text") from None
+    if _json_depth(text) > MAX_JSON_DEPTH:
+        raise BundleError(f"{config_uri} nests deeper than {MAX_JSON_DEPTH} levels: not a config.json written by save_network")
+    try:
+        meta = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise BundleError(f"{config_uri} is not valid JSON: {str(exc)[:200]}") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict) or "architecture" not in meta:
+        raise BundleError(f"{config_uri} must be a JSON object with 'architecture' and a 'config' object")
+    if not isinstance(meta["architecture"], str) or meta["architecture"] not in ARCHITECTURES:
+        raise BundleError(f"{config_uri}: architecture must be one of {sorted(ARCHITECTURES)}, "
+                          f"got {str(meta['architecture'])[:80]!r}")
+    if not isinstance(meta.get("weights_sha256"), str):
+        raise BundleError(f"{config_uri} has no 'weights_sha256': the weight file cannot be checked, so it is not loaded")
+    return meta
+
+
+def check_attributes(attributes: Any, where: str) -> tuple[str, ...]:
+    """Attribute ids usable as results columns: distinct strings, none of them a fixed results
+    column or another attribute's `<attr>_score` column."""
+    if not isinstance(attributes, (list, tuple)) or not all(isinstance(a, str) and a for a in attributes):
+        raise BundleError(f"{where}: attributes must be a list of non-empty strings")
+    columns: dict[str, str] = {c: "a results column" for c in BASE_COLUMNS}
+    for a in attributes:
+        for column in (a, f"{a}_score"):
+            if column in columns:
+                raise BundleError(f"{where}: attribute {a!r} collides with {columns[column]} {column!r}; rename it")
+            columns[column] = f"the column of attribute {a!r},"
+    return tuple(attributes)
+
+
+def check_thresholds(thresholds: Any, n: int, where: str) -> None:
+    """Per-attribute decision thresholds: n finite numbers in [0, 1] (NaN would turn every decision off)."""
+    try:
+        values = np.asarray(thresholds, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise BundleError(f"{where}: thresholds must be numbers, got {str(thresholds)[:80]}") from None
+    if values.shape != (n,):
+        got = len(values) if values.ndim == 1 else f"shape {values.shape}"
+        raise BundleError(f"{where}: thresholds must have one value per attribute ({n}), got {got}")
+    bad = ~(np.isfinite(values) & (values >= 0) & (values <= 1))
+    if bad.any():
+        raise BundleError(f"{where}: thresholds must be finite and in [0, 1], got {values[bad][:5].tolist()}")
+
+
+def _state_bytes(model: nn.Module) -> int:
+    return sum(t.numel() * t.element_size() for t in model.state_dict().values())
 
 
 def _digest(data: bytes) -> str:
@@ -83,11 +159,9 @@ def save_network(uri: str | Path, model: nn.Module, meta: Mapping[str, Any] | No
     derived: dict[str, Any] = {"architecture": architecture, "config": config,
                                "input_size": list(model.config.input_size)}
     if architecture == "classifier":
-        derived["attributes"] = list(model.config.attributes)
-        thresholds = meta.get("thresholds")
-        if thresholds is not None and len(thresholds) != len(model.config.attributes):
-            raise BundleError(f"meta['thresholds'] must have one value per attribute "
-                              f"({len(model.config.attributes)}), got {len(thresholds)}")
+        derived["attributes"] = list(check_attributes(list(model.config.attributes), "the classifier"))
+        if meta.get("thresholds") is not None:
+            check_thresholds(meta["thresholds"], len(model.config.attributes), "meta['thresholds']")
     for key, value in derived.items():
         if key in meta and _plain(meta[key], key) != value:
             raise BundleError(f"meta[{key!r}] = {meta[key]!r} contradicts the model's {value!r}")
@@ -122,30 +196,39 @@ def load_network(uri: str | Path, storage: StorageConfig | None = None,
     """Rebuild a network saved by `save_network`: returns (model in eval mode on `device`, meta)."""
     uri = str(uri)
     config_uri, weights_uri = join(uri, CONFIG_FILE), join(uri, WEIGHTS_FILE)
-    try:
-        meta = json.loads(_read(config_uri, storage, CONFIG_FILE))
-    except json.JSONDecodeError as exc:
-        raise BundleError(f"{config_uri} is not valid JSON: {exc}") from None
-    if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict) or "architecture" not in meta:
-        raise BundleError(f"{config_uri} must be a JSON object with 'architecture' and a 'config' object")
+    meta = _parse_config(_read(config_uri, storage, CONFIG_FILE, MAX_CONFIG_BYTES), config_uri)
+    architecture = meta["architecture"]
     config = dict(meta["config"])
-    if meta["architecture"] == "classifier":
+    if architecture == "classifier":
         config["weights"] = None  # the saved state dict replaces any initial trunk weights
+        attributes = check_attributes(config.get("attributes"), config_uri)
+        if "attributes" in meta and meta["attributes"] != list(attributes):
+            raise BundleError(f"{config_uri}: the top-level 'attributes' differ from the classifier config's; "
+                              "a bundle has one attribute list")
+        if meta.get("thresholds") is not None:
+            check_thresholds(meta["thresholds"], len(attributes), config_uri)
     try:
-        model = build_network(meta["architecture"], config)
-    except ValueError as exc:
+        with torch.device("meta"):  # sized before any memory is allocated
+            size = _state_bytes(build_network(architecture, config))
+        if size > MAX_NETWORK_BYTES:
+            raise BundleError(f"{config_uri} describes a {size / 1e9:.1f} GB network, over the "
+                              f"{MAX_NETWORK_BYTES / 1e9:.1f} GB limit for one network")
+        model = build_network(architecture, config)
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        if isinstance(exc, BundleError):
+            raise
         raise BundleError(f"{config_uri}: {exc}") from None
 
-    data = _read(weights_uri, storage, WEIGHTS_FILE)
+    data = _read(weights_uri, storage, WEIGHTS_FILE, size + _SAFETENSORS_HEADER_BYTES)
     try:
         state = load_safetensors(data)
     except Exception as exc:  # safetensors raises its own error types for malformed bytes
         raise BundleError(f"{weights_uri} is not a safetensors file ({exc})") from None
     _check_state(state, model, weights_uri)
     digest = _digest(data)
-    if meta.get("weights_sha256", digest) != digest:
+    if meta["weights_sha256"] != digest:
         raise BundleError(f"{weights_uri} has sha256 {digest}, but {config_uri} was written for "
-                          f"{meta['weights_sha256']}: the two files come from different saves")
+                          f"{meta['weights_sha256'][:80]}: the two files come from different saves")
     model.load_state_dict(state)
     meta.update(version=digest[:VERSION_CHARS], weights_sha256=digest)
     return model.to(device).eval(), meta

@@ -166,9 +166,11 @@ def _coerce(name: str, tp: Any, value: Any) -> Any:
         except ConfigError as exc:
             raise ConfigError(f"{name}: {exc}") from None
     if tp in (int, float, str):
-        if tp is str and not isinstance(value, str):
-            raise ConfigError(f"{name}: expected a string, got {value!r}")
-        if tp is not str and (isinstance(value, bool) or not isinstance(value, (int, float, str))):
+        if tp is str:
+            if not isinstance(value, str):
+                raise ConfigError(f"{name}: expected a string, got {value!r}")
+            return value
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
             # true is not 1: a boolean in a number's place is a mistake in the YAML.
             raise ConfigError(f"{name}: expected {tp.__name__}, got {value!r}")
         if tp is int:

@@ -26,8 +26,9 @@ to it when at least `MIN_VISIBLE` (half) of its area is inside, otherwise it is 
 mostly outside the frame is a bad annotation, not a person).
 
 Errors are `ImageError` with a message that starts with a short kind — "missing object",
-"access denied", "unreadable object", "unsupported uri", "undecodable image", "image too large",
-"bad bbox" — followed by what a person needs to fix it.
+"access denied", "unreadable object", "object too large", "missing uri", "unsupported uri", "bad uri",
+"undecodable image", "image too large", "bad bbox", "transient" (the store kept failing: worth a
+rerun) — followed by what a person needs to fix it, never the file's content.
 """
 
 from __future__ import annotations
@@ -354,8 +355,9 @@ def fetch(uri: str, storage: StorageConfig | None = None) -> bytes:
     except TransientStorageError as exc:
         raise ImageError(f"{TRANSIENT}: {exc}") from None
     except ObjectRefusedError as exc:
-        kind = "object too large" if "limit" in str(exc) else "unreadable object"
-        raise ImageError(f"{kind}: {redact(str(exc))}") from None
+        if "limit" in str(exc):
+            raise ImageError(f"object too large: {exc} (storage.max_object_bytes)") from None
+        raise ImageError(f"unreadable object: {exc}") from None
     except FileNotFoundError:
         raise ImageError(f"missing object: {shown} not found") from None
     except PermissionError:

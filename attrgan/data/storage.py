@@ -257,8 +257,7 @@ def _retrying(uri: str, storage: StorageConfig, call: Callable[[], T]) -> T:
 
 def _read_limited(f: "pafs.NativeFile", size: int, uri: str, limit: int) -> bytes:
     if size > limit:
-        raise ObjectRefusedError(f"{redact(uri)} is {size} bytes, over the {limit}-byte limit "
-                                 "(storage.max_object_bytes)")
+        raise ObjectRefusedError(f"{redact(uri)} is {size} bytes, over the {limit}-byte limit")
     chunks, total = [], 0
     while True:  # the object may have grown since its size was read: never read past the limit
         chunk = f.read(min(_CHUNK, limit + 1 - total))
@@ -267,7 +266,7 @@ def _read_limited(f: "pafs.NativeFile", size: int, uri: str, limit: int) -> byte
         chunks.append(chunk)
         total += len(chunk)
         if total > limit:
-            raise ObjectRefusedError(f"{redact(uri)} is over the {limit}-byte limit (storage.max_object_bytes)")
+            raise ObjectRefusedError(f"{redact(uri)} is over the {limit}-byte limit")
 
 
 def _file_kind(mode: int) -> str:
@@ -294,23 +293,24 @@ def _read_local(path: str, uri: str, limit: int) -> bytes:
         return _read_limited(f, info.st_size, uri, limit)  # type: ignore[arg-type]
 
 
-def read_bytes(uri: str, storage: StorageConfig | None = None) -> bytes:
-    """The whole object/file, at most `storage.max_object_bytes`.
+def read_bytes(uri: str, storage: StorageConfig | None = None, *, max_bytes: int | None = None) -> bytes:
+    """The whole object/file, at most `max_bytes` (default `storage.max_object_bytes`).
 
     FileNotFoundError when it does not exist; ObjectRefusedError when too large or not a regular
     file; TransientStorageError when the store kept failing through every retry.
     """
     storage = _config(storage)
+    limit = storage.max_object_bytes if max_bytes is None else max_bytes
     fs, path = filesystem(uri, storage)
     if not is_s3(uri):
         try:
-            return _read_local(path, uri, storage.max_object_bytes)
+            return _read_local(path, uri, limit)
         except FileNotFoundError:
             raise FileNotFoundError(f"{uri} not found") from None
 
     def read() -> bytes:
         with fs.open_input_file(path) as f:  # a HEAD first: the size is known before any byte is read
-            return _read_limited(f, f.size(), uri, storage.max_object_bytes)
+            return _read_limited(f, f.size(), uri, limit)
 
     try:
         return _retrying(uri, storage, read)
