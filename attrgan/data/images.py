@@ -182,13 +182,17 @@ def _jpeg_cut_short(img: Image.Image, data: bytes | bytearray | memoryview) -> b
     return end > 0 and _draft_pixels(data) != _draft_pixels(data[:end] + _FILLER + data[end:])
 
 
-def _load(img: Image.Image, data: bytes | bytearray | memoryview) -> None:
-    """Decode the pixels of an opened image (after the size checks, which name the larger problem)."""
+def _check_holds(img: Image.Image, data: bytes | bytearray | memoryview) -> None:
+    """The header's size against what the bytes can code (after the size limit, which names the
+    larger problem, and before any draft reduction)."""
     w, h = img.size
     ratio = _MAX_PIXELS_PER_BYTE.get(img.format or "")
     if ratio is not None and w * h > len(data) * ratio:
         raise ImageError(f"undecodable image: the {img.format} header declares {w}x{h} pixels, more than "
                          f"{len(data)} bytes can hold (a cut or forged file)")
+
+
+def _load(img: Image.Image, data: bytes | bytearray | memoryview) -> None:
     try:
         img.load()
     except Image.DecompressionBombError as exc:
@@ -256,6 +260,7 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
     w, h = img.size
     if w * h > max_pixels:
         raise _too_large(img, max_pixels, "")
+    _check_holds(img, data)
     _load(img, data)
     return _rgb_region(img, (0, 0, w, h))
 
@@ -387,6 +392,7 @@ def _crops_from(data: bytes, bboxes: Sequence[Sequence[int] | None], size: tuple
     if not valid:
         return boxes  # nothing to decode
     scale = _memory_scale(img, max_pixels)
+    _check_holds(img, data)
     if size is not None and img.format == "JPEG":
         # Reduce further when every crop keeps at least the output size: faster, no detail lost.
         for s in reversed(DRAFT_SCALES):
