@@ -1,5 +1,12 @@
 # The two commands a new user needs: `make demo` and `make test`. Both set up .venv first.
-PYTHON ?= $(shell command -v python3.11 || command -v python3)
+# The interpreter .venv is built with: the first of python3.11 (tested), python3.12, python3.13 and
+# python3 that runs and is a version pyproject.toml accepts (ray 2.60 and torch 2.14 publish wheels
+# for 3.11-3.13). `make PYTHON=/path/to/python3.12 ...` picks one by hand.
+ifeq ($(origin PYTHON), undefined)
+PYTHON := $(shell for p in python3.11 python3.12 python3.13 python3; do \
+	$$p -c 'import sys; sys.exit(not (3, 11) <= sys.version_info[:2] < (3, 14))' >/dev/null 2>&1 \
+	&& { command -v $$p; break; }; done)
+endif
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
@@ -7,6 +14,9 @@ STAMP := $(VENV)/.installed
 .PHONY: install test demo bench clean
 
 $(STAMP): pyproject.toml
+	@test -x $(PY) || test -n "$(PYTHON)" || { echo "No Python 3.11, 3.12 or 3.13 found (python3 is" \
+		"$$(python3 --version 2>&1)). Install Python 3.11, e.g. 'sudo apt install python3.11 python3.11-venv'," \
+		"'pyenv install 3.11' or 'uv python install 3.11', then run make again (or make PYTHON=/path/to/python3.11)."; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'

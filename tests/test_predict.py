@@ -1,0 +1,129 @@
+"""`attrgan predict` and `attrgan.load_pipeline(...).predict(...)` on a tiny random-weight bundle (no Ray)."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+import attrgan
+from attrgan import cli
+from attrgan.attributes import OCCLUSION_DOWN
+from attrgan.bundle import Bundle, save_bundle
+from attrgan.models import (AttributeClassifier, ClassifierConfig, ReconstructionConfig, ReconstructionGenerator,
+                            SuperResConfig, SuperResGenerator)
+from attrgan.predict import expand_paths
+
+ATTRS = ("female", "hat", OCCLUSION_DOWN)
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory) -> str:
+    """A saved bundle of tiny random networks: 64x32 classifier, G^S 16x8 -> 64x32, G^R at 32x16."""
+    torch.manual_seed(0)
+    bundle = Bundle(
+        classifier=AttributeClassifier(ClassifierConfig(attributes=ATTRS, backbone="small", width=1 / 16,
+                                                        input_size=(64, 32))).eval(),
+        reconstruction=ReconstructionGenerator(ReconstructionConfig(width=1 / 32, input_size=(32, 16))).eval(),
+        superres=SuperResGenerator(SuperResConfig(width=1 / 64, input_size=(16, 8))).eval(),
+        # occlusion_down at threshold 0 reconstructs every crop: the restoration path runs
+        metas={"classifier": {"thresholds": np.array([0.5, 0.5, 0.0])}},
+    )
+    path = tmp_path_factory.mktemp("bundle") / "bundle"
+    save_bundle(path, bundle)
+    return str(path)
+
+
+def _png(path, shape, seed) -> None:
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (*shape, 3), dtype=np.uint8)).save(path)
+
+
+@pytest.fixture
+def folder(tmp_path):
+    """Three images: a full-size crop, a small (low-res) one, and a JPEG cut in half."""
+    _png(tmp_path / "a.png", (140, 56), 1)
+    _png(tmp_path / "b.png", (20, 8), 2)
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(3).integers(0, 256, (96, 40, 3), dtype=np.uint8)).save(buf, "JPEG")
+    (tmp_path / "c.jpg").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    (tmp_path / "notes.txt").write_text("not an image, not picked up from the folder")
+    return tmp_path
+
+
+def test_predict_on_a_folder_gives_attributes_and_an_error_record(bundle_dir, folder):
+    df = attrgan.load_pipeline(bundle_dir).predict([str(folder)])
+    assert list(df["crop_id"]) == [str(folder / n) for n in ("a.png", "b.png", "c.jpg")]
+    assert list(df["status"]) == ["ok", "ok", "error"]
+    assert df["error"].iloc[2].startswith("undecodable image") and df["error"].iloc[:2].isna().all()
+    assert list(df["super_resolved"]) == [False, True, False]  # 20 rows high: under half of 64
+    assert df["reconstructed"].iloc[:2].all()
+    for a in ATTRS:
+        assert df[a].dtype == "boolean" and df[f"{a}_score"].dtype == "Float32"
+        assert df[f"{a}_score"].iloc[:2].between(0, 1).all() and df[f"{a}_score"].isna().iloc[2]
+    assert (df[["female", "hat"]].iloc[:2] == (df[["female_score", "hat_score"]].iloc[:2] >= 0.5).values).all().all()
+    assert set(df["model_version"]) == {attrgan.load_pipeline(bundle_dir).pipeline.version}
+
+
+def test_predict_takes_arrays_and_a_box_the_same_way_as_files(bundle_dir, folder):
+    pipe = attrgan.load_pipeline(bundle_dir)
+    pixels = np.asarray(Image.open(folder / "a.png"))
+    from_file = pipe.predict(str(folder / "a.png"), bbox=(0, 0, 56, 70))
+    from_array = pipe.predict([pixels[:70]])
+    assert from_array["crop_id"].tolist() == ["array[0]"]
+    np.testing.assert_allclose(from_file["female_score"].astype(float), from_array["female_score"].astype(float),
+                               atol=0.01)  # Pillow resizes a file's box in one step
+    bad = pipe.predict([np.zeros((4, 4), np.uint8), pixels], bbox=(500, 500, 10, 10))
+    assert list(bad["status"]) == ["error", "error"]
+    assert bad["error"][0].startswith("bad array") and bad["error"][1].startswith("bad bbox")
+    assert len(pipe.predict([])) == 0
+
+
+def test_expand_paths_globs_and_missing(folder):
+    assert expand_paths([str(folder / "*.png")]) == [str(folder / "a.png"), str(folder / "b.png")]
+    assert expand_paths(["s3://bucket/x.jpg"]) == ["s3://bucket/x.jpg"]
+    with pytest.raises(FileNotFoundError, match="no file matches"):
+        expand_paths([str(folder / "*.gif")])
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        expand_paths([str(folder / "missing.png")])
+
+
+def test_predict_command_lines_json_and_csv(bundle_dir, folder, capsys, tmp_path):
+    paths = [str(folder / "a.png"), str(folder / "b.png")]
+    cli.main(["predict", *paths, "--bundle", bundle_dir])
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and lines[0].startswith(f"{paths[0]}: ok") and "super-resolved" in lines[1]
+
+    cli.main(["predict", *paths, "--bundle", bundle_dir, "--json", "--set", "pipeline.occlusion_threshold=1.0"])
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["crop_id"] for r in records] == paths
+    assert not any(r["reconstructed"] for r in records)  # the --set reached the pipeline
+    assert {"female", "female_score", "occlusion_score", "super_resolved", "error"} <= set(records[0])
+
+    out = tmp_path / "out.csv"
+    with pytest.raises(SystemExit) as exit_:  # one image failed: exit 1, the others are still written
+        cli.main(["predict", str(folder), "--bundle", bundle_dir, "--csv", str(out)])
+    assert exit_.value.code == 1
+    table = pd.read_csv(out)
+    assert list(table["status"]) == ["ok", "ok", "error"]
+
+
+def test_predict_command_bad_input_is_one_line_and_exit_2(bundle_dir, folder, capsys):
+    for argv, expected in (
+        (["predict", str(folder / "nope.png"), "--bundle", bundle_dir], "no such file or folder"),
+        (["predict", str(folder / "a.png"), "--bundle", bundle_dir, "--bbox", "1,2,3"], "--bbox must be four"),
+        (["predict", str(folder / "a.png"), "--bundle", bundle_dir, "--set", "pipeline.occlusion_threshold=2"],
+         "occlusion_threshold must be a probability"),
+        (["predict", str(folder / "a.png"), "--bundle", str(folder)], "no config.json"),
+    ):
+        with pytest.raises(SystemExit) as exit_:
+            cli.main(argv)
+        err = capsys.readouterr().err.strip()
+        assert exit_.value.code == 2 and len(err.splitlines()) == 1, (argv, err)
+        assert err.startswith("attrgan predict: error: ") and expected in err, err
