@@ -1,0 +1,164 @@
+"""The results commit protocol: staged files are promoted, `_SUCCESS` names the committed files,
+and a driver killed at any step leaves every partition's old or new results whole."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from attrgan.config import StorageConfig
+from attrgan.data.storage import list_dir
+from attrgan.results import (SUCCESS_MARKER, STAGING_DIR, clean_partition, clean_staging, load_results, promote,
+                             read_success, results_schema, staging_uri)
+
+
+def results_rows(crop_ids: list[str], version: str) -> pa.Table:
+    now = dt.datetime(2026, 11, 26, tzinfo=dt.timezone.utc)
+    n = len(crop_ids)
+    columns = {"crop_id": crop_ids, "image_uri": [f"{c}.png" for c in crop_ids], "camera_id": [None] * n,
+               "captured_at": [None] * n, "status": ["ok"] * n, "error": [None] * n, "super_resolved": [False] * n,
+               "reconstructed": [False] * n, "occlusion_score": [0.25] * n, "hat": [True] * n,
+               "hat_score": [0.75] * n, "model_version": [version] * n, "processed_at": [now] * n}
+    return pa.Table.from_pydict(columns, schema=results_schema(("hat",)))
+
+
+def stage(out: str, run: str, partition: str, tables: list[pa.Table]) -> list[str]:
+    files = []
+    for i, table in enumerate(tables):
+        path = Path(staging_uri(out, run, partition)) / f"part-{i}.parquet"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, path)
+        files.append(str(path))
+    return files
+
+
+def test_promote_switches_partitions_whole_and_readers_see_only_committed_files(tmp_path):
+    out = str(tmp_path / "out")
+    part = f"{out}/day=1"
+    old = ["a", "b", "c"]
+    promote(part, stage(out, "run1", "day=1", [results_rows(old[:2], "v1"), results_rows(old[2:], "v1")]),
+            {"model_version": "v1"}, run_id="run1")
+    assert read_success(part)["files"] == ["part-run1-00000.parquet", "part-run1-00001.parquet"]
+    assert sorted(load_results(out)["crop_id"]) == old
+
+    # A later run's files moved in but not yet committed: readers still see the old results only.
+    new = ["a", "b", "c", "d"]
+    staged = stage(out, "run2", "day=1", [results_rows(new, "v2")])
+    os.replace(staged[0], f"{part}/part-run2-00000.parquet")
+    frame = load_results(out)
+    assert sorted(frame["crop_id"]) == old and set(frame["model_version"]) == {"v1"}
+
+    # The next run cleans that leftover, then commits its own files.
+    assert clean_partition(part) == 1
+    promote(part, stage(out, "run3", "day=1", [results_rows(new, "v2")]), {"model_version": "v2"}, run_id="run3")
+    frame = load_results(out)
+    assert sorted(frame["crop_id"]) == new and set(frame["model_version"]) == {"v2"}
+    assert sorted(os.listdir(part)) == [SUCCESS_MARKER, "part-run3-00000.parquet"]  # old files deleted
+    assert json.loads(Path(part, SUCCESS_MARKER).read_text())["model_version"] == "v2"
+
+    # Staging is not results: readers skip it, and a run removes what others left there.
+    stage(out, "run4", "day=2", [results_rows(["x"], "v2")])
+    assert sorted(load_results(out)["crop_id"]) == new
+    clean_staging(out, keep="run5")
+    assert not Path(out, STAGING_DIR, "run4").exists()
+
+
+def test_partitions_written_before_file_lists_still_read_whole(tmp_path):
+    part = tmp_path / "out" / "day=1"
+    part.mkdir(parents=True)
+    pq.write_table(results_rows(["a", "b"], "v0"), part / "part-00000.parquet")
+    (part / SUCCESS_MARKER).write_text(json.dumps({"model_version": "v0", "rows": 2}))
+    assert clean_partition(str(part)) == 0  # no list: every data file is the committed result
+    assert sorted(load_results(str(tmp_path / "out"))["crop_id"]) == ["a", "b"]
+    promote(str(part), stage(str(tmp_path / "out"), "r", "day=1", [results_rows(["a", "b"], "v1")]),
+            {"model_version": "v1"}, run_id="r")
+    assert sorted(os.listdir(part)) == [SUCCESS_MARKER, "part-r-00000.parquet"]
+
+
+# ---------------------------------------------------------------------------------------------
+# the driver killed with SIGKILL at each step of the commit
+
+
+DRIVER = textwrap.dedent("""
+    import logging, sys
+    import ray
+    from attrgan.config import StorageConfig
+    from attrgan.extract import ExtractConfig, run_extract
+    from attrgan.pipeline import PipelineConfig
+
+    logging.basicConfig(level=logging.WARNING)
+    ray.init(address=sys.argv[1], log_to_driver=False)
+    run_extract(ExtractConfig(manifest=sys.argv[2], bundle=sys.argv[3], out=sys.argv[4], actors=1, batch_size=8,
+                              incremental=False, pipeline=PipelineConfig(device="cpu"), storage=StorageConfig()))
+""")
+
+
+@pytest.fixture(scope="module")
+def local_scene(tmp_path_factory):
+    """A bundle and a 2-partition local manifest of 6 crops (one missing image)."""
+    import numpy as np
+    import pandas as pd
+    from PIL import Image
+
+    from attrgan.bundle import save_bundle
+    from attrgan.data.manifest import write_manifest
+    from test_pipeline import tiny_bundle
+
+    root = tmp_path_factory.mktemp("scene")
+    save_bundle(str(root / "bundle"), tiny_bundle())
+    rows = []
+    for day in ("2026-11-24", "2026-11-25"):
+        for k in range(3):
+            name = f"{day}-{k}.png"
+            pixels = np.random.default_rng(k).integers(0, 256, (80, 32, 3), dtype=np.uint8)
+            if k < 2:
+                Image.fromarray(pixels).save(root / name)
+            rows.append({"crop_id": f"{day}-{k}", "image_uri": str(root / name), "date": day})
+    write_manifest(pd.DataFrame(rows), str(root / "manifest"), partition_cols=["date"])
+    return root
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_driver_killed_at_each_commit_step_leaves_whole_results(ray_local, local_scene, tmp_path):
+    from attrgan.extract import COMMIT_FAULT_ENV, ExtractConfig, run_extract
+    from attrgan.pipeline import PipelineConfig
+
+    out = str(tmp_path / "results")
+    config = ExtractConfig(manifest=str(local_scene / "manifest"), bundle=str(local_scene / "bundle"), out=out,
+                           actors=1, batch_size=8, incremental=False, pipeline=PipelineConfig(device="cpu"))
+    partitions = [p.partition for p in run_extract(config).processed]
+    assert partitions == ["date=2026-11-25", "date=2026-11-24"]  # newest first
+    expected = sorted(f"{d}-{k}" for d in ("2026-11-24", "2026-11-25") for k in range(3))
+    address = ray_local.get_runtime_context().gcs_address
+
+    for step in ("staged", "promoting", "before_success", "after_success"):
+        before = {p: read_success(f"{out}/{p}")["run"] for p in partitions}
+        env = {**os.environ, COMMIT_FAULT_ENV: step, "PYTHONPATH": str(Path(__file__).parents[1])}
+        killed = subprocess.run([sys.executable, "-c", DRIVER, address, str(local_scene / "manifest"),
+                                 str(local_scene / "bundle"), out], env=env, capture_output=True, timeout=300)
+        assert killed.returncode == -9, (step, killed.stderr.decode()[-2000:])
+        # Every partition holds its complete old results or its complete new ones.
+        frame = load_results(out)
+        assert sorted(frame["crop_id"]) == expected and frame["crop_id"].is_unique, step
+        replaced = [p for p in partitions if read_success(f"{out}/{p}")["run"] != before[p]]
+        # The newest partition is promoted first: only a kill after its _SUCCESS switched it.
+        assert replaced == (["date=2026-11-25"] if step == "after_success" else []), step
+
+    # A rerun finishes the work and cleans what the killed runs left behind.
+    again = run_extract(config)
+    assert [p.partition for p in again.processed] == partitions and again.errors == {"missing object": 2}
+    assert sorted(load_results(out)["crop_id"]) == expected
+    assert not list_dir(f"{out}/{STAGING_DIR}")
+    for partition in partitions:
+        listed = read_success(f"{out}/{partition}")["files"]
+        assert sorted(os.listdir(f"{out}/{partition}")) == sorted([SUCCESS_MARKER, *listed])
