@@ -1,0 +1,176 @@
+"""Fetching under hostile input: size limits, special files, retries, nothing leaked."""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pytest
+
+from attrgan.config import ConfigError, StorageConfig
+from attrgan.data import storage as st
+from attrgan.data.images import decode_batch, fetch
+
+FAST = StorageConfig(retries=3, retry_backoff_s=0.001, retry_max_wait_s=1.0)
+
+
+def test_size_limit_from_stat_before_reading(tmp_path):
+    big = tmp_path / "big.bin"
+    with open(big, "wb") as f:
+        f.truncate(1 << 30)  # a sparse 1 GiB file: refused from its size, nothing read
+    out = decode_batch({"image_uri": [str(big)]}, size=(8, 4), storage=StorageConfig(max_object_bytes=1 << 20))
+    assert out["error"][0] == (f"object too large: {big} is {1 << 30} bytes, over the {1 << 20}-byte limit "
+                               "(storage.max_object_bytes)")
+    with open(big, "wb") as f:
+        f.truncate(3 << 20)
+    assert len(st.read_bytes(str(big), max_bytes=3 << 20)) == 3 << 20  # a caller's own limit
+    with pytest.raises(st.ObjectRefusedError):
+        st.read_bytes(str(big), max_bytes=(3 << 20) - 1)
+
+
+def test_size_limit_while_reading():
+    class Growing:  # an object that grew after its size was read
+        def __init__(self):
+            self.left = 10
+
+        def read(self, n):
+            self.left -= 1
+            return b"x" * min(n, 400) if self.left > 0 else b""
+
+    with pytest.raises(st.ObjectRefusedError, match="over the 1000-byte limit"):
+        st._read_limited(Growing(), 10, "s3://b/k", 1000)
+
+
+def test_only_regular_local_files_are_read(tmp_path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    uris = ["/dev/zero", str(fifo), "/proc/self/environ", "/sys/kernel/mm/transparent_hugepage/enabled"]
+    done = threading.Event()
+    result = {}
+
+    def run():  # a FIFO read would block forever: run it where the test can time it out
+        result["out"] = decode_batch({"image_uri": uris}, size=(8, 4))
+        done.set()
+
+    threading.Thread(target=run, daemon=True).start()
+    assert done.wait(20), "reading a FIFO or a device blocked"
+    errors = list(result["out"]["error"])
+    assert errors[0] == "unreadable object: /dev/zero lies under /dev, which holds devices and kernel state, not images"
+    assert errors[1] == f"unreadable object: {fifo} is a FIFO, not a regular file"
+    assert errors[2].startswith("unreadable object: /proc/self/environ lies under /proc")
+    assert errors[3].startswith("unreadable object: /sys/")
+    link = tmp_path / "link.png"
+    link.symlink_to("/dev/zero")
+    with pytest.raises(Exception, match="lies under /dev"):
+        fetch(str(link))
+
+
+def test_object_store_size_limit_from_head(storage, s3_bucket):
+    uri = f"s3://{s3_bucket}/big.bin"
+    st.write_bytes(uri, b"x" * 5000, storage)
+    small = StorageConfig(endpoint_url=storage.endpoint_url, region="us-east-1", max_object_bytes=4096)
+    out = decode_batch({"image_uri": [uri]}, size=(8, 4), storage=small)
+    assert out["error"][0] == f"object too large: {uri} is 5000 bytes, over the 4096-byte limit (storage.max_object_bytes)"
+    assert st.read_bytes(uri, storage) == b"x" * 5000
+
+
+def test_timeouts_reach_both_clients(s3_endpoint):
+    cfg = StorageConfig(endpoint_url=s3_endpoint, region="us-east-1", connect_timeout_s=1.5, request_timeout_s=7.0)
+    fs, _ = st.fsspec_filesystem("s3://b/k", cfg)
+    assert fs.config_kwargs["connect_timeout"] == 1.5 and fs.config_kwargs["read_timeout"] == 7.0
+    assert isinstance(st.filesystem("s3://b/k", cfg)[0], pafs.S3FileSystem)
+
+
+class Flaky:
+    """A stand-in filesystem whose opens fail with `errors` in turn, then return `data`."""
+
+    def __init__(self, errors, data=b"ok"):
+        self.errors, self.data, self.calls = list(errors), data, 0
+
+    def open_input_file(self, path):
+        self.calls += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        return pa.PythonFile(io.BytesIO(self.data), mode="r")
+
+    def open_output_stream(self, path):
+        self.open_input_file(path)
+        return pa.PythonFile(io.BytesIO(), mode="w")
+
+
+@pytest.fixture
+def flaky(monkeypatch):
+    def install(errors, data=b"ok"):
+        fs = Flaky(errors, data)
+        monkeypatch.setattr(st, "filesystem", lambda uri, storage=None: (fs, "b/k"))
+        return fs
+    return install
+
+
+def test_transient_failures_are_retried(flaky):
+    fs = flaky([OSError("AWS Error SLOW_DOWN during GetObject operation: Please reduce your request rate"),
+                OSError("AWS Error UNKNOWN (HTTP status 503) during HeadObject operation"),
+                ConnectionResetError("connection reset by peer")])
+    assert st.read_bytes("s3://b/k", FAST) == b"ok" and fs.calls == 4
+
+
+def test_retries_exhausted_give_a_transient_row(flaky):
+    fs = flaky([OSError("AWS Error UNKNOWN (HTTP status 503) during HeadObject operation")] * 10)
+    with pytest.raises(st.TransientStorageError, match=r"^s3://b/k unreachable after 4 attempts \(HTTP 503\)$"):
+        st.read_bytes("s3://b/k", FAST)
+    assert fs.calls == 4
+    flaky([TimeoutError("timed out")] * 10)
+    out = decode_batch({"image_uri": ["s3://b/k"]}, size=(8, 4), storage=FAST)
+    assert out["error"][0] == "transient: s3://b/k unreachable after 4 attempts (timed out)"
+
+
+def test_permanent_failures_are_not_retried(flaky):
+    for error, kind in ((FileNotFoundError("Path does not exist 'b/k'"), "missing object"),
+                        (PermissionError("AccessDenied"), "access denied"),
+                        (OSError("AWS Error ACCESS_DENIED during HeadObject operation"), "access denied")):
+        fs = flaky([error] * 10)
+        out = decode_batch({"image_uri": ["s3://b/k"]}, size=(8, 4), storage=FAST)
+        assert out["error"][0].startswith(kind) and fs.calls == 1
+    fs = flaky([], data=b"x" * 100)
+    with pytest.raises(st.ObjectRefusedError):
+        st.read_bytes("s3://b/k", FAST, max_bytes=10)
+    assert fs.calls == 1
+
+
+def test_total_wait_is_capped(flaky):
+    fs = flaky([OSError("HTTP status 500")] * 100)
+    capped = StorageConfig(retries=50, retry_backoff_s=0.05, retry_max_wait_s=0.2)
+    with pytest.raises(st.TransientStorageError):
+        st.read_bytes("s3://b/k", capped)
+    assert fs.calls < 6
+
+
+def test_writes_retry_transient_failures(flaky):
+    fs = flaky([OSError("curlCode: 56, Failure when receiving data from the peer")])
+    st.write_bytes("s3://b/k", b"data", FAST)
+    assert fs.calls == 2
+
+
+def test_endpoint_user_info_is_refused_and_redacted():
+    with pytest.raises(ConfigError) as info:
+        StorageConfig(endpoint_url="http://AKIAEXAMPLE:s3cr3t@127.0.0.1:9000")
+    assert "AKIAEXAMPLE" not in str(info.value) and "s3cr3t" not in str(info.value)
+    assert st.redact("failed: http://key:secret@host:9/b and s3://u@b/k") == "failed: http://host:9/b and s3://b/k"
+
+
+def test_allowed_local_prefixes(tmp_path):
+    inside = tmp_path / "frames"
+    inside.mkdir()
+    (tmp_path / "outside.png").write_bytes(b"x")
+    (inside / "escape.png").symlink_to(tmp_path / "outside.png")
+    prefixes = (str(inside), "s3://bucket/images")
+    assert st.allowed(str(inside / "a.png"), prefixes)
+    assert st.allowed(f"file://{inside}/a.png", prefixes)
+    assert not st.allowed(str(inside / ".." / "outside.png"), prefixes)
+    assert not st.allowed(str(inside / "escape.png"), prefixes)  # symlinks are resolved
+    assert not st.allowed("s3:///key", prefixes) and not st.allowed("ftp://h/x", prefixes)
+    assert st.allowed("s3://bucket/images/x.jpg", prefixes) and not st.allowed("s3://bucket/imagesX/x", prefixes)
+    assert st.allowed("/anything", ("file://",))
