@@ -116,7 +116,7 @@ def test_backpacks_on_camera_last_night(local_results):
     assert list(df.columns[-2:]) == ["backpack", "backpack_score"]
     assert "female" not in df.columns
     assert str(df["captured_at"].dtype).startswith("datetime64") and str(df["captured_at"].dt.tz) == "UTC"
-    assert df["backpack_score"].dtype == "float32"
+    assert df["backpack_score"].dtype == "Float32" and df["backpack"].dtype == "boolean"
 
 
 def test_filters_are_exact_at_the_bounds(local_results):
@@ -164,3 +164,35 @@ def test_s3_results_with_pruning(s3_results, storage):
     assert sorted(df.loc[df["backpack"], "crop_id"]) == ["cam1-05-01-2000", "cam1-05-02-0200"]
     assert not df["female"].any() and (df["status"] == "ok").all()
     assert len(load_results(s3_results, storage=storage)) == 6
+
+
+def test_error_rows_read_as_nullable_dtypes(tmp_path):
+    """An error row has no decisions or scores: <NA> in boolean / Float32 columns, not None objects."""
+    root = tmp_path / "flat"
+    root.mkdir()
+    table = result_table([("cam1", "2024-05-01 12:00", True), ("cam1", "2024-05-01 13:00", False)])
+    for name in ("backpack", "backpack_score", "occlusion_score"):
+        column = table[name].combine_chunks()
+        masked = pa.array(column.to_pylist()[:1] + [None], column.type)
+        table = table.set_column(table.schema.get_field_index(name), name, masked)
+    pq.write_table(table, root / "part-0.parquet")
+    (root / "_SUCCESS").touch()
+    df = load_results(str(root))
+    assert df["backpack"].dtype == "boolean" and df["backpack_score"].dtype == "Float32"
+    assert df["backpack"].isna().tolist() == [False, True] and df["occlusion_score"].isna().tolist() == [False, True]
+    assert df["backpack"].fillna(False).tolist() == [True, False]
+
+
+def test_duckdb_reads_only_committed_partitions(local_results):
+    """The README's DuckDB example: DuckDB scans the dataset of complete partitions (pyarrow reads)."""
+    duckdb = pytest.importorskip("duckdb")
+    # The dataset prunes whole partitions (days, cameras); the SQL filters rows.
+    results = results_dataset(local_results, cameras=["cam1"], **NIGHT)  # noqa: F841 (DuckDB finds it by name)
+    rows = duckdb.sql("""SELECT crop_id FROM results WHERE status = 'ok' AND backpack
+                         AND captured_at >= TIMESTAMPTZ '2024-05-01 18:00Z'
+                         AND captured_at < TIMESTAMPTZ '2024-05-02 06:00Z'
+                         ORDER BY crop_id""").fetchall()
+    assert rows == [("cam1-05-01-2000",), ("cam1-05-02-0200",)]
+    everything = results_dataset(local_results)  # noqa: F841
+    counts = dict(duckdb.sql("SELECT camera_id, count(*) FROM everything GROUP BY ALL").fetchall())
+    assert counts == {"cam1": 5, "cam2": 1}  # the unmarked cam2 partition of 2024-05-02 is not read
