@@ -47,13 +47,6 @@ def large_png(mode: str, width: int, height: int) -> bytes:
     return encode(Image.new(mode, (width, height), fill))
 
 
-def bundle_config(**changes) -> dict:
-    """A valid superres network config.json body (weights_sha256 filled in by the caller)."""
-    meta = {"architecture": "superres", "config": {"width": 0.0625}, "input_size": [80, 32]}
-    meta.update(changes)
-    return meta
-
-
 def write_json(path, value) -> None:
     path.write_text(json.dumps(value))
 
