@@ -4,14 +4,18 @@ The history lives in the checkpoint, so after a restart the curves continue from
 epoch and every epoch appears exactly once. Files written next to the checkpoints:
 
     losses.csv   epoch, step, one column per loss (l_g_pix, l_d_real, ... or loss)
-    epochs.csv   epoch, step, images_per_s, train_<loss> means, val_<metric>
+    epochs.csv   epoch, step, images_per_s, lr, train_<loss> means, val_<metric>
     curves.png   losses against step (left), validation metrics against epoch (right)
+    events.out.tfevents.attrgan   the epochs.csv values for TensorBoard, one point per epoch
+                 (`tensorboard --logdir <run folder or the runs/ folder above it>`)
 """
 
 from __future__ import annotations
 
 import dataclasses
 import io
+import tempfile
+from pathlib import Path
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,6 +27,7 @@ from attrgan.data.storage import join, write_bytes
 LOSSES_CSV = "losses.csv"
 EPOCHS_CSV = "epochs.csv"
 CURVES_PNG = "curves.png"
+EVENTS_FILE = "events.out.tfevents.attrgan"  # TensorBoard reads any file named *tfevents*
 
 
 @dataclasses.dataclass
@@ -81,8 +86,30 @@ def plot(curves: Curves) -> bytes:
     return buf.getvalue()
 
 
+def tensorboard_events(curves: Curves) -> bytes:
+    """A TensorBoard event file of every epoch summary: `train/<loss>`, `val/<metric>`, `lr` and
+    `images_per_s` against the epoch number (1-based). Rebuilt whole from the history each time,
+    like the CSVs, so a resumed run never holds an epoch twice."""
+    from tensorboardX import SummaryWriter
+
+    with tempfile.TemporaryDirectory() as folder:
+        writer = SummaryWriter(logdir=folder, filename_suffix=".attrgan")
+        for row in curves.epochs:
+            epoch = int(row["epoch"]) + 1
+            for key, value in row.items():
+                if key.startswith(("train_", "val_")):
+                    writer.add_scalar(key.replace("_", "/", 1), value, epoch)
+                elif key in ("lr", "images_per_s"):
+                    writer.add_scalar(key, value, epoch)
+        writer.close()
+        (path,) = Path(folder).glob("*tfevents*")
+        return path.read_bytes()
+
+
 def write_curves(folder_uri: str, curves: Curves, storage: StorageConfig | None = None) -> None:
-    """Write losses.csv, epochs.csv and curves.png under `folder_uri` (local or s3://)."""
+    """Write losses.csv, epochs.csv, curves.png and the TensorBoard events under `folder_uri`
+    (local or s3://)."""
     for name, rows in ((LOSSES_CSV, curves.steps), (EPOCHS_CSV, curves.epochs)):
         write_bytes(join(folder_uri, name), pd.DataFrame(rows).to_csv(index=False).encode(), storage=storage)
     write_bytes(join(folder_uri, CURVES_PNG), plot(curves), storage=storage)
+    write_bytes(join(folder_uri, EVENTS_FILE), tensorboard_events(curves), storage=storage)
