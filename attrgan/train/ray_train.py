@@ -339,6 +339,7 @@ def _train_worker(loop_config: dict[str, Any]) -> None:
     def report(metrics: dict[str, Any], checkpoint_state: dict[str, Any] | None) -> None:
         flat = {k: v for k, v in metrics.items() if k != "step_log"}
         flat["images_per_s"] = flat["images_per_s"] * world_size  # every rank trains as fast
+        flat.setdefault("lr", cfg.lr)  # for the curves and TensorBoard; constant (no schedule)
         curves.add_epoch(flat | {"step_log": metrics["step_log"]})
         if rank != 0 or checkpoint_state is None:
             ray.train.report(flat)
