@@ -204,7 +204,7 @@ def test_kuberay_clusters():
             shm = {v["name"]: v for v in pod["volumes"]}["shm"]
             assert shm["emptyDir"]["medium"] == "Memory", name
             for c in pod["containers"]:
-                assert c["image"].startswith(f"rayproject/ray:{ray.__version__}-py311-"), (name, c["image"])
+                assert c["image"] == cluster_image(), (name, c["image"])
                 assert {"name": "shm", "mountPath": "/dev/shm"} in c["volumeMounts"], name
                 assert {"configMapRef": {"name": "attrgan-storage"}} in c["envFrom"], name
                 # Credentials only through a Secret reference (or IRSA), never inline env values.
@@ -214,43 +214,67 @@ def test_kuberay_clusters():
                 if "nvidia.com/gpu" in res.get("limits", {}) or "nvidia.com/gpu" in res.get("requests", {}):
                     gpu_containers += 1
                     assert res["requests"]["nvidia.com/gpu"] == res["limits"]["nvidia.com/gpu"], name
-                    assert int(res["limits"]["nvidia.com/gpu"]) >= 1 and c["image"].endswith("-gpu"), name
+                    assert int(res["limits"]["nvidia.com/gpu"]) >= 1, name
                 assert res["requests"] == res["limits"], name
         assert gpu_containers == 1, name  # one GPU worker group, CPU head
 
 
 def entry_commands(entrypoint: str) -> list[list[str]]:
-    """`python jobs/x.py --a b && python ...` → [["jobs/x.py", "--a", "b"], ...]."""
+    """`attrgan train --a b && attrgan ...` → [["train", "--a", "b"], ...]."""
     commands = []
     for part in entrypoint.split("&&"):
         argv = shlex.split(part)
-        assert argv[0] == "python", f"entrypoint commands must start with python, got {part!r}"
+        assert argv[0] == "attrgan", f"entrypoint commands must be the image's attrgan command, got {part!r}"
         commands.append(argv[1:])
     return commands
 
 
 def test_kuberay_entrypoints_match_the_jobs():
-    scripts = set()
+    from attrgan import cli
+
+    commands = set()
     for name, spec in job_specs():
-        for script, *argv in entry_commands(spec["entrypoint"]):
-            path = ROOT / script
-            assert script.startswith("jobs/") and path.exists(), (name, script)
-            scripts.add(script)
-            module = load_module(path, f"attrgan_job_{path.stem}")
-            # Every flag (and value) the manifest passes parses with the job's own parser.
-            module.build_parser().parse_args(argv)
-    assert scripts == {"jobs/train.py", "jobs/extract.py"}
-    train = [argv for _, s in job_specs() for argv in entry_commands(s["entrypoint"]) if argv[0] == "jobs/train.py"]
+        for command, *argv in entry_commands(spec["entrypoint"]):
+            commands.add(command)
+            # Every flag (and value) the manifest passes parses with the command's own parser.
+            cli.PARSERS[command]().parse_args(argv)
+    assert commands == {"train", "extract"}
+    train = [argv for _, s in job_specs() for argv in entry_commands(s["entrypoint"]) if argv[0] == "train"]
     assert sorted(a[a.index("--model") + 1] for a in train) == ["classifier", "reconstruction", "superres"]
 
 
-def test_kuberay_runtime_env_installs_the_project():
-    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-    expected = [d for d in deps if not d.startswith("ray")]  # ray comes with the image, same version
+def pyproject() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+
+
+def cluster_image() -> str:
+    """The image cluster/Dockerfile builds, tagged with the project's version."""
+    return f"registry.example.com/attrgan:{pyproject()['version']}"
+
+
+def test_dockerfile_builds_the_image_from_pyproject():
+    """The image, the manifests and pyproject.toml agree: the Ray pin and a Python that
+    requires-python accepts in the base image, the project installed from pyproject.toml."""
+    from packaging.specifiers import SpecifierSet
+
+    text = (CLUSTER / "Dockerfile").read_text()
+    (base,) = re.findall(r"^FROM (\S+)", text, re.M)
+    deps = pyproject()["dependencies"]
+    (ray_pin,) = [d.split("==")[1] for d in deps if d.startswith("ray[")]
+    match = re.fullmatch(r"rayproject/ray:(?P<ray>[\d.]+)-py(?P<py>3)(?P<minor>\d+)-gpu", base)
+    assert match and match["ray"] == ray_pin == ray.__version__, base
+    assert f"3.{match['minor']}" in SpecifierSet(pyproject()["requires-python"]), base
+    assert "COPY --chown=ray:users pyproject.toml" in text and "pip install --no-cache-dir ." in text
+    assert f"-t {cluster_image()} " in text  # the build command names the tag the manifests run
+    for name, spec in cluster_specs():
+        assert spec["rayVersion"] == ray_pin, name
+
+
+def test_kuberay_jobs_install_nothing_at_run_time():
+    """No hand-copied pip list or code upload that could drift from pyproject.toml: all in the image."""
     for name, spec in job_specs():
-        env = yaml.safe_load(spec["runtimeEnvYAML"])
-        assert env["working_dir"].endswith(".zip"), name
-        assert env["pip"]["packages"] == expected, name
+        env = yaml.safe_load(spec["runtimeEnvYAML"]) or {}
+        assert set(env) <= {"env_vars"}, (name, sorted(env))
         assert not any(re.search("SECRET|ACCESS_KEY|TOKEN", k) for k in env.get("env_vars", {})), name
         assert spec["shutdownAfterJobFinishes"] is True, name
 
@@ -261,7 +285,7 @@ def test_nightly_schedule():
     assert len(fields) == 5 and fields[2:] == ["*", "*", "*"]  # every day
     minute, hour = int(fields[0]), int(fields[1])
     assert 0 <= minute < 60 and 0 <= hour < 6  # at night
-    assert entry_commands(doc["spec"]["jobTemplate"]["entrypoint"])[0][0] == "jobs/extract.py"
+    assert entry_commands(doc["spec"]["jobTemplate"]["entrypoint"])[0][0] == "extract"
 
 
 def test_storage_configmap_builds_a_storage_config():
