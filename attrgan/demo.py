@@ -9,18 +9,25 @@
     5. run the evaluation job (the paper's Tables 1 and 2) on the archive's test split;
     6. query the night's results with pandas: crops with a backpack on one camera last night.
 
-Everything the run produces on S3 lives only as long as the run; the report, the query's answer
-and a summary (summary.json, with each step's time) are written under the local `out` folder.
+Everything the run produces on S3 lives only as long as the run, except the trained model bundle:
+it is copied to `<out>/bundle/`, and the demo ends by printing the `attrgan predict` and
+`attrgan extract` commands that run it on your own crops. The report, the query's answer and a
+summary (summary.json, with each step's time) are written under the local `out` folder too.
+While a network trains, one line per epoch shows its losses, validation metrics and seconds (read
+from the run's epochs.csv, `attrgan.train.curves`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import io
 import json
 import logging
 import os
+import shlex
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -109,6 +116,7 @@ class DemoConfig:
 class DemoResult:
     out: Path
     report: Path
+    bundle: Path  # the trained model bundle, kept
     table2: str  # the Table 2 rows as printed
     gains_ma: dict[str, float]  # restored - corrupted mA per comparison (attrgan.evaluate.COMPARISONS)
     query: Any  # pandas DataFrame: the backpack crops of the query camera last night
@@ -174,6 +182,80 @@ def night_manifest(src: pa.Table, occluded: pa.Table, lowres: pa.Table) -> pa.Ta
     return table.append_column("date", day)
 
 
+def epoch_line(model: str, row: Mapping[str, Any], epochs: int, seconds: float) -> str:
+    """`classifier epoch 2/8: train_loss 0.412, val_mA 0.613, 143 img/s, 38 s` from an epochs.csv row."""
+    shown = [f"{k} {v:.3g}" for k, v in row.items() if k.startswith(("train_", "val_")) and v == v]  # v == v: not NaN
+    speed = f", {row['images_per_s']:.0f} img/s" if "images_per_s" in row else ""
+    return f"    {model} epoch {int(row['epoch']) + 1}/{epochs}: {', '.join(shown)}{speed}, {seconds:.0f} s"
+
+
+@contextmanager
+def epoch_progress(run_uri: str, storage: StorageConfig, *, model: str, epochs: int, say: Callable[[str], None],
+                   interval: float = 1.0) -> Iterator[None]:
+    """Say one `epoch_line` per finished epoch while a run trains, by polling the epochs.csv its
+    rank 0 writes every epoch (the workers' own output does not reach the demo's terminal)."""
+    import pandas as pd
+
+    from attrgan.data.storage import join, read_bytes
+    from attrgan.train.curves import EPOCHS_CSV
+
+    shown, last = 0, time.perf_counter()
+
+    def poll() -> None:
+        nonlocal shown, last
+        try:
+            rows = pd.read_csv(io.BytesIO(read_bytes(join(run_uri, EPOCHS_CSV), storage))).to_dict("records")
+        except Exception:  # not written yet, or mid-write: progress must never stop the demo
+            return
+        for row in rows[shown:]:
+            now = time.perf_counter()
+            say(epoch_line(model, row, epochs, now - last))
+            last = now
+        shown = max(shown, len(rows))
+
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.wait(interval):
+            poll()
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        poll()  # the last epoch, written just before training returned
+
+
+def keep_bundle(bundle_uri: str, storage: StorageConfig, folder: Path) -> Path:
+    """Copy the bundle out of the demo's S3 (gone when the demo ends) into a local folder."""
+    import shutil
+
+    from attrgan.data.storage import list_dir, read_bytes
+
+    shutil.rmtree(folder, ignore_errors=True)  # no file of an earlier demo's bundle stays beside the new one
+    base = bundle_uri.rstrip("/") + "/"
+    for uri in list_dir(bundle_uri, storage, recursive=True):
+        target = folder / uri[len(base):]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(read_bytes(uri, storage))
+    return folder
+
+
+def next_steps(bundle: Path, out: Path) -> str:
+    """The commands that run the kept bundle on a user's own crops."""
+    b, o = shlex.quote(str(bundle)), shlex.quote(str(out / "my-results"))
+    return "\n".join([
+        f"\nThe trained model is kept in {bundle}. Run it on your own crops:",
+        f"    attrgan predict path/to/crops/ --bundle {b}                   # image files, folders or globs",
+        f"    attrgan predict photo.jpg --bundle {b} --bbox 40,10,64,160 --json",
+        f"    attrgan extract --manifest path/to/manifest.parquet --bundle {b} --out {o}   # a Parquet manifest",
+        "or from Python: attrgan.load_pipeline(bundle).predict([...]) -> pandas.DataFrame",
+    ])
+
+
 def run_demo(config: DemoConfig, *, say: Callable[[str], None] = print) -> DemoResult:
     """Run the whole demo (see the module docstring); returns where things are and what they showed."""
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -205,23 +287,25 @@ def run_demo(config: DemoConfig, *, say: Callable[[str], None] = print) -> DemoR
     seconds = time.perf_counter() - start
     summary = {"seconds": round(seconds, 1), "steps": {k: round(v, 1) for k, v in steps.items()},
                "config": {k: v for k, v in dataclasses.asdict(config).items()},
-               "gains_ma": result["gains_ma"], "report": str(result["report"])}
+               "gains_ma": result["gains_ma"], "report": str(result["report"]), "bundle": str(result["bundle"])}
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     say(f"\nDone in {seconds / 60:.1f} min. Report: {result['report']}")
-    return DemoResult(out=out, report=result["report"], table2=result["table2"], gains_ma=result["gains_ma"],
-                      query=result["query"], steps=steps, seconds=seconds)
+    say(next_steps(result["bundle"], out))
+    return DemoResult(out=out, report=result["report"], bundle=result["bundle"], table2=result["table2"],
+                      gains_ma=result["gains_ma"], query=result["query"], steps=steps, seconds=seconds)
 
 
 def _run(config: DemoConfig, storage: StorageConfig, out: Path, step: Callable, say: Callable[[str], None]) -> dict:
     from attrgan.corrupt import corrupt_manifest
     from attrgan.data.manifest import read_manifest, write_manifest
+    from attrgan.data.storage import join
     from attrgan.data.synth import NIGHT_HOURS, NIGHT_START, generate
     from attrgan.evaluate import COMPARISONS, EvaluateConfig, evaluate
     from attrgan.extract import ExtractConfig, run_extract
     from attrgan.report import summary_row
     from attrgan.results import load_results
     from attrgan.train.config import load_train_config
-    from attrgan.train.ray_train import train_network
+    from attrgan.train.ray_train import default_locations, train_network
 
     root = f"s3://{BUCKET}"
     bundle_uri = f"{root}/models/demo"
@@ -241,11 +325,15 @@ def _run(config: DemoConfig, storage: StorageConfig, out: Path, step: Callable, 
             overrides = {"cpus_per_worker": float(min(os.cpu_count() or 1, config.ray_cpus))}
             train_config = load_train_config(model, preset_name="cpu-small",
                                              overrides=overrides | dict(config.train.get(model, {})))
-            trained = train_network(train_config, manifest=archive, bundle=bundle_uri, storage=storage,
-                                    retrain=True)
+            run_uri = join(*default_locations(bundle_uri, model))
+            with epoch_progress(run_uri, storage, model=model, epochs=train_config.epochs, say=say):
+                trained = train_network(train_config, manifest=archive, bundle=bundle_uri, storage=storage,
+                                        retrain=True)
             shown = ", ".join(f"{k} {v:.3f}" for k, v in sorted(trained.metrics.items()) if isinstance(v, float))
             say(f"    {model}: {train_config.epochs} epoch(s) in {time.perf_counter() - t0:.0f} s -> "
                 f"{trained.network_uri}" + (f" ({shown})" if shown else ""))
+        bundle = keep_bundle(bundle_uri, storage, out / "bundle")
+        say(f"    model bundle kept in {bundle}")
 
     with step("extract", f"nightly extraction (Ray Data) on {config.night_crops} new crops: clean, occluded, low-res"):
         night_src = generate(f"{root}/night-src", config.night_crops, seed=config.seed + 1000, storage=storage,
@@ -289,7 +377,7 @@ def _run(config: DemoConfig, storage: StorageConfig, out: Path, step: Callable, 
         camera = everything["camera_id"].value_counts().idxmax()
         df = load_results(results_uri, start=NIGHT_START, end=night_end, cameras=[camera],
                           attributes=[QUERY_ATTRIBUTE], storage=storage)
-        hits = df[(df["status"] == "ok") & df[QUERY_ATTRIBUTE].astype(bool)]
+        hits = df[(df["status"] == "ok") & df[QUERY_ATTRIBUTE].fillna(False)]  # <NA> on error rows
         hits = hits.sort_values(f"{QUERY_ATTRIBUTE}_score", ascending=False)[
             ["crop_id", "captured_at", f"{QUERY_ATTRIBUTE}_score", "super_resolved", "reconstructed"]]
         say(f"    load_results({results_uri!r}, start={NIGHT_START:%Y-%m-%d %H:%M}, end={night_end:%Y-%m-%d %H:%M}, "
@@ -298,4 +386,4 @@ def _run(config: DemoConfig, storage: StorageConfig, out: Path, step: Callable, 
         say("\n".join("      " + line for line in hits.head(8).to_string(index=False).splitlines()))
         hits.to_csv(out / f"query_{QUERY_ATTRIBUTE}_{camera}.csv", index=False)
 
-    return {"report": evaluation.report_path, "table2": table2, "gains_ma": gains, "query": hits}
+    return {"report": evaluation.report_path, "table2": table2, "gains_ma": gains, "query": hits, "bundle": bundle}

@@ -8,7 +8,8 @@ import json
 import pyarrow as pa
 import pytest
 
-from attrgan.demo import DemoConfig, night_manifest
+from attrgan.config import StorageConfig
+from attrgan.demo import DemoConfig, epoch_progress, keep_bundle, night_manifest
 
 
 def _version(suffix: str, n: int) -> pa.Table:
@@ -44,6 +45,34 @@ def test_demo_config_checks_sizes():
     assert small.out == "x" and small.crops < DemoConfig().crops
 
 
+def test_epoch_progress_says_each_epoch_once_from_the_runs_csv(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    lines: list[str] = []
+    with epoch_progress(str(run), StorageConfig(), model="classifier", epochs=2, say=lines.append, interval=0.01):
+        (run / "epochs.csv").write_text("epoch,step,images_per_s,train_loss,val_mA\n0,4,120.5,0.6931,0.5\n")
+        import time
+
+        time.sleep(0.2)
+        assert len(lines) == 1  # seen while training goes on
+        (run / "epochs.csv").write_text("epoch,step,images_per_s,train_loss,val_mA\n0,4,120.5,0.6931,0.5\n"
+                                        "1,8,130.0,0.5,\n")
+    assert lines[0].startswith("    classifier epoch 1/2: train_loss 0.693, val_mA 0.5, 120 img/s, ")
+    assert lines[1].startswith("    classifier epoch 2/2: train_loss 0.5, 130 img/s, ") and len(lines) == 2
+
+
+def test_keep_bundle_copies_every_file_and_replaces_an_older_copy(tmp_path):
+    src = tmp_path / "s3-bundle"
+    for name in ("classifier/config.json", "classifier/model.safetensors", "superres/config.json"):
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
+        (src / name).write_text(name)
+    (tmp_path / "out/bundle/old").mkdir(parents=True)
+    kept = keep_bundle(str(src), StorageConfig(), tmp_path / "out" / "bundle")
+    assert sorted(str(p.relative_to(kept)) for p in kept.rglob("*") if p.is_file()) == [
+        "classifier/config.json", "classifier/model.safetensors", "superres/config.json"]
+    assert (kept / "classifier/config.json").read_text() == "classifier/config.json"
+
+
 @pytest.mark.slow
 def test_demo_small_runs_end_to_end(tmp_path, monkeypatch):
     """The whole `make demo` path at tiny sizes: S3, synth, Ray Train x3, extraction, evaluation, query."""
@@ -70,3 +99,24 @@ def test_demo_small_runs_end_to_end(tmp_path, monkeypatch):
     assert metrics["counts"] == {"clean": 6, "occluded": 6, "lowres": 6}
     assert (out / "report" / "figures" / "examples_complete.png").is_file()
     assert list(out.glob("query_backpack_*.csv"))
+
+    # The bundle outlives the demo's S3, one line per epoch was shown, and the printed command runs.
+    assert summary["bundle"] == str(out / "bundle")
+    for model in ("classifier", "reconstruction", "superres"):
+        assert f"    {model} epoch 1/1: " in proc.stdout
+        assert (out / "bundle" / model / "model.safetensors").is_file()
+    assert f"attrgan predict path/to/crops/ --bundle {out / 'bundle'}" in proc.stdout
+    assert f"attrgan extract --manifest path/to/manifest.parquet --bundle {out / 'bundle'}" in proc.stdout
+    import numpy as np
+    from PIL import Image
+
+    crops = tmp_path / "crops"
+    crops.mkdir()
+    for i, shape in enumerate([(200, 80), (30, 12)]):  # the second under half of G^S's output
+        Image.fromarray(np.random.default_rng(i).integers(0, 256, (*shape, 3), dtype=np.uint8)).save(crops / f"{i}.png")
+    predict = subprocess.run([sys.executable, "-m", "attrgan.cli", "predict", str(crops), "--bundle",
+                              str(out / "bundle"), "--json"], cwd=root, capture_output=True, text=True, timeout=300)
+    assert predict.returncode == 0, predict.stderr[-3000:]
+    records = [json.loads(line) for line in predict.stdout.splitlines()]
+    assert [r["status"] for r in records] == ["ok", "ok"] and [r["super_resolved"] for r in records] == [False, True]
+    assert 0 <= records[0]["backpack_score"] <= 1
