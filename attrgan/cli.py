@@ -182,7 +182,8 @@ def run_extract(args: argparse.Namespace) -> None:
 EVALUATE_DOC = """Evaluate a model bundle on a labelled manifest: the paper's Tables 1 and 2 and a visual report.
 
     attrgan evaluate --manifest s3://archive/synth/manifest.parquet \\
-        --bundle s3://models/attrgan/2024-05-01 --out ./eval-out [--split test] [--config eval.yaml] [--set key=value ...]
+        --bundle s3://models/attrgan/2024-05-01 --out ./eval-out [--split test] [--config eval.yaml] \\
+        [--set key=value ...]
 
 Locally it starts its own Ray; under `ray job submit` (or with RAY_ADDRESS) it joins the cluster.
 `--set` overrides any EvaluateConfig setting (e.g. `--set actors=4 --set pipeline.device=cuda`).
