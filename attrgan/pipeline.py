@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from attrgan.attributes import OCCLUSION_DOWN
+from attrgan.precision import PRECISIONS, Precision, autocast, resolve_precision
 
 if TYPE_CHECKING:
     from attrgan.bundle import Bundle
@@ -48,7 +49,10 @@ class PipelineConfig:
         bundle's calibrated threshold for `occlusion_down`.
     use_superres / use_reconstruction: switch either restoration off (e.g. for ablations).
     device: "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
-    autocast: run the networks in bfloat16 autocast on CUDA (ignored on CPU); outputs stay float32.
+    precision: "auto" (bf16 on CUDA and on CPUs with AMX / AVX512-BF16, else fp32), "fp32" or
+        "bf16" (autocast; attrgan.precision). Outputs stay float32 either way.
+    channels_last: run the networks on NHWC memory (1.2-1.6x faster convolutions on oneDNN and
+        what tensor cores want); False keeps NCHW.
     """
 
     sr_max_height: int | None = None
@@ -56,7 +60,8 @@ class PipelineConfig:
     use_superres: bool = True
     use_reconstruction: bool = True
     device: str = "auto"
-    autocast: bool = True
+    precision: Precision = "auto"
+    channels_last: bool = True
 
     def __post_init__(self) -> None:
         if self.sr_max_height is not None and (not isinstance(self.sr_max_height, int) or self.sr_max_height < 0):
@@ -65,6 +70,8 @@ class PipelineConfig:
         if self.occlusion_threshold is not None and not 0.0 <= self.occlusion_threshold <= 1.0:
             raise ValueError(f"PipelineConfig.occlusion_threshold must be a probability in [0, 1] or None, "
                              f"got {self.occlusion_threshold!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"PipelineConfig.precision must be one of {PRECISIONS}, got {self.precision!r}")
 
 
 def resolve_device(device: str) -> torch.device:
@@ -158,7 +165,12 @@ class Pipeline:
             self.config.occlusion_threshold if self.config.occlusion_threshold is not None
             else self.thresholds[self.occlusion_index] if self.occlusion_index is not None
             else DEFAULT_THRESHOLD)
-        self.autocast = self.config.autocast and self.device.type == "cuda"
+        # The precision actually used ("fp32" | "bf16"): run summaries record it.
+        self.precision = resolve_precision(self.config.precision, self.device)
+        self.memory_format = torch.channels_last if self.config.channels_last else torch.contiguous_format
+        for net in (self.classifier, self.superres, self.reconstruction):
+            if net is not None:
+                net.to(memory_format=self.memory_format)
 
     def __call__(self, images: np.ndarray, crop_heights: np.ndarray, *,
                  return_images: bool = False) -> dict[str, np.ndarray]:
@@ -186,7 +198,7 @@ class Pipeline:
         if n and crop_heights.min() < 1:
             raise ValueError(f"crop_heights must be >= 1 (decode errors are not for the pipeline), "
                              f"got {int(crop_heights.min())}")
-        with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+        with torch.inference_mode(), autocast(self.device, self.precision):
             return self._run(images, crop_heights, return_images=return_images)
 
     def _run(self, images: np.ndarray, crop_heights: np.ndarray, *, return_images: bool) -> dict[str, np.ndarray]:
@@ -199,7 +211,7 @@ class Pipeline:
             return out | ({"images": images.copy()} if return_images else {})
         # uint8 crosses to the device (4× less traffic than float), then (N, 3, H, W) float32 in [-1, 1].
         x = torch.from_numpy(np.ascontiguousarray(images)).to(self.device, non_blocking=True)
-        x = x.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+        x = x.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0).contiguous(memory_format=self.memory_format)
 
         sr_mask = np.zeros(n, dtype=bool)
         if self.superres is not None:

@@ -12,6 +12,9 @@ import pytest
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
 os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+# precision "auto" means fp32 in tests, so scores compare exactly with plain network calls;
+# the bf16 path is tested where a test asks for it (tests/test_precision.py).
+os.environ.setdefault("ATTRGAN_CPU_BF16", "0")
 # moto accepts any credentials; these keep boto/s3fs/pyarrow from looking for real ones.
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")

@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 from attrgan.attributes import validate_attributes
 from attrgan.config import ConfigError, load
+from attrgan.precision import PRECISIONS
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,8 @@ class TrainConfig:
     use_gpu: bool = False
     cpus_per_worker: float = 1.0  # fractional on small machines, so other Ray work can still run
     gpus_per_worker: float = 1.0  # only with use_gpu
-    mixed_precision: bool = True  # bf16 autocast, on GPU only
+    # bf16 autocast: "auto" = on CUDA and on CPUs with AMX / AVX512-BF16 (attrgan.precision).
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
     max_failures: int = 2  # worker-group restarts before the run fails
     seed: int = 0
     log_every: int = 10  # steps between loss-curve points
@@ -131,6 +133,8 @@ class TrainConfig:
             raise ConfigError(f"agreement_weight must be >= 0, got {self.agreement_weight!r}")
         if self.agreement_weight and self.model != "reconstruction":
             raise ConfigError(f"agreement_weight applies to the reconstruction GAN, not to {self.model!r}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.cpus_per_worker <= 0 or self.gpus_per_worker <= 0:
             raise ConfigError(f"cpus_per_worker and gpus_per_worker must be > 0, "
                               f"got {self.cpus_per_worker!r} and {self.gpus_per_worker!r}")

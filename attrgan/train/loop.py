@@ -15,6 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from attrgan.precision import autocast as precision_autocast
+
 # report(metrics, checkpoint_state): metrics are flat numbers plus "step_log", a list of
 # {"epoch", "step", <loss>: float} points for the loss curve; checkpoint_state is what resuming
 # needs (state dicts, "epoch" = the next epoch to run, "step"), or None.
@@ -27,11 +29,8 @@ def unwrap(net: nn.Module) -> nn.Module:
 
 
 def autocast(device: torch.device | str, enabled: bool) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA when enabled; a no-op on CPU (CPU autocast is slower than fp32 here)."""
-    device = torch.device(device)
-    if enabled and device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    """bf16 autocast on `device` when enabled (the training loops' `amp`; see attrgan.precision)."""
+    return precision_autocast(device, "bf16" if enabled else "fp32")
 
 
 def run_epochs(*, step: Callable[[Any], dict[str, float]], batches: Callable[[int], Iterable[Any]],

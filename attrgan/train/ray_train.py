@@ -29,6 +29,7 @@ import torch
 from attrgan.attributes import OCCLUSION_DOWN
 from attrgan.config import ConfigError, StorageConfig, to_dict
 from attrgan.data import storage as st
+from attrgan.precision import resolve_precision
 from attrgan.train.config import TrainConfig
 from attrgan.train.curves import Curves, write_curves
 from attrgan.train.data import (CropSet, TrainDataError, classifier_batch, epoch_indices, label_array, load_crops,
@@ -309,7 +310,7 @@ def _train_worker(loop_config: dict[str, Any]) -> None:
     torch.set_num_threads(cfg.torch_threads)
     torch.manual_seed(cfg.seed + rank)
     device = ray.train.torch.get_device()
-    amp = cfg.mixed_precision and device.type == "cuda"
+    amp = resolve_precision(cfg.precision, device) == "bf16"
     state = _load_state(ray.train.get_checkpoint()) or {}
     if state and job.attributes is not None and tuple(state["attributes"]) != job.attributes:
         raise ConfigError(f"checkpoint attributes {state['attributes']} differ from {list(job.attributes)}")
