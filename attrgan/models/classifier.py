@@ -229,7 +229,8 @@ class AttributeClassifier(nn.Module):
         features: dict[str, torch.Tensor] = {}
         for names in by_height.values():
             pooled = self.trunk(torch.cat([views[n] for n in names]))
-            features.update(zip(names, pooled.chunk(len(names))))
+            # reshape, not chunk(): chunking a symbolic batch pins it (ONNX export wants it dynamic).
+            features.update(zip(names, pooled.reshape(len(names), x.shape[0], -1).unbind(0)))
         return {name: features[name] for name in VIEWS}
 
     def forward_head(self, features: Mapping[str, torch.Tensor]) -> torch.Tensor:
