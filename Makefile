@@ -11,7 +11,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo bench clean
+.PHONY: install test demo bench gpu-check clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || test -n "$(PYTHON)" || { echo "No Python 3.11, 3.12 or 3.13 found (python3 is" \
@@ -32,6 +32,11 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	RAY_AUTH_MODE=disabled $(PY) -m attrgan.bench $(BENCH_ARGS)
+
+# On a machine with NVIDIA GPUs: gpu tests, paper-preset training on every GPU, GPU extraction,
+# figures to gpu-check.json (attrgan/gpu_check.py). Exits 2 without CUDA.
+gpu-check: $(STAMP)
+	RAY_AUTH_MODE=disabled $(PY) -m attrgan.gpu_check $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -10,7 +10,7 @@ import time
 
 import torch
 
-SECTIONS = ("models", "data", "train", "extract")
+SECTIONS = ("models", "data", "train", "extract", "precision", "dataplane")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -23,6 +23,7 @@ in the demo. The figures compare the rows of one run, not machines.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
@@ -123,8 +124,6 @@ def _batches(n: int, size: int):
 
 def _threads(n: int):
     """Context: torch intra-op threads set to `n`, restored afterwards."""
-    import contextlib
-
     @contextlib.contextmanager
     def scope():
         before = torch.get_num_threads()
@@ -158,7 +157,7 @@ def run(quick: bool = False, *, extract_settings: dict | None = None) -> None:
         paths = sorted(str(p) for p in (root / "images").glob("*.jpg"))
 
         # End to end first, while this process holds no torch threads busy.
-        e2e = _end_to_end(root, manifest, settings)
+        e2e = end_to_end(root, manifest, settings)
 
         # Pre-decoded arrays for the in-process measurements (decode cost excluded).
         decoded = [decode_image(Path(p).read_bytes()) for p in paths]
@@ -199,7 +198,7 @@ def run(quick: bool = False, *, extract_settings: dict | None = None) -> None:
         print(f"whole run >= naive loop from ~{break_even(e2e['startup'], e2e['steady'], naive_rate)} crops "
               f"(start-up paid once, then steady state)")
         if not quick:  # the same crops listed LONG_RUN times: a night's run, where start-up is paid once
-            long = _end_to_end(root, make_manifest(root, n, copies=LONG_RUN), settings)
+            long = end_to_end(root, make_manifest(root, n, copies=LONG_RUN), settings)
             print(f"end to end, whole run of {long['rows']:,} crops: {long['rate']:.1f} crops/s in {long['seconds']:.1f} s "
                   f"({long['rate'] / bare_rate:.2f}x bare, {long['rate'] / naive_rate:.2f}x naive)")
 
@@ -244,24 +243,31 @@ def _ray_cpus() -> int:
     return max(4, os.cpu_count() or 1)
 
 
-def _end_to_end(root: Path, manifest: str, settings: dict) -> dict:
-    """One `run_extract` over `manifest`: whole-run and steady-state crops/s, start-up seconds."""
+@contextlib.contextmanager
+def local_ray():
+    """A local Ray for the block (shut down after it), unless one is already running."""
     import ray
 
+    if ray.is_initialized():
+        yield
+        return
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    ray.init(num_cpus=_ray_cpus(), include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"RAY_AUTH_MODE": "disabled"}})
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def end_to_end(root: Path, manifest: str, settings: dict) -> dict:
+    """One `run_extract` over `manifest`: whole-run and steady-state crops/s, start-up seconds."""
     from attrgan.extract import ExtractConfig, run_extract
 
-    started_here = not ray.is_initialized()
-    if started_here:
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-        ray.init(num_cpus=_ray_cpus(), include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": {"RAY_AUTH_MODE": "disabled"}})
-    try:
+    with local_ray():
         config = ExtractConfig(manifest=manifest, bundle=str(root / "bundle"), out=str(root / "results"),
                                incremental=False, **settings)
         summary = run_extract(config)  # its clock starts after Ray is up
-    finally:
-        if started_here:
-            ray.shutdown()
     # Partitions finish one after another as the stream goes: the first one's _SUCCESS marks the
     # end of start-up (actors up, bundle loaded, pipeline full); the rest is steady state.
     done = sorted(summary.processed, key=lambda p: p.seconds)

@@ -1,0 +1,99 @@
+"""End-to-end extraction in fp32 and in the precision the pipeline picks ("auto"), side by side,
+at the paper's widths and at the `cpu-small` preset's.
+
+    python -m attrgan.bench --only precision [--quick]
+
+For each preset, on one set of synthetic JPEG crops (three in four full size, one in four
+low-resolution, as in the extract section; a few hundred at the paper's widths): `run_extract`
+with `PipelineConfig(precision="fp32", channels_last=False)` (the networks as plain fp32 NCHW
+modules) and with the default `PipelineConfig()` (auto: channels_last, bf16 where
+`attrgan.precision` finds it), alternating `repeats` times on one local Ray (medians); and the
+same two pipelines in this process on the first 128 crops, pre-decoded (the bare-model rate each
+end-to-end run is held against). Batch 32 at the paper's widths, the extract section's 64 at
+cpu-small. Rates are crops/s in steady state (from the first partition's `_SUCCESS` to the last)
+and over the whole run (start-up included).
+
+    targets: end to end auto >= 2.5 x fp32 at the paper's widths, >= 1.4 x at cpu-small;
+             each end-to-end rate >= 0.85 x its own bare-model rate.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from attrgan.bench.extract import E2E_SETTINGS, _batches, end_to_end, local_ray, make_bundle, make_manifest
+from attrgan.bundle import load_bundle, save_bundle
+from attrgan.data.images import decode_image, resize
+from attrgan.pipeline import Pipeline, PipelineConfig
+from attrgan.precision import resolve_precision
+
+SETTINGS = {"fp32": PipelineConfig(precision="fp32", channels_last=False), "auto": PipelineConfig()}
+TARGETS = {True: 2.5, False: 1.4}  # auto / fp32 end to end, by paper widths or not
+PAPER_BATCH = 32  # a few hundred crops still make several batches per actor
+BARE_CROPS = 128
+
+
+def _bare_rate(pipe: Pipeline, images: np.ndarray, heights: np.ndarray, batch: int) -> float:
+    """Crops/s of `pipe` over pre-decoded crops, after a one-batch warm-up."""
+    import time
+
+    pipe(images[:batch], heights[:batch])
+    start = time.perf_counter()
+    for s in _batches(len(images), batch):
+        pipe(images[s], heights[s])
+    return len(images) / (time.perf_counter() - start)
+
+
+def _preset(paper: bool, n: int, repeats: int) -> dict[str, dict[str, float]]:
+    """{setting: {"steady", "whole", "bare"} crops/s} for one preset: the end-to-end runs of the two
+    settings alternate `repeats` times (medians); the bare rate is measured once per setting."""
+    batch = PAPER_BATCH if paper else E2E_SETTINGS["batch_size"]
+    settings = E2E_SETTINGS | {"batch_size": batch}
+    runs: dict[str, dict[str, list[float]]] = {s: {"steady": [], "whole": []} for s in SETTINGS}
+    bare: dict[str, float] = {}
+    label = "paper" if paper else "cpu-small"
+    with tempfile.TemporaryDirectory(prefix="attrgan-bench-precision-") as tmp:
+        root = Path(tmp)
+        save_bundle(str(root / "bundle"), make_bundle(paper=paper))
+        manifest = make_manifest(root, n)
+        # The first BARE_CROPS crops (a quarter of them low-resolution, as in the whole set).
+        paths = sorted((root / "images").glob("*.jpg"))[:BARE_CROPS]
+        decoded = [decode_image(p.read_bytes()) for p in paths]
+        heights = np.array([d.shape[0] for d in decoded])
+        for name, config in SETTINGS.items():
+            pipe = Pipeline(load_bundle(str(root / "bundle")), config)
+            images = np.stack([resize(d, pipe.input_size) for d in decoded])
+            bare[name] = _bare_rate(pipe, images, heights, batch)
+            print(f"  {label} {name}: bare models {bare[name]:.1f} crops/s", flush=True)
+        for _ in range(repeats):
+            for name, config in SETTINGS.items():
+                e2e = end_to_end(root, manifest, settings | {"pipeline": config})
+                runs[name]["steady"].append(e2e["steady"])
+                runs[name]["whole"].append(e2e["rate"])
+                print(f"  {label} {name}: end to end steady {e2e['steady']:.1f}, whole run {e2e['rate']:.1f} crops/s "
+                      f"(start-up ~{e2e['startup']:.0f} s)", flush=True)
+    return {s: {k: statistics.median(v) for k, v in r.items()} | {"bare": bare[s]} for s, r in runs.items()}
+
+
+def run(quick: bool = False) -> None:
+    repeats = 1 if quick else 2
+    sizes = {True: 96 if quick else 256, False: 256 if quick else 1024}
+    print(f"auto resolves to {resolve_precision('auto', 'cpu')} on this CPU; run_extract settings {E2E_SETTINGS}; "
+          f"{repeats} alternating repeat(s), medians; bare models: this process, {torch.get_num_threads()} threads")
+    with local_ray():  # one Ray for every run
+        results = {paper: _preset(paper, sizes[paper], repeats) for paper in (True, False)}
+    print(f"{'preset':<11}{'crops':>6}{'setting':>8}{'steady':>9}{'whole':>9}{'bare':>9}{'vs bare':>9}")
+    for paper, by_setting in results.items():
+        for name, r in by_setting.items():
+            print(f"{'paper' if paper else 'cpu-small':<11}{sizes[paper]:>6}{name:>8}{r['steady']:>9.1f}"
+                  f"{r['whole']:>9.1f}{r['bare']:>9.1f}{r['steady'] / r['bare']:>9.2f}")
+    for paper, r in results.items():
+        print(f"target {'paper' if paper else 'cpu-small'}: end to end auto / fp32 {r['auto']['steady'] / r['fp32']['steady']:.2f}x "
+              f"steady ({r['auto']['whole'] / r['fp32']['whole']:.2f}x whole run; >= {TARGETS[paper]}); bare models "
+              f"{r['auto']['bare'] / r['fp32']['bare']:.2f}x; vs bare >= 0.85: fp32 "
+              f"{r['fp32']['steady'] / r['fp32']['bare']:.2f}, auto {r['auto']['steady'] / r['auto']['bare']:.2f}")
