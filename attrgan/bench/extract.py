@@ -233,6 +233,8 @@ E2E_SETTINGS: dict = {"batch_size": BATCH, "actors": 2, "min_actors": 2, "torch_
 def break_even(startup_s: float, steady: float, naive: float) -> str:
     """Crops from which a run with `startup_s` seconds of start-up, then `steady` crops/s, beats a
     loop at `naive` crops/s with no start-up: n / (startup + n / steady) >= naive."""
+    if math.isnan(steady):
+        return "unknown (no steady state seen)"
     if steady <= naive:
         return "never (steady state is not faster)"
     return f"{math.ceil(startup_s * steady * naive / (steady - naive)):,}"
@@ -272,8 +274,10 @@ def end_to_end(root: Path, manifest: str, settings: dict) -> dict:
     # end of start-up (actors up, bundle loaded, pipeline full); the rest is steady state.
     done = sorted(summary.processed, key=lambda p: p.seconds)
     first, last = done[0], done[-1]
-    steady = (summary.rows - first.rows) / (last.seconds - first.seconds) if last.seconds > first.seconds else 0.0
-    startup = first.seconds - (first.rows / steady if steady else 0.0)
+    # Partitions that finish together (one block for a small manifest) leave no steady state to see.
+    spread = last.seconds - first.seconds > 0.1 * summary.seconds
+    steady = (summary.rows - first.rows) / (last.seconds - first.seconds) if spread else math.nan
+    startup = first.seconds - (first.rows / steady if spread else 0.0)
     return {"rate": summary.crops_per_s, "steady": steady, "startup": startup, "rows": summary.rows,
             "seconds": summary.seconds, "super_resolved": summary.super_resolved,
             "reconstructed": summary.reconstructed}
