@@ -621,13 +621,6 @@ def _setup(config: ExtractConfig, run_id: str) -> tuple[str, dict[str, Any], Man
     except OSError as exc:
         raise SetupError(f"cannot list the manifest {config.manifest} ({_reason(exc)}); check {endpoint} and the "
                          "credentials") from None
-    probe = staging_uri(config.out, run_id, "") + "/_probe"
-    try:
-        write_bytes(probe, b"", storage)
-        fs, path = filesystem(probe, storage)
-        fs.delete_file(path)
-    except (OSError, ValueError) as exc:
-        raise SetupError(f"cannot write under the output out={config.out} ({_reason(exc)})") from None
     prefixes = allowed_prefixes(config.manifest, storage)
     for prefix in prefixes or ():
         if is_s3(prefix):
@@ -640,6 +633,14 @@ def _setup(config: ExtractConfig, run_id: str) -> tuple[str, dict[str, Any], Man
             if missing:
                 raise SetupError(f"the image bucket {bucket!r} of the allowed prefix {prefix} does not exist; "
                                  "check storage.allowed_prefixes and the manifest's image_uri values")
+    # Last, as it is the one check that writes: an object in this run's staging folder.
+    probe = staging_uri(config.out, run_id, "") + "/_probe"
+    try:
+        write_bytes(probe, b"", storage)
+        fs, path = filesystem(probe, storage)
+        fs.delete_dir(path.rsplit("/", 1)[0])
+    except (OSError, ValueError) as exc:
+        raise SetupError(f"cannot write under the output out={config.out} ({_reason(exc)})") from None
     return model_version, classifier_meta, scan, prefixes
 
 

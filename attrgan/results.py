@@ -127,6 +127,8 @@ def _read_marker(fs: pafs.FileSystem, path: str) -> dict[str, Any] | None:
             data = f.read()
     except (FileNotFoundError, OSError):
         return None
+    if not data.strip():
+        return {}  # an empty marker (Hadoop, Spark and older writers): done, files not listed
     try:
         marker = json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError):

@@ -50,9 +50,7 @@ from PIL import Image, ImageFile, UnidentifiedImageError
 
 from attrgan.config import StorageConfig
 from attrgan.data.storage import ObjectRefusedError, TransientStorageError, allowed, read_bytes, redact, scheme
-
-# The kind of a row whose read failed for a reason that may pass: its partition is redone.
-TRANSIENT = "transient"
+from attrgan.results import TRANSIENT  # the kind of a row whose read may pass later: its partition is redone
 
 if TYPE_CHECKING:
     import torch

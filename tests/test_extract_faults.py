@@ -1,0 +1,277 @@
+"""The extraction under faults: a flaky S3 endpoint, failures that outlast the retries, setup
+mistakes, and a multi-node Ray that loses a worker node mid-run."""
+
+from __future__ import annotations
+
+import http.client
+import io
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from attrgan.bundle import BundleError, save_bundle
+from attrgan.config import StorageConfig
+from attrgan.data.manifest import write_manifest
+from attrgan.data.storage import list_dir, write_bytes
+from attrgan.extract import ExtractConfig, IncompleteRun, SetupError, run_extract
+from attrgan.pipeline import PipelineConfig
+from attrgan.results import load_results, read_success
+from test_pipeline import tiny_bundle  # pytest puts tests/ on sys.path
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+class FlakyS3:
+    """An HTTP proxy on 127.0.0.1 in front of an S3 endpoint that fails some requests: every
+    `every`-th request gets a 503 SlowDown or has its connection dropped (alternately), at most
+    `budget` of them; requests whose path contains `always` fail every time (while set)."""
+
+    def __init__(self, upstream: str, *, every: int = 4, budget: int = 60, always: str | None = None) -> None:
+        self.upstream = upstream.removeprefix("http://")
+        self.every, self.budget, self.always = every, budget, always
+        self.seen = self.failed = 0
+        self.lock = threading.Lock()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):  # quiet
+                pass
+
+            def _body(self) -> bytes:
+                if "chunked" not in self.headers.get("Transfer-Encoding", "").lower():
+                    return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                parts = []
+                while True:
+                    size = int(self.rfile.readline().split(b";")[0].strip(), 16)
+                    if size == 0:
+                        while self.rfile.readline().strip():  # trailers
+                            pass
+                        return b"".join(parts)
+                    parts.append(self.rfile.read(size))
+                    self.rfile.readline()
+
+            def _forward(self):
+                body = self._body()
+                fail = proxy.decide(self.path)
+                if fail == "drop":
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return
+                if fail == "503":
+                    payload = b"<Error><Code>SlowDown</Code><Message>Reduce your request rate.</Message></Error>"
+                    self.send_response(503)
+                    self.send_header("Content-Type", "application/xml")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                    return
+                conn = http.client.HTTPConnection(proxy.upstream, timeout=30)
+                headers = {k: v for k, v in self.headers.items()
+                           if k.lower() not in ("connection", "transfer-encoding", "content-length", "expect")}
+                headers["Content-Length"] = str(len(body))
+                conn.request(self.command, self.path, body=body, headers=headers)
+                reply = conn.getresponse()
+                data = reply.read()
+                self.send_response(reply.status)
+                for k, v in reply.getheaders():
+                    if k.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(k, v)
+                # A HEAD reply has no body but tells the object's size.
+                size = reply.getheader("Content-Length") if self.command == "HEAD" else None
+                self.send_header("Content-Length", size or str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+                conn.close()
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def decide(self, path: str) -> str | None:
+        with self.lock:
+            self.seen += 1
+            if self.always and self.always in path:
+                return "503"
+            if self.failed < self.budget and self.seen % self.every == 0:
+                self.failed += 1
+                return "drop" if self.failed % 2 else "503"
+            return None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def __enter__(self) -> "FlakyS3":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def png(seed: int, shape=(80, 32)) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (*shape, 3), dtype=np.uint8)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture
+def s3_scene(s3_endpoint, s3_bucket):
+    """A bundle and a 2-day manifest of 8 crops on the local S3 server (one image name holds 'flaky')."""
+    storage = StorageConfig(endpoint_url=s3_endpoint, region="us-east-1")
+    base = f"s3://{s3_bucket}"
+    save_bundle(f"{base}/bundle", tiny_bundle(), storage=storage)
+    rows = []
+    for d, day in enumerate(("2026-11-24", "2026-11-25")):
+        for k in range(4):
+            name = f"{day}-{'flaky' if (d, k) == (1, 3) else k}"
+            write_bytes(f"{base}/images/{name}.png", png(d * 10 + k), storage)
+            rows.append({"crop_id": name, "image_uri": f"../images/{name}.png", "date": day})
+    write_manifest(pd.DataFrame(rows), f"{base}/manifest", storage=storage, partition_cols=["date"])
+    return {"base": base, "storage": storage, "ids": sorted(r["crop_id"] for r in rows)}
+
+
+def config_for(scene, storage: StorageConfig, **overrides) -> ExtractConfig:
+    base = scene["base"]
+    values = {"manifest": f"{base}/manifest", "bundle": f"{base}/bundle", "out": f"{base}/results",
+              "storage": storage, "actors": 1, "batch_size": 4, "pipeline": PipelineConfig(device="cpu")}
+    return ExtractConfig(**(values | overrides))
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_flaky_endpoint_gives_the_clean_results_and_lasting_failures_wait_for_the_next_run(ray_local, s3_scene):
+    clean = StorageConfig(endpoint_url=s3_scene["storage"].endpoint_url, region="us-east-1", retry_backoff_s=0.05)
+    with FlakyS3(clean.endpoint_url, every=4, budget=40) as proxy:
+        flaky = StorageConfig(endpoint_url=proxy.url, region="us-east-1", retry_backoff_s=0.05)
+        summary = run_extract(config_for(s3_scene, flaky))
+    assert proxy.failed > 10  # the faults really happened
+    assert summary.rows == 8 and summary.errors == {} and summary.incomplete == ()
+    frame = load_results(f"{s3_scene['base']}/results", storage=clean)
+    assert sorted(frame["crop_id"]) == s3_scene["ids"] and (frame["status"] == "ok").all()
+    first = {p: read_success(f"{s3_scene['base']}/results/{p}", clean)["run"] for p in ("date=2026-11-24",
+                                                                                        "date=2026-11-25")}
+
+    # One object fails through every retry: its partition is not committed (its previous results
+    # stay), the other partition is.
+    always = {"every": 10**9, "always": "flaky"}
+    with FlakyS3(clean.endpoint_url, **always) as proxy:
+        flaky = StorageConfig(endpoint_url=proxy.url, region="us-east-1", retries=2, retry_backoff_s=0.01)
+        with pytest.raises(IncompleteRun, match="1 partition") as failed:
+            run_extract(config_for(s3_scene, flaky, incremental=False))
+        summary = failed.value.summary
+        assert [p for p, _ in summary.incomplete] == ["date=2026-11-25"] and "transient" in summary.incomplete[0][1]
+        assert [p.partition for p in summary.processed] == ["date=2026-11-24"]
+        after = {p: read_success(f"{s3_scene['base']}/results/{p}", clean)["run"] for p in first}
+        assert after["date=2026-11-25"] == first["date=2026-11-25"] != after["date=2026-11-24"]
+
+        # Into a new output: the partition stays undone until a run reads every row.
+        with pytest.raises(IncompleteRun):
+            run_extract(config_for(s3_scene, flaky, out=f"{s3_scene['base']}/fresh"))
+    assert read_success(f"{s3_scene['base']}/fresh/date=2026-11-25", clean) is None
+    rerun = run_extract(config_for(s3_scene, clean, out=f"{s3_scene['base']}/fresh"))
+    assert [p.partition for p in rerun.processed] == ["date=2026-11-25"] and rerun.errors == {}
+    assert sorted(load_results(f"{s3_scene['base']}/fresh", storage=clean)["crop_id"]) == s3_scene["ids"]
+
+
+@pytest.mark.ray
+def test_setup_failures_stop_before_any_write(ray_local, s3_scene, s3_endpoint):
+    storage = s3_scene["storage"]
+    out = f"{s3_scene['base']}/results"
+    closed = StorageConfig(endpoint_url="http://127.0.0.1:9", region="us-east-1", retries=1, retry_backoff_s=0.01,
+                           connect_timeout_s=1.0)
+    with pytest.raises(SetupError, match=r"storage.endpoint_url='http://127.0.0.1:9'"):
+        run_extract(config_for(s3_scene, closed))
+    with pytest.raises(SetupError, match=r"image bucket 'no-such-bucket-x' .* does not exist"):
+        run_extract(config_for(s3_scene, StorageConfig(endpoint_url=s3_endpoint, region="us-east-1",
+                                                       allowed_prefixes=("s3://no-such-bucket-x",))))
+    with pytest.raises(SetupError, match=r"cannot write under the output out=s3://no-such-bucket-y"):
+        run_extract(config_for(s3_scene, storage, out="s3://no-such-bucket-y/results"))
+    with pytest.raises(BundleError, match="no model bundle"):
+        run_extract(config_for(s3_scene, storage, bundle=f"{s3_scene['base']}/nothing"))
+    assert list_dir(out, storage) == []  # nothing was touched
+
+
+# ---------------------------------------------------------------------------------------------
+# a multi-node Ray on this machine: a head with no CPUs and two worker nodes
+
+
+CLUSTER_DRIVER = textwrap.dedent("""
+    import json, os, sys, threading, time
+    import ray
+    from ray.cluster_utils import Cluster
+    from attrgan.extract import ExtractConfig, run_extract
+    from attrgan.pipeline import PipelineConfig
+
+    manifest, bundle, out = sys.argv[1:4]
+    env = {"env_vars": {"RAY_AUTH_MODE": "disabled"}}
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    workers = [cluster.add_node(num_cpus=2) for _ in range(2)]
+    ray.init(address=cluster.address, log_to_driver=False, runtime_env=env)
+    cluster.wait_for_nodes()
+    config = ExtractConfig(manifest=manifest, bundle=bundle, out=out, actors=1, batch_size=4, rows_per_file=8,
+                           incremental=False, max_restarts=4, pipeline=PipelineConfig(device="cpu"))
+    first = run_extract(config)
+
+    # Remove a worker node as soon as the second run has staged its first file.
+    removed = []
+    def remove_when_staging():
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            staged = [f for _, _, fs in os.walk(os.path.join(out, "_staging")) for f in fs if f.endswith(".parquet")]
+            if staged:
+                cluster.remove_node(workers[0])
+                removed.append(len(staged))
+                return
+            time.sleep(0.05)
+    thread = threading.Thread(target=remove_when_staging)
+    thread.start()
+    second = run_extract(config)
+    thread.join()
+    print(json.dumps({"first_rows": first.rows, "first_nodes": first.write_nodes,
+                      "workers": [w.node_id for w in workers], "head": cluster.head_node.node_id,
+                      "second_rows": second.rows, "removed_after": removed}))
+""")
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_multi_node_writes_from_workers_and_survives_losing_one(tmp_path):
+    root = tmp_path
+    save_bundle(str(root / "bundle"), tiny_bundle())
+    rows = []
+    for d, day in enumerate(("2026-11-23", "2026-11-24", "2026-11-25")):
+        for k in range(24):
+            Image.open(io.BytesIO(png(d * 100 + k))).save(root / f"{day}-{k}.png")
+            rows.append({"crop_id": f"{day}-{k}", "image_uri": str(root / f"{day}-{k}.png"), "date": day})
+    write_manifest(pd.DataFrame(rows), str(root / "manifest"), partition_cols=["date"])
+    out = str(root / "results")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]), "RAY_AUTH_MODE": "disabled"}
+    done = subprocess.run([sys.executable, "-c", CLUSTER_DRIVER, str(root / "manifest"), str(root / "bundle"), out],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["first_rows"] == report["second_rows"] == 72
+    # The head has no CPUs: every result file was written by a task on a worker node.
+    assert report["first_nodes"] and set(report["first_nodes"]) <= set(report["workers"])
+    assert report["removed_after"]  # the node really went away mid-run
+    frame = load_results(out)
+    assert len(frame) == 72 and frame["crop_id"].is_unique and (frame["status"] == "ok").all()
+    assert sorted(frame["crop_id"]) == sorted(r["crop_id"] for r in rows)
