@@ -36,6 +36,7 @@ import dataclasses
 import datetime as dt
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -56,7 +57,7 @@ from attrgan.config import ConfigError, StorageConfig, to_dict
 from attrgan.data.manifest import ManifestError, ManifestScan, allowed_prefixes, resolve_uri, scan_manifest
 from attrgan.data.storage import filesystem, is_s3, join, read_bytes, split_s3, write_bytes
 from attrgan.pipeline import Pipeline, PipelineConfig
-from attrgan.results import (SUCCESS_MARKER, TRANSIENT, clean_partition, clean_staging, error_kind, new_run_id,
+from attrgan.results import (TRANSIENT, clean_partition, clean_staging, error_kind, new_run_id,
                              promote, read_success, results_schema, staging_uri)
 from attrgan.scoring import IO_TASK_CPUS, ROW_ERROR, DecodingActor, load_actor_bundle, plan_actors, score_stream
 
@@ -70,8 +71,10 @@ INPUT_COLUMNS = ("crop_id", "image_uri", "bbox_x", "bbox_y", "bbox_w", "bbox_h",
 # SIGKILL there.
 FAULT_ENV = "ATTRGAN_EXTRACT_FAULT_MARKER"
 COMMIT_FAULT_ENV = "ATTRGAN_COMMIT_FAULT"
-# Index (into the commit group's partitions) that each row carries through the stream.
+# Index (into the commit group's partitions) that each row carries through the stream, and the
+# precision ("fp32" / "bf16") of the actor that scored it, for the run's records.
 PARTITION_INDEX = "_partition_index"
+PRECISION = "_precision"
 
 
 class ExtractError(RuntimeError):
@@ -182,6 +185,7 @@ class Summary:
     seconds: float
     incomplete: tuple[tuple[str, str], ...] = ()
     write_nodes: tuple[str, ...] = ()  # the Ray nodes whose tasks wrote result files
+    precision: str = ""  # what the actors computed in: "fp32", "bf16" (or "bf16+fp32" on mixed nodes)
 
     @property
     def rows(self) -> int:
@@ -211,7 +215,8 @@ class Summary:
         lines = [f"extract: {len(self.processed)} partition(s) processed, {len(self.skipped)} skipped "
                  f"(up to date), {len(self.incomplete)} left for the next run, bundle {self.model_version}",
                  f"  rows {self.rows}, errors {errors}, super-resolved {self.super_resolved}, "
-                 f"reconstructed {self.reconstructed}, {self.crops_per_s:.1f} crops/s over {self.seconds:.1f} s"]
+                 f"reconstructed {self.reconstructed}, {self.crops_per_s:.1f} crops/s over {self.seconds:.1f} s"
+                 + (f", precision {self.precision}" if self.precision else "")]
         lines += [f"  error {kind!r}: {count}" for kind, count in self.errors.items()]
         lines += [f"  not committed {partition!r}: {why}" for partition, why in self.incomplete]
         return "\n".join(lines)
@@ -361,6 +366,7 @@ class PipelineActor(DecodingActor):
                                   processed_at=dt.datetime.now(dt.timezone.utc))
         if PARTITION_INDEX in batch:
             table = table.append_column(PARTITION_INDEX, pa.array(np.asarray(batch[PARTITION_INDEX]), pa.int32()))
+            table = table.append_column(PRECISION, pa.array([self.pipeline.precision] * table.num_rows, pa.string()))
         return table
 
     def _fault_drill(self) -> None:
@@ -398,6 +404,7 @@ class ResultsSink(ray.data.Datasink):
         self.committed: list[PartitionSummary] = []
         self.incomplete: list[tuple[str, str]] = []
         self.nodes: set[str] = set()
+        self.precisions: set[str] = set()
 
     @property
     def min_rows_per_write(self) -> int:
@@ -415,7 +422,9 @@ class ResultsSink(ray.data.Datasink):
         out = []
         index = table[PARTITION_INDEX]
         for i in pc.unique(index).to_pylist():
-            part = table.filter(pc.equal(index, i)).drop_columns([PARTITION_INDEX])
+            part = table.filter(pc.equal(index, i))
+            precisions = sorted(pc.unique(part[PRECISION]).to_pylist())
+            part = part.drop_columns([PARTITION_INDEX, PRECISION])
             # Ray Data may hand columns back with relaxed nullability; the files keep the contract's.
             part = part.select(self.schema.names).cast(self.schema)
             sink = pa.BufferOutputStream()
@@ -425,7 +434,8 @@ class ResultsSink(ray.data.Datasink):
             errors = Counter(error_kind(e) for e in part["error"].drop_null().to_pylist())
             out.append({"partition": i, "file": uri, "rows": part.num_rows, "errors": dict(errors),
                         "super_resolved": pc.sum(part["super_resolved"]).as_py() or 0,
-                        "reconstructed": pc.sum(part["reconstructed"]).as_py() or 0, "node": node})
+                        "reconstructed": pc.sum(part["reconstructed"]).as_py() or 0, "node": node,
+                        "precision": precisions})
         return out
 
     def on_write_failed(self, error: Exception) -> None:
@@ -443,13 +453,16 @@ class ResultsSink(ray.data.Datasink):
         next run cleans them)."""
 
         files: dict[int, list[str]] = {i: [] for i in range(len(self.group.partitions))}
+        precisions: dict[int, set[str]] = {i: set() for i in files}
         counts: dict[int, Counter[str]] = {i: Counter() for i in files}
         for r in returns:
             files[r["partition"]].append(r["file"])
+            precisions[r["partition"]].update(r["precision"])
             counts[r["partition"]].update({"rows": r["rows"], "super_resolved": r["super_resolved"],
                                            "reconstructed": r["reconstructed"]})
             counts[r["partition"]].update({f"error:{k}": v for k, v in r["errors"].items()})
             self.nodes.add(r["node"])
+            self.precisions.update(r["precision"])
         ready = []
         for i, partition in enumerate(self.group.partitions):
             rows, expected = counts[i]["rows"], self.group.rows[i]
@@ -471,7 +484,8 @@ class ResultsSink(ray.data.Datasink):
                 raise ExtractError(f"partition {partition!r}: {problem}; its previous results stay committed")
             c = counts[i]
             errors = dict(Counter({k[6:]: v for k, v in c.items() if k.startswith("error:")}).most_common())
-            marker = {**self.marker, "partition": partition, "rows": c["rows"], "errors": errors,
+            marker = {**self.marker, "partition": partition, "precision": "+".join(sorted(precisions[i])),
+                      "rows": c["rows"], "errors": errors,
                       "super_resolved": c["super_resolved"], "reconstructed": c["reconstructed"],
                       "seconds": round(time.perf_counter() - self.start, 3),
                       "finished_at": dt.datetime.now(dt.timezone.utc).isoformat()}
@@ -691,7 +705,7 @@ def run_extract(config: ExtractConfig) -> Summary:
     schema = results_schema(classifier_meta["attributes"])
     marker = {"model_version": model_version, "manifest": config.manifest, "run": run_id,
               "pipeline": to_dict(config.pipeline)}
-    committed, incomplete, nodes = [], [], set()
+    committed, incomplete, nodes, precisions = [], [], set(), set()
     for group in groups:
         sink = ResultsSink(config=config, group=group, run_id=run_id, schema=schema, marker=marker, start=start)
         if sum(group.rows) == 0:  # nothing to score: commit the empty partitions directly
@@ -703,10 +717,11 @@ def run_extract(config: ExtractConfig) -> Summary:
         committed += sink.committed
         incomplete += sink.incomplete
         nodes |= sink.nodes
+        precisions |= sink.precisions
     clean_staging(config.out, storage)
     summary = Summary(model_version=model_version, processed=tuple(committed), skipped=tuple(skipped),
                       seconds=time.perf_counter() - start, incomplete=tuple(incomplete),
-                      write_nodes=tuple(sorted(nodes)))
+                      write_nodes=tuple(sorted(nodes)), precision="+".join(sorted(precisions)))
     log.info("%s", summary.format())
     if incomplete:
         raise IncompleteRun(summary)

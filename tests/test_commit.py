@@ -15,7 +15,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from attrgan.config import StorageConfig
 from attrgan.data.storage import list_dir
 from attrgan.results import (SUCCESS_MARKER, STAGING_DIR, clean_partition, clean_staging, load_results, promote,
                              read_success, results_schema, staging_uri)

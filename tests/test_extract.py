@@ -13,7 +13,6 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as pads
-import pyarrow.parquet as pq
 import pytest
 import torch
 from PIL import Image
@@ -22,7 +21,7 @@ from attrgan.bundle import save_bundle
 from attrgan.config import StorageConfig
 from attrgan.data.manifest import ManifestError, write_manifest
 from attrgan.data.storage import filesystem, list_dir, read_bytes, write_bytes
-from attrgan.extract import (FAULT_ENV, PARTITION_INDEX, ExtractConfig, PipelineActor, results_batch, run_extract,
+from attrgan.extract import (FAULT_ENV, PARTITION_INDEX, PRECISION, ExtractConfig, PipelineActor, results_batch, run_extract,
                              select_partitions)
 from attrgan.results import SUCCESS_MARKER as SUCCESS_FILE
 from attrgan.results import error_kind, results_schema
@@ -45,12 +44,12 @@ def test_plan_actors_leaves_decode_tasks_a_cpu():
     plan = plan_actors(cluster_cpus=4, cluster_gpus=0, actors=2, decode_in_actors=False)
     assert (plan.actors, plan.num_cpus, plan.num_gpus, plan.decode_cpus) == (2, 1.0, 0.0, 1.0)
     assert not plan.decode_in_actors
-    # 2 CPUs, 2 actors: half a CPU each, the other CPU decodes.
+    # 2 CPUs, 2 actors: one CPU decodes, read/write tasks keep 0.2, the actors share the rest.
     plan = plan_actors(cluster_cpus=2, cluster_gpus=0, actors=2, decode_in_actors=False)
-    assert (plan.num_cpus, plan.decode_cpus, plan.torch_threads) == (0.5, 1.0, 1)
-    # 1 CPU: decode and the single actor share it.
+    assert (plan.num_cpus, plan.decode_cpus, plan.torch_threads) == (0.4, 1.0, 1)
+    # 1 CPU: decode, read/write tasks and the single actor share it.
     plan = plan_actors(cluster_cpus=1, cluster_gpus=0, actors=1, decode_in_actors=False)
-    assert (plan.num_cpus, plan.decode_cpus) == (0.5, 0.5)
+    assert (plan.num_cpus, plan.decode_cpus) == (pytest.approx(0.3), 0.5)
     # GPUs cap the pool: 4 requested, 2 GPUs at 1 each → 2 actors with a GPU and a CPU each, and
     # decoding stays in CPU tasks by default.
     plan = plan_actors(cluster_cpus=16, cluster_gpus=2, actors=4, min_actors=3)
@@ -63,7 +62,7 @@ def test_plan_actors_leaves_decode_tasks_a_cpu():
     assert plan_actors(cluster_cpus=4, cluster_gpus=0, actors=1, torch_threads=2).torch_threads == 2
     # An explicit CPU share that would starve decoding shrinks the pool, or is refused.
     assert plan_actors(cluster_cpus=4, cluster_gpus=0, actors=4, cpus_per_actor=1.5,
-                       decode_in_actors=False).actors == 2
+                       decode_in_actors=False).actors == 1
     with pytest.raises(ValueError, match="CPU left for decoding"):
         plan_actors(cluster_cpus=4, cluster_gpus=0, actors=1, cpus_per_actor=4, decode_in_actors=False)
 
@@ -73,8 +72,10 @@ def test_plan_actors_on_cpus_decodes_in_the_actors():
     plan = plan_actors(cluster_cpus=4, cluster_gpus=0, actors=2)
     assert plan.decode_in_actors and (plan.actors, plan.num_cpus, plan.decode_cpus) == (2, 1.0, 0.0)
     plan = plan_actors(cluster_cpus=2, cluster_gpus=0, actors=4)
-    assert (plan.actors, plan.num_cpus, plan.torch_threads) == (4, 0.5, 1)
-    assert plan_actors(cluster_cpus=4, cluster_gpus=0, actors=1, cpus_per_actor=4).torch_threads == 4
+    assert (plan.actors, plan.num_cpus, plan.torch_threads) == (4, pytest.approx(0.45), 1)
+    assert plan_actors(cluster_cpus=4, cluster_gpus=0, actors=1, cpus_per_actor=3).torch_threads == 3
+    with pytest.raises(ValueError, match="does not fit"):  # read and write tasks need a share too
+        plan_actors(cluster_cpus=4, cluster_gpus=0, actors=1, cpus_per_actor=4)
     assert plan_actors(cluster_cpus=4, cluster_gpus=0, actors=4, cpus_per_actor=1.5).actors == 2
     # gpus_per_actor=0 runs on CPU even with GPUs present, and then decodes in the actors.
     plan = plan_actors(cluster_cpus=4, cluster_gpus=2, actors=2, gpus_per_actor=0)
@@ -307,6 +308,9 @@ def test_extract_end_to_end_and_incremental(scene, first_run):
     marker = json.loads(read_bytes(out + "/day=2/" + SUCCESS_FILE, scene["storage"]))
     assert marker["model_version"] == scene["bundle"].version and marker["rows"] == 7
     assert marker["errors"] == {"undecodable image": 1, "bad bbox": 1}
+    assert marker["precision"] in ("fp32", "bf16") and marker["precision"] == summary.precision
+    assert marker["files"] == [f for f in (n.rsplit("/", 1)[1] for n in list_dir(out + "/day=2", scene["storage"]))
+                               if f.endswith(".parquet")]
 
     # Incremental: both partitions are done with this bundle version → nothing runs.
     skipped = run_extract(config_for(scene, out))
@@ -366,7 +370,8 @@ def test_actor_checks_the_bundle_version(tmp_path):
     assert table.num_rows == 1 and table["model_version"][0].as_py() == bundle.version
     assert table.schema == results_schema(ATTRS)
     tagged = actor(batch | {PARTITION_INDEX: np.array([3], np.int32)})  # carried through the stream
-    assert tagged.column_names[-1] == PARTITION_INDEX and tagged[PARTITION_INDEX].to_pylist() == [3]
+    assert tagged.column_names[-2:] == [PARTITION_INDEX, PRECISION] and tagged[PARTITION_INDEX].to_pylist() == [3]
+    assert tagged[PRECISION].to_pylist() == [actor.pipeline.precision]
     with pytest.raises(RuntimeError, match="changed during the run"):
         PipelineActor(model_version="something-else", **kwargs)
 

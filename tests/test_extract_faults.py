@@ -11,7 +11,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 

@@ -21,7 +21,6 @@ Only files ending in .parquet / .parq / .pq are data files; names starting with 
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import os
 import posixpath
 from collections.abc import Mapping, Sequence
