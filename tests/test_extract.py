@@ -21,11 +21,11 @@ from attrgan.bundle import save_bundle
 from attrgan.config import StorageConfig
 from attrgan.data.manifest import ManifestError, write_manifest
 from attrgan.data.storage import filesystem, list_dir, read_bytes, write_bytes
-from attrgan.extract import (FAULT_ENV, PARTITION_INDEX, PRECISION, ExtractConfig, PipelineActor, results_batch, run_extract,
-                             select_partitions)
+from attrgan.extract import (FAULT_ENV, INPUT_COLUMNS, PARTITION_INDEX, PRECISION, ExtractConfig, PipelineActor,
+                             commit_groups, newest_first, prepare_rows, results_batch, run_extract, select_partitions)
 from attrgan.results import SUCCESS_MARKER as SUCCESS_FILE
 from attrgan.results import error_kind, results_schema
-from attrgan.scoring import plan_actors
+from attrgan.scoring import ROW_ERROR, decode_rows, plan_actors
 from attrgan.pipeline import Pipeline, PipelineConfig
 from test_pipeline import ATTRS, random_images, tiny_bundle  # pytest puts tests/ on sys.path
 
@@ -392,3 +392,54 @@ def test_actor_decodes_manifest_rows_itself(tmp_path):
     table = actor(rows)
     assert table["crop_id"].to_pylist() == ["a", "b"] and table["status"].to_pylist() == ["ok", "error"]
     assert table["error"][1].as_py().startswith("missing object:") and table["female_score"][0].is_valid
+
+
+def test_partitions_go_newest_first_and_since_stops_at_a_day():
+    parts = ["date=2026-11-23/camera=a", "date=2026-11-25/camera=a", "date=2026-11-24/camera=b", "extra=1"]
+    assert newest_first(parts) == ["date=2026-11-25/camera=a", "date=2026-11-24/camera=b",
+                                   "date=2026-11-23/camera=a", "extra=1"]
+    assert newest_first(parts, since="2026-11-24") == ["date=2026-11-25/camera=a", "date=2026-11-24/camera=b"]
+    with pytest.raises(ManifestError, match="since=2026-11-24 needs a manifest partitioned by date="):
+        newest_first(["camera=a", "camera=b"], since="2026-11-24")
+    with pytest.raises(ValueError, match="since must be a date YYYY-MM-DD, got 'yesterday'"):
+        ExtractConfig(manifest="m", bundle="b", out="o", since="yesterday")
+
+
+def test_commit_groups_hold_at_most_the_limit_in_order():
+    rows = {"a": 5, "b": 4, "c": 12, "d": 0, "e": 3}
+    groups = commit_groups(list(rows), rows, 10)
+    assert [(g.partitions, g.rows) for g in groups] == [(("a", "b"), (5, 4)), (("c",), (12,)), (("d", "e"), (0, 3))]
+
+
+def test_prepare_rows_types_resolves_and_flags_values_without_failing():
+    table = pa.table({
+        "crop_id": ["a", "b", "c"],
+        "image_uri": ["x/1.png", "../../../../up.png", "s3://other/k.png"],
+        "bbox_x": pa.array([1.0, 2.5, None]), "bbox_y": pa.array([0.0, 0.0, None]),
+        "bbox_w": pa.array([4.0, 4.0, None]), "bbox_h": pa.array([8.0, 8.0, None]),
+        "captured_at": pa.array([dt.datetime(2026, 11, 25, 1, 2, 3)] * 3, pa.timestamp("ns")),
+        "path": ["b/m/date=1/p.parquet", "b/m/date=1/p.parquet", "b/m/date=2/p.parquet"],
+    })
+    out = prepare_rows(table, base="s3://b/m", partition_of={"b/m/date=1/p.parquet": 0, "b/m/date=2/p.parquet": 1})
+    assert out.column_names == [*INPUT_COLUMNS, PARTITION_INDEX, ROW_ERROR]
+    assert out["image_uri"].to_pylist() == ["s3://b/m/x/1.png", "", "s3://other/k.png"]
+    assert out[PARTITION_INDEX].to_pylist() == [0, 0, 1] and out["camera_id"].null_count == 3
+    assert out["bbox_x"].type == pa.int64() and out["bbox_x"].to_pylist() == [1, None, None]
+    errors = out[ROW_ERROR].to_pylist()
+    assert errors[0] is None and errors[2] is None and errors[1].startswith("bad uri:")
+    assert out["captured_at"].type == pa.timestamp("us", tz="UTC")
+    # The pre-decode error survives decoding, and the row's given URI is kept.
+    decoded = decode_rows({k: np.asarray(out[k].to_pylist(), dtype=object) for k in out.column_names},
+                          size=(64, 32))
+    assert decoded["status"].tolist()[1] == "error" and decoded["error"][1].startswith("bad uri:")
+
+
+def test_duplicate_crop_ids_stop_the_job_before_any_work(ray_local, tmp_path):
+    save_bundle(str(tmp_path / "bundle"), tiny_bundle())
+    frame = pd.DataFrame({"crop_id": ["a", "b", "a"], "image_uri": ["1.png", "2.png", "3.png"]})
+    (tmp_path / "m" / "date=2026-11-25").mkdir(parents=True)
+    frame.to_parquet(tmp_path / "m" / "date=2026-11-25" / "part-0.parquet", index=False)
+    config = ExtractConfig(manifest=str(tmp_path / "m"), bundle=str(tmp_path / "bundle"), out=str(tmp_path / "out"))
+    with pytest.raises(ManifestError, match=r"partition date=2026-11-25: column 'crop_id' must be unique.*'a' \(x2\)"):
+        run_extract(config)
+    assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
