@@ -254,7 +254,8 @@ def local_ray():
         yield
         return
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    ray.init(num_cpus=_ray_cpus(), include_dashboard=False, log_to_driver=False,
+    # address="local": a Ray of its own, even where `ray start` left a cluster running on this machine.
+    ray.init(address="local", num_cpus=_ray_cpus(), include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"RAY_AUTH_MODE": "disabled"}})
     try:
         yield
@@ -287,7 +288,7 @@ _RSS_CHILD = """
 import json, os, sys, ray
 from attrgan.extract import ExtractConfig, run_extract
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-ray.init(num_cpus=int(sys.argv[5]), include_dashboard=False, log_to_driver=False,
+ray.init(address="local", num_cpus=int(sys.argv[5]), include_dashboard=False, log_to_driver=False,
          runtime_env={"env_vars": {"RAY_AUTH_MODE": "disabled"}})
 s = run_extract(ExtractConfig(manifest=sys.argv[1], bundle=sys.argv[2], out=sys.argv[3], incremental=False,
                               **json.loads(sys.argv[4])))

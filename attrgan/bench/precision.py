@@ -8,8 +8,8 @@ low-resolution, as in the extract section; a few hundred at the paper's widths):
 with `PipelineConfig(precision="fp32", channels_last=False)` (the networks as plain fp32 NCHW
 modules) and with the default `PipelineConfig()` (auto: channels_last, bf16 where
 `attrgan.precision` finds it), alternating `repeats` times on one local Ray (medians); and the
-same two pipelines in this process on the first 128 crops, pre-decoded (the bare-model rate each
-end-to-end run is held against). Batch 32 at the paper's widths, the extract section's 64 at
+same two pipelines in this process on the first 128 crops, pre-decoded, after each end-to-end
+run (the bare-model rate each end-to-end run is held against). Batch 32 at the paper's widths, the extract section's 64 at
 cpu-small. Rates are crops/s in steady state (from the first partition's `_SUCCESS` to the last)
 and over the whole run (start-up included); "nan" where every partition finished at once (a
 manifest read as one block), which leaves no steady state to see.
@@ -51,12 +51,11 @@ def _bare_rate(pipe: Pipeline, images: np.ndarray, heights: np.ndarray, batch: i
 
 
 def _preset(paper: bool, n: int, repeats: int) -> dict[str, dict[str, float]]:
-    """{setting: {"steady", "whole", "bare"} crops/s} for one preset: the end-to-end runs of the two
-    settings alternate `repeats` times (medians); the bare rate is measured once per setting."""
+    """{setting: {"steady", "whole", "bare"} crops/s} for one preset: the settings alternate
+    `repeats` times, end to end and bare (medians)."""
     batch = PAPER_BATCH if paper else E2E_SETTINGS["batch_size"]
     settings = E2E_SETTINGS | {"batch_size": batch}
-    runs: dict[str, dict[str, list[float]]] = {s: {"steady": [], "whole": []} for s in SETTINGS}
-    bare: dict[str, float] = {}
+    runs: dict[str, dict[str, list[float]]] = {s: {"steady": [], "whole": [], "bare": []} for s in SETTINGS}
     label = "paper" if paper else "cpu-small"
     with tempfile.TemporaryDirectory(prefix="attrgan-bench-precision-") as tmp:
         root = Path(tmp)
@@ -66,19 +65,17 @@ def _preset(paper: bool, n: int, repeats: int) -> dict[str, dict[str, float]]:
         paths = sorted((root / "images").glob("*.jpg"))[:BARE_CROPS]
         decoded = [decode_image(p.read_bytes()) for p in paths]
         heights = np.array([d.shape[0] for d in decoded])
-        for name, config in SETTINGS.items():
-            pipe = Pipeline(load_bundle(str(root / "bundle")), config)
-            images = np.stack([resize(d, pipe.input_size) for d in decoded])
-            bare[name] = _bare_rate(pipe, images, heights, batch)
-            print(f"  {label} {name}: bare models {bare[name]:.1f} crops/s", flush=True)
+        pipes = {name: Pipeline(load_bundle(str(root / "bundle")), config) for name, config in SETTINGS.items()}
+        images = np.stack([resize(d, pipes["fp32"].input_size) for d in decoded])
         for _ in range(repeats):
             for name, config in SETTINGS.items():
                 e2e = end_to_end(root, manifest, settings | {"pipeline": config})
                 runs[name]["steady"].append(e2e["steady"])
                 runs[name]["whole"].append(e2e["rate"])
+                runs[name]["bare"].append(_bare_rate(pipes[name], images, heights, batch))
                 print(f"  {label} {name}: end to end steady {e2e['steady']:.1f}, whole run {e2e['rate']:.1f} crops/s "
-                      f"(start-up ~{e2e['startup']:.0f} s)", flush=True)
-    return {s: {k: statistics.median(v) for k, v in r.items()} | {"bare": bare[s]} for s, r in runs.items()}
+                      f"(start-up ~{e2e['startup']:.0f} s); bare models {runs[name]['bare'][-1]:.1f}", flush=True)
+    return {s: {k: statistics.median(v) for k, v in r.items()} for s, r in runs.items()}
 
 
 def run(quick: bool = False) -> None:
