@@ -44,15 +44,9 @@ def _parser(name: str, doc: str) -> argparse.ArgumentParser:
 
 def init_ray() -> None:
     """Join the cluster named by RAY_ADDRESS (or the submitting job's), else start a local Ray."""
-    import ray
+    from attrgan.runtime import init_ray as start
 
-    if ray.is_initialized():
-        return
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # local runs: no token auth (on by default in 2.60)
-    if os.environ.get("RAY_ADDRESS") or os.environ.get("RAY_JOB_ID"):
-        ray.init()  # never num_cpus here: the cluster decides
-    else:
-        ray.init(include_dashboard=False, runtime_env={"env_vars": {"RAY_AUTH_MODE": "disabled"}})
+    start()
 
 
 def _logging(level: int = logging.INFO) -> None:

@@ -49,6 +49,7 @@ from attrgan.attributes import OCCLUSION_DOWN
 from attrgan.config import StorageConfig, to_dict
 from attrgan.metrics import AttributeMetrics, attribute_metrics
 from attrgan.pipeline import PipelineConfig
+from attrgan.runtime import init_ray
 from attrgan.scoring import DecodingActor, load_actor_bundle, plan_actors, score_stream
 
 log = logging.getLogger(__name__)
@@ -248,8 +249,7 @@ def score_sets(tables: Mapping[str, pa.Table], *, input_size: tuple[int, int], c
     import ray
     import ray.data
 
-    if not ray.is_initialized():
-        ray.init()  # a local Ray on a laptop; the cluster under `ray job submit` / RAY_ADDRESS
+    init_ray()  # a local Ray on a laptop; the cluster under `ray job submit` / RAY_ADDRESS
     keep = ("crop_id", "image_uri", "bbox_x", "bbox_y", "bbox_w", "bbox_h")
     parts = []
     for name, table in tables.items():

@@ -59,6 +59,7 @@ from attrgan.data.storage import filesystem, is_s3, join, read_bytes, split_s3, 
 from attrgan.pipeline import Pipeline, PipelineConfig
 from attrgan.results import (TRANSIENT, clean_partition, clean_staging, error_kind, new_run_id,
                              promote, read_success, results_schema, staging_uri)
+from attrgan.runtime import init_ray
 from attrgan.scoring import IO_TASK_CPUS, ROW_ERROR, DecodingActor, load_actor_bundle, plan_actors, score_stream
 
 log = logging.getLogger(__name__)
@@ -677,8 +678,7 @@ def run_extract(config: ExtractConfig) -> Summary:
         marker = read_success(join(config.out, p), storage) if config.incremental else None
         (skipped if marker and marker.get("model_version") == model_version else todo).append(p)
 
-    if not ray.is_initialized():
-        ray.init()
+    init_ray()
     # Nulls and repeats in crop_id stop the job before any work; each partition is checked by a
     # cluster task, so the driver never holds the ids.
     checks = [_check_ids.remote([f for f, _ in scan.files[p]], config.manifest, storage) for p in todo]

@@ -272,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="attrgan-gpu-check-") as tmp:
         root = Path(tmp)
         bundle = str(root / "bundle")
-        ray.init(include_dashboard=False, log_to_driver=True,
+        ray.init(address="local", include_dashboard=False, log_to_driver=True,
                  runtime_env={"env_vars": {"RAY_AUTH_MODE": "disabled"}})
         try:
             with _stage(report, "training", out) as stage:

@@ -30,7 +30,7 @@ import json, os, resource, sys, time
 import ray
 from attrgan.extract import ExtractConfig, run_extract
 from attrgan.pipeline import PipelineConfig
-ray.init(num_cpus=int(sys.argv[4]), include_dashboard=False, log_to_driver=False,
+ray.init(address="local", num_cpus=int(sys.argv[4]), include_dashboard=False, log_to_driver=False,
          runtime_env={"env_vars": {"RAY_AUTH_MODE": "disabled"}})
 start = time.perf_counter()
 s = run_extract(ExtractConfig(manifest=sys.argv[1], bundle=sys.argv[2], out=sys.argv[3], incremental=False,

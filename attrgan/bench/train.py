@@ -29,7 +29,7 @@ def run(quick: bool = False) -> None:
     crops, epochs, steps = (96, 1, 4) if quick else (400, 2, 20)
     started_ray = not ray.is_initialized()
     if started_ray:
-        ray.init(include_dashboard=False, log_to_driver=False,
+        ray.init(address="local", include_dashboard=False, log_to_driver=False,
                  runtime_env={"env_vars": {"RAY_AUTH_MODE": "disabled"}})
     cpus = ray.cluster_resources().get("CPU", 1)
     try:

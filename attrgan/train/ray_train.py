@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from attrgan.runtime import init_ray
 from attrgan.attributes import OCCLUSION_DOWN
 from attrgan.config import ConfigError, StorageConfig, to_dict
 from attrgan.data import storage as st
@@ -193,9 +194,7 @@ def train_network(config: TrainConfig, *, manifest: str, bundle: str, run_name: 
                                   f"gives {run_info[key]}; resuming would mix them. Use another --run-name "
                                   f"or --retrain")
 
-    if not ray.is_initialized():
-        # RAY_ADDRESS (or a submitted job) names a cluster to join; otherwise this starts a local Ray.
-        ray.init(**({} if os.environ.get("RAY_ADDRESS") else {"include_dashboard": False}))
+    init_ray()  # RAY_ADDRESS (or a submitted job) names a cluster to join; otherwise a local Ray
     _check_gpus(config)
     _write_json(st.join(run_uri, RUN_FILE), run_info, storage)
 
