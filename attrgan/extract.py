@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 import logging
 import math
 import os
@@ -55,7 +54,7 @@ import ray.data
 
 from attrgan.config import ConfigError, StorageConfig, to_dict
 from attrgan.data.manifest import ManifestError, ManifestScan, allowed_prefixes, resolve_uri, scan_manifest
-from attrgan.data.storage import filesystem, is_s3, join, read_bytes, split_s3, write_bytes
+from attrgan.data.storage import filesystem, is_s3, join, split_s3, write_bytes
 from attrgan.pipeline import Pipeline, PipelineConfig
 from attrgan.results import (TRANSIENT, clean_partition, clean_staging, error_kind, new_run_id,
                              promote, read_success, results_schema, staging_uri)
@@ -538,24 +537,6 @@ def _check_ids(files: Sequence[str], manifest: str, storage: StorageConfig) -> s
 # the job
 
 
-def bundle_info(uri: str, storage: StorageConfig | None = None) -> tuple[str, dict[str, Any]]:
-    """(bundle version, classifier meta) from the bundle's config.json files, without the weights."""
-    from attrgan.bundle import NETWORKS, BundleError, bundle_version
-
-    metas = {}
-    for name in NETWORKS:
-        config_uri = join(uri, name, "config.json")
-        try:
-            metas[name] = json.loads(read_bytes(config_uri, storage=storage))
-        except FileNotFoundError:
-            raise BundleError(f"no model bundle at {uri}: {config_uri} not found") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise BundleError(f"{config_uri} is not valid JSON: {exc}") from None
-        if not isinstance(metas[name], dict) or "weights_sha256" not in metas[name]:
-            raise BundleError(f"{config_uri} has no weights_sha256: not written by attrgan.bundle.save_network")
-    return bundle_version(metas), metas["classifier"]
-
-
 def select_partitions(available: Sequence[str], requested: Sequence[str]) -> list[str]:
     """The manifest partitions to process: all when `requested` is empty, else those equal to or
     under a requested path ("date=1" selects "date=1/camera=a" and "date=1/camera=b")."""
@@ -620,7 +601,7 @@ def _reason(exc: BaseException) -> str:
 def _setup(config: ExtractConfig, run_id: str) -> tuple[str, dict[str, Any], ManifestScan, tuple[str, ...] | None]:
     """Everything checked before any partition is touched. Returns (bundle version, classifier
     meta, manifest scan, allowed image prefixes)."""
-    from attrgan.bundle import BundleError
+    from attrgan.bundle import BundleError, bundle_info
 
     storage = config.storage
     endpoint = f"storage.endpoint_url={storage.endpoint_url!r}" if storage.endpoint_url else "the default S3 endpoint"
