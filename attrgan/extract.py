@@ -56,7 +56,7 @@ from attrgan.config import ConfigError, StorageConfig, to_dict
 from attrgan.data.manifest import ManifestError, ManifestScan, allowed_prefixes, resolve_uri, scan_manifest
 from attrgan.data.storage import filesystem, is_s3, join, split_s3, write_bytes
 from attrgan.pipeline import Pipeline, PipelineConfig
-from attrgan.results import (TRANSIENT, clean_partition, clean_staging, error_kind, new_run_id,
+from attrgan.results import (TRANSIENT, clean_partition, clean_staging, drill, error_kind, new_run_id,
                              promote, read_success, results_schema, staging_uri)
 from attrgan.runtime import init_ray
 from attrgan.scoring import IO_TASK_CPUS, ROW_ERROR, DecodingActor, load_actor_bundle, plan_actors, score_stream
@@ -474,10 +474,10 @@ class ResultsSink(ray.data.Datasink):
                                                    "(storage timeouts, throttling or 5xx)"))
             else:
                 ready.append(i)
-        checks = [_verify_staged.remote(files[i], self.group.rows[i],
-                                                                       self.config.storage) for i in ready]
-        problems = ray.get(checks)
-        _drill("staged")
+        problems = ray.get([_verify_staged.remote(files[i], self.group.rows[i], self.config.storage)
+                            for i in ready])
+        fault = os.environ.get(COMMIT_FAULT_ENV)
+        drill(fault, "staged")
         for i, problem in zip(ready, problems):
             partition = self.group.partitions[i]
             if problem:
@@ -490,17 +490,10 @@ class ResultsSink(ray.data.Datasink):
                       "seconds": round(time.perf_counter() - self.start, 3),
                       "finished_at": dt.datetime.now(dt.timezone.utc).isoformat()}
             promote(join(self.config.out, partition), sorted(files[i]), marker, run_id=self.run_id,
-                    storage=self.config.storage, fault=os.environ.get(COMMIT_FAULT_ENV))
+                    storage=self.config.storage, fault=fault)
             self.committed.append(PartitionSummary(
                 partition=partition, rows=c["rows"], errors=errors, super_resolved=c["super_resolved"],
                 reconstructed=c["reconstructed"], seconds=time.perf_counter() - self.start))
-
-
-def _drill(step: str) -> None:
-    if os.environ.get(COMMIT_FAULT_ENV) == step:
-        import signal
-
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 @ray.remote(num_cpus=IO_TASK_CPUS)

@@ -209,15 +209,16 @@ def promote(uri: str, staged: Sequence[str], marker: Mapping[str, Any], *, run_i
     for i, (source, name) in enumerate(zip(staged, names)):
         fs.move(_filesystem(source, storage)[1], f"{path}/{name}")
         if i == 0:
-            _drill(fault, "promoting")
-    _drill(fault, "before_success")
+            drill(fault, "promoting")
+    drill(fault, "before_success")
     _write_atomically(fs, f"{path}/{SUCCESS_MARKER}", json.dumps({**marker, "files": names}, indent=2).encode())
-    _drill(fault, "after_success")
+    drill(fault, "after_success")
     clean_partition(uri, storage)
     return names
 
 
-def _drill(fault: str | None, step: str) -> None:
+def drill(fault: str | None, step: str) -> None:
+    """The failure drill of the tests: kill this process with SIGKILL when `fault` names `step`."""
     if fault == step:
         import signal
 
