@@ -272,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="attrgan-gpu-check-") as tmp:
         root = Path(tmp)
         bundle = str(root / "bundle")
+        # This machine's GPUs are what is checked: a Ray of its own, whatever RAY_ADDRESS says.
         ray.init(address="local", include_dashboard=False, log_to_driver=True,
                  runtime_env={"env_vars": {"RAY_AUTH_MODE": "disabled"}})
         try:

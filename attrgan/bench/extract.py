@@ -250,13 +250,12 @@ def local_ray():
     """A local Ray for the block (shut down after it), unless one is already running."""
     import ray
 
+    from attrgan.runtime import init_ray
+
     if ray.is_initialized():
         yield
         return
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    # address="local": a Ray of its own, even where `ray start` left a cluster running on this machine.
-    ray.init(address="local", num_cpus=_ray_cpus(), include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"RAY_AUTH_MODE": "disabled"}})
+    init_ray(num_cpus=_ray_cpus(), log_to_driver=False)
     try:
         yield
     finally:
