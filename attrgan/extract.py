@@ -75,6 +75,8 @@ COMMIT_FAULT_ENV = "ATTRGAN_COMMIT_FAULT"
 # precision ("fp32" / "bf16") of the actor that scored it, for the run's records.
 PARTITION_INDEX = "_partition_index"
 PRECISION = "_precision"
+# Rows of a stream block, in batches.
+BATCHES_PER_BLOCK = 4
 
 
 class ExtractError(RuntimeError):
@@ -714,6 +716,9 @@ def _results_stream(config: ExtractConfig, scan: ManifestScan, group: _Group, *,
     ds = ds.map_batches(prepare_rows, batch_format="pyarrow", batch_size=None, zero_copy_batch=True,
                         fn_kwargs={"base": scan.base, "partition_of": partition_of}, num_cpus=IO_TASK_CPUS,
                         udf_modifying_row_count=False)
+    # A manifest file reads as one block, and an actor takes a whole block: blocks of a few
+    # batches keep every actor of the pool busy (and a restarted actor redoes little).
+    ds = ds.repartition(target_num_rows_per_block=config.batch_size * BATCHES_PER_BLOCK)
     env = {FAULT_ENV: os.environ[FAULT_ENV]} if os.environ.get(FAULT_ENV) else {}
     return score_stream(
         ds, PipelineActor, plan=plan, batch_size=config.batch_size,

@@ -72,9 +72,10 @@ def measure(rows: int, root: Path, bundle: str) -> dict:
     cpus = str(max(4, os.cpu_count() or 1))
     done = subprocess.run([sys.executable, "-c", _CHILD, manifest, bundle, str(root / str(rows) / "out"), cpus],
                           env=env, capture_output=True, text=True)
-    if done.returncode != 0:
+    reports = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not reports:
         raise RuntimeError(f"data-plane run of {rows} rows failed:\n{done.stderr[-3000:]}")
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result = json.loads(reports[-1])
     if result["rows"] != rows or result["errors"] != rows:
         raise RuntimeError(f"expected {rows} error rows, got {result}")
     return result
