@@ -302,11 +302,12 @@ def prepare_rows(table: pa.Table, *, base: str, partition_of: Mapping[str, int])
     n = table.num_rows
     paths = table["path"].combine_chunks().dictionary_encode()
     index = pa.array([partition_of[p] for p in paths.dictionary.to_pylist()], pa.int32())
-    uris = table["image_uri"].combine_chunks().cast(pa.string()).dictionary_encode()
+    # A null image_uri becomes "" (decoding makes it that row's "missing uri" error).
+    uris = pc.fill_null(table["image_uri"].combine_chunks().cast(pa.string()), "").dictionary_encode()
     resolved, problems = [], []
     for value in uris.dictionary.to_pylist():
         try:
-            resolved.append(resolve_uri(value, base))
+            resolved.append(resolve_uri(value, base) if value.strip() else "")
             problems.append(None)
         except (ManifestError, ValueError) as exc:
             resolved.append("")
@@ -327,9 +328,9 @@ def prepare_rows(table: pa.Table, *, base: str, partition_of: Mapping[str, int])
                 message = pa.scalar(f"bad bbox: {name} is not a whole number of pixels", pa.string())
                 row_error = pc.if_else(pc.and_(bad, pc.is_null(row_error)), message, row_error)
                 column = pc.if_else(bad, pa.scalar(None, column.type), column)
-            # Timestamps: drop sub-microsecond digits, take naive ones as UTC (the manifest contract).
-            safe = not (pa.types.is_timestamp(column.type) or pa.types.is_floating(column.type))
-            columns[name] = column.cast(types[name], safe=safe)
+            # Timestamps: drop sub-microsecond digits, take naive ones as UTC (the manifest contract);
+            # numbers: an out-of-range box wraps and is refused as a bad bbox when decoding.
+            columns[name] = column.cast(types[name], safe=pa.types.is_string(types[name]))
         else:
             columns[name] = pa.nulls(n, types[name])
     columns[PARTITION_INDEX] = pc.take(index, paths.indices)
@@ -441,8 +442,8 @@ class ResultsSink(ray.data.Datasink):
         return out
 
     def on_write_failed(self, error: Exception) -> None:
-        log.error("extract: writing results failed (%s); no partition of this group was committed",
-                  type(error).__name__)
+        log.error("extract: writing results failed (%s); this commit group's partitions keep their "
+                  "previous results", type(error).__name__)
 
     def on_write_complete(self, write_result: Any) -> None:
         returns = [r for task in write_result.write_returns for r in task]
@@ -491,8 +492,12 @@ class ResultsSink(ray.data.Datasink):
                       "super_resolved": c["super_resolved"], "reconstructed": c["reconstructed"],
                       "seconds": round(time.perf_counter() - self.start, 3),
                       "finished_at": dt.datetime.now(dt.timezone.utc).isoformat()}
-            promote(join(self.config.out, partition), sorted(files[i]), marker, run_id=self.run_id,
-                    storage=self.config.storage, fault=fault)
+            try:
+                promote(join(self.config.out, partition), sorted(files[i]), marker, run_id=self.run_id,
+                        storage=self.config.storage, fault=fault)
+            except OSError as exc:  # its previous results stay committed; the next run redoes it
+                self.incomplete.append((partition, f"commit failed ({_reason(exc)})"))
+                continue
             self.committed.append(PartitionSummary(
                 partition=partition, rows=c["rows"], errors=errors, super_resolved=c["super_resolved"],
                 reconstructed=c["reconstructed"], seconds=time.perf_counter() - self.start))
@@ -599,6 +604,10 @@ def _setup(config: ExtractConfig, run_id: str) -> tuple[str, dict[str, Any], Man
     from attrgan.bundle import BundleError, bundle_info
 
     storage = config.storage
+    out, manifest = (filesystem(u, storage)[1].rstrip("/") + "/" for u in (config.out, config.manifest))
+    if is_s3(config.out) == is_s3(config.manifest) and (out.startswith(manifest) or manifest.startswith(out)):
+        raise SetupError(f"out={config.out} and manifest={config.manifest} overlap: committing results "
+                         "deletes files the results prefix does not list; give them separate prefixes")
     endpoint = f"storage.endpoint_url={storage.endpoint_url!r}" if storage.endpoint_url else "the default S3 endpoint"
     try:
         model_version, classifier_meta = bundle_info(config.bundle, storage)
@@ -651,8 +660,11 @@ def run_extract(config: ExtractConfig) -> Summary:
     partitions = newest_first(select_partitions(scan.partitions, config.partitions), since=config.since)
     todo, skipped = [], []
     for p in partitions:
+        # Done = committed with this bundle for as many rows as the manifest holds now (crops
+        # added to a partition later make it due again).
         marker = read_success(join(config.out, p), storage) if config.incremental else None
-        (skipped if marker and marker.get("model_version") == model_version else todo).append(p)
+        done = marker and marker.get("model_version") == model_version and marker.get("rows") == scan.rows(p)
+        (skipped if done else todo).append(p)
 
     init_ray()
     # Nulls and repeats in crop_id stop the job before any work; each partition is checked by a
@@ -662,7 +674,7 @@ def run_extract(config: ExtractConfig) -> Summary:
         if problem:
             raise ManifestError(f"{config.manifest}: partition {p or '(all)'}: {problem}")
     clean_staging(config.out, storage, keep=run_id)
-    for p in todo:
+    for p in partitions:  # skipped ones too: a run killed after its switch left superseded files
         clean_partition(join(config.out, p), storage)
 
     resources = ray.cluster_resources()

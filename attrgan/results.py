@@ -36,6 +36,7 @@ import json
 import logging
 import os
 import uuid
+from urllib.parse import unquote
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -122,11 +123,18 @@ def new_run_id() -> str:
 
 
 def _read_marker(fs: pafs.FileSystem, path: str) -> dict[str, Any] | None:
+    """A partition's `_SUCCESS`: None when absent or not valid JSON (not committed); {} when empty
+    (an older or other writer's marker: every data file of the folder is committed). A marker that
+    exists but cannot be read (denied, unreachable) raises OSError: guessing would mix files."""
     try:
         with fs.open_input_stream(path) as f:
             data = f.read()
-    except (FileNotFoundError, OSError):
+    except FileNotFoundError:
         return None
+    except OSError as exc:
+        if "NoSuchKey" in str(exc) or "does not exist" in str(exc):
+            return None
+        raise
     if not data.strip():
         return {}  # an empty marker (Hadoop, Spark and older writers): done, files not listed
     try:
@@ -145,20 +153,24 @@ def _marker_files(marker: Mapping[str, Any] | None) -> list[str] | None:
 
 
 def read_success(uri: str, storage: StorageConfig | None = None) -> dict[str, Any] | None:
-    """The parsed `_SUCCESS` marker of output partition `uri`, or None when absent or unreadable."""
+    """The parsed `_SUCCESS` marker of output partition `uri`; None when absent or not valid JSON,
+    {} when empty; OSError when it cannot be read."""
     fs, path = _filesystem(uri, storage)
     return _read_marker(fs, f"{path}/{SUCCESS_MARKER}")
 
 
 def _write_atomically(fs: pafs.FileSystem, path: str, data: bytes) -> None:
     """Readers see the old content or the new, never a part: an S3 PUT replaces an object whole;
-    on a local disk the bytes go to a temporary name first and are renamed over the target."""
+    on a local disk the bytes go to a temporary name, reach the disk (fsync), then are renamed
+    over the target, so a power loss cannot leave an empty marker."""
     if isinstance(fs, pafs.LocalFileSystem):
         folder, name = os.path.split(path)
-        fs.create_dir(folder, recursive=True)
+        os.makedirs(folder, exist_ok=True)
         temporary = f"{folder}/_{name}.{uuid.uuid4().hex}.tmp"
-        with fs.open_output_stream(temporary) as f:
+        with open(temporary, "wb") as f:
             f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(temporary, path)
     else:
         with fs.open_output_stream(path) as f:
@@ -213,7 +225,10 @@ def promote(uri: str, staged: Sequence[str], marker: Mapping[str, Any], *, run_i
     drill(fault, "before_success")
     _write_atomically(fs, f"{path}/{SUCCESS_MARKER}", json.dumps({**marker, "files": names}, indent=2).encode())
     drill(fault, "after_success")
-    clean_partition(uri, storage)
+    try:
+        clean_partition(uri, storage)
+    except OSError as exc:  # committed already; the next run cleans what is left
+        log.warning("%s: committed, but cleaning superseded files failed (%s)", uri, type(exc).__name__)
     return names
 
 
@@ -245,6 +260,7 @@ class _Window:
         key, sep, value = name.partition("=")
         if not sep:
             return True
+        value = unquote(value)  # hive writers percent-encode values ("cam%2007")
         if key in DATE_KEYS:
             try:
                 day = dt.date.fromisoformat(value)
@@ -329,7 +345,10 @@ def _data_files(fs: pafs.FileSystem, partitions: Sequence[str]) -> list[str]:
     partition whose marker predates the list."""
     files: list[str] = []
     for folder in partitions:
-        listed = _marker_files(_read_marker(fs, f"{folder}/{SUCCESS_MARKER}"))
+        marker = _read_marker(fs, f"{folder}/{SUCCESS_MARKER}")
+        if marker is None:
+            continue  # not valid JSON: not a commit
+        listed = _marker_files(marker)
         if listed is not None:
             files.extend(f"{folder}/{name}" for name in listed)
             continue
@@ -366,11 +385,18 @@ def results_dataset(uri: str, *, start: TimeLike | None = None, end: TimeLike | 
     """A pyarrow dataset over the Parquet files of the complete partitions the query can touch.
 
     One fragment per file. Apply `results_filter(...)` of the same query when scanning it; the
-    dataset only prunes whole partitions. The schema is taken from the first file.
+    dataset only prunes whole partitions. The schema unites every partition's (one footer read
+    per partition: partitions written by different bundles may hold different attributes).
     """
+    import pyarrow.parquet as pq
+
     fs, _ = _filesystem(uri, storage)
     partitions = complete_partitions(uri, start=start, end=end, cameras=cameras, storage=storage)
-    return ds.dataset(_data_files(fs, partitions), filesystem=fs, format="parquet")
+    files = _data_files(fs, partitions)
+    firsts = {f.rsplit("/", 1)[0]: f for f in reversed(files)}  # one file per folder
+    schemas = [pq.read_schema(f, filesystem=fs) for f in firsts.values()]
+    schema = pa.unify_schemas(schemas, promote_options="permissive") if schemas else None
+    return ds.dataset(files, filesystem=fs, format="parquet", schema=schema)
 
 
 def _select(schema: pa.Schema, columns: Sequence[str] | None,

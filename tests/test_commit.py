@@ -3,6 +3,7 @@ and a driver killed at any step leaves every partition's old or new results whol
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -153,7 +154,12 @@ def test_a_driver_killed_at_each_commit_step_leaves_whole_results(ray_local, loc
         # The newest partition is promoted first: only a kill after its _SUCCESS switched it.
         assert replaced == (["date=2026-11-25"] if step == "after_success" else []), step
 
-    # A rerun finishes the work and cleans what the killed runs left behind.
+    # An incremental run has nothing to score, yet cleans what the last kill left beside the
+    # committed files; a full rerun redoes everything.
+    assert run_extract(dataclasses.replace(config, incremental=True)).skipped == tuple(partitions)
+    for partition in partitions:
+        listed = read_success(f"{out}/{partition}")["files"]
+        assert sorted(os.listdir(f"{out}/{partition}")) == sorted([SUCCESS_MARKER, *listed])
     again = run_extract(config)
     assert [p.partition for p in again.processed] == partitions and again.errors == {"missing object": 2}
     assert sorted(load_results(out)["crop_id"]) == expected
@@ -161,3 +167,15 @@ def test_a_driver_killed_at_each_commit_step_leaves_whole_results(ray_local, loc
     for partition in partitions:
         listed = read_success(f"{out}/{partition}")["files"]
         assert sorted(os.listdir(f"{out}/{partition}")) == sorted([SUCCESS_MARKER, *listed])
+
+
+def test_readers_never_guess_a_partitions_files(tmp_path):
+    out = tmp_path / "out"
+    part = out / "day=1"
+    promote(str(part), stage(str(out), "r1", "day=1", [results_rows(["a", "b"], "v1")]), {"model_version": "v1"},
+            run_id="r1")
+    pq.write_table(results_rows(["a", "b"], "v2"), part / "part-r2-00000.parquet")  # moved in, not committed
+    (part / SUCCESS_MARKER).write_text("{not json")  # a broken marker is no commit
+    assert load_results(str(out)).empty
+    (part / SUCCESS_MARKER).write_text("")  # an empty marker (other writers): every data file
+    assert sorted(load_results(str(out))["model_version"]) == ["v1", "v1", "v2", "v2"]

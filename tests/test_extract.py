@@ -414,7 +414,7 @@ def test_commit_groups_hold_at_most_the_limit_in_order():
 def test_prepare_rows_types_resolves_and_flags_values_without_failing():
     table = pa.table({
         "crop_id": ["a", "b", "c"],
-        "image_uri": ["x/1.png", "../../../../up.png", "s3://other/k.png"],
+        "image_uri": ["x/1.png", "../../../../up.png", None],
         "bbox_x": pa.array([1.0, 2.5, None]), "bbox_y": pa.array([0.0, 0.0, None]),
         "bbox_w": pa.array([4.0, 4.0, None]), "bbox_h": pa.array([8.0, 8.0, None]),
         "captured_at": pa.array([dt.datetime(2026, 11, 25, 1, 2, 3)] * 3, pa.timestamp("ns")),
@@ -422,7 +422,7 @@ def test_prepare_rows_types_resolves_and_flags_values_without_failing():
     })
     out = prepare_rows(table, base="s3://b/m", partition_of={"b/m/date=1/p.parquet": 0, "b/m/date=2/p.parquet": 1})
     assert out.column_names == [*INPUT_COLUMNS, PARTITION_INDEX, ROW_ERROR]
-    assert out["image_uri"].to_pylist() == ["s3://b/m/x/1.png", "", "s3://other/k.png"]
+    assert out["image_uri"].to_pylist() == ["s3://b/m/x/1.png", "", ""]
     assert out[PARTITION_INDEX].to_pylist() == [0, 0, 1] and out["camera_id"].null_count == 3
     assert out["bbox_x"].type == pa.int64() and out["bbox_x"].to_pylist() == [1, None, None]
     errors = out[ROW_ERROR].to_pylist()
@@ -431,7 +431,8 @@ def test_prepare_rows_types_resolves_and_flags_values_without_failing():
     # The pre-decode error survives decoding, and the row's given URI is kept.
     decoded = decode_rows({k: np.asarray(out[k].to_pylist(), dtype=object) for k in out.column_names},
                           size=(64, 32))
-    assert decoded["status"].tolist()[1] == "error" and decoded["error"][1].startswith("bad uri:")
+    assert decoded["status"].tolist()[1:] == ["error", "error"] and decoded["error"][1].startswith("bad uri:")
+    assert decoded["error"][2].startswith("missing uri:")  # a null image_uri is that row's error
 
 
 def test_duplicate_crop_ids_stop_the_job_before_any_work(ray_local, tmp_path):

@@ -203,6 +203,8 @@ def test_setup_failures_stop_before_any_write(ray_local, s3_scene, s3_endpoint):
                                                        allowed_prefixes=("s3://no-such-bucket-x",))))
     with pytest.raises(SetupError, match=r"cannot write under the output out=s3://no-such-bucket-y"):
         run_extract(config_for(s3_scene, storage, out="s3://no-such-bucket-y/results"))
+    with pytest.raises(SetupError, match="overlap"):  # committing would delete the manifest's files
+        run_extract(config_for(s3_scene, storage, out=f"{s3_scene['base']}/manifest"))
     with pytest.raises(BundleError, match="no config.json at"):
         run_extract(config_for(s3_scene, storage, bundle=f"{s3_scene['base']}/nothing"))
     assert list_dir(out, storage) == []  # nothing was touched

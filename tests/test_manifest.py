@@ -248,3 +248,18 @@ def test_a_rows_uri_value_never_refuses_the_manifest(tmp_path):
     path = tmp_path / "m.parquet"
     frame().assign(image_uri=["ftp://h/x.jpg", "gs://b/k.jpg", "s3:///key", "s3://"]).to_parquet(path, index=False)
     assert read_manifest(str(path)).num_rows == 4
+
+
+def test_files_of_one_manifest_store_fixed_columns_alike(tmp_path):
+    root = tmp_path / "m"
+    root.mkdir()
+    pq.write_table(pa.table({"crop_id": ["a"], "image_uri": ["a.png"]}), root / "part-0.parquet")
+    pq.write_table(pa.table({"crop_id": ["b"], "image_uri": pa.array(["b.png"]).dictionary_encode()}),
+                   root / "part-1.parquet")
+    with pytest.raises(ManifestError, match=r"column 'image_uri' is string in 'part-0.parquet' but "
+                                            r"dictionary<values=string, indices=int32.*> in 'part-1.parquet'"):
+        scan_manifest(str(root))
+    pq.write_table(pa.table({"crop_id": ["b"], "image_uri": pa.array(["b.png"], pa.large_string()),
+                             "bbox_x": pa.array([1.0]), "bbox_y": [1], "bbox_w": [1], "bbox_h": [1]}),
+                   root / "part-1.parquet")
+    assert scan_manifest(str(root)).rows("") == 2  # string and large_string, floats and ints merge

@@ -183,15 +183,35 @@ def scan_manifest(uri: str, storage: StorageConfig | None = None, *, threads: in
     with ThreadPoolExecutor(max_workers=max(1, min(threads, len(files)))) as pool:
         footers = list(pool.map(footer, files))
     columns: dict[str, pa.DataType] = {}
+    first: dict[str, tuple[Any, str]] = {}  # fixed column → (storage kind, the file that set it)
     by_partition: dict[str, list[tuple[str, int]]] = {}
     for (file, folder), (schema, rows) in zip(files, footers):
         inner = file[len(path):].lstrip("/")
         check_columns(schema, keys=keys, where=f"{uri}: file {inner!r}" if inner else f"{uri}: manifest")
         for field in schema:
             columns.setdefault(field.name, field.type)
+            if field.name not in _FAMILIES or pa.types.is_null(field.type):
+                continue
+            # Files read together must store a fixed column alike: a reader cannot merge a
+            # dictionary with plain strings, or timestamps of other units / time zones.
+            kind = _storage_kind(field.type)
+            seen = first.setdefault(field.name, (kind, inner))
+            if seen[0] != kind:
+                raise ManifestError(f"{uri}: column {field.name!r} is {columns[field.name]} in {seen[1]!r} but "
+                                    f"{field.type} in {inner!r}; write every file of a manifest with one type")
         by_partition.setdefault(folder, []).append((file, rows))
     return ManifestScan(uri=uri, base=base, keys=tuple(keys), files={k: tuple(v) for k, v in by_partition.items()},
                         columns=columns)
+
+
+def _storage_kind(tp: pa.DataType) -> Any:
+    """How a fixed column is stored, as far as reading several files together cares."""
+    if pa.types.is_dictionary(tp):
+        return ("dictionary", _type_family(tp.value_type))
+    if pa.types.is_timestamp(tp):
+        return ("timestamp", tp.unit, tp.tz)
+    family = _type_family(tp)
+    return "number" if family in ("integer", "floating") else family  # numbers merge
 
 
 def _type_family(tp: pa.DataType) -> str:
