@@ -47,6 +47,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
 from attrgan.config import StorageConfig
+from attrgan.data.storage import filesystem, is_not_found, join
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +133,7 @@ def _read_marker(fs: pafs.FileSystem, path: str) -> dict[str, Any] | None:
     except FileNotFoundError:
         return None
     except OSError as exc:
-        if "NoSuchKey" in str(exc) or "does not exist" in str(exc):
+        if is_not_found(exc):
             return None
         raise
     if not data.strip():
@@ -203,8 +204,7 @@ def clean_staging(out: str, storage: StorageConfig | None = None, *, keep: str |
 
 def staging_uri(out: str, run_id: str, partition: str) -> str:
     """Where run `run_id` stages partition `partition`'s files under output base `out`."""
-    parts = [out.rstrip("/"), STAGING_DIR, run_id] + ([partition] if partition else [])
-    return "/".join(parts)
+    return join(out, STAGING_DIR, run_id, partition)
 
 
 def promote(uri: str, staged: Sequence[str], marker: Mapping[str, Any], *, run_id: str,
@@ -298,8 +298,6 @@ def _window(start: TimeLike | None, end: TimeLike | None, cameras: Iterable[str]
 
 
 def _filesystem(uri: str, storage: StorageConfig | None) -> tuple[pafs.FileSystem, str]:
-    from attrgan.data.storage import filesystem
-
     fs, path = filesystem(uri, storage if storage is not None else StorageConfig.from_env())
     return fs, path.rstrip("/")
 

@@ -320,12 +320,14 @@ def read_bytes(uri: str, storage: StorageConfig | None = None, *, max_bytes: int
         raise
     except OSError as exc:
         # pyarrow reports a missing S3 key as a generic OSError on some code paths.
-        if _not_found(exc):
+        if is_not_found(exc):
             raise FileNotFoundError(f"{uri} not found") from None
         raise OSError(redact(str(exc))) from None
 
 
-def _not_found(exc: OSError) -> bool:
+def is_not_found(exc: OSError) -> bool:
+    """True when `exc` says the object or folder does not exist (pyarrow reports a missing S3 key
+    as a generic OSError on some code paths)."""
     text = str(exc)
     return "NoSuchKey" in text or "NoSuchBucket" in text or "does not exist" in text or "Path does not exist" in text
 
