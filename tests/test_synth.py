@@ -1,3 +1,4 @@
+import io
 from pathlib import Path
 
 import numpy as np
@@ -12,10 +13,10 @@ from attrgan.data.manifest import read_manifest
 # (low, high) bounds on each prevalence over 500 samples: about ±3.5 standard deviations around
 # the design rates in sample_attributes' docstring.
 PREVALENCE = {
-    "female": (0.38, 0.52), "long_hair": (0.22, 0.36), "hat": (0.03, 0.12), "glasses": (0.03, 0.12),
-    "muffler": (0.03, 0.12), "short_sleeve": (0.14, 0.28), "jacket": (0.27, 0.41), "long_trousers": (0.62, 0.76),
-    "skirt": (0.07, 0.17), "dress": (0.04, 0.13), "boots": (0.03, 0.12), "backpack": (0.07, 0.17),
-    "handbag": (0.07, 0.17), "box": (0.025, 0.10), "plastic_bag": (0.04, 0.13), "carry_by_hand": (0.16, 0.30),
+    "female": (0.37, 0.52), "long_hair": (0.22, 0.36), "hat": (0.03, 0.11), "glasses": (0.03, 0.11),
+    "muffler": (0.03, 0.11), "short_sleeve": (0.18, 0.31), "jacket": (0.29, 0.45), "long_trousers": (0.63, 0.77),
+    "skirt": (0.05, 0.14), "dress": (0.04, 0.13), "boots": (0.03, 0.11), "backpack": (0.075, 0.18),
+    "handbag": (0.08, 0.18), "box": (0.02, 0.095), "plastic_bag": (0.04, 0.13), "carry_by_hand": (0.18, 0.32),
     OCCLUSION_DOWN: (0.0, 0.0),
 }
 RARE = ("hat", "glasses", "muffler", "box", "boots")
@@ -51,6 +52,121 @@ def test_attributes_are_consistent():
         synth.check_attributes(synth.sample_attributes(synth.sample_rng(0, i)))
 
 
+def _people(n: int, seed: int = 4) -> tuple[list[synth.Person], dict[str, np.ndarray]]:
+    drawn = [synth.sample_person(synth.sample_rng(seed, i)) for i in range(n)]
+    return [p for p, _ in drawn], {k: np.array([a[k] for _, a in drawn]) for k in SYNTH_ATTRIBUTES}
+
+
+def test_sample_person_draws_the_labels_of_sample_attributes():
+    for i in range(20):
+        person, attrs = synth.sample_person(synth.sample_rng(2, i))
+        assert attrs == synth.sample_attributes(synth.sample_rng(2, i))
+        synth.check_person(person, attrs)
+
+
+def test_outfits_tie_upper_and_lower_clothing_together():
+    people, y = _people(4000)
+    style = np.array([p.style for p in people])
+    female = y["female"] == 1
+    for name in synth.STYLES:
+        assert (style == name).sum() > 100, name  # every style occurs
+    business, coat, sport = style == "business", style == "coat", style == "sport"
+    assert (y["long_trousers"][business & ~female] == 1).all()  # a man's suit has long trousers
+    assert (y["long_trousers"] | y["skirt"])[business].all() and y["jacket"][business].mean() > 0.75
+    assert (y["jacket"][coat] == 1).all() and (y["short_sleeve"][coat] == 0).all()
+    assert (y["dress"][style == "dress"] == 1).all() and female[style == "dress"].all()
+    assert (y["skirt"] | y["dress"])[sport].sum() == 0
+    assert y["backpack"][sport].mean() > 2 * y["backpack"][business].mean()
+    # The upper body is informative about the lower body: a jacket makes long trousers likelier,
+    # short sleeves make them rarer, a coat makes boots likelier.
+    jacket, short = y["jacket"] == 1, y["short_sleeve"] == 1
+    assert y["long_trousers"][jacket].mean() > y["long_trousers"][~jacket].mean() + 0.1
+    assert y["long_trousers"][short].mean() < y["long_trousers"][~short].mean() - 0.1
+    assert y["boots"][coat].mean() > 2 * y["boots"][~coat].mean()
+
+
+def _dist(a, b) -> float:
+    return float(np.linalg.norm(np.subtract(a, b, dtype=np.float64)))
+
+
+def test_outfit_colours_match_as_the_style_says():
+    def looks(style: str) -> list:
+        return [synth._Look.sample(np.random.default_rng([5, i]), synth.Person(style=style)) for i in range(200)]
+
+    suits, uniforms, casual = looks("business"), looks("uniform"), looks("casual")
+    # A suit is one cloth, a uniform one colour: close colours, yet never a copy of the top.
+    assert np.median([_dist(lk.jacket, lk.lower) for lk in suits]) < 30
+    assert np.median([_dist(lk.top, lk.lower) for lk in suits]) > 150  # pale shirt, dark trousers
+    assert np.median([_dist(lk.top, lk.lower) for lk in uniforms]) < 40
+    assert not any(lk.top == lk.lower for lk in suits + uniforms + casual)
+    # Casual clothes are a free mix: top and bottom brightness are unrelated.
+    top = [np.mean(lk.top) for lk in casual]
+    lower = [np.mean(lk.lower) for lk in casual]
+    assert abs(np.corrcoef(top, lower)[0, 1]) < 0.2
+
+
+def test_age_and_sex_co_occur_with_styles_at_the_stated_rates():
+    people, y = _people(6000, seed=8)
+    age = np.array([p.age for p in people])
+    style = np.array([p.style for p in people])
+    female = y["female"] == 1
+    for group, rate in synth.AGE_RATES.items():  # within ~4 standard deviations
+        assert abs((age == group).mean() - rate) < 4 * np.sqrt(rate * (1 - rate) / len(age)) + 1e-3, group
+    adult, young = age == "adult", age == "young"
+    assert (style[age == "child"] != "business").all()
+    assert (style[~female] != "dress").all()
+    assert (style[adult] == "business").mean() > 1.5 * (style[young] == "business").mean()
+    assert (style[young] == "sport").mean() > 1.5 * (style[adult] == "sport").mean()
+    # The measured style mix of adult men matches style_rates averaged over the weather.
+    expected = {k: (synth.style_rates(False, "adult", True)[k] + synth.style_rates(False, "adult", False)[k]) / 2
+                for k in synth.STYLES}
+    men = adult & ~female
+    for name, rate in expected.items():
+        assert abs((style[men] == name).mean() - rate) < 4 * np.sqrt(rate * (1 - rate) / men.sum()) + 1e-3, name
+    for key in synth.STYLE_RATES:
+        assert sum(synth.style_rates(key[0] == "female", key[1], True).values()) == pytest.approx(1.0)
+
+
+def test_hair_greys_with_age():
+    grey = {}
+    for age in ("young", "elderly"):
+        looks = [synth._Look.sample(np.random.default_rng([3, i]), synth.Person(age=age)) for i in range(300)]
+        grey[age] = np.mean([max(lk.hair) - min(lk.hair) < 25 and min(lk.hair) > 90 for lk in looks])
+    assert grey["elderly"] > 0.6 > 0.15 > grey["young"]
+
+
+def test_crop_heights_spread_like_raps():
+    rng = np.random.default_rng(0)
+    sizes = np.array([synth.sample_crop_size(rng) for _ in range(600)])
+    h, w = sizes[:, 0], sizes[:, 1]
+    assert synth.CROP_HEIGHT_RANGE == (90, 550)
+    assert h.min() >= 90 and h.max() <= 550 and h.min() < 100 and h.max() > 350
+    assert 0.58 <= (h < 200).mean() <= 0.74  # most under 200 px (design: 66 %)
+    assert 155 <= np.median(h) <= 185  # design: about 170
+    assert ((w / h >= 0.35 - 1 / h) & (w / h <= 0.5 + 1 / h)).all()
+    assert (h // 4).min() >= 22 and (h // 4).max() <= 137  # x4 low-res: 22-137 px, lowRAP-small
+
+
+@pytest.mark.parametrize("size", [(90, 32), (550, 270)])
+def test_smallest_and_largest_crops_render_and_downsample(size):
+    from attrgan.corrupt import downsample
+    from attrgan.data.images import decode_image
+
+    for i, style in enumerate(synth.STYLES):
+        rng = synth.sample_rng(6, i)
+        person, attrs = synth.sample_person(rng)
+        while person.style != style:  # a person of each style
+            person, attrs = synth.sample_person(rng)
+        img = synth.render_person(rng, attrs, size=size, person=person)
+        arr = np.asarray(img)
+        assert arr.shape == (*size, 3) and arr.std() > 10
+        low = downsample(arr, 4)
+        assert low.shape == (size[0] // 4, size[1] // 4, 3)
+        buf = io.BytesIO()
+        Image.fromarray(low).save(buf, "JPEG", quality=95)
+        assert decode_image(buf.getvalue()).shape == low.shape
+
+
 def test_check_attributes_rejects_contradictions():
     base = dict.fromkeys(SYNTH_ATTRIBUTES, 0)
     rng = np.random.default_rng(0)
@@ -66,6 +182,12 @@ def test_check_attributes_rejects_contradictions():
         synth.render_person(rng, dict(base, occlusion_down=1))
     with pytest.raises(ValueError, match="size"):
         synth.render_person(rng, base, size=(8, 4))
+    with pytest.raises(ValueError, match="coat outfit needs"):
+        synth.render_person(rng, dict(base, long_trousers=1), person=synth.Person(style="coat"))
+    with pytest.raises(ValueError, match="sportswear"):
+        synth.render_person(rng, dict(base, female=1, skirt=1), person=synth.Person(style="sport"))
+    with pytest.raises(ValueError, match="age"):
+        synth.render_person(rng, dict(base, long_trousers=1), person=synth.Person(age="teen"))
 
 
 def test_render_sizes_and_determinism():
@@ -74,7 +196,7 @@ def test_render_sizes_and_determinism():
         img = synth.render_person(synth.sample_rng(5, i), attrs)
         w, h = img.size
         assert img.mode == "RGB"
-        assert 176 <= h <= 360
+        assert synth.CROP_HEIGHT_RANGE[0] <= h <= synth.CROP_HEIGHT_RANGE[1]
         assert 0.35 - 1 / h <= w / h <= 0.5 + 1 / h
         again = synth.render_person(synth.sample_rng(5, i), attrs)
         assert np.array_equal(np.asarray(img), np.asarray(again))
@@ -137,7 +259,7 @@ def test_generate_is_identical_for_any_worker_count(tmp_path):
     assert night.min() >= synth.NIGHT_START and (night.max() - synth.NIGHT_START).total_seconds() <= 10 * 3600
     for uri in df["image_uri"][:5]:
         w, h = Image.open(uri).size
-        assert 176 <= h <= 360 and 0.34 <= w / h <= 0.51
+        assert 90 <= h <= 550 and 0.34 <= w / h <= 0.51
 
 
 def test_generate_seed_changes_output(tmp_path):

@@ -1,18 +1,26 @@
 """Procedural pedestrian crops: the product's default dataset.
 
 Each crop looks like pedestrian-detector output from an indoor surveillance camera: one person
-filling most of a 176–360 px tall crop (aspect 0.35–0.5) with some margin jitter, seen from the
-front or the back, on a camera-specific background (wall and floor, textures, tiles, clutter,
-bystanders cut by the border), under colour cast, uneven lighting, sensor noise, blur, lower
-native resolution and JPEG artefacts.
+filling most of the crop (aspect 0.35–0.5) with some margin jitter, seen from the front or the
+back, on a camera-specific background (wall and floor, textures, tiles, clutter, bystanders cut by
+the border), under colour cast, uneven lighting, sensor noise, blur, softness and JPEG artefacts.
+
+Crop heights spread like RAP's (36×92 to 344×554 px; Li et al. 2016): a log-normal truncated to
+90–550 px, median about 170 px, two thirds under 200 px (`sample_crop_size`). Their ×4
+downsamples are 22–137 px tall, as small as lowRAP's; about 46 % of the clean crops are already
+small enough (<= 160 px) for the pipeline's super-resolution rule.
 
 The labels are `attrgan.attributes.SYNTH_ATTRIBUTES` (RAP ids). Every attribute is drawn where
 RAP finds it (hat and glasses on the head, short sleeves on the arms, skirt and boots on the
-legs, bags beside the body), they are correlated the way real data is (women: long hair,
-skirts, dresses, handbags; cold weather: jackets, mufflers, boots, hats), mutually consistent
-(exactly one lower garment; a box or a plastic bag is held in the hand) and imbalanced like RAP
-(hat, glasses, muffler, box, boots, dress under 10 % positive). `occlusion_down` is 0: crops
-are clean; `attrgan.corrupt` makes occluded ones.
+legs, bags beside the body), mutually consistent (exactly one lower garment; a box or a plastic
+bag is held in the hand) and imbalanced like RAP (hat, glasses, muffler, box, boots, dress under
+10 % positive). Latent traits that are not labels tie them together the way real clothing does
+(`Person`, `sample_person`): sex, an age group (child / young adult / adult / elderly) and the
+weather pick an outfit style (casual, business, dress, sport, coat, uniform), and the style sets
+which garments go together and how their colours match: a suit is one dark colour, a uniform's
+top and trousers one colour, a casual outfit a free mix. So the visible upper body says something
+about the lower body without copying it. `occlusion_down` is 0: crops are clean;
+`attrgan.corrupt` makes occluded ones.
 
 Everything is seeded: sample `i` of `generate(seed=s)` uses its own generator seeded from
 (s, i), so the output is byte-identical for any number of worker processes.
@@ -26,6 +34,7 @@ import io
 import math
 import multiprocessing
 import os
+import statistics
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime, timedelta, timezone
@@ -41,10 +50,18 @@ from attrgan.config import StorageConfig
 if TYPE_CHECKING:
     import pyarrow as pa
 
-# Full-size crops stay clear of the default super-resolution rule (height <= 160 for a 320-high
-# classifier input); their x4 downsamples (44-90 px) all fall under it.
-CROP_HEIGHT_RANGE = (176, 360)
+# Crop heights: RAP's pedestrians are 92-554 px tall (36x92 to 344x554, Li et al. 2016), most of
+# them far from the camera and small. A log-normal (median 160 px before truncation,
+# sigma 0.45) truncated to this range gives a median of about 170 px, 66 % under 200 px, 46 %
+# at or under the pipeline's super-resolution height (160) and 8 % over 300 px. The x4
+# low-resolution copies are 22-137 px tall, lowRAP-small.
+CROP_HEIGHT_RANGE = (90, 550)
+_HEIGHT_LOG = statistics.NormalDist(math.log(160.0), 0.45)
 ASPECT_RANGE = (0.35, 0.5)
+# A far person is cut from the frame at the sensor's own pixels; a near one fills more pixels than
+# the optics resolve (and moves and defocuses more), so the camera's softness (native_scale) only
+# brings a crop's detail down to this height, never below: small crops stay at native resolution.
+SHARP_HEIGHT = 160
 SPLIT_NAMES = ("train", "val", "test")
 # Crops are "captured" during one night (UTC), spread uniformly over NIGHT_HOURS from NIGHT_START.
 NIGHT_START = datetime(2024, 1, 15, 20, 0, tzinfo=timezone.utc)
@@ -60,46 +77,175 @@ Color = tuple[int, int, int]
 # Attributes
 
 
-def sample_attributes(rng: np.random.Generator) -> dict[str, int]:
-    """Draw one person's labels: {attribute id: 0/1} for every id in SYNTH_ATTRIBUTES.
+AGE_GROUPS = ("child", "young", "adult", "elderly")
+STYLES = ("casual", "business", "dress", "sport", "coat", "uniform")
+FEMALE_RATE = 0.45
+COLD_RATE = 0.5  # half the crops are "captured" in cold weather (coats, mufflers, boots, hats)
+# Age groups, adult-dominated like RAP's annotations (a shopping mall: few children, RAP's
+# AgeLess16 is a rare attribute; most people 17-45): child (< 16), young adult (16-30),
+# adult (31-60), elderly (> 60).
+AGE_RATES = {"child": 0.04, "young": 0.44, "adult": 0.42, "elderly": 0.10}
+# P(style | sex, age group) before the weather reweights it (STYLE_WEATHER); columns follow STYLES.
+# Business wear is for working-age adults, sportswear for the young, dresses for women, coats
+# most common among the elderly, uniforms for staff and school children.
+STYLE_RATES: dict[tuple[str, str], tuple[float, ...]] = {
+    #                      casual business dress sport  coat  uniform
+    ("male", "child"):     (0.50, 0.00, 0.00, 0.30, 0.05, 0.15),
+    ("female", "child"):   (0.40, 0.00, 0.15, 0.25, 0.05, 0.15),
+    ("male", "young"):     (0.55, 0.08, 0.00, 0.22, 0.08, 0.07),
+    ("female", "young"):   (0.50, 0.06, 0.16, 0.14, 0.09, 0.05),
+    ("male", "adult"):     (0.45, 0.25, 0.00, 0.08, 0.12, 0.10),
+    ("female", "adult"):   (0.43, 0.17, 0.14, 0.06, 0.14, 0.06),
+    ("male", "elderly"):   (0.55, 0.10, 0.00, 0.05, 0.27, 0.03),
+    ("female", "elderly"): (0.50, 0.05, 0.12, 0.04, 0.27, 0.02),
+}
+# Weather weights per style (cold, warm): coats in the cold, dresses and sportswear in the warm.
+STYLE_WEATHER: dict[str, tuple[float, float]] = {
+    "casual": (1.0, 1.0), "business": (1.0, 1.0), "dress": (0.5, 1.4), "sport": (0.6, 1.3),
+    "coat": (1.5, 0.15), "uniform": (1.0, 1.0),
+}
 
-    Two latent variables drive the correlations: sex and weather (cold / warm). Approximate
-    prevalences: female 0.45, long_hair 0.29, hat 0.07, glasses 0.07, muffler 0.07,
-    short_sleeve 0.2, jacket 0.34, long_trousers 0.69, skirt 0.12, dress 0.08, boots 0.07,
-    backpack 0.12, handbag 0.12, box 0.06, plastic_bag 0.08, carry_by_hand 0.23.
+
+@dataclasses.dataclass(frozen=True)
+class Person:
+    """A person's latent traits: not labels, but they shape the labels and the picture.
+
+    age: one of AGE_GROUPS (a child is drawn with a larger head and a slighter build, the
+    elderly mostly grey-haired). style: one of STYLES (which garments go together, their cut and
+    colours). `check_person` says which label sets a style allows.
+    """
+
+    age: str = "adult"
+    style: str = "casual"
+
+
+def style_rates(female: bool, age: str, cold: bool) -> dict[str, float]:
+    """P(style) for a person of this sex, age group and weather: STYLE_RATES × STYLE_WEATHER, normalised."""
+    row = STYLE_RATES[("female" if female else "male", age)]
+    w = {k: r * STYLE_WEATHER[k][0 if cold else 1] for k, r in zip(STYLES, row)}
+    total = sum(w.values())
+    return {k: v / total for k, v in w.items()}
+
+
+def sample_person(rng: np.random.Generator) -> tuple[Person, dict[str, int]]:
+    """Draw one person: latent traits and labels ({attribute id: 0/1} for every SYNTH_ATTRIBUTES id).
+
+    Sex, age group (AGE_RATES) and weather (COLD_RATE) pick the outfit style (`style_rates`); the
+    style decides the garments: business = a blazer (85 %) over long trousers (women: 45 % a
+    skirt); dress = a dress, a jacket over it in the cold; sport = short sleeves or a track
+    jacket, over shorts (warm 55 %) or track trousers, backpacks likely; coat = a knee-length
+    coat (the jacket label) over trousers or a skirt, mufflers, hats and boots likely;
+    uniform = long trousers (women: 25 % a skirt); casual = the free mix. Approximate
+    prevalences are in `sample_attributes`.
     """
     u = rng.random
-    female = u() < 0.45
-    cold = u() < 0.5
+    female = u() < FEMALE_RATE
+    cold = u() < COLD_RATE
+    age = AGE_GROUPS[int(rng.choice(len(AGE_GROUPS), p=list(AGE_RATES.values())))]
+    rates = style_rates(female, age, cold)
+    style = STYLES[int(rng.choice(len(STYLES), p=list(rates.values())))]
+    child, elderly = age == "child", age == "elderly"
     a = dict.fromkeys(SYNTH_ATTRIBUTES, 0)
     a["female"] = int(female)
-    a["long_hair"] = int(u() < (0.6 if female else 0.04))
-    a["hat"] = int(u() < (0.10 if cold else 0.04))
-    a["glasses"] = int(u() < 0.07)
-    a["muffler"] = int(u() < (0.13 if cold else 0.01))
-    a["jacket"] = int(u() < (0.6 if cold else 0.08))
-    # Short sleeves under a jacket or with a muffler are (almost) never annotated: keep them apart.
+    a["long_hair"] = int(u() < ((0.35 if elderly else 0.62) if female else 0.04))
+    a["hat"] = int(u() < {"coat": 0.15, "sport": 0.10, "uniform": 0.12, "business": 0.02}.get(
+        style, 0.08 if cold else 0.03))
+    a["glasses"] = int(u() < {"child": 0.02, "young": 0.05, "adult": 0.07, "elderly": 0.18}[age])
+    a["muffler"] = int(u() < (0.25 if style == "coat" else (0.1 if cold else 0.01)))
+
+    # Upper and lower garment, and how likely short sleeves are when neither a jacket nor a
+    # muffler rules them out (short sleeves under a jacket are (almost) never annotated).
+    if style == "business":
+        jacket = u() < 0.85  # blazer; without it a shirt
+        lower = "skirt" if female and u() < 0.45 else "long_trousers"
+        sleeves = 0.0 if cold else 0.3
+    elif style == "dress":
+        jacket = u() < (0.35 if cold else 0.08)
+        lower = "dress"
+        sleeves = 0.1 if cold else 0.55
+    elif style == "sport":
+        jacket = u() < (0.55 if cold else 0.15)  # track jacket
+        lower = None if u() < (0.1 if cold else 0.55) else "long_trousers"  # shorts or track trousers
+        sleeves = 0.4 if cold else 0.85
+    elif style == "coat":
+        jacket = True  # knee-length coat
+        lower = "skirt" if female and u() < 0.2 else "long_trousers"
+        sleeves = 0.0
+    elif style == "uniform":
+        jacket = u() < (0.4 if cold else 0.1)
+        lower = "skirt" if female and u() < 0.25 else "long_trousers"
+        sleeves = 0.1 if cold else 0.5
+    else:  # casual: exactly one lower garment among dress, skirt, long trousers, shorts (no label)
+        jacket = u() < (0.3 if cold else 0.06)
+        if female:
+            probs = (0.06, 0.25, 0.67, 0.02) if cold else (0.12, 0.28, 0.42, 0.18)
+        else:
+            probs = (0.0, 0.0, 0.97, 0.03) if cold else (0.0, 0.0, 0.72, 0.28)
+        lower = ("dress", "skirt", "long_trousers", None)[int(rng.choice(4, p=probs))]
+        sleeves = 0.06 if cold else 0.5
+    a["jacket"] = int(jacket)
     if not a["jacket"] and not a["muffler"]:
-        a["short_sleeve"] = int(u() < (0.06 if cold else 0.5))
-    # Exactly one lower garment: dress, skirt, long trousers, or shorts (no label).
-    if female:
-        probs = (0.12, 0.25, 0.61, 0.02) if cold else (0.22, 0.28, 0.35, 0.15)
-    else:
-        probs = (0.0, 0.0, 0.97, 0.03) if cold else (0.0, 0.0, 0.75, 0.25)
-    lower = ("dress", "skirt", "long_trousers", None)[int(rng.choice(4, p=probs))]
+        a["short_sleeve"] = int(u() < sleeves)
     if lower is not None:
         a[lower] = 1
-    a["boots"] = int(u() < ((0.18 if female else 0.08) if cold else 0.01))
-    a["backpack"] = int(u() < (0.10 if female else 0.14))
-    a["handbag"] = int(u() < (0.22 if female else 0.03))
-    a["box"] = int(u() < 0.06)
-    a["plastic_bag"] = int(u() < 0.08)
+    if style == "coat":
+        boots = 0.35 if female else 0.12
+    elif style in ("casual", "dress"):
+        boots = ((0.25 if female else 0.08) if cold else 0.01)
+    else:
+        boots = 0.1 if style == "business" and female and cold else 0.0
+    a["boots"] = int(u() < boots)
+    if child:
+        backpack = 0.45  # school bags
+    else:
+        backpack = {"sport": 0.3, "business": 0.06, "dress": 0.04, "coat": 0.07, "uniform": 0.05}.get(
+            style, 0.10 if female else 0.14) * (0.4 if elderly else 1.0)
+    a["backpack"] = int(u() < backpack)
+    if female:
+        handbag = {"business": 0.35, "dress": 0.4, "coat": 0.3, "sport": 0.05, "uniform": 0.05}.get(style, 0.22)
+    else:
+        handbag = 0.08 if style == "business" else 0.03  # briefcases count
+    a["handbag"] = int(u() < handbag * (0.1 if child else 1.0))
+    a["box"] = int(u() < {"child": 0.01, "elderly": 0.03}.get(age, 0.12 if style == "uniform" else 0.06))
+    a["plastic_bag"] = int(u() < {"child": 0.03, "elderly": 0.15}.get(age, 0.08))
     # A box or a plastic bag is carried by hand; a handbag is in the hand or on the forearm;
     # a few people hold something unlabelled (phone, bottle, umbrella).
     in_hand = a["box"] or a["plastic_bag"] or (a["handbag"] and u() < 0.55) or u() < 0.06
     a["carry_by_hand"] = int(bool(in_hand))
     a[OCCLUSION_DOWN] = 0
-    return a
+    return Person(age=age, style=style), a
+
+
+def sample_attributes(rng: np.random.Generator) -> dict[str, int]:
+    """Draw one person's labels: {attribute id: 0/1} for every id in SYNTH_ATTRIBUTES.
+
+    The labels of `sample_person` (the same draws). Approximate prevalences (20,000 draws):
+    female 0.45, long_hair 0.29, hat 0.07, glasses 0.07, muffler 0.07, short_sleeve 0.25,
+    jacket 0.37, long_trousers 0.70, skirt 0.10, dress 0.08, boots 0.07, backpack 0.13,
+    handbag 0.13, box 0.06, plastic_bag 0.08, carry_by_hand 0.25.
+    """
+    return sample_person(rng)[1]
+
+
+def check_person(person: Person, attrs: dict[str, int]) -> None:
+    """Raise ValueError unless `person`'s age group and style exist and the style allows `attrs`."""
+    if person.age not in AGE_GROUPS or person.style not in STYLES:
+        raise ValueError(f"person must have an age in {AGE_GROUPS} and a style in {STYLES}, got {person}")
+    need = {"business": ("long_trousers", "skirt"), "dress": ("dress",), "coat": ("jacket",),
+            "uniform": ("long_trousers", "skirt")}.get(person.style)
+    if need is not None and not any(attrs[k] for k in need):
+        raise ValueError(f"a {person.style} outfit needs one of {need}, got none")
+    if person.style == "sport" and (attrs["skirt"] or attrs["dress"]):
+        raise ValueError("sportswear has shorts or track trousers: no skirt or dress")
+
+
+def sample_crop_size(rng: np.random.Generator) -> tuple[int, int]:
+    """A detector-like crop size (height, width): the height from the log-normal truncated to
+    CROP_HEIGHT_RANGE (one uniform draw through the inverse CDF), aspect in ASPECT_RANGE."""
+    lo, hi = CROP_HEIGHT_RANGE
+    a, b = _HEIGHT_LOG.cdf(math.log(lo)), _HEIGHT_LOG.cdf(math.log(hi + 1))
+    h = min(hi, max(lo, int(math.exp(_HEIGHT_LOG.inv_cdf(rng.uniform(a, b))))))  # floor into [lo, hi]
+    return h, max(8, round(h * rng.uniform(*ASPECT_RANGE)))
 
 
 def check_attributes(attrs: dict[str, int]) -> None:
@@ -143,6 +289,21 @@ _NEUTRAL = ((22, 22, 24), (40, 40, 44), (90, 90, 94), (150, 150, 150), (225, 225
             (30, 38, 70), (200, 185, 150), (95, 75, 55))
 
 
+# Style palettes: suits are dark and sober, shirts pale, uniforms a few institutional colours,
+# coats dark or camel; jeans are the commonest trousers of all.
+_SUIT = ((22, 22, 26), (45, 47, 52), (30, 36, 62), (70, 72, 78), (60, 45, 35))
+_SHIRT = ((235, 235, 232), (200, 215, 235), (235, 215, 215), (225, 225, 205))
+_UNIFORM = ((28, 34, 62), (25, 25, 28), (40, 70, 45), (150, 135, 95), (150, 180, 210), (90, 92, 96), (95, 30, 40))
+_COAT = ((25, 25, 28), (160, 120, 80), (70, 70, 74), (30, 36, 62), (70, 75, 45), (100, 35, 40), (195, 180, 150))
+_DENIM = (50, 70, 110)
+_LEATHER = ((20, 18, 16), (65, 42, 28))
+_GREY_HAIR = ((150, 150, 150), (200, 200, 196), (110, 108, 106))
+
+
+def _pick(rng: np.random.Generator, palette: Sequence[Color], amount: float) -> Color:
+    return _jitter(rng, palette[int(rng.integers(len(palette)))], amount)
+
+
 def _clothing(rng: np.random.Generator) -> Color:
     """Real clothes are mostly dark and neutral; a third are saturated colours."""
     if rng.random() < 0.62:
@@ -176,7 +337,7 @@ class CameraStyle:
     noise: float  # sensor noise std in grey levels
     blur: float  # extra blur radius at 256 px crop height
     jpeg_quality: tuple[int, int]
-    native_scale: tuple[float, float]  # the sensor sees the person at this fraction of the crop size
+    native_scale: tuple[float, float]  # the sensor resolves this fraction of the crop size (floor: SHARP_HEIGHT)
 
     @classmethod
     def sample(cls, rng: np.random.Generator) -> "CameraStyle":
@@ -332,18 +493,30 @@ class _Body:
     limb_w: float  # build factor for limb widths
 
 
-def _make_body(rng: np.random.Generator, attrs: dict[str, int], h: int, w: int, hands: dict[str, str | None]) -> _Body:
+def _make_body(rng: np.random.Generator, attrs: dict[str, int], h: int, w: int, hands: dict[str, str | None],
+               age: str = "adult") -> _Body:
     u = h * rng.uniform(0.80, 0.94)
     top = (h - u) * rng.uniform(0.2, 0.8)
     cx = w / 2 + w * rng.uniform(-0.06, 0.06)
     female = bool(attrs["female"])
     build = rng.uniform(0.85, 1.18)
+    # An adult's head is about 1/7.5 of the body height, a 6-12-year-old's about 1/6: the child's
+    # head grows by `extra` (person heights) and the body below is compressed to fit; shoulders
+    # and limbs are slighter.
+    extra = 0.034 if age == "child" else 0.0
+    if age == "child":
+        build *= 0.85
+
+    def y(f: float) -> float:
+        return top + (extra + f * (1 - extra)) * u
+
     sw = u * (0.092 if female else 0.108) * build
     hw = u * (0.088 if female else 0.082) * build
     ww = hw * (0.78 if female else 0.92)
-    y_sh, y_waist, y_hip = top + 0.18 * u, top + 0.41 * u, top + 0.51 * u
-    y_knee, y_ankle, feet = top + 0.735 * u, top + 0.955 * u, top + u
-    head_r = (0.052 * u * rng.uniform(0.93, 1.07), 0.066 * u)
+    y_sh, y_waist, y_hip = y(0.18), y(0.41), y(0.51)
+    y_knee, y_ankle, feet = y(0.735), y(0.955), top + u
+    ry = (0.066 + extra / 2) * u
+    head_r = (ry * 0.79 * rng.uniform(0.93, 1.07), ry)
     head = (cx + rng.uniform(-0.01, 0.01) * u, top + head_r[1])
     hips = ((cx - hw * 0.5, y_hip), (cx + hw * 0.5, y_hip))
     # Leg stance: each foot a little in or out; a walking stride spreads them.
@@ -352,7 +525,7 @@ def _make_body(rng: np.random.Generator, attrs: dict[str, int], h: int, w: int, 
               (cx + hw * 0.5 + stride * rng.uniform(0.3, 1.0) + rng.uniform(-0.01, 0.01) * u, y_ankle))
     knees = tuple(((hp[0] + an[0]) / 2 + rng.uniform(-0.008, 0.008) * u, y_knee) for hp, an in zip(hips, ankles))
     shoulders = ((cx - sw + 0.022 * u, y_sh + 0.02 * u), (cx + sw - 0.022 * u, y_sh + 0.02 * u))
-    upper, fore = 0.185 * u, 0.165 * u
+    upper, fore = 0.185 * u * (1 - extra), 0.165 * u * (1 - extra)
     elbows, hand_pts = [], []
     for side, sh in zip((-1, 1), shoulders):
         held = hands["left" if side < 0 else "right"]
@@ -440,19 +613,29 @@ class _Look:
     dark_glasses: bool
     hat_kind: str
     muffler_tail: tuple[float, float]
+    tie: Color | None  # business shirts (men, from the front)
+    belt: Color | None  # a darker waistband: suits and uniforms
+    sleeve_stripe: Color | None  # track jackets
+    coat_hem: float  # a coat's hem below the knee (person heights; negative: above)
+    coat_gap: float  # a buttoned coat barely opens
 
     @classmethod
-    def sample(cls, rng: np.random.Generator) -> "_Look":
-        top = _clothing(rng)
+    def sample(cls, rng: np.random.Generator, person: Person) -> "_Look":
+        top, jacket, lower, shoes = _outfit_colours(rng, person.style)
+        hair = _jitter(rng, _HAIR[int(rng.choice(len(_HAIR), p=_HAIR_P))], 0.1)
+        grey = {"adult": 0.12, "elderly": 0.75}.get(person.age, 0.0)  # grey hair comes with age
+        if rng.random() < grey:
+            hair = _pick(rng, _GREY_HAIR, 0.08)
+        stripe_p = {"casual": 0.25, "sport": 0.15, "dress": 0.2}.get(person.style, 0.0)
         return cls(
             skin=_jitter(rng, _SKIN[int(rng.integers(len(_SKIN)))], 0.08),
-            hair=_jitter(rng, _HAIR[int(rng.choice(len(_HAIR), p=_HAIR_P))], 0.1),
+            hair=hair,
             top=top,
-            jacket=_contrasting(rng, top),
-            lower=_clothing(rng),
-            shoes=_jitter(rng, _NEUTRAL[int(rng.integers(len(_NEUTRAL)))], 0.2),
+            jacket=jacket,
+            lower=lower,
+            shoes=shoes,
             tights=_jitter(rng, (35, 30, 35), 0.3) if rng.random() < 0.4 else None,
-            stripe=_contrasting(rng, top, 60) if rng.random() < 0.25 else None,
+            stripe=_contrasting(rng, top, 60) if rng.random() < stripe_p else None,
             stripe_step=float(rng.uniform(0.025, 0.05)),
             backpack=_clothing(rng),
             bag=_clothing(rng),
@@ -466,7 +649,7 @@ class _Look:
             frame=_jitter(rng, (25, 25, 25), 0.5) if rng.random() < 0.8 else _clothing(rng),
             shadow_alpha=int(rng.integers(40, 110)),
             hair_len=float(rng.uniform(0.02, 0.16)),
-            bald=bool(rng.random() < 0.08),
+            bald=bool(rng.random() < {"child": 0.0, "young": 0.03, "adult": 0.1, "elderly": 0.3}[person.age]),
             backpack_depth=float(rng.uniform(0.2, 0.27)),
             backpack_half=float(rng.uniform(0.75, 0.95)),
             box_size=(float(rng.uniform(0.24, 0.34)), float(rng.uniform(0.13, 0.22))),
@@ -486,14 +669,51 @@ class _Look:
             dark_glasses=bool(rng.random() < 0.35),
             hat_kind=("cap", "beanie", "brimmed")[int(rng.choice(3, p=(0.45, 0.3, 0.25)))],
             muffler_tail=(float(rng.uniform(0.01, 0.05)), float(rng.uniform(0.1, 0.2))),
+            tie=(_pick(rng, ((120, 25, 35), (30, 40, 90), (40, 40, 44), (60, 80, 60)), 0.2)
+                 if person.style == "business" and rng.random() < 0.6 else None),
+            belt=_darker(lower, 0.55) if person.style in ("business", "uniform") else None,
+            sleeve_stripe=((235, 235, 235) if rng.random() < 0.6 else _clothing(rng))
+            if person.style == "sport" and rng.random() < 0.5 else None,
+            coat_hem=float(rng.uniform(-0.03, 0.05)),
+            coat_gap=float(rng.uniform(0.0, 0.12)),
         )
+
+
+def _outfit_colours(rng: np.random.Generator, style: str) -> tuple[Color, Color, Color, Color]:
+    """(top, jacket, lower, shoes) colours matched the way the style matches them."""
+    if style == "business":
+        # A suit: blazer and trousers of one dark cloth (the trousers' own jitter is lighting,
+        # not a second colour), a pale shirt, leather shoes.
+        suit = _pick(rng, _SUIT, 0.1)
+        return _pick(rng, _SHIRT, 0.05), suit, _jitter(rng, suit, 0.04), _pick(rng, _LEATHER, 0.2)
+    if style == "uniform":
+        # One colour top to bottom; the jacket a shade darker.
+        colour = _pick(rng, _UNIFORM, 0.08)
+        return colour, _darker(colour, 0.8), _jitter(rng, colour, 0.04), _pick(rng, _LEATHER, 0.2)
+    if style == "sport":
+        kit = _hsv(rng.random(), rng.uniform(0.5, 0.95), rng.uniform(0.35, 0.9)) if rng.random() < 0.6 \
+            else _pick(rng, _NEUTRAL[:5], 0.15)
+        top = kit if rng.random() < 0.5 else _clothing(rng)
+        # Track suits come as a set half the time; otherwise dark trousers or shorts.
+        lower = _jitter(rng, kit, 0.06) if rng.random() < 0.5 else _pick(rng, _NEUTRAL[:3] + (_DENIM,), 0.15)
+        shoes = _jitter(rng, (232, 232, 228), 0.06) if rng.random() < 0.6 else _clothing(rng)  # trainers
+        return top, kit, lower, shoes
+    if style == "coat":
+        top = _clothing(rng)
+        lower = _jitter(rng, _DENIM, 0.15) if rng.random() < 0.3 else _pick(rng, _NEUTRAL[:3], 0.15)
+        return top, _pick(rng, _COAT, 0.12), lower, _pick(rng, _LEATHER + _NEUTRAL[:2], 0.2)
+    # casual and dress: independent garments (a dress takes the top's colour); jeans are common.
+    top = _clothing(rng)
+    lower = _jitter(rng, _DENIM, 0.15) if rng.random() < 0.35 else _clothing(rng)
+    return top, _contrasting(rng, top), lower, _jitter(rng, _NEUTRAL[int(rng.integers(len(_NEUTRAL)))], 0.2)
 
 
 def _darker(color: Sequence[int], k: float) -> Color:
     return tuple(int(x * k) for x in color[:3])  # type: ignore[return-value]
 
 
-def _draw_person(c: _Canvas, attrs: dict[str, int], b: _Body, hands: dict[str, str | None], look: _Look) -> None:
+def _draw_person(c: _Canvas, attrs: dict[str, int], b: _Body, hands: dict[str, str | None], look: _Look,
+                 style: str = "casual") -> None:
     """Draw the person back to front: things behind the body, legs, torso, coat, arms, held
     items, head and headwear."""
     u, cx, lw = b.u, b.cx, b.limb_w
@@ -544,6 +764,8 @@ def _draw_person(c: _Canvas, attrs: dict[str, int], b: _Body, hands: dict[str, s
         c.ellipse(ankle[0], (ankle[1] + b.feet) / 2, 0.03 * u * lw, (b.feet - ankle[1]) / 2 + 0.006 * u, look.shoes)
     if attrs["skirt"]:
         hem, flare = b.y_knee + look.skirt[0] * u, b.hw * look.skirt[1]
+        if style == "coat":  # a skirt worn under a coat shows below its hem
+            hem, flare = max(hem, b.y_knee + (look.coat_hem + 0.05) * u), max(flare, b.hw * 1.5)
         quad(cx - b.ww * 1.05, cx + b.ww * 1.05, b.y_waist, cx + flare, cx - flare, hem, look.lower)
 
     # Torso: neck, the dress's skirt, the top (maybe striped), the neckline.
@@ -563,15 +785,27 @@ def _draw_person(c: _Canvas, attrs: dict[str, int], b: _Body, hands: dict[str, s
     if b.front:
         c.polygon([(hx - 0.03 * u, b.y_sh - 0.005 * u), (hx + 0.03 * u, b.y_sh - 0.005 * u), (hx, b.y_sh + 0.04 * u)],
                   look.skin)
+        if look.tie is not None and not attrs["female"]:
+            quad(hx - 0.012 * u, hx + 0.012 * u, b.y_sh + 0.02 * u, hx + 0.018 * u, hx - 0.018 * u,
+                 b.y_waist - 0.01 * u, look.tie)
+    if look.belt is not None and (attrs["long_trousers"] or attrs["skirt"]):
+        quad(cx - b.ww * 1.02, cx + b.ww * 1.02, b.y_waist + 0.035 * u, cx + b.ww * 1.05, cx - b.ww * 1.05,
+             b.y_waist + 0.05 * u, look.belt)
 
+    coat = style == "coat" and attrs["jacket"]
     if attrs["jacket"]:
-        # Open coat over the shirt: two panels leave a strip of shirt visible down the middle.
-        hem = b.y_hip + look.jacket_hem * u
-        gap = b.sw * look.jacket_gap if b.front else 0.0
+        # Open jacket over the shirt: two panels leave a strip of shirt visible down the middle.
+        # A coat reaches the knee over the upper legs, flares, and is mostly buttoned.
+        hem = b.y_knee + look.coat_hem * u if coat else b.y_hip + look.jacket_hem * u
+        hem_w = b.hw * (1.45 if coat else 1.15)
+        gap = (b.sw * (look.coat_gap if coat else look.jacket_gap)) if b.front else 0.0
         for s in (-1, 1):
             c.polygon([(cx + s * b.sw * 1.05, b.y_sh - 0.005 * u), (cx + s * gap * 0.6, b.y_sh - 0.005 * u),
-                       (cx + s * gap, hem), (cx + s * b.hw * 1.15, hem),
+                       (cx + s * gap, hem), (cx + s * hem_w, hem),
                        (cx + s * b.ww * 1.1, b.y_waist), (cx + s * b.sw, b.y_sh + 0.09 * u)], look.jacket)
+        if coat and b.front:
+            for k in range(3):  # buttons
+                c.ellipse(cx + gap, b.y_sh + (0.08 + 0.1 * k) * u, 0.007 * u, 0.007 * u, _darker(look.jacket, 0.6))
         if b.front:
             for s in (-1, 1):  # lapels
                 c.polygon([(cx + s * gap * 0.6, b.y_sh), (cx + s * (gap + 0.05 * u), b.y_sh + 0.02 * u),
@@ -610,6 +844,8 @@ def _draw_person(c: _Canvas, attrs: dict[str, int], b: _Body, hands: dict[str, s
         else:
             c.limb(sh, el, arm_w[0], arm_w[1], arm_col)
             c.limb(el, hd, arm_w[1], arm_w[2], arm_col)
+            if look.sleeve_stripe is not None and attrs["jacket"]:
+                c.line([sh, el, _lerp(el, hd, 0.85)], look.sleeve_stripe, 0.008 * u)
         c.ellipse(hd[0], hd[1] + 0.012 * u, 0.021 * u, 0.025 * u, look.skin)
         if forearm_bag and look.forearm_bag_side == i:
             bx, by = _lerp(el, hd, 0.3)
@@ -693,7 +929,9 @@ def _draw_person(c: _Canvas, attrs: dict[str, int], b: _Body, hands: dict[str, s
 def _camera_effects(rng: np.random.Generator, img: Image.Image, style: CameraStyle) -> Image.Image:
     """Lighting, colour cast, native resolution, blur, noise and the camera's JPEG."""
     w, h = img.size
-    scale = rng.uniform(*style.native_scale)
+    # The sensor resolves the person at `native_scale` of the crop, but never at fewer than
+    # SHARP_HEIGHT rows (SHARP_HEIGHT's comment): crops up to that height are not softened.
+    scale = max(rng.uniform(*style.native_scale), min(1.0, SHARP_HEIGHT / h))
     if scale < 0.95:
         small = (max(8, round(w * scale)), max(16, round(h * scale)))
         img = img.resize(small, Image.BILINEAR).resize((w, h), Image.BICUBIC)
@@ -727,27 +965,30 @@ def _shade(rng: np.random.Generator, person: Image.Image, body: _Body) -> Image.
 
 
 def render_person(rng: np.random.Generator, attrs: dict[str, int], *, size: tuple[int, int] | None = None,
-                  camera: CameraStyle | None = None) -> Image.Image:
+                  camera: CameraStyle | None = None, person: Person | None = None) -> Image.Image:
     """Render one pedestrian crop showing `attrs` (a consistent SYNTH_ATTRIBUTES label set).
 
-    size: (height, width) of the crop; None draws a detector-like size (height 176–360 px,
-    aspect 0.35–0.5). camera: the scene and sensor style; None draws a random one.
-    Returns an RGB PIL image of that size. All randomness comes from `rng`.
+    size: (height, width) of the crop; None draws a detector-like size (`sample_crop_size`:
+    height 90–550 px, median about 170, aspect 0.35–0.5). camera: the scene and sensor style;
+    None draws a random one. person: the latent age group and outfit style (`sample_person`);
+    None is an adult in casual wear, which suits any label set. Returns an RGB PIL image of that
+    size. All randomness comes from `rng`.
     """
     check_attributes(attrs)
+    person = person if person is not None else Person()
+    check_person(person, attrs)
     if size is None:
-        h = int(rng.integers(CROP_HEIGHT_RANGE[0], CROP_HEIGHT_RANGE[1] + 1))
-        w = max(8, round(h * rng.uniform(*ASPECT_RANGE)))
+        h, w = sample_crop_size(rng)
     else:
         if len(size) != 2 or min(size) < 16:
             raise ValueError(f"size must be (height, width) with both >= 16, got {size}")
         h, w = int(size[0]), int(size[1])
     style = camera if camera is not None else CameraStyle.sample(rng)
     hands = _assign_hands(rng, attrs)
-    body = _make_body(rng, attrs, h, w, hands)
+    body = _make_body(rng, attrs, h, w, hands, person.age)
     bg = _background(rng, style, h, w, int(body.top + style.horizon * body.u))
     canvas = _Canvas((w, h), body.feet, math.radians(rng.uniform(-5, 5)))
-    _draw_person(canvas, attrs, body, hands, _Look.sample(rng))
+    _draw_person(canvas, attrs, body, hands, _Look.sample(rng, person), person.style)
     person = canvas.image.resize((w, h), Image.BOX)
     bg.paste(_shade(rng, person, body), (0, 0), person)
     return _camera_effects(rng, bg, style)
@@ -784,10 +1025,10 @@ def _render_chunk(indices: range, *, out_uri: str, seed: int, styles: list[Camer
     rows, blobs = [], {}
     for i in indices:
         rng = sample_rng(seed, i)
-        attrs = sample_attributes(rng)
+        person, attrs = sample_person(rng)
         cam = int(rng.integers(len(styles)))
         captured = NIGHT_START + timedelta(seconds=float(rng.uniform(0, NIGHT_HOURS * 3600)))
-        image = render_person(rng, attrs, camera=styles[cam])
+        image = render_person(rng, attrs, camera=styles[cam], person=person)
         buf = io.BytesIO()
         image.save(buf, "JPEG", quality=IMAGE_QUALITY)
         crop_id = _crop_id(seed, i)
