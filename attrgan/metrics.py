@@ -18,6 +18,11 @@ P = predicted positives):
     (0 when P + R = 0). Samples whose labels are all unknown carry no information and are left
     out of the means (counting them as 0 would punish missing annotations, not the model).
 
+Gains (`paired_bootstrap_gain`): mA(after) - mA(before) on the same crops, with a paired
+percentile bootstrap interval over crops; `GainInterval.verdict` says "helps" only when the whole
+interval lies above 0. Image fidelity (`squared_error`, `psnr`): PSNR of uint8 images over
+selected rows, pooled over every compared value.
+
 A metric with nothing to average over (no sample or attribute with a known label) is NaN;
 `AttributeMetrics.to_dict` writes NaN as null.
 """
@@ -26,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -33,6 +39,7 @@ import numpy as np
 import pandas as pd
 
 PER_ATTRIBUTE_COLUMNS = ("ma", "accuracy", "precision", "recall", "f1", "positives", "support")
+GAIN_COLUMNS = ("gain", "low", "high")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -99,7 +106,7 @@ def attribute_metrics(
     tn = neg - fp
 
     attr_ma = _balanced_accuracy(tp, pos, tn, neg)
-    has_known = support > 0
+    has_known = support > 0  # = ma_i defined: its NaN marks an attribute left out of mA
     per_attribute = pd.DataFrame(
         {
             "ma": attr_ma,
@@ -112,7 +119,7 @@ def attribute_metrics(
         },
         index=pd.Index(attrs, name="attribute"),
     )
-    ma = float(np.mean(attr_ma[has_known])) if has_known.any() else math.nan
+    ma = float(_mean_accuracy(attr_ma))
 
     # Instance-based, per sample over its known attributes, (N,) each.
     inter = (predicted & positive).sum(axis=1)
@@ -192,6 +199,146 @@ def calibrate_thresholds(
     return cand[np.argmin(distance, axis=1)]  # argmin takes the first (smaller) of equals
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class GainInterval:
+    """mA(after) - mA(before) on the same crops, with its paired percentile bootstrap interval.
+
+    gain, low, high are fractions like `AttributeMetrics.ma` (0.018 = 1.8 points); crops is N,
+    resamples and level (e.g. 0.95) say how the interval was drawn. `per_attribute` is indexed by
+    attribute id with columns gain, low, high: the same for each ma_i (NaN where an attribute has
+    no known label).
+    """
+
+    gain: float
+    low: float
+    high: float
+    crops: int
+    resamples: int
+    level: float
+    per_attribute: pd.DataFrame
+
+    @property
+    def verdict(self) -> str:
+        """"helps" when the whole interval lies above 0, "hurts" when it lies below 0, otherwise
+        (0 inside it, or nothing measured) "no measurable effect"."""
+        if self.low > 0:
+            return "helps"
+        if self.high < 0:
+            return "hurts"
+        return "no measurable effect"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: floats (NaN as None), the verdict, per_attribute as {attribute: {gain, low, high}}."""
+        columns = {col: self.per_attribute[col].tolist() for col in GAIN_COLUMNS}
+        table = {str(attr): {col: _json_number(columns[col][i]) for col in GAIN_COLUMNS}
+                 for i, attr in enumerate(self.per_attribute.index)}
+        return {"gain": _json_number(self.gain), "low": _json_number(self.low), "high": _json_number(self.high),
+                "crops": self.crops, "resamples": self.resamples, "level": self.level, "verdict": self.verdict,
+                "per_attribute": table}
+
+
+# Weights held at once by paired_bootstrap_gain (resamples × crops): 32 MiB of float64.
+_BOOTSTRAP_CELLS = 1 << 22
+
+
+def paired_bootstrap_gain(
+    labels: np.ndarray,
+    before: np.ndarray,
+    after: np.ndarray,
+    *,
+    attributes: Sequence[str],
+    thresholds: float | Sequence[float] | np.ndarray | None = None,
+    resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> GainInterval:
+    """The mA gain of `after` over `before` on the same crops, with a paired bootstrap interval.
+
+    labels: (N, A) in {1, 0, -1}; before / after: (N, A) scores (or bool decisions) of the SAME
+    N crops in the same row order, without / with restoration; attributes and thresholds as for
+    `attribute_metrics`. gain = attribute_metrics(after).ma - attribute_metrics(before).ma.
+
+    Each of `resamples` resamples draws N crop rows with replacement, the same rows for before
+    and after (paired: what varies between crops cancels), and scores both exactly as
+    `attribute_metrics` does: an attribute without known positives in the resample is scored by
+    its negative recall alone (and vice versa), one without any known label is left out of mA.
+    low / high are the (1 - level) / 2 and (1 + level) / 2 percentiles of the resampled gains
+    (resamples where mA is undefined are left out). Seeded: the same inputs and seed give the
+    same interval. N = 0 gives NaN gain and interval.
+    """
+    if isinstance(resamples, bool) or not isinstance(resamples, (int, np.integer)) or resamples < 1:
+        raise ValueError(f"resamples must be an integer >= 1, got {resamples!r}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level!r}")
+    attrs = tuple(attributes)
+    m_before = attribute_metrics(labels, before, attributes=attrs, thresholds=thresholds)
+    m_after = attribute_metrics(labels, after, attributes=attrs, thresholds=thresholds)
+    known, positive = _check_labels(labels)
+    n, a = known.shape
+    per_gain = m_after.per_attribute["ma"].to_numpy() - m_before.per_attribute["ma"].to_numpy()
+    gains = np.full(resamples, np.nan)
+    per = np.full((resamples, a), np.nan)
+
+    if n:
+        negative = known & ~positive
+        pred_before = _decisions(before, thresholds, shape=(n, a))
+        pred_after = _decisions(after, thresholds, shape=(n, a))
+        # What each crop adds to attribute_metrics' counts pos, neg, TP and TN of both variants:
+        # a resample's counts are then its crop weights times these, one matrix product.
+        cells = np.concatenate([positive, negative, pred_before & positive, ~pred_before & negative,
+                                pred_after & positive, ~pred_after & negative], axis=1).astype(np.float64)  # (N, 6A)
+        rng = np.random.default_rng(seed)
+        chunk = max(1, _BOOTSTRAP_CELLS // n)
+        for start in range(0, resamples, chunk):
+            b = min(chunk, resamples - start)
+            rows = rng.integers(0, n, size=(b, n))
+            # How often each resample drew each crop, (b, N).
+            weights = np.bincount((rows + n * np.arange(b)[:, None]).ravel(), minlength=b * n).reshape(b, n)
+            counts = (weights.astype(np.float64) @ cells).reshape(b, 6, a)
+            ma_before = _balanced_accuracy(counts[:, 2], counts[:, 0], counts[:, 3], counts[:, 1])  # (b, A)
+            ma_after = _balanced_accuracy(counts[:, 4], counts[:, 0], counts[:, 5], counts[:, 1])
+            per[start:start + b] = ma_after - ma_before
+            gains[start:start + b] = _mean_accuracy(ma_after) - _mean_accuracy(ma_before)
+
+    q = (50.0 * (1.0 - level), 50.0 * (1.0 + level))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN: nothing measured, NaN is the answer
+        low, high = np.nanpercentile(gains, q)
+        per_low, per_high = np.nanpercentile(per, q, axis=0)
+    per_attribute = pd.DataFrame({"gain": per_gain, "low": per_low, "high": per_high},
+                                 index=pd.Index(attrs, name="attribute"))
+    return GainInterval(gain=m_after.ma - m_before.ma, low=float(low), high=float(high), crops=n,
+                        resamples=resamples, level=float(level), per_attribute=per_attribute)
+
+
+def squared_error(a: np.ndarray, b: np.ndarray, rows: np.ndarray) -> tuple[float, int]:
+    """Sum of squared differences of two image batches over selected rows, and the number of
+    values compared: what `psnr` pools over batches.
+
+    a, b: (N, H, W, C) images of one value range (uint8 for `psnr`'s default peak); rows: (N, H)
+    bool, the rows of each image to compare (every column and channel of a selected row).
+    """
+    a, b, rows = np.asarray(a), np.asarray(b), np.asarray(rows, dtype=bool)
+    if a.shape != b.shape or a.ndim != 4:
+        raise ValueError(f"images must be two (N, H, W, C) batches of one shape, got {a.shape} and {b.shape}")
+    if rows.shape != a.shape[:2]:
+        raise ValueError(f"rows must be (N, H) = {a.shape[:2]}, got {rows.shape}")
+    diff = a[rows].astype(np.float64) - b[rows].astype(np.float64)  # (selected rows, W, C)
+    return float(np.square(diff).sum()), int(diff.size)
+
+
+def psnr(sse: float, count: int, *, peak: float = 255.0) -> float:
+    """PSNR in dB of a pooled squared error: 10·log10(peak² / (sse / count)).
+
+    Pooled over every compared value of every image (one PSNR of the set, not a mean of
+    per-image PSNRs); inf for identical images, NaN when nothing was compared.
+    """
+    if count <= 0:
+        return math.nan
+    mse = sse / count
+    return math.inf if mse == 0 else 10.0 * math.log10(peak * peak / mse)
+
+
 def _balanced_accuracy(tp: np.ndarray, pos: np.ndarray, tn: np.ndarray, neg: np.ndarray) -> np.ndarray:
     """Mean of the recalls whose denominator is > 0; NaN where neither is defined."""
     pos_recall = _ratio(tp, pos, nan=True)
@@ -201,6 +348,13 @@ def _balanced_accuracy(tp: np.ndarray, pos: np.ndarray, tn: np.ndarray, neg: np.
     total = np.where(defined, both, 0.0).sum(axis=0)
     count = defined.sum(axis=0)
     return _ratio(total, count, nan=True)
+
+
+def _mean_accuracy(attr_ma: np.ndarray) -> np.ndarray:
+    """mA from (..., A) per-attribute ma_i: the mean over the attributes whose ma_i is defined
+    (not NaN); NaN where none is. The one definition of mA that every caller shares."""
+    defined = ~np.isnan(attr_ma)
+    return _ratio(np.where(defined, attr_ma, 0.0).sum(axis=-1), defined.sum(axis=-1), nan=True)
 
 
 def _ratio(num: np.ndarray, den: np.ndarray, *, nan: bool = False) -> np.ndarray:

@@ -9,7 +9,8 @@ import time
 import numpy as np
 import pytest
 
-from attrgan.metrics import attribute_metrics, calibrate_thresholds, default_threshold_grid
+from attrgan.metrics import (attribute_metrics, calibrate_thresholds, default_threshold_grid, paired_bootstrap_gain,
+                             psnr, squared_error)
 
 ATTRS = ("a", "b", "c")
 # Row 3 is all unknown; -1 cells must never count, whatever the score.
@@ -182,3 +183,119 @@ def test_large_input_is_fast():
     assert elapsed < 5.0
     # Random scores: every attribute's balanced accuracy is close to chance.
     assert abs(m.ma - 0.5) < 0.01 and thresholds.shape == (52,)
+
+
+# --- paired bootstrap of mA gains ---------------------------------------------------------------
+
+
+CASE_ATTRS = ("a", "b", "c")
+
+
+def _restoration_case():
+    """200 crops, 3 attributes. Attribute "a": crops 0-99 positive; "b": even crops positive; "c":
+    unknown everywhere. `after` decides every known cell right; `before` is wrong on every fifth
+    crop (20 of each class of a and b), so mA(before) = (0.8 + 0.8) / 2 and the gain is 0.2."""
+    n = 200
+    i = np.arange(n)
+    labels = np.stack([(i < 100).astype(np.int8), (i % 2 == 0).astype(np.int8), np.full(n, -1, np.int8)], axis=1)
+    truth = (labels == 1).astype(np.float64)
+    after = 0.1 + 0.8 * truth  # 0.9 for positives, 0.1 for negatives
+    before = after.copy()
+    before[i % 5 == 0, :2] = 1.0 - before[i % 5 == 0, :2]  # the crops restoration fixes
+    return labels, before, after
+
+
+def test_bootstrap_gain_is_the_exact_ma_difference_and_its_interval_lies_above_zero():
+    labels, before, after = _restoration_case()
+    attrs = CASE_ATTRS
+    g = paired_bootstrap_gain(labels, before, after, attributes=attrs, thresholds=0.5, resamples=500, seed=1)
+    exact = (attribute_metrics(labels, after, attributes=attrs).ma
+             - attribute_metrics(labels, before, attributes=attrs).ma)
+    assert g.gain == exact == pytest.approx(0.2)
+    assert 0 < g.low <= g.gain <= g.high < 0.4
+    assert g.verdict == "helps" and (g.crops, g.resamples, g.level) == (200, 500, 0.95)
+    t = g.per_attribute
+    assert list(t.index) == list(attrs) and list(t.columns) == ["gain", "low", "high"]
+    assert t.loc["a", "gain"] == pytest.approx(0.2) and t.loc["a", "low"] > 0
+    assert t.loc[["c"]].isna().all(axis=None)  # no known label: no gain, no interval
+
+    d = json.loads(json.dumps(g.to_dict()))
+    assert d["gain"] == pytest.approx(0.2) and d["verdict"] == "helps" and d["crops"] == 200
+    assert d["per_attribute"]["c"] == {"gain": None, "low": None, "high": None}
+    assert d["per_attribute"]["a"]["low"] == pytest.approx(t.loc["a", "low"])
+
+
+def test_bootstrap_no_change_and_a_worse_restoration():
+    labels, before, after = _restoration_case()
+    same = paired_bootstrap_gain(labels, before, before, attributes=CASE_ATTRS, resamples=200)
+    assert (same.gain, same.low, same.high) == (0.0, 0.0, 0.0)  # paired: every resample cancels
+    assert same.verdict == "no measurable effect"
+    worse = paired_bootstrap_gain(labels, after, before, attributes=CASE_ATTRS, resamples=200)
+    assert worse.gain == pytest.approx(-0.2) and worse.high < 0 and worse.verdict == "hurts"
+
+
+def test_bootstrap_is_seeded():
+    labels, before, after = _restoration_case()
+    runs = [paired_bootstrap_gain(labels, before, after, attributes=CASE_ATTRS, resamples=300, seed=s).to_dict()
+            for s in (4, 4, 5)]
+    assert runs[0] == runs[1]
+    assert (runs[0]["low"], runs[0]["high"]) != (runs[2]["low"], runs[2]["high"])
+
+
+def test_bootstrap_resamples_score_like_attribute_metrics():
+    """Each resample is attribute_metrics on the drawn rows, rare classes included: an attribute
+    whose single positive is not drawn is scored by its negative recall alone. Replays the draws
+    (`default_rng(seed).integers(0, N, (resamples, N))`) with attribute_metrics itself."""
+    rng = np.random.default_rng(2)
+    n, attrs, thresholds = 30, ("a", "b", "c", "d"), [0.3, 0.5, 0.6, 0.5]
+    labels = rng.choice(np.array([-1, 0, 1], np.int8), size=(n, 4), p=[0.3, 0.6, 0.1])
+    labels[:, 3] = 0
+    labels[7, 3] = 1  # one positive only
+    before, after = rng.random((n, 4)), rng.random((n, 4))
+    g = paired_bootstrap_gain(labels, before, after, attributes=attrs, thresholds=thresholds, resamples=100, seed=9)
+    draws = np.random.default_rng(9).integers(0, n, size=(100, n))
+    gains = [attribute_metrics(labels[r], after[r], attributes=attrs, thresholds=thresholds).ma
+             - attribute_metrics(labels[r], before[r], attributes=attrs, thresholds=thresholds).ma for r in draws]
+    assert (g.low, g.high) == pytest.approx(tuple(np.percentile(gains, [2.5, 97.5])))
+
+
+def test_bootstrap_edge_cases_and_bad_arguments():
+    empty = paired_bootstrap_gain(np.zeros((0, 2), np.int8), np.zeros((0, 2)), np.zeros((0, 2)), attributes=("x", "y"))
+    assert empty.crops == 0 and math.isnan(empty.gain) and math.isnan(empty.low)
+    assert empty.verdict == "no measurable effect" and empty.to_dict()["low"] is None
+    labels, before, after = _restoration_case()
+    with pytest.raises(ValueError, match="resamples must be an integer >= 1, got 0"):
+        paired_bootstrap_gain(labels, before, after, attributes=CASE_ATTRS, resamples=0)
+    with pytest.raises(ValueError, match=r"level must be in \(0, 1\), got 1"):
+        paired_bootstrap_gain(labels, before, after, attributes=CASE_ATTRS, level=1)
+    with pytest.raises(ValueError, match="labels' shape"):
+        paired_bootstrap_gain(labels, before, after[:5], attributes=CASE_ATTRS)
+
+
+def test_bootstrap_is_fast():
+    rng = np.random.default_rng(3)
+    labels = rng.choice(np.array([-1, 0, 1], np.int8), size=(1000, 16), p=[0.05, 0.7, 0.25])
+    before = rng.random((1000, 16))
+    after = np.clip(before + 0.05 * (labels == 1) - 0.05 * (labels == 0), 0, 1)
+    start = time.perf_counter()
+    g = paired_bootstrap_gain(labels, before, after, attributes=[f"a{i}" for i in range(16)], resamples=1000)
+    assert time.perf_counter() - start < 1.0
+    assert g.verdict == "helps"
+
+
+# --- PSNR ------------------------------------------------------------------------------------------
+
+
+def test_psnr_of_selected_rows():
+    a = np.zeros((2, 4, 3, 3), np.uint8)
+    b = a.copy()
+    b[:, 2:] = 10  # the bottom two rows differ by 10
+    b[1, 0] = 255  # a changed row that is not selected
+    rows = np.array([[False, True, True, False], [False, False, True, True]])
+    sse, count = squared_error(a, b, rows)
+    # Selected: image 0 rows 1 (0) and 2 (10); image 1 rows 2, 3 (10): 3 rows of 10 of 4 rows · 9 values.
+    assert (sse, count) == (3 * 9 * 100.0, 4 * 9)
+    assert psnr(sse, count) == pytest.approx(10 * math.log10(255**2 / 75.0))
+    assert psnr(0.0, count) == math.inf and math.isnan(psnr(0.0, 0))
+    with pytest.raises(ValueError, match="rows must be"):
+        squared_error(a, b, rows[:, :3])
