@@ -33,6 +33,8 @@ FRACTION_RANGE = (0.5, 0.8)
 WIDTH_JITTER = 0.15  # the donor is scaled to 1.0–1.15× the person's width
 SUFFIX = {"occlusion": "-occ", "lowres": "-low"}
 IMAGE_QUALITY = 95
+# corrupt_manifest(kind="occlusion")'s column: the share of each crop's rows (from the bottom) covered.
+OCCLUDED_FRACTION = "occluded_fraction"
 _CHUNK = 32  # rows per storage batch in corrupt_manifest
 
 
@@ -50,6 +52,39 @@ def _check_fraction_range(fraction_range: Sequence[float]) -> tuple[float, float
     if not 0 < lo <= hi <= 1:
         raise ValueError(f"fraction_range must satisfy 0 < low <= high <= 1, got {tuple(fraction_range)}")
     return lo, hi
+
+
+def covered_rows(fraction: float, height: int) -> int:
+    """How many bottom rows of a `height`-row image `occlude` covers for `fraction`: at least one."""
+    return max(1, round(fraction * height))
+
+
+def occlusion_rows(fractions: np.ndarray, crop_heights: np.ndarray, height: int, *,
+                   margin: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Which rows of occluded crops resized to `height` rows lie clearly above / below the occluder.
+
+    fractions: (N,) the share of each crop's rows covered from the bottom (the `occluded_fraction`
+    column); crop_heights: (N,) the crops' stored heights. The occluder's top edge lies at
+    t = height·(1 - fraction) in resized rows. Resizing blends rows near the edge, so a row counts
+    as visible when its centre lies at least m rows above t and as occluded when at least m rows
+    below it, m = max(margin, height / crop_height) (one stored row of an enlarged crop spans
+    several resized rows); rows in between are in neither. Returns (visible, occluded): (N, height) bool.
+    """
+    fractions = np.asarray(fractions, dtype=np.float64).reshape(-1)
+    crop_heights = np.asarray(crop_heights, dtype=np.float64).reshape(-1)
+    if fractions.shape != crop_heights.shape:
+        raise ValueError(f"fractions and crop_heights need one value per crop, got {fractions.shape} "
+                         f"and {crop_heights.shape}")
+    bad = ~((fractions >= 0) & (fractions <= 1))  # NaN is bad too
+    if bad.any():
+        raise ValueError(f"fractions must be in [0, 1], got {fractions[bad][:5].tolist()}")
+    if height < 1 or not np.all(crop_heights >= 1):
+        raise ValueError(f"heights must be >= 1, got height {height} and crop heights "
+                         f"{crop_heights[~(crop_heights >= 1)][:5].tolist()}")
+    edge = height * (1.0 - fractions)[:, None]  # (N, 1)
+    m = np.maximum(margin, height / crop_heights)[:, None]
+    centre = np.arange(height)[None, :] + 0.5  # (1, H)
+    return centre <= edge - m, centre >= edge + m
 
 
 def _donor_geometry(h: int, w: int, dh: int, dw: int, cover: int,
@@ -77,7 +112,7 @@ def occlude(image: np.ndarray, donor: np.ndarray, fraction: float, *,
     if not 0 < fraction <= 1:
         raise ValueError(f"fraction must be in (0, 1], got {fraction}")
     h, w = image.shape[:2]
-    cover = max(1, round(fraction * h))
+    cover = covered_rows(fraction, h)
     new_h, new_w, x0 = _donor_geometry(h, w, donor.shape[0], donor.shape[1], cover, rng)
     scaled = np.asarray(Image.fromarray(donor).resize((new_w, new_h), Image.BILINEAR))
     out = image.copy()
@@ -123,7 +158,7 @@ def occlude_tensor(x: "torch.Tensor", rng: np.random.Generator,
     fractions = rng.uniform(lo, hi, size=b)
     out = x.detach().clone()
     for i in range(b):
-        cover = max(1, round(float(fractions[i]) * h))
+        cover = covered_rows(float(fractions[i]), h)
         new_h, new_w, x0 = _donor_geometry(h, w, h, w, cover, rng)
         scaled = F.interpolate(x[donors[i]: donors[i] + 1].detach(), size=(new_h, new_w), mode="bilinear",
                                align_corners=False)
@@ -174,8 +209,10 @@ def corrupt_manifest(src_uri: str, dst_uri: str, *, kind: Literal["occlusion", "
     manifest, bbox null (the stored image is the crop), camera_id, captured_at, split, every
     other column (labels) copied. kind="occlusion": each crop's bottom 50–80 % (see
     `fraction_range`) is covered by the upper body of another crop of the same split (null
-    split is its own group) and `occlusion_down` is set to 1. kind="lowres": an area
-    downsample by `factor`, `occlusion_down` copied (0 when the source has no such column).
+    split is its own group), `occlusion_down` is set to 1 and `occluded_fraction` (float32) is the
+    share of the crop's rows covered (covered rows / crop height; `occlusion_rows` maps it to
+    a resized crop). kind="lowres": an area downsample by `factor`, `occlusion_down` copied (0
+    when the source has no such column).
     Seeded: the same (source, kind, seed) gives the same images. `workers` threads fetch,
     corrupt and store images concurrently.
     """
@@ -211,6 +248,7 @@ def corrupt_manifest(src_uri: str, dst_uri: str, *, kind: Literal["occlusion", "
     root = root.rstrip("/")
     suffix = SUFFIX[kind]
     names = [_file_name(str(row["crop_id"]) + suffix) for row in rows]
+    covered = np.zeros(n, np.float32)  # filled per row by the threads below (occlusion only)
 
     def load(i: int) -> np.ndarray:
         from attrgan.data.images import load_crop
@@ -223,7 +261,9 @@ def corrupt_manifest(src_uri: str, dst_uri: str, *, kind: Literal["occlusion", "
             image = load(i)
             if kind == "occlusion":
                 rng = np.random.default_rng([seed, 2, i])
-                image = occlude(image, load(int(donors[i])), float(rng.uniform(lo, hi)), rng=rng)
+                fraction = float(rng.uniform(lo, hi))
+                covered[i] = covered_rows(fraction, image.shape[0]) / image.shape[0]
+                image = occlude(image, load(int(donors[i])), fraction, rng=rng)
             else:
                 image = downsample(image, factor)
             buf = io.BytesIO()
@@ -236,11 +276,11 @@ def corrupt_manifest(src_uri: str, dst_uri: str, *, kind: Literal["occlusion", "
         list(pool.map(run, chunks))  # list() re-raises the first failure
 
     out_uri = join(dst_uri, "manifest.parquet")
-    write_manifest(_corrupted_table(table, kind, names), out_uri, storage=storage)
+    write_manifest(_corrupted_table(table, kind, names, covered), out_uri, storage=storage)
     return out_uri
 
 
-def _corrupted_table(table: "pa.Table", kind: str, names: list[str]) -> "pa.Table":
+def _corrupted_table(table: "pa.Table", kind: str, names: list[str], covered: np.ndarray) -> "pa.Table":
     import pyarrow as pa
 
     n = table.num_rows
@@ -257,4 +297,6 @@ def _corrupted_table(table: "pa.Table", kind: str, names: list[str]) -> "pa.Tabl
         columns[name] = col
     if kind == "occlusion" or OCCLUSION_DOWN not in columns:
         columns[OCCLUSION_DOWN] = pa.array(np.full(n, 1 if kind == "occlusion" else 0, np.int8))
+    if kind == "occlusion":  # lowres copies the source's column, if any: downsampling keeps the share
+        columns[OCCLUDED_FRACTION] = pa.array(covered.astype(np.float32), pa.float32())
     return pa.table(columns)

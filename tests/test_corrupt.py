@@ -8,9 +8,11 @@ import torch
 from PIL import Image
 
 from attrgan.attributes import OCCLUSION_DOWN, SYNTH_ATTRIBUTES
-from attrgan.corrupt import corrupt_manifest, downsample, occlude, occlude_batch, occlude_tensor
+from attrgan.corrupt import (OCCLUDED_FRACTION, corrupt_manifest, downsample, occlude, occlude_batch, occlude_tensor,
+                             occlusion_rows)
 from attrgan.data import synth
-from attrgan.data.manifest import read_manifest, write_manifest
+from attrgan.data.images import resize
+from attrgan.data.manifest import manifest_attributes, read_manifest, write_manifest
 
 RED, BLUE = (200, 10, 10), (10, 10, 200)
 
@@ -108,6 +110,36 @@ def test_occlude_tensor_matches_the_semantics():
         occlude_tensor(x[:1], np.random.default_rng(0))
 
 
+@pytest.mark.parametrize("crop_height", [100, 37, 10])
+def test_occlusion_rows_match_an_occluded_crop_resized(crop_height):
+    """Black person, white occluder: after resizing to 20 rows, the visible rows are still exactly
+    black and the occluded rows exactly white; only rows at the edge blend (shrunk or enlarged)."""
+    image = np.zeros((crop_height, 8, 3), np.uint8)
+    for fraction in (0.5, 0.63, 0.8):
+        occluded = occlude(image, np.full((50, 20, 3), 255, np.uint8), fraction)
+        covered = (occluded[:, 0, 0] == 255).mean()  # the share the manifest column records
+        small = resize(occluded, (20, 8))
+        visible, hidden = occlusion_rows([covered], [crop_height], 20)
+        assert visible[0].any() and hidden[0].any() and not (visible & hidden).any()
+        assert (small[visible[0]] == 0).all() and (small[hidden[0]] == 255).all()
+        assert visible[0].sum() + hidden[0].sum() >= 20 - 2 * max(1, 20 / crop_height) - 1  # little is left out
+
+
+def test_occlusion_rows_by_hand_and_bad_input():
+    # Edge at 20·(1 - 0.5) = 10; margin 1 row (shrunk crop): centres <= 9 visible, >= 11 occluded.
+    visible, hidden = occlusion_rows([0.5], [100], 20)
+    assert np.flatnonzero(visible[0]).tolist() == list(range(9))
+    assert np.flatnonzero(hidden[0]).tolist() == list(range(11, 20))
+    # An enlarged crop (10 → 20 rows): one stored row spans 2 resized rows, the margin too.
+    visible, hidden = occlusion_rows([0.5], [10], 20)
+    assert np.flatnonzero(visible[0]).tolist() == list(range(8))
+    assert np.flatnonzero(hidden[0]).tolist() == list(range(12, 20))
+    with pytest.raises(ValueError, match=r"fractions must be in \[0, 1\], got \[1.5\]"):
+        occlusion_rows([1.5], [10], 20)
+    with pytest.raises(ValueError, match="one value per crop"):
+        occlusion_rows([0.5, 0.6], [10], 20)
+
+
 def test_downsample_is_a_box_filter():
     image = np.zeros((8, 8, 3), np.uint8)
     image[:4, :4] = 100  # one 4x4 block of 100
@@ -146,6 +178,18 @@ def test_corrupt_manifest_occlusion_round_trip(synth_set, tmp_path):
         # 50-80 % covered: the top 20 % is only re-encoded, the bottom half is another person.
         assert np.abs(a[: int(0.18 * h)] - b[: int(0.18 * h)]).mean() < 3
         assert np.abs(a[h // 2:] - b[h // 2:]).mean() > 8
+    # The covered share of each crop's rows, as stored: 50-80 % up to one row of rounding.
+    assert read_manifest(out).schema.field(OCCLUDED_FRACTION).type == pa.float32()
+    assert OCCLUDED_FRACTION not in manifest_attributes(read_manifest(out))  # a float, never a label
+    assert dst[OCCLUDED_FRACTION].between(0.49, 0.81).all()
+    for s_uri, d_uri, fraction in zip(src["image_uri"][:6], dst["image_uri"][:6], dst[OCCLUDED_FRACTION][:6]):
+        a = np.asarray(Image.open(s_uri), np.float32)
+        b = np.asarray(Image.open(d_uri), np.float32)
+        h = a.shape[0]
+        assert abs(fraction * h - round(fraction * h)) < 0.01  # whole rows: covered rows / height
+        visible, hidden = occlusion_rows([fraction], [h], h, margin=8)  # 8 rows: JPEG blocks blur the edge
+        assert np.abs(a[visible[0]] - b[visible[0]]).mean() < 3
+        assert np.abs(a[hidden[0]] - b[hidden[0]]).mean() > 8
     again = corrupt_manifest(synth_set, str(tmp_path / "occ2"), kind="occlusion", seed=1)
     for name in ("syn2-0000000-occ.jpg", "syn2-0000007-occ.jpg"):
         assert (tmp_path / "occ/images" / name).read_bytes() == (tmp_path / "occ2/images" / name).read_bytes()
