@@ -23,8 +23,16 @@ bundle's per-attribute thresholds:
     Table 2    occluded: plain vs forced; lowres: plain vs forced;
                complete (occluded + lowres merged): corrupted = plain, restored = pipeline.
 
+Each comparison of Table 2 (COMPARISONS) is a gain in mA on the same crops, reported with a paired
+bootstrap interval over crops (`attrgan.metrics.paired_bootstrap_gain`) and its verdict: "helps"
+only where the whole interval lies above 0.
+
 `occlusion_down` is the pipeline's control signal, not a property of the person, so it is left out
 of the tables and reported on its own (how well it separates clean from occluded crops).
+
+What G^R paints is measured in-process on every occluded crop at the classifier input size:
+PSNR of the rows above the occluder against the occluded input (G^R should leave them alone) and
+of the occluded rows against the clean original, next to the occluded input's own PSNR there.
 
 Outputs under `out`: report.md, metrics.json, predictions.parquet and figures/*.png.
 """
@@ -35,6 +43,7 @@ import dataclasses
 import datetime as dt
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -47,7 +56,9 @@ import pyarrow as pa
 from attrgan import report
 from attrgan.attributes import OCCLUSION_DOWN
 from attrgan.config import StorageConfig, to_dict
-from attrgan.metrics import AttributeMetrics, attribute_metrics
+from attrgan.corrupt import OCCLUDED_FRACTION, SUFFIX as CORRUPT_SUFFIX, occlusion_rows
+from attrgan.metrics import (AttributeMetrics, GainInterval, attribute_metrics, paired_bootstrap_gain, psnr,
+                             squared_error)
 from attrgan.pipeline import PipelineConfig
 from attrgan.runtime import init_ray
 from attrgan.scoring import DecodingActor, load_actor_bundle, plan_actors, score_stream
@@ -93,6 +104,8 @@ class EvaluateConfig:
         `attrgan.scoring.plan_actors` exactly like extraction's (on CPUs the actors decode).
     examples: image triplets per contact sheet.
     pipeline: the pipeline settings the "pipeline" variant runs with (as extraction would).
+    bootstrap_resamples: resamples of each gain's paired bootstrap interval (>= 1; cheap: 1,000
+        resamples of 1,000 crops take milliseconds, so there is no switch to turn it off).
     """
 
     manifest: str
@@ -107,6 +120,7 @@ class EvaluateConfig:
     cpus_per_actor: float | None = None
     gpus_per_actor: float = 1.0
     examples: int = 6
+    bootstrap_resamples: int = 1000
     pipeline: PipelineConfig = dataclasses.field(default_factory=PipelineConfig)
     storage: StorageConfig = dataclasses.field(default_factory=StorageConfig)
 
@@ -123,13 +137,40 @@ class EvaluateConfig:
             raise ValueError(f"EvaluateConfig.cpus_per_actor must be > 0 or None, got {self.cpus_per_actor!r}")
         if self.examples < 0:
             raise ValueError(f"EvaluateConfig.examples must be >= 0, got {self.examples!r}")
+        if self.bootstrap_resamples < 1:
+            raise ValueError(f"EvaluateConfig.bootstrap_resamples must be >= 1, got {self.bootstrap_resamples!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ReconstructionPSNR:
+    """What G^R paints on the occluded crops, at the classifier input size (dB, `attrgan.metrics.psnr`).
+
+    visible_vs_input: rows above the occluder, reconstructed vs the occluded input (high: G^R
+        leaves the visible person alone). occluded_vs_original: rows under the occluder,
+        reconstructed vs the clean original. occluded_input_vs_original: the same rows of the
+        occluded input vs the clean original, the baseline the reconstruction has to beat.
+    Rows come from `attrgan.corrupt.occlusion_rows`; crops: the crops measured.
+    """
+
+    visible_vs_input: float
+    occluded_vs_original: float
+    occluded_input_vs_original: float
+    crops: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready; a non-finite PSNR (nothing compared, or identical pixels) as None."""
+        return {k: (v if isinstance(v, int) or math.isfinite(v) else None)
+                for k, v in dataclasses.asdict(self).items()}
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class EvaluationResult:
-    """The experiments' metrics (keys of EXPERIMENTS) and where the report was written."""
+    """The experiments' metrics (keys of EXPERIMENTS), the gains' intervals, what G^R paints and
+    where the report was written."""
 
     metrics: dict[str, AttributeMetrics]
+    intervals: dict[str, GainInterval]  # per COMPARISONS name: the mA gain with its bootstrap interval
+    reconstruction_psnr: ReconstructionPSNR | None  # None: the pipeline runs no reconstruction
     counts: dict[str, int]  # evaluated (decoded) crops per set
     errors: dict[str, int]  # crops per set that could not be read
     attributes: tuple[str, ...]
@@ -294,17 +335,54 @@ def experiment_metrics(predictions: pd.DataFrame, labels: Mapping[str, pd.DataFr
     the classifier's score columns in order); thresholds: (len(model_attributes),).
     """
     cols = [list(model_attributes).index(a) for a in attributes]
-    ok = predictions[predictions["status"] == "ok"]
     out: dict[str, AttributeMetrics] = {}
     for key, _, sets, variant in EXPERIMENTS:
-        y_parts, s_parts = [], []
-        for s in sets:
-            rows = ok[ok["eval_set"] == s]
-            y_parts.append(labels[s].loc[rows["crop_id"].to_numpy(), list(attributes)].to_numpy(np.int8))
-            s_parts.append(_stack(rows[variant], len(model_attributes))[:, cols])
-        out[key] = attribute_metrics(np.concatenate(y_parts), np.concatenate(s_parts),
-                                     attributes=tuple(attributes), thresholds=np.asarray(thresholds)[cols])
+        y, scores = _set_rows(predictions, labels, sets, (variant,), attributes=attributes,
+                              model_attributes=model_attributes)
+        out[key] = attribute_metrics(y, scores[variant], attributes=tuple(attributes),
+                                     thresholds=np.asarray(thresholds)[cols])
     return out
+
+
+def comparison_intervals(predictions: pd.DataFrame, labels: Mapping[str, pd.DataFrame], *,
+                         attributes: Sequence[str], model_attributes: Sequence[str], thresholds: np.ndarray,
+                         resamples: int = 1000, seed: int = 0) -> dict[str, GainInterval]:
+    """`paired_bootstrap_gain` of every comparison in COMPARISONS, arguments as `experiment_metrics`.
+
+    Both sides of a comparison score the same readable crops of the same sets; their scores are
+    the two variants' columns of each crop's prediction row, so they pair by crop_id. The gains
+    equal `experiment_metrics`' mA differences exactly (same rows, same order).
+    """
+    cols = [list(model_attributes).index(a) for a in attributes]
+    experiments = {key: (sets, variant) for key, _, sets, variant in EXPERIMENTS}
+    out: dict[str, GainInterval] = {}
+    for name, before, after in COMPARISONS:
+        (sets, v_before), (after_sets, v_after) = experiments[before], experiments[after]
+        if sets != after_sets:  # a comparison across different crops would not be paired
+            raise ValueError(f"comparison {name!r} compares sets {sets} with {after_sets}; it needs the same crops")
+        y, scores = _set_rows(predictions, labels, sets, (v_before, v_after), attributes=attributes,
+                              model_attributes=model_attributes)
+        out[name] = paired_bootstrap_gain(y, scores[v_before], scores[v_after], attributes=tuple(attributes),
+                                          thresholds=np.asarray(thresholds)[cols], resamples=resamples, seed=seed)
+    return out
+
+
+def _set_rows(predictions: pd.DataFrame, labels: Mapping[str, pd.DataFrame], sets: Sequence[str],
+              variants: Sequence[str], *, attributes: Sequence[str],
+              model_attributes: Sequence[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The readable crops of `sets`, in set then prediction order: their labels (n, len(attributes))
+    int8, looked up by crop_id, and per variant their (n, len(attributes)) scores. One row per
+    crop, so the variants' rows pair by crop_id."""
+    cols = [list(model_attributes).index(a) for a in attributes]
+    ok = predictions[predictions["status"] == "ok"]
+    y_parts: list[np.ndarray] = []
+    s_parts: dict[str, list[np.ndarray]] = {v: [] for v in variants}
+    for s in sets:
+        rows = ok[ok["eval_set"] == s]
+        y_parts.append(labels[s].loc[rows["crop_id"].to_numpy(), list(attributes)].to_numpy(np.int8))
+        for v in variants:
+            s_parts[v].append(_stack(rows[v], len(model_attributes))[:, cols])
+    return np.concatenate(y_parts), {v: np.concatenate(parts) for v, parts in s_parts.items()}
 
 
 def occlusion_detection(predictions: pd.DataFrame, *, model_attributes: Sequence[str],
@@ -372,6 +450,8 @@ def evaluate(config: EvaluateConfig, *, progress: Callable[[str], None] | None =
     labels = {name: _labels(t, attributes) for name, t in tables.items()}
     metrics = experiment_metrics(predictions, labels, attributes=attributes, model_attributes=model_attributes,
                                  thresholds=thresholds)
+    intervals = comparison_intervals(predictions, labels, attributes=attributes, model_attributes=model_attributes,
+                                     thresholds=thresholds, resamples=config.bootstrap_resamples, seed=config.seed)
     occ_index = model_attributes.index(OCCLUSION_DOWN) if OCCLUSION_DOWN in model_attributes else None
     pipeline_threshold = (config.pipeline.occlusion_threshold if config.pipeline.occlusion_threshold is not None
                           else float(thresholds[occ_index]) if occ_index is not None else 0.5)
@@ -381,32 +461,43 @@ def evaluate(config: EvaluateConfig, *, progress: Callable[[str], None] | None =
     errors = {s: int(((predictions["eval_set"] == s) & (predictions["status"] != "ok")).sum()) for s in SETS}
     restoration = _restoration_rates(predictions)
 
+    # In-process on the CPU, like the contact sheets: the Ray pass is over, the driver may have no GPU.
+    scorer = VariantScorer(bundle, dataclasses.replace(config.pipeline, device="cpu"))
+    rec_psnr = reconstruction_psnr(tables, scorer, batch_size=config.batch_size, storage=storage)
+    if rec_psnr is not None:
+        say(f"PSNR of G^R on {rec_psnr.crops} occluded crops: visible rows {rec_psnr.visible_vs_input:.2f} dB "
+            f"(vs input), occluded rows {rec_psnr.occluded_vs_original:.2f} dB vs "
+            f"{rec_psnr.occluded_input_vs_original:.2f} dB for the occluded input (vs original)")
+
     figures_dir = out / "figures"
     figures = _figures(metrics, figures_dir)
     if config.examples:
-        figures += _contact_sheets(tables, bundle, config, figures_dir)
+        figures += _contact_sheets(tables, scorer, config, figures_dir)
     _write_predictions(predictions, model_attributes, out / "predictions.parquet")
 
     seconds = time.perf_counter() - start
     summary = {
         "manifest": config.manifest, "bundle": config.bundle, "model_version": bundle.version,
-        "split": config.split, "seed": config.seed, "attributes": list(attributes),
+        "split": config.split, "seed": config.seed, "attributes": list(attributes), "input_size": list(input_size),
         "evaluated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "seconds": round(seconds, 1), "counts": counts, "errors": errors, "restoration_rates": restoration,
         "experiments": {key: {"label": label, **metrics[key].to_dict()} for key, label, _, _ in EXPERIMENTS},
         "gains_ma": {name: metrics[after].ma - metrics[before].ma for name, before, after in COMPARISONS},
+        "gain_intervals": {name: interval.to_dict() for name, interval in intervals.items()},
+        "reconstruction_psnr": rec_psnr.to_dict() if rec_psnr is not None else None,
         "occlusion_detection": detection.to_dict() if detection is not None else None,
         "pipeline": to_dict(config.pipeline),
     }
     metrics_path = out / "metrics.json"
     metrics_path.write_text(json.dumps(summary, indent=2) + "\n")
     report_path = out / "report.md"
-    report_path.write_text(render_report(metrics, summary=summary, detection=detection,
+    report_path.write_text(render_report(metrics, summary=summary, detection=detection, intervals=intervals,
                                          figures=[f.relative_to(out) for f in figures]))
     say(f"wrote {report_path}, {metrics_path} and {len(figures)} figures")
-    return EvaluationResult(metrics=metrics, counts=counts, errors=errors, attributes=attributes,
-                            model_version=bundle.version, report_path=report_path, metrics_path=metrics_path,
-                            figures=tuple(figures), seconds=seconds)
+    return EvaluationResult(metrics=metrics, intervals=intervals, reconstruction_psnr=rec_psnr, counts=counts,
+                            errors=errors, attributes=attributes, model_version=bundle.version,
+                            report_path=report_path, metrics_path=metrics_path, figures=tuple(figures),
+                            seconds=seconds)
 
 
 def _select_split(table: pa.Table, split: str | None, uri: str) -> pa.Table:
@@ -467,22 +558,70 @@ def _figures(metrics: Mapping[str, AttributeMetrics], folder: Path) -> list[Path
     ]
 
 
-def _contact_sheets(tables: Mapping[str, pa.Table], bundle: Any, config: EvaluateConfig,
-                    folder: Path) -> list[Path]:
-    """Triplets like the paper's figures: original / corrupted input / what the classifier saw."""
-    from attrgan.corrupt import SUFFIX as CORRUPT_SUFFIX
+def _decode_crops(table: pa.Table, crop_ids: Sequence[str], *, size: tuple[int, int],
+                  storage: StorageConfig) -> dict[str, np.ndarray]:
+    """`decode_batch` of the rows of `table` with these crop_ids, in their order, at `size`."""
     from attrgan.data.images import decode_batch
 
-    scorer = VariantScorer(bundle, dataclasses.replace(config.pipeline, device="cpu"))
+    index = {c: i for i, c in enumerate(table.column("crop_id").to_pylist())}
+    rows = table.take([index[c] for c in crop_ids])
+    cols = {c: rows.column(c).to_numpy(zero_copy_only=False)
+            for c in ("crop_id", "image_uri", "bbox_x", "bbox_y", "bbox_w", "bbox_h") if c in rows.column_names}
+    return decode_batch(cols, size=size, storage=storage)
+
+
+def _source_ids(crop_ids: Sequence[str], kind: str) -> list[str]:
+    """corrupt_manifest names a corrupted crop after its source: "<crop_id><suffix>"."""
+    return [c.removesuffix(CORRUPT_SUFFIX[kind]) for c in crop_ids]
+
+
+def reconstruction_psnr(tables: Mapping[str, pa.Table], scorer: VariantScorer, *, batch_size: int,
+                        storage: StorageConfig) -> ReconstructionPSNR | None:
+    """PSNR of what G^R paints on every occluded crop (see ReconstructionPSNR), in-process.
+
+    tables: the clean and occluded sets' manifests (the occluded one with `occluded_fraction`);
+    crops are decoded at the classifier input size, `batch_size` at a time, and reconstructed by
+    the scorer's "reconstruct" pipeline, the forced variant's. Crops unreadable in either set
+    are skipped. None when that pipeline runs no reconstruction or the column is missing.
+    """
+    pipeline = scorer.pipelines["reconstruct"]
+    occluded = tables["occluded"]
+    if pipeline.reconstruction is None or OCCLUDED_FRACTION not in occluded.column_names:
+        return None
+    size = scorer.input_size
+    ids = occluded.column("crop_id").to_pylist()
+    fractions = occluded.column(OCCLUDED_FRACTION).to_numpy(zero_copy_only=False).astype(np.float64)
+    sse, count, crops = np.zeros(3), np.zeros(3, np.int64), 0
+    for start in range(0, len(ids), batch_size):
+        chunk = ids[start:start + batch_size]
+        original = _decode_crops(tables["clean"], _source_ids(chunk, "occlusion"), size=size, storage=storage)
+        corrupted = _decode_crops(occluded, chunk, size=size, storage=storage)
+        ok = ((original["status"] == "ok") & (corrupted["status"] == "ok")
+              & np.isfinite(fractions[start:start + batch_size]))
+        if not ok.any():
+            continue
+        images, heights = corrupted["image"][ok], corrupted["crop_height"][ok].astype(np.int64)
+        restored = pipeline(images, heights, return_images=True)["images"]
+        visible, hidden = occlusion_rows(fractions[start:start + batch_size][ok], heights, size[0])
+        pairs = ((restored, images, visible), (restored, original["image"][ok], hidden),
+                 (images, original["image"][ok], hidden))
+        for k, (a, b, rows) in enumerate(pairs):
+            e, c = squared_error(a, b, rows)
+            sse[k] += e
+            count[k] += c
+        crops += int(ok.sum())
+    return ReconstructionPSNR(visible_vs_input=psnr(sse[0], count[0]), occluded_vs_original=psnr(sse[1], count[1]),
+                              occluded_input_vs_original=psnr(sse[2], count[2]), crops=crops)
+
+
+def _contact_sheets(tables: Mapping[str, pa.Table], scorer: VariantScorer, config: EvaluateConfig,
+                    folder: Path) -> list[Path]:
+    """Triplets like the paper's figures: original / corrupted input / what the classifier saw."""
     size = scorer.input_size
     k = config.examples
 
     def decoded(table: pa.Table, crop_ids: Sequence[str]) -> dict[str, np.ndarray]:
-        index = {c: i for i, c in enumerate(table.column("crop_id").to_pylist())}
-        rows = table.take([index[c] for c in crop_ids])
-        cols = {c: rows.column(c).to_numpy(zero_copy_only=False)
-                for c in ("crop_id", "image_uri", "bbox_x", "bbox_y", "bbox_w", "bbox_h") if c in rows.column_names}
-        return decode_batch(cols, size=size, storage=config.storage)
+        return _decode_crops(table, crop_ids, size=size, storage=config.storage)
 
     sheets = []
     complete_rows: list[list[np.ndarray]] = []
@@ -490,8 +629,7 @@ def _contact_sheets(tables: Mapping[str, pa.Table], bundle: Any, config: Evaluat
     for set_name, kind, variant, stage in (("occluded", "occlusion", "reconstruct", "reconstructed"),
                                            ("lowres", "lowres", "superres", "super-resolved")):
         ids = tables[set_name].column("crop_id").to_pylist()[:k]
-        # corrupt_manifest names a corrupted crop after its source: "<crop_id><suffix>".
-        source_ids = [c.removesuffix(CORRUPT_SUFFIX[kind]) for c in ids]
+        source_ids = _source_ids(ids, kind)
         original, corrupted = decoded(tables["clean"], source_ids), decoded(tables[set_name], ids)
         ok = (original["status"] == "ok") & (corrupted["status"] == "ok")
         if not ok.any():
@@ -517,8 +655,10 @@ def _contact_sheets(tables: Mapping[str, pa.Table], bundle: Any, config: Evaluat
 
 
 def render_report(metrics: Mapping[str, AttributeMetrics], *, summary: Mapping[str, Any],
-                  detection: AttributeMetrics | None, figures: Sequence[Path]) -> str:
-    """report.md: Tables 1 and 2, the gains, occlusion detection, per-attribute table, figures."""
+                  detection: AttributeMetrics | None, intervals: Mapping[str, GainInterval],
+                  figures: Sequence[Path]) -> str:
+    """report.md: Tables 1 and 2, the gains with their intervals, occlusion detection, the PSNR of
+    the reconstruction, per-attribute tables (metrics and gains), figures."""
     label = {key: lab for key, lab, _, _ in EXPERIMENTS}
     counts, errors = summary["counts"], summary["errors"]
     lines = [
@@ -549,8 +689,11 @@ def render_report(metrics: Mapping[str, AttributeMetrics], *, summary: Mapping[s
         rows.append([f"**{group}**", "", "", "", "", ""])
         rows += [[label[k], *report.summary_row(metrics[k])] for k in keys]
     lines += [report.markdown_table(["Input", *report.SUMMARY_COLUMNS], rows), ""]
-    lines += ["Gain in mA from restoring (points): "
-              + ", ".join(f"{name} {100 * summary['gains_ma'][name]:+.2f}" for name, _, _ in COMPARISONS) + ".", ""]
+    first = next(iter(intervals.values()))
+    lines += [f"Gain in mA from restoring (points; paired bootstrap over crops, {first.resamples} resamples; "
+              "*helps* only when the whole interval lies above 0): "
+              + "; ".join(f"{name} {report.gain_text(intervals[name])}" for name, _, _ in COMPARISONS)
+              + f". Overall: {report.restoration_verdict(intervals)}.", ""]
     rates = summary["restoration_rates"]
     lines += ["Share of crops the complete pipeline restored: "
               + "; ".join(f"{s}: SR {100 * r['super_resolved']:.0f} %, reconstructed {100 * r['reconstructed']:.0f} %"
@@ -562,9 +705,25 @@ def render_report(metrics: Mapping[str, AttributeMetrics], *, summary: Mapping[s
                   f"balanced accuracy {report.percent(r['ma'])}, precision {report.percent(r['precision'])}, "
                   f"recall {report.percent(r['recall'])}, F1 {report.percent(r['f1'])} "
                   "(the paper relies on F1 > 85).", ""]
+    rec = summary.get("reconstruction_psnr")
+    if rec is not None:
+        size = "×".join(str(v) for v in summary["input_size"])
+        lines += ["## What reconstruction paints (PSNR)", "",
+                  f"Every occluded crop ({rec['crops']}), forced through G^R at the classifier's {size} size. "
+                  "Visible rows lie above the occluder's edge, occluded rows below it (rows the resizing "
+                  "blends at the edge are in neither).", "",
+                  report.markdown_table(["Rows", "Compared", "PSNR (dB)"], [
+                      ["visible", "reconstructed vs occluded input", report.decibels(rec["visible_vs_input"])],
+                      ["occluded", "reconstructed vs clean original", report.decibels(rec["occluded_vs_original"])],
+                      ["occluded", "occluded input vs clean original (baseline)",
+                       report.decibels(rec["occluded_input_vs_original"])],
+                  ]), ""]
     lines += ["## Figures", ""]
     lines += [f"![{Path(f).stem}]({Path(f).as_posix()})" for f in figures]
     lines += ["", "## Per attribute, clean crops", "", report.per_attribute_table(metrics["clean"]), "",
               "## Per attribute, restored (complete pipeline on corrupted crops)", "",
-              report.per_attribute_table(metrics["restored"]), ""]
+              report.per_attribute_table(metrics["restored"]), "",
+              "## Per attribute, gain from restoring", "",
+              f"Points of mA, [{100 * first.level:g} % interval].", "",
+              report.gain_table(intervals), ""]
     return "\n".join(lines)

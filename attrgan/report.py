@@ -1,6 +1,7 @@
 """Rendering of evaluation results: Markdown tables, bar plots, image contact sheets.
 
-Pure functions over `attrgan.metrics.AttributeMetrics` and numpy images; no Ray, no model code.
+Pure functions over `attrgan.metrics.AttributeMetrics` / `GainInterval` and numpy images; no Ray,
+no model code.
 Plots use matplotlib's Agg backend so they render on machines without a display.
 """
 
@@ -16,8 +17,9 @@ matplotlib.use("Agg")  # before pyplot: headless batch machines have no display
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 
-from attrgan.metrics import AttributeMetrics  # noqa: E402
+from attrgan.metrics import AttributeMetrics, GainInterval  # noqa: E402
 
 SUMMARY_COLUMNS = ("mA", "Accuracy", "Precision", "Recall", "F1")
 
@@ -25,6 +27,51 @@ SUMMARY_COLUMNS = ("mA", "Accuracy", "Precision", "Recall", "F1")
 def percent(value: float) -> str:
     """0.5771 -> '57.71'; NaN (nothing to measure) -> 'n/a'."""
     return "n/a" if value is None or math.isnan(value) else f"{100.0 * value:.2f}"
+
+
+def points(value: float | None) -> str:
+    """A difference of fractions in signed percentage points: 0.018 -> '+1.80'; NaN or None -> 'n/a'."""
+    return "n/a" if value is None or math.isnan(value) else f"{100.0 * value:+.2f}"
+
+
+def decibels(value: float | None) -> str:
+    """17.304 -> '17.30'; inf (identical pixels) -> 'inf'; NaN or None (nothing compared) -> 'n/a'."""
+    return "n/a" if value is None or math.isnan(value) else f"{value:.2f}"
+
+
+def gain_text(interval: GainInterval) -> str:
+    """'+1.80 (95 % CI +0.90 to +2.70, 500 crops) helps': the mA gain, its interval and verdict."""
+    return (f"{points(interval.gain)} ({100 * interval.level:g} % CI {points(interval.low)} to "
+            f"{points(interval.high)}, {interval.crops} crops) {interval.verdict}")
+
+
+def restoration_verdict(intervals: Mapping[str, GainInterval]) -> str:
+    """One clause over all comparisons that claims no more than their intervals support:
+    'every restoration helps' only when each one does, otherwise which help, which show no
+    measurable effect and which hurt ('helps: occlusion; no measurable effect: complete')."""
+    if not intervals:
+        return "nothing compared"
+    groups = {v: [name for name, i in intervals.items() if i.verdict == v]
+              for v in ("helps", "no measurable effect", "hurts")}
+    if len(groups["helps"]) == len(intervals):
+        return "every restoration helps"
+    if len(groups["no measurable effect"]) == len(intervals):
+        return "no restoration has a measurable effect"
+    return "; ".join(f"{v}: {', '.join(names)}" for v, names in groups.items() if names)
+
+
+def gain_table(intervals: Mapping[str, GainInterval]) -> str:
+    """mA and per attribute, each comparison's gain in points with its interval: '+1.80 [+0.90, +2.70]'."""
+    attrs = _shared_attributes({n: i.per_attribute for n, i in intervals.items()}, caller="gain_table",
+                               what="comparison")
+
+    def cell(gain: float, low: float, high: float) -> str:
+        return f"{points(gain)} [{points(low)}, {points(high)}]"
+
+    rows = [["**mA**", *(cell(i.gain, i.low, i.high) for i in intervals.values())]]
+    for attr in attrs:
+        rows.append([attr, *(cell(*i.per_attribute.loc[attr, ["gain", "low", "high"]]) for i in intervals.values())])
+    return markdown_table(["Attribute", *intervals], rows)
 
 
 def summary_row(metrics: AttributeMetrics) -> list[str]:
@@ -59,13 +106,9 @@ def per_attribute_table(metrics: AttributeMetrics) -> str:
 def plot_per_attribute_ma(series: Mapping[str, AttributeMetrics], path: str | Path, *,
                           title: str = "Per-attribute mA") -> Path:
     """Grouped horizontal bars: one group per attribute, one bar per named experiment. Writes a PNG."""
-    if not series:
-        raise ValueError("plot_per_attribute_ma needs at least one experiment, got none")
+    attrs = _shared_attributes({n: m.per_attribute for n, m in series.items()}, caller="plot_per_attribute_ma",
+                               what="experiment")
     names = list(series)
-    attrs = list(series[names[0]].per_attribute.index)
-    for name in names[1:]:
-        if list(series[name].per_attribute.index) != attrs:
-            raise ValueError(f"experiment {name!r} has different attributes from {names[0]!r}")
     y = np.arange(len(attrs))
     height = 0.8 / len(names)
     fig, ax = plt.subplots(figsize=(8, 1.5 + 0.32 * len(attrs) * max(1, len(names) / 2)))
@@ -138,6 +181,19 @@ def contact_sheet(rows: Sequence[Sequence[np.ndarray]], path: str | Path, *,
     if title:
         fig.suptitle(title, fontsize="medium")
     return _save(fig, path)
+
+
+def _shared_attributes(tables: Mapping[str, pd.DataFrame], *, caller: str, what: str) -> list[str]:
+    """The attribute index every named per-attribute table shares; ValueError when there is no
+    table or two tables differ (their rows would be drawn against the wrong attributes)."""
+    if not tables:
+        raise ValueError(f"{caller} needs at least one {what}, got none")
+    names = list(tables)
+    attrs = list(tables[names[0]].index)
+    for name in names[1:]:
+        if list(tables[name].index) != attrs:
+            raise ValueError(f"{what} {name!r} has different attributes from {names[0]!r}")
+    return attrs
 
 
 def _save(fig: plt.Figure, path: str | Path) -> Path:

@@ -2,27 +2,32 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
+import types
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 import torch
 from PIL import Image
 
 from attrgan import report
 from attrgan.attributes import OCCLUSION_DOWN, SYNTH_ATTRIBUTES
+from attrgan.config import StorageConfig
 from attrgan.evaluate import (
+    COMPARISONS,
     EXPERIMENTS,
     EvaluateConfig,
     VariantScorer,
+    comparison_intervals,
     experiment_metrics,
     occlusion_detection,
+    reconstruction_psnr,
     variant_configs,
 )
-from attrgan.metrics import attribute_metrics
+from attrgan.metrics import GainInterval, attribute_metrics
 from attrgan.pipeline import Pipeline, PipelineConfig
 
 CLASSIFIER_SIZE = (64, 32)
@@ -86,6 +91,30 @@ def test_contact_sheet_and_plots_write_pngs(tmp_path):
     bars = report.plot_per_attribute_ma({"x": m, "y": m}, tmp_path / "ma.png")
     pairs = report.plot_corrupted_vs_restored({"occ": (m, m)}, tmp_path / "cr.png")
     assert bars.stat().st_size > 1000 and pairs.stat().st_size > 1000
+
+
+def _interval(gain, low, high, per_attribute=None):
+    table = per_attribute if per_attribute is not None else pd.DataFrame(
+        {"gain": [gain], "low": [low], "high": [high]}, index=pd.Index(["a"], name="attribute"))
+    return GainInterval(gain=gain, low=low, high=high, crops=500, resamples=1000, level=0.95, per_attribute=table)
+
+
+def test_gains_are_written_with_their_interval_and_a_verdict_no_stronger_than_it():
+    helps, flat, hurts = _interval(0.018, 0.009, 0.027), _interval(0.01, -0.002, 0.02), _interval(-0.03, -0.05, -0.01)
+    assert report.gain_text(helps) == "+1.80 (95 % CI +0.90 to +2.70, 500 crops) helps"
+    assert report.gain_text(flat).endswith("-0.20 to +2.00, 500 crops) no measurable effect")
+    assert report.gain_text(hurts).endswith(") hurts")
+    assert report.restoration_verdict({"x": helps, "y": helps}) == "every restoration helps"
+    assert report.restoration_verdict({"x": flat, "y": flat}) == "no restoration has a measurable effect"
+    assert (report.restoration_verdict({"x": helps, "y": flat, "z": hurts})
+            == "helps: x; no measurable effect: y; hurts: z")
+    table = report.gain_table({"occlusion": helps, "complete": _interval(
+        0.0, 0.0, 0.0, pd.DataFrame({"gain": [math.nan], "low": [math.nan], "high": [math.nan]},
+                                    index=pd.Index(["a"], name="attribute")))}).splitlines()
+    assert table[0] == "| Attribute | occlusion | complete |"
+    assert table[2] == "| **mA** | +1.80 [+0.90, +2.70] | +0.00 [+0.00, +0.00] |"
+    assert table[3] == "| a | +1.80 [+0.90, +2.70] | n/a [n/a, n/a] |"
+    assert report.decibels(17.304) == "17.30" and report.decibels(None) == "n/a" and report.decibels(math.inf) == "inf"
 
 
 # --- scoring ------------------------------------------------------------------------------------
@@ -153,6 +182,15 @@ def test_experiment_metrics_are_attribute_metrics_of_the_right_rows():
     want = attribute_metrics(y, s, attributes=("female", "hat"), thresholds=thresholds[:2])
     assert got["restored"].to_dict() == want.to_dict()
 
+    # The gains' intervals pair the same rows: their gains are the experiments' mA differences.
+    intervals = comparison_intervals(predictions, labels, attributes=("female", "hat"), model_attributes=attrs,
+                                     thresholds=thresholds, resamples=50, seed=3)
+    assert list(intervals) == [name for name, _, _ in COMPARISONS]
+    for name, before, after in COMPARISONS:
+        assert intervals[name].gain == got[after].ma - got[before].ma
+        assert intervals[name].resamples == 50
+    assert intervals["occlusion"].crops == 4 and intervals["complete"].crops == 8
+
     detect = occlusion_detection(predictions, model_attributes=attrs, threshold=0.5)
     y_occ = (ok["eval_set"] == "occluded").to_numpy(np.int8)[:, None]
     s_occ = np.stack(list(ok["plain"]))[:, [2]]
@@ -164,6 +202,46 @@ def test_config_rejects_bad_values():
         EvaluateConfig(manifest="m", bundle="b", out="o", limit=0)
     with pytest.raises(ValueError, match="EvaluateConfig.bundle is required"):
         EvaluateConfig(manifest="m", bundle="", out="o")
+    with pytest.raises(ValueError, match="bootstrap_resamples must be >= 1, got 0"):
+        EvaluateConfig(manifest="m", bundle="b", out="o", bootstrap_resamples=0)
+
+
+class _AddTen:
+    """A stand-in for the scorer's "reconstruct" pipeline: paints +10 on every pixel."""
+
+    reconstruction = object()  # it reconstructs
+
+    def __call__(self, images, heights, *, return_images=False):
+        assert return_images
+        return {"images": (images.astype(np.int16) + 10).clip(0, 255).astype(np.uint8)}
+
+
+def test_reconstruction_psnr_by_hand(tmp_path):
+    """Grey people (100) half covered by a lighter occluder (200), 40×16 PNGs seen at 20×8; the
+    stand-in reconstruction adds 10 everywhere, so every PSNR is known: 20·log10(255 / difference)."""
+    ids, clean_uris, occ_uris = [], [], []
+    for i in range(3):
+        person = np.full((40, 16, 3), 100, np.uint8)
+        occluded = person.copy()
+        occluded[20:] = 200
+        ids.append(f"c{i}")
+        for image, uris, name in ((person, clean_uris, f"c{i}.png"), (occluded, occ_uris, f"c{i}-occ.png")):
+            Image.fromarray(image).save(tmp_path / name)
+            uris.append(str(tmp_path / name))
+    occ_uris[2] = str(tmp_path / "missing.png")  # unreadable: left out
+    tables = {"clean": pa.table({"crop_id": ids, "image_uri": clean_uris}),
+              "occluded": pa.table({"crop_id": [f"{c}-occ" for c in ids], "image_uri": occ_uris,
+                                    "occluded_fraction": pa.array([0.5] * 3, pa.float32())})}
+    scorer = types.SimpleNamespace(pipelines={"reconstruct": _AddTen()}, input_size=(20, 8))
+    got = reconstruction_psnr(tables, scorer, batch_size=2, storage=StorageConfig())
+    assert got.crops == 2
+    assert got.visible_vs_input == pytest.approx(20 * math.log10(255 / 10))
+    assert got.occluded_vs_original == pytest.approx(20 * math.log10(255 / 110))
+    assert got.occluded_input_vs_original == pytest.approx(20 * math.log10(255 / 100))
+    assert json.loads(json.dumps(got.to_dict()))["crops"] == 2
+    # Without the manifest column nothing says which rows were covered.
+    tables["occluded"] = tables["occluded"].drop_columns(["occluded_fraction"])
+    assert reconstruction_psnr(tables, scorer, batch_size=2, storage=StorageConfig()) is None
 
 
 # --- the job end to end on a tiny bundle and manifest ---------------------------------------------
@@ -216,3 +294,17 @@ def test_evaluate_job_writes_every_table_with_the_metrics_of_its_predictions(tmp
             for column, value in row.items():
                 assert got["per_attribute"][attr][column] == (None if value is None else pytest.approx(value))
         assert f"| {dict((k, l) for k, l, _, _ in EXPERIMENTS)[key]} | {report.percent(want.ma)} |" in text
+
+    # Gains with their intervals, and what G^R paints, next to the mA figures.
+    assert set(summary["gain_intervals"]) == set(summary["gains_ma"]) == {name for name, _, _ in COMPARISONS}
+    for name, interval in result.intervals.items():
+        got = summary["gain_intervals"][name]
+        assert got["gain"] == pytest.approx(summary["gains_ma"][name], abs=1e-12)
+        assert got["resamples"] == config.bootstrap_resamples and got["verdict"] == interval.verdict
+        assert f"{name} {report.gain_text(interval)}" in text
+    assert summary["gain_intervals"]["complete"]["crops"] == 16
+    rec = summary["reconstruction_psnr"]
+    assert rec["crops"] == 8 and rec == result.reconstruction_psnr.to_dict()
+    assert all(rec[k] is None or rec[k] > 0 for k in ("visible_vs_input", "occluded_vs_original"))
+    for heading in ("## What reconstruction paints (PSNR)", "## Per attribute, gain from restoring"):
+        assert heading in text
