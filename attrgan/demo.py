@@ -287,7 +287,8 @@ def run_demo(config: DemoConfig, *, say: Callable[[str], None] = print) -> DemoR
     seconds = time.perf_counter() - start
     summary = {"seconds": round(seconds, 1), "steps": {k: round(v, 1) for k, v in steps.items()},
                "config": {k: v for k, v in dataclasses.asdict(config).items()},
-               "gains_ma": result["gains_ma"], "report": str(result["report"]), "bundle": str(result["bundle"])}
+               "gains_ma": result["gains_ma"], "intervals": result["intervals"],
+               "report": str(result["report"]), "bundle": str(result["bundle"])}
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     say(f"\nDone in {seconds / 60:.1f} min. Report: {result['report']}")
     say(next_steps(result["bundle"], out))
@@ -302,7 +303,7 @@ def _run(config: DemoConfig, storage: StorageConfig, out: Path, step: Callable, 
     from attrgan.data.synth import NIGHT_HOURS, NIGHT_START, generate
     from attrgan.evaluate import COMPARISONS, EvaluateConfig, evaluate
     from attrgan.extract import ExtractConfig, run_extract
-    from attrgan.report import summary_row
+    from attrgan.report import gain_text, restoration_verdict, summary_row
     from attrgan.results import load_results
     from attrgan.train.config import load_train_config
     from attrgan.train.ray_train import default_locations, train_network
@@ -366,9 +367,10 @@ def _run(config: DemoConfig, storage: StorageConfig, out: Path, step: Callable, 
         table2 = "\n".join(lines)
         say(table2)
         gains = {name: m[after].ma - m[before].ma for name, before, after in COMPARISONS}
-        verdict = all(g > 0 for g in gains.values())
-        say("    mA gain from restoring: " + ", ".join(f"{n} {100 * g:+.2f}" for n, g in gains.items())
-            + (" -> restoring helps" if verdict else " -> NOT every restoration helps"))
+        say("    mA gain from restoring (points):")
+        say("\n".join(f"      {n}: {gain_text(i)}" for n, i in evaluation.intervals.items()))
+        say(f"    -> {restoration_verdict(evaluation.intervals)}")
+        intervals = {n: i.to_dict() for n, i in evaluation.intervals.items()}
 
     with step("query", f"pandas query: crops with a {QUERY_ATTRIBUTE} on one camera last night"):
         night_end = NIGHT_START + dt.timedelta(hours=NIGHT_HOURS)
@@ -386,4 +388,5 @@ def _run(config: DemoConfig, storage: StorageConfig, out: Path, step: Callable, 
         say("\n".join("      " + line for line in hits.head(8).to_string(index=False).splitlines()))
         hits.to_csv(out / f"query_{QUERY_ATTRIBUTE}_{camera}.csv", index=False)
 
-    return {"report": evaluation.report_path, "table2": table2, "gains_ma": gains, "query": hits, "bundle": bundle}
+    return {"report": evaluation.report_path, "table2": table2, "gains_ma": gains, "intervals": intervals,
+            "query": hits, "bundle": bundle}
