@@ -234,9 +234,9 @@ def load_network(uri: str | Path, storage: StorageConfig | None = None,
     return model.to(device).eval(), meta
 
 
-def bundle_info(uri: str, storage: StorageConfig | None = None) -> tuple[str, dict[str, Any]]:
-    """(bundle version, classifier meta) from the bundle's config.json files alone, without the
-    weights: what a job's driver needs to plan a run. BundleError for a missing or bad config."""
+def bundle_info(uri: str, storage: StorageConfig | None = None) -> tuple[str, dict[str, dict[str, Any]]]:
+    """(bundle version, network name → meta) from the bundle's config.json files alone, without
+    the weights: what a job's driver needs to plan a run. BundleError for a missing or bad config."""
     metas = {}
     for name in NETWORKS:
         config_uri = join(str(uri), name, CONFIG_FILE)
@@ -245,7 +245,7 @@ def bundle_info(uri: str, storage: StorageConfig | None = None) -> tuple[str, di
     check_attributes(classifier["config"].get("attributes"), join(str(uri), "classifier", CONFIG_FILE))
     if not isinstance(classifier["config"].get("input_size"), list):
         raise BundleError(f"{uri}: the classifier config has no input_size")
-    return bundle_version(metas), classifier
+    return bundle_version(metas), metas
 
 
 def bundle_version(metas: Mapping[str, Mapping[str, Any]]) -> str:

@@ -59,7 +59,7 @@ from attrgan.config import StorageConfig, to_dict
 from attrgan.corrupt import OCCLUDED_FRACTION, SUFFIX as CORRUPT_SUFFIX, occlusion_rows
 from attrgan.metrics import (AttributeMetrics, GainInterval, attribute_metrics, paired_bootstrap_gain, psnr,
                              squared_error)
-from attrgan.pipeline import PipelineConfig
+from attrgan.pipeline import PipelineConfig, forced_configs
 from attrgan.runtime import init_ray
 from attrgan.scoring import DecodingActor, load_actor_bundle, plan_actors, score_stream
 
@@ -196,16 +196,13 @@ def variant_configs(base: PipelineConfig) -> dict[str, PipelineConfig]:
     """The pipeline settings behind each variant, derived from the extraction settings `base`.
 
     plain: no restoration. reconstruct: every crop reconstructed (occlusion threshold 0).
-    superres: every crop super-resolved (no height limit). pipeline: `base` as given.
+    superres: every crop super-resolved (no height limit); these three measure the networks, so
+    the `require_proven` gate is off (`attrgan.pipeline.forced_configs`). pipeline: `base` as
+    given, gate included, as extraction runs it.
     """
-    return {
-        "plain": dataclasses.replace(base, use_superres=False, use_reconstruction=False),
-        "reconstruct": dataclasses.replace(base, use_superres=False, use_reconstruction=True,
-                                           occlusion_threshold=0.0),
-        "superres": dataclasses.replace(base, use_superres=True, use_reconstruction=False,
-                                        sr_max_height=2 ** 31 - 1),
-        "pipeline": base,
-    }
+    forced = forced_configs(base)
+    return {"plain": forced["plain"], "reconstruct": forced["reconstruction"], "superres": forced["superres"],
+            "pipeline": base}
 
 
 # The network that restores each set in the "forced" variant.

@@ -56,6 +56,7 @@ from attrgan.config import ConfigError, StorageConfig, to_dict
 from attrgan.data.manifest import ManifestError, ManifestScan, allowed_prefixes, resolve_uri, scan_manifest
 from attrgan.data.storage import filesystem, is_s3, join, split_s3, write_bytes
 from attrgan.pipeline import Pipeline, PipelineConfig
+from attrgan.proof import restoration_plan
 from attrgan.results import (TRANSIENT, clean_partition, clean_staging, drill, error_kind, new_run_id,
                              promote, read_success, results_schema, staging_uri)
 from attrgan.runtime import init_ray
@@ -188,6 +189,8 @@ class Summary:
     incomplete: tuple[tuple[str, str], ...] = ()
     write_nodes: tuple[str, ...] = ()  # the Ray nodes whose tasks wrote result files
     precision: str = ""  # what the actors computed in: "fp32", "bf16" (or "bf16+fp32" on mixed nodes)
+    # Per generator: {"runs": bool, "reason": str} (`attrgan.proof.restoration_plan`).
+    restorations: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
 
     @property
     def rows(self) -> int:
@@ -219,6 +222,7 @@ class Summary:
                  f"  rows {self.rows}, errors {errors}, super-resolved {self.super_resolved}, "
                  f"reconstructed {self.reconstructed}, {self.crops_per_s:.1f} crops/s over {self.seconds:.1f} s"
                  + (f", precision {self.precision}" if self.precision else "")]
+        lines += [f"  {name} {'ran' if r['runs'] else 'skipped'}: {r['reason']}" for name, r in self.restorations.items()]
         lines += [f"  error {kind!r}: {count}" for kind, count in self.errors.items()]
         lines += [f"  not committed {partition!r}: {why}" for partition, why in self.incomplete]
         return "\n".join(lines)
@@ -598,8 +602,9 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _setup(config: ExtractConfig, run_id: str) -> tuple[str, dict[str, Any], ManifestScan, tuple[str, ...] | None]:
-    """Everything checked before any partition is touched. Returns (bundle version, classifier
+def _setup(config: ExtractConfig, run_id: str) -> tuple[str, dict[str, dict[str, Any]], ManifestScan,
+                                                      tuple[str, ...] | None]:
+    """Everything checked before any partition is touched. Returns (bundle version, network name →
     meta, manifest scan, allowed image prefixes)."""
     from attrgan.bundle import BundleError, bundle_info
 
@@ -610,7 +615,7 @@ def _setup(config: ExtractConfig, run_id: str) -> tuple[str, dict[str, Any], Man
                          "deletes files the results prefix does not list; give them separate prefixes")
     endpoint = f"storage.endpoint_url={storage.endpoint_url!r}" if storage.endpoint_url else "the default S3 endpoint"
     try:
-        model_version, classifier_meta = bundle_info(config.bundle, storage)
+        model_version, metas = bundle_info(config.bundle, storage)
     except OSError as exc:
         raise SetupError(f"cannot read the bundle {config.bundle} ({_reason(exc)}); check {endpoint} and the "
                          "credentials") from None
@@ -641,7 +646,7 @@ def _setup(config: ExtractConfig, run_id: str) -> tuple[str, dict[str, Any], Man
         fs.delete_dir(path.rsplit("/", 1)[0])
     except (OSError, ValueError) as exc:
         raise SetupError(f"cannot write under the output out={config.out} ({_reason(exc)})") from None
-    return model_version, classifier_meta, scan, prefixes
+    return model_version, metas, scan, prefixes
 
 
 def run_extract(config: ExtractConfig) -> Summary:
@@ -655,8 +660,12 @@ def run_extract(config: ExtractConfig) -> Summary:
     start = time.perf_counter()
     run_id = new_run_id()
     storage = config.storage
-    model_version, classifier_meta, scan, prefixes = _setup(config, run_id)
+    model_version, metas, scan, prefixes = _setup(config, run_id)
+    classifier_meta = metas["classifier"]
     input_size = tuple(classifier_meta["config"]["input_size"])
+    restorations = {name: r.to_dict() for name, r in restoration_plan(
+        metas, use_superres=config.pipeline.use_superres, use_reconstruction=config.pipeline.use_reconstruction,
+        require_proven=config.pipeline.require_proven).items()}
     partitions = newest_first(select_partitions(scan.partitions, config.partitions), since=config.since)
     todo, skipped = [], []
     for p in partitions:
@@ -692,7 +701,7 @@ def run_extract(config: ExtractConfig) -> Summary:
 
     schema = results_schema(classifier_meta["attributes"])
     marker = {"model_version": model_version, "manifest": config.manifest, "run": run_id,
-              "pipeline": to_dict(config.pipeline)}
+              "pipeline": to_dict(config.pipeline), "restorations": restorations}
     committed, incomplete, nodes, precisions = [], [], set(), set()
     for group in groups:
         sink = ResultsSink(config=config, group=group, run_id=run_id, schema=schema, marker=marker, start=start)
@@ -709,7 +718,8 @@ def run_extract(config: ExtractConfig) -> Summary:
     clean_staging(config.out, storage)
     summary = Summary(model_version=model_version, processed=tuple(committed), skipped=tuple(skipped),
                       seconds=time.perf_counter() - start, incomplete=tuple(incomplete),
-                      write_nodes=tuple(sorted(nodes)), precision="+".join(sorted(precisions)))
+                      write_nodes=tuple(sorted(nodes)), precision="+".join(sorted(precisions)),
+                      restorations=restorations)
     log.info("%s", summary.format())
     if incomplete:
         raise IncompleteRun(summary)

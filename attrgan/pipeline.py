@@ -28,6 +28,7 @@ from torch import nn
 
 from attrgan.attributes import OCCLUSION_DOWN
 from attrgan.precision import PRECISIONS, Precision, autocast, resolve_precision
+from attrgan.proof import Restoration, restoration_plan
 
 if TYPE_CHECKING:
     from attrgan.bundle import Bundle
@@ -53,6 +54,9 @@ class PipelineConfig:
         "bf16" (autocast; attrgan.precision). Outputs stay float32 either way.
     channels_last: run the networks on NHWC memory (1.2-1.6x faster convolutions on oneDNN and
         what tensor cores want); False keeps NCHW.
+    require_proven: run a restoration only where the gain its config.json stores (measured on the
+        validation split when it was trained, `attrgan.proof`) is above 0; bundles without a stored
+        gain run it as before. False runs every switched-on restoration.
     """
 
     sr_max_height: int | None = None
@@ -62,6 +66,7 @@ class PipelineConfig:
     device: str = "auto"
     precision: Precision = "auto"
     channels_last: bool = True
+    require_proven: bool = True
 
     def __post_init__(self) -> None:
         if self.sr_max_height is not None and (not isinstance(self.sr_max_height, int) or self.sr_max_height < 0):
@@ -72,6 +77,23 @@ class PipelineConfig:
                              f"got {self.occlusion_threshold!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"PipelineConfig.precision must be one of {PRECISIONS}, got {self.precision!r}")
+
+
+def forced_configs(base: PipelineConfig) -> dict[str, PipelineConfig]:
+    """Settings that run one restoration on every crop, derived from `base` (its device, precision).
+
+    plain: no restoration. reconstruction: every crop reconstructed (occlusion threshold 0).
+    superres: every crop super-resolved (no height limit). The gate (`require_proven`) is off:
+    these settings measure a network, proven or not.
+    """
+    base = dataclasses.replace(base, require_proven=False)
+    return {
+        "plain": dataclasses.replace(base, use_superres=False, use_reconstruction=False),
+        "reconstruction": dataclasses.replace(base, use_superres=False, use_reconstruction=True,
+                                              occlusion_threshold=0.0),
+        "superres": dataclasses.replace(base, use_superres=True, use_reconstruction=False,
+                                        sr_max_height=2 ** 31 - 1),
+    }
 
 
 def resolve_device(device: str) -> torch.device:
@@ -143,7 +165,15 @@ class Pipeline:
             raise ValueError(f"bundle thresholds must be one per classifier attribute ({len(self.attributes)}), "
                              f"got shape {self.thresholds.shape}")
 
-        self.use_superres = self.config.use_superres
+        # Which restorations run: switched on and, with require_proven, proven on validation data.
+        self.restorations = restoration_plan(getattr(bundle, "metas", {}) or {},
+                                             use_superres=self.config.use_superres,
+                                             use_reconstruction=self.config.use_reconstruction,
+                                             require_proven=self.config.require_proven)
+        for name, plan in self.restorations.items():
+            if self.config.use_superres if name == "superres" else self.config.use_reconstruction:
+                log.info("%s %s: %s", name, "runs" if plan.runs else "is skipped", plan.reason)
+        self.use_superres = self.restorations["superres"].runs
         self.superres: nn.Module | None = None
         if self.use_superres:
             self.superres, self.sr_input = _bundle_generator(bundle, "superres", self.device)
@@ -154,10 +184,11 @@ class Pipeline:
 
         self.occlusion_index: int | None = (self.attributes.index(OCCLUSION_DOWN)
                                             if OCCLUSION_DOWN in self.attributes else None)
-        self.use_reconstruction = self.config.use_reconstruction
+        self.use_reconstruction = self.restorations["reconstruction"].runs
         if self.use_reconstruction and self.occlusion_index is None:
             log.warning("classifier has no %r attribute: reconstruction is disabled", OCCLUSION_DOWN)
             self.use_reconstruction = False
+            self.restorations["reconstruction"] = Restoration(False, f"the classifier has no {OCCLUSION_DOWN!r}")
         self.reconstruction: nn.Module | None = None
         if self.use_reconstruction:
             self.reconstruction, self.rec_input = _bundle_generator(bundle, "reconstruction", self.device)

@@ -84,8 +84,8 @@ def test_bundle_round_trip_and_content_version(tmp_path):
 
     loaded = load_bundle(tmp_path / "bundle")
     assert loaded.version == saved.version and len(saved.version) == 12
-    version, classifier = bundle_info(str(tmp_path / "bundle"))  # from the config files alone
-    assert version == saved.version and classifier["attributes"] == list(ATTRS)
+    version, metas = bundle_info(str(tmp_path / "bundle"))  # from the config files alone
+    assert version == saved.version and metas["classifier"]["attributes"] == list(ATTRS)
     assert loaded.attributes == ATTRS
     np.testing.assert_allclose(loaded.thresholds, [0.5, 0.4, 0.6, 0.7])
     before, after = outputs(bundle), outputs(loaded)

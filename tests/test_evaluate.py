@@ -128,7 +128,8 @@ def test_variant_configs_force_one_restoration_each():
     assert not v["reconstruct"].use_superres
     assert v["superres"].use_superres and not v["superres"].use_reconstruction
     assert v["superres"].sr_max_height >= 10**9
-    assert v["pipeline"] == base
+    assert v["pipeline"] == base and base.require_proven
+    assert not any(v[k].require_proven for k in ("plain", "reconstruct", "superres"))  # they measure, gated or not
 
 
 def test_variant_scorer_matches_the_pipeline_run_each_way():

@@ -309,6 +309,8 @@ def test_extract_end_to_end_and_incremental(scene, first_run):
     assert marker["model_version"] == scene["bundle"].version and marker["rows"] == 7
     assert marker["errors"] == {"undecodable image": 1, "bad bbox": 1}
     assert marker["precision"] in ("fp32", "bf16") and marker["precision"] == summary.precision
+    assert marker["restorations"] == summary.restorations == {  # a bundle from before stored gains
+        name: {"runs": True, "reason": "no validation gain stored"} for name in ("superres", "reconstruction")}
     assert marker["files"] == [f for f in (n.rsplit("/", 1)[1] for n in list_dir(out + "/day=2", scene["storage"]))
                                if f.endswith(".parquet")]
 

@@ -201,6 +201,33 @@ def test_classifier_batch_occludes_the_bottom_and_labels_occlusion_down():
     assert y_clean.abs().sum() == 0
 
 
+def test_information_ceilings_train_on_corrupted_crops_with_every_label():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (8, 64, 32, 3), dtype=np.uint8)
+    labels = rng.integers(0, 2, (8, 3)).astype(np.int8)
+    labels[:, 2] = 0
+    sizes = np.tile([[64, 32]], (8, 1)).astype(np.int32)
+
+    occluded, y = tdata.corrupted_crops(images, labels, sizes, rng=rng, train_on="occluded", occlusion_index=2)
+    assert (y[:, :2] == labels[:, :2]).all() and (y[:, 2] == 1).all()  # every label kept
+    assert (occluded[:, :12] == images[:, :12]).all() and not (occluded[:, -12:] == images[:, -12:]).all()
+
+    low, y = tdata.corrupted_crops(images, labels, sizes, rng=rng, train_on="lowres", occlusion_index=2)
+    assert (y == labels).all() and low.shape == images.shape
+    assert all(np.array_equal(a, tdata.lowres_view(b, s)) for a, b, s in zip(low, images, sizes))
+
+    mixed, y = tdata.corrupted_crops(images, labels, sizes, rng=np.random.default_rng(3), train_on="corrupted",
+                                     occlusion_index=2)
+    assert 0 < y[:, 2].sum() < 8  # some occluded, the rest low-res
+    x, y_batch = tdata.classifier_batch(images, labels, rng=np.random.default_rng(3), occluded_fraction=0.3,
+                                        occlusion_index=2, train_on="corrupted", crop_sizes=sizes)
+    assert torch.equal(x, tdata.to_tensor(mixed)) and (y_batch.numpy() == y).all()
+    with pytest.raises(ValueError, match="train_on must be one of"):
+        tdata.corrupted_crops(images, labels, sizes, rng=rng, train_on="blurred", occlusion_index=2)
+    with pytest.raises(ConfigError, match="train_on"):
+        TrainConfig(train_on="blurred")
+
+
 def test_gan_batches_have_the_network_shapes():
     images = np.random.default_rng(0).integers(0, 256, (3, 64, 32, 3), dtype=np.uint8)
     low, clean = tdata.superres_batch(images)

@@ -70,6 +70,10 @@ class TrainConfig:
     occluded_attribute_labels: bool = False
     occlusion_range: tuple[float, float] = (0.5, 0.8)  # covered fraction of the crop's height
     threshold_objective: Literal["ma", "f1"] = "ma"
+    # "clean" trains the pipeline's classifier. "occluded" / "lowres" / "corrupted" train an
+    # information ceiling instead: every training and validation crop corrupted like that test set,
+    # all labels kept (attrgan.train.data.corrupted_crops; `make reproduce` reports them).
+    train_on: Literal["clean", "occluded", "lowres", "corrupted"] = "clean"
 
     # GANs.
     lam: float | None = None  # λ of Loss_R / Loss_S; None: the paper's (0.1 reconstruction, 1 superres)
@@ -127,6 +131,8 @@ class TrainConfig:
         low, high = self.occlusion_range
         if not 0 < low <= high < 1:
             raise ConfigError(f"occlusion_range must satisfy 0 < low <= high < 1, got {self.occlusion_range!r}")
+        if self.train_on not in ("clean", "occluded", "lowres", "corrupted"):
+            raise ConfigError(f"train_on must be clean, occluded, lowres or corrupted, got {self.train_on!r}")
         if self.lam is not None and self.lam < 0:
             raise ConfigError(f"lam must be >= 0, got {self.lam!r}")
         if not (math.isfinite(self.agreement_weight) and self.agreement_weight >= 0):

@@ -32,6 +32,8 @@ from attrgan.losses import UNKNOWN
 
 log = logging.getLogger(__name__)
 
+# Information ceilings (`corrupted_crops`): a classifier trained on corrupted crops, all labels kept.
+CEILINGS = ("occluded", "lowres", "corrupted")
 DECODE_ROWS = 256  # rows per decode_batch call: bounds the memory of encoded bytes in flight
 
 
@@ -169,10 +171,38 @@ def occlude_images(images: np.ndarray, *, rng: np.random.Generator,
     return np.stack([occlude(img, donor, float(f), rng=rng) for img, donor, f in zip(images, donors, fractions)])
 
 
+def corrupted_crops(images: np.ndarray, labels: np.ndarray, crop_sizes: np.ndarray | None, *,
+                    rng: np.random.Generator, train_on: str, occlusion_index: int | None,
+                    occlusion_range: tuple[float, float] = (0.5, 0.8)) -> tuple[np.ndarray, np.ndarray]:
+    """Crops corrupted like a test set, every label kept: what an information-ceiling classifier
+    trains and validates on (how much of the corrupted attributes the remaining pixels carry).
+
+    images (B, H, W, 3) uint8, labels (B, A) int8, crop_sizes (B, 2) or None as in CropSet →
+    (images, labels), new arrays. train_on "occluded": every crop occluded (occlusion_down 1);
+    "lowres": every crop ×4 low resolution (`lowres_view`); "corrupted": each crop one or the
+    other with even odds, the complete experiment's mix.
+    """
+    if train_on not in CEILINGS:
+        raise ValueError(f"train_on must be one of {CEILINGS}, got {train_on!r}")
+    images, labels = images.copy(), labels.copy()
+    occluded = (np.ones(len(images), bool) if train_on == "occluded" else np.zeros(len(images), bool)
+                if train_on == "lowres" else rng.random(len(images)) < 0.5)
+    chosen = np.flatnonzero(occluded)
+    if len(chosen):
+        donors = images[(chosen + 1) % len(images)]
+        images[chosen] = occlude_images(images[chosen], rng=rng, occlusion_range=occlusion_range, donors=donors)
+        if occlusion_index is not None:
+            labels[chosen, occlusion_index] = 1
+    for i in np.flatnonzero(~occluded):
+        images[i] = lowres_view(images[i], None if crop_sizes is None else crop_sizes[i])
+    return images, labels
+
+
 def classifier_batch(images: np.ndarray, labels: np.ndarray, *, rng: np.random.Generator,
                      occluded_fraction: float, occlusion_index: int | None,
                      occlusion_range: tuple[float, float] = (0.5, 0.8),
-                     occluded_attribute_labels: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                     occluded_attribute_labels: bool = False, train_on: str = "clean",
+                     crop_sizes: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Clean and occluded crops with their labels.
 
     images (B, H, W, 3) uint8, labels (B, A) int8 → x (B, 3, H, W) float32 in [-1, 1], y (B, A) int8.
@@ -180,7 +210,12 @@ def classifier_batch(images: np.ndarray, labels: np.ndarray, *, rng: np.random.G
     label (column `occlusion_index`) is 1 and, unless `occluded_attribute_labels`, its other
     labels are unknown (-1): an occluded crop teaches the classifier to detect occlusion, not to
     guess what the occluder hides, which is the reconstruction network's job (docs/demo.md).
+    `train_on` other than "clean" trains an information ceiling instead (`corrupted_crops`).
     """
+    if train_on != "clean":
+        images, labels = corrupted_crops(images, labels, crop_sizes, rng=rng, train_on=train_on,
+                                         occlusion_index=occlusion_index, occlusion_range=occlusion_range)
+        return to_tensor(images), torch.from_numpy(labels)
     images, labels = images.copy(), labels.copy()
     chosen = np.flatnonzero(rng.random(len(images)) < occluded_fraction)
     if len(chosen):
@@ -218,6 +253,12 @@ def lowres_input(image: np.ndarray, crop_size: Sequence[int] | None, factor: int
     if kept == size:
         return downsample(image, factor=factor)
     return resize(resize(image, kept), size)
+
+
+def lowres_view(image: np.ndarray, crop_size: Sequence[int] | None, factor: int = 4) -> np.ndarray:
+    """What the classifier sees of a crop once it is ×`factor` low resolution: `lowres_input`
+    brought back up to the crop's (H, W) as the decoder resizes it. (H, W, 3) uint8 → same."""
+    return resize(lowres_input(image, crop_size, factor), image.shape[:2])
 
 
 def superres_batch(images: np.ndarray, crop_sizes: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:

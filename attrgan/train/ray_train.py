@@ -31,10 +31,11 @@ from attrgan.attributes import OCCLUSION_DOWN
 from attrgan.config import ConfigError, StorageConfig, to_dict
 from attrgan.data import storage as st
 from attrgan.precision import resolve_precision
+from attrgan.proof import GAIN_KEY
 from attrgan.train.config import TrainConfig
 from attrgan.train.curves import Curves, write_curves
-from attrgan.train.data import (CropSet, TrainDataError, classifier_batch, epoch_indices, label_array, load_crops,
-                                read_split, reconstruction_batch, resolve_attributes, superres_batch)
+from attrgan.train.data import (CropSet, TrainDataError, classifier_batch, corrupted_crops, epoch_indices, label_array,
+                                load_crops, read_split, reconstruction_batch, resolve_attributes, superres_batch)
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +221,9 @@ def train_network(config: TrainConfig, *, manifest: str, bundle: str, run_name: 
         raise RuntimeError(f"run {run_uri} ended without a checkpoint")
     with result.checkpoint.as_directory() as folder:
         state = torch.load(Path(folder) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
-    meta = export_network(state, config, network_uri, manifest=manifest, run_uri=run_uri, storage=storage)
+    proof = _validation_gain(state, config, bundle=bundle, manifest=manifest, storage=storage)
+    meta = export_network(state, config, network_uri, manifest=manifest, run_uri=run_uri, storage=storage,
+                          extra={GAIN_KEY: proof} if proof else None)
     _write_json(st.join(run_uri, FINISHED_FILE), {"bundle": network_uri, "metrics": meta.get("metrics", {}),
                                                   "version": meta.get("version")}, storage)
     return TrainResult(config.model, network_uri, run_uri, trained=True, metrics=meta.get("metrics", {}))
@@ -236,11 +239,12 @@ def _latest_checkpoint(run_uri: str, storage: StorageConfig) -> dict[str, Any] |
 
 
 def export_network(state: dict[str, Any], config: TrainConfig, network_uri: str, *, manifest: str,
-                   run_uri: str, storage: StorageConfig | None = None) -> dict[str, Any]:
+                   run_uri: str, storage: StorageConfig | None = None,
+                   extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write a checkpoint's network to `network_uri` with attrgan.bundle; returns the stored meta.
 
     The classifier's meta carries the calibrated per-attribute thresholds (0.5 without a val
-    split) and the last validation metrics.
+    split) and the last validation metrics; `extra` is added to the meta as given.
     """
     from attrgan.bundle import save_network
     from attrgan.train.classifier import build_classifier
@@ -263,7 +267,54 @@ def export_network(state: dict[str, Any], config: TrainConfig, network_uri: str,
         net, _ = build_gan(config)
         net.load_state_dict(state["net_g"])
         meta = {"metrics": metrics, "training": training}
-    return save_network(network_uri, net, meta, storage=storage)
+    return save_network(network_uri, net, meta | dict(extra or {}), storage=storage)
+
+
+def _validation_gain(state: dict[str, Any], config: TrainConfig, *, bundle: str, manifest: str,
+                     storage: StorageConfig) -> dict[str, Any] | None:
+    """A trained generator's `attrgan.proof` record, measured in a Ray task with one training
+    worker's resources; None for the classifier, without a validation split or without the
+    bundle's classifier to measure against."""
+    import ray
+
+    from attrgan.proof import GENERATORS
+
+    classifier_uri = st.join(bundle, "classifier")
+    if config.model not in GENERATORS or config.val_split is None:
+        return None
+    if not st.exists(st.join(classifier_uri, "config.json"), storage):
+        log.warning("%s: no classifier in %s, so its validation gain is not measured", config.model, bundle)
+        return None
+    task = ray.remote(_measure_gain).options(num_cpus=config.cpus_per_worker, num_gpus=1 if config.use_gpu else 0)
+    proof = ray.get(task.remote(state["net_g"], config, classifier_uri, manifest, storage))
+    if proof is not None:
+        log.info("%s: validation gain %+.2f mA (%+.2f to %+.2f) over %d crops", config.model,
+                 100 * proof["gain_ma"], 100 * proof["low"], 100 * proof["high"], proof["crops"])
+    return proof
+
+
+def _measure_gain(net_state: dict[str, torch.Tensor], config: TrainConfig, classifier_uri: str, manifest: str,
+                  storage: StorageConfig) -> dict[str, Any] | None:
+    from attrgan.bundle import Bundle, load_network
+    from attrgan.pipeline import PipelineConfig
+    from attrgan.proof import measure_gain
+    from attrgan.train.gan import build_gan
+
+    torch.set_num_threads(config.torch_threads)
+    device = "cuda" if config.use_gpu else "cpu"
+    classifier, classifier_meta = load_network(classifier_uri, storage=storage)
+    net_g, _ = build_gan(dataclasses.replace(config, weights=None))
+    net_g.load_state_dict(net_state)
+    rows = read_split(manifest, split=config.val_split, storage=storage)
+    attributes = tuple(a for a in classifier.config.attributes if a in rows.column_names and a != OCCLUSION_DOWN)
+    if rows.num_rows < 2 or not attributes:
+        return None
+    crops = load_crops(rows, size=tuple(classifier.config.input_size), attributes=attributes, storage=storage)
+    bundle = Bundle(classifier=classifier, reconstruction=None, superres=None,  # type: ignore[arg-type]
+                    metas={"classifier": classifier_meta})
+    setattr(bundle, config.model, net_g)
+    return measure_gain(bundle, config.model, crops.images, crops.labels, crops.crop_sizes, attributes=attributes,
+                        config=PipelineConfig(device=device, precision=config.precision), seed=config.seed)
 
 
 # ---- inside a training worker ------------------------------------------------------------------
@@ -383,6 +434,11 @@ def _run_classifier(job: _WorkerJob, train: CropSet, val: CropSet | None, state:
     if state:
         opt.load_state_dict(state["opt"])
     occlusion_index = job.attributes.index(OCCLUSION_DOWN)
+    if val is not None and cfg.train_on != "clean":  # a ceiling is validated on what it trains on
+        images, labels = corrupted_crops(val.images, val.labels, val.crop_sizes, rng=np.random.default_rng(cfg.seed),
+                                         train_on=cfg.train_on, occlusion_index=occlusion_index,
+                                         occlusion_range=cfg.occlusion_range)
+        val = dataclasses.replace(val, images=images, labels=labels)
 
     def batches(epoch: int):
         rng, order = indices(epoch)
@@ -390,7 +446,8 @@ def _run_classifier(job: _WorkerJob, train: CropSet, val: CropSet | None, state:
             yield classifier_batch(train.images[idx], train.labels[idx], rng=rng,
                                    occluded_fraction=cfg.occluded_fraction, occlusion_index=occlusion_index,
                                    occlusion_range=cfg.occlusion_range,
-                                   occluded_attribute_labels=cfg.occluded_attribute_labels)
+                                   occluded_attribute_labels=cfg.occluded_attribute_labels, train_on=cfg.train_on,
+                                   crop_sizes=train.crop_sizes[idx] if train.crop_sizes is not None else None)
 
     train_classifier(net, opt, batches, ratios=np.asarray(job.ratios, np.float32),
                      val_images=val.images if val else None, val_labels=val.labels if val else None,

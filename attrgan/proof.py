@@ -1,0 +1,133 @@
+"""Restoration that is proven or off: a GAN's measured effect on its bundle's classifier.
+
+When a generator is trained into a bundle, `measure_gain` scores the validation split's crops,
+corrupted the way that generator's test set is (occluded for G^R, ×4 low resolution for G^S),
+by the bundle's classifier twice: on the corrupted input and after the generator restored it.
+The paired mA gain with its bootstrap interval (`attrgan.metrics.paired_bootstrap_gain`) goes
+into the generator's config.json under GAIN_KEY:
+
+    {"split": "val", "crops": 500, "gain_ma": 0.0183, "low": 0.0071, "high": 0.0290,
+     "level": 0.95, "resamples": 1000, "seed": 0, "classifier_version": "3f2a..."}
+
+`restoration_plan` reads it back: with `require_proven` (the pipeline's default) a restoration
+runs only where its stored gain is above 0. A bundle without the field (written before it
+existed, or trained without a validation split), or whose gain was measured against another
+classifier, keeps running the restoration as before: nothing was measured against this one.
+
+Plain PyTorch and numpy, no Ray: `attrgan.train.ray_train` runs `measure_gain` in a Ray task.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from attrgan.attributes import OCCLUSION_DOWN
+
+if TYPE_CHECKING:
+    from attrgan.bundle import Bundle
+    from attrgan.pipeline import PipelineConfig
+
+GAIN_KEY = "validation_gain"
+GENERATORS = ("superres", "reconstruction")
+_BATCH = 64  # crops per pipeline call: bounds the activations held at once
+
+
+def corrupted_inputs(kind: str, images: np.ndarray, crop_sizes: np.ndarray,
+                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """The validation crops as the pipeline sees them once corrupted for `kind`'s test set.
+
+    images (N, H, W, 3) uint8 clean crops at the classifier size; crop_sizes (N, 2) their stored
+    (height, width). "reconstruction": the bottom 50-80 % of each crop covered by another crop's
+    upper body (`attrgan.corrupt.occlude_batch`), heights unchanged. "superres": each crop's ×4
+    downsample of its stored size, brought back up to (H, W) as the decoder would; heights / 4.
+    Returns (images (N, H, W, 3) uint8, crop heights (N,) int64).
+    """
+    from attrgan.corrupt import occlude_batch
+    from attrgan.train.data import lowres_view
+
+    heights = crop_sizes[:, 0].astype(np.int64)
+    if kind == "reconstruction":
+        return occlude_batch(images, rng), heights
+    if kind == "superres":
+        low = np.stack([lowres_view(img, size) for img, size in zip(images, crop_sizes)])
+        return low, np.maximum(1, np.round(heights / 4)).astype(np.int64)
+    raise ValueError(f"kind must be one of {GENERATORS}, got {kind!r}")
+
+
+def measure_gain(bundle: Bundle, kind: str, images: np.ndarray, labels: np.ndarray, crop_sizes: np.ndarray, *,
+                 attributes: tuple[str, ...], config: PipelineConfig | None = None, seed: int = 0,
+                 resamples: int = 1000, split: str = "val") -> dict[str, Any]:
+    """The stored GAIN_KEY record of generator `kind` ("reconstruction" | "superres") in `bundle`.
+
+    images / crop_sizes as in `corrupted_inputs`; labels (N, len(attributes)) int8 of the clean
+    crops. The gain is over the classifier's attributes other than occlusion_down, with the
+    bundle's thresholds, as the evaluation's Table 2 computes it.
+    """
+    from attrgan.metrics import paired_bootstrap_gain
+    from attrgan.pipeline import Pipeline, PipelineConfig, forced_configs
+
+    if len(images) < 2:
+        raise ValueError(f"measuring a restoration needs at least 2 validation crops, got {len(images)}")
+    inputs, heights = corrupted_inputs(kind, images, crop_sizes, np.random.default_rng(seed))
+    configs = forced_configs(config or PipelineConfig())
+    scores = {}
+    for variant in ("plain", kind):
+        pipeline = Pipeline(bundle, configs[variant])
+        scores[variant] = np.concatenate([pipeline(inputs[i:i + _BATCH], heights[i:i + _BATCH])["scores"]
+                                          for i in range(0, len(inputs), _BATCH)])
+    model_attributes = tuple(bundle.attributes)
+    keep = [a for a in attributes if a != OCCLUSION_DOWN and a in model_attributes]
+    cols = [model_attributes.index(a) for a in keep]
+    label_cols = [attributes.index(a) for a in keep]
+    interval = paired_bootstrap_gain(labels[:, label_cols], scores["plain"][:, cols], scores[kind][:, cols],
+                                     attributes=tuple(keep), thresholds=np.asarray(bundle.thresholds)[cols],
+                                     resamples=resamples, seed=seed)
+    return {"split": split, "crops": interval.crops, "gain_ma": interval.gain, "low": interval.low,
+            "high": interval.high, "level": interval.level, "resamples": interval.resamples, "seed": seed,
+            "classifier_version": bundle.metas.get("classifier", {}).get("version", "")}
+
+
+@dataclasses.dataclass(frozen=True)
+class Restoration:
+    """Whether one generator runs, and why (for logs, run summaries and `_SUCCESS`)."""
+
+    runs: bool
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"runs": self.runs, "reason": self.reason}
+
+
+def restoration_plan(metas: Mapping[str, Mapping[str, Any]], *, use_superres: bool, use_reconstruction: bool,
+                     require_proven: bool) -> dict[str, Restoration]:
+    """{"superres": Restoration, "reconstruction": Restoration} from the bundle's config.json metas
+    (network name → meta) and the pipeline's switches. See the module docstring for the rule."""
+    classifier = metas.get("classifier", {})
+    classifier_version = classifier.get("version")
+    attributes = classifier.get("attributes")
+    plan = {}
+    for name, wanted in (("superres", use_superres), ("reconstruction", use_reconstruction)):
+        stored = metas.get(name, {}).get(GAIN_KEY)
+        if not wanted:
+            plan[name] = Restoration(False, "switched off")
+            continue
+        if name == "reconstruction" and isinstance(attributes, list) and OCCLUSION_DOWN not in attributes:
+            plan[name] = Restoration(False, f"the classifier has no {OCCLUSION_DOWN!r} to trigger it")
+            continue
+        if not isinstance(stored, Mapping) or not isinstance(stored.get("gain_ma"), (int, float)):
+            plan[name] = Restoration(True, "no validation gain stored")
+            continue
+        measured = (f"validation gain {100 * stored['gain_ma']:+.2f} mA "
+                    f"({100 * stored.get('low', float('nan')):+.2f} to {100 * stored.get('high', float('nan')):+.2f}, "
+                    f"{stored.get('crops', '?')} crops)")
+        if classifier_version and stored.get("classifier_version") not in (None, "", classifier_version):
+            plan[name] = Restoration(True, f"{measured} against another classifier: not measured for this one")
+        elif stored["gain_ma"] > 0 or not require_proven:
+            plan[name] = Restoration(True, measured + ("" if stored["gain_ma"] > 0 else ", forced on"))
+        else:
+            plan[name] = Restoration(False, f"{measured} is not above 0 (pipeline.require_proven=false forces it)")
+    return plan

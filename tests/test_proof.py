@@ -1,0 +1,109 @@
+"""Restoration that is proven or off: the stored validation gain and the pipeline's gate."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from attrgan.attributes import OCCLUSION_DOWN
+from attrgan.bundle import Bundle, load_bundle, save_bundle
+from attrgan.models import (AttributeClassifier, ClassifierConfig, ReconstructionConfig, ReconstructionGenerator,
+                            SuperResConfig, SuperResGenerator)
+from attrgan.pipeline import Pipeline, PipelineConfig
+from attrgan.proof import GAIN_KEY, corrupted_inputs, measure_gain, restoration_plan
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+ATTRS = ("female", "hat", OCCLUSION_DOWN)
+INPUT = (64, 32)
+
+
+def tiny_bundle(metas=None) -> Bundle:
+    torch.manual_seed(0)
+    classifier = AttributeClassifier(ClassifierConfig(attributes=ATTRS, backbone="small", width=1 / 16,
+                                                      input_size=INPUT))
+    superres = SuperResGenerator(SuperResConfig(width=1 / 64, input_size=(16, 8)))
+    reconstruction = ReconstructionGenerator(ReconstructionConfig(width=1 / 32, input_size=(32, 16)))
+    return Bundle(classifier=classifier.eval(), reconstruction=reconstruction.eval(), superres=superres.eval(),
+                  metas=metas or {}, version="tiny")
+
+
+def stored(gain: float, classifier_version: str = "c1") -> dict:
+    return {GAIN_KEY: {"split": "val", "crops": 500, "gain_ma": gain, "low": gain - 0.01, "high": gain + 0.01,
+                       "level": 0.95, "resamples": 1000, "seed": 0, "classifier_version": classifier_version}}
+
+
+def test_plan_runs_only_what_is_proven_or_unmeasured():
+    metas = {"classifier": {"version": "c1"}, "superres": stored(0.008), "reconstruction": stored(-0.002)}
+    plan = restoration_plan(metas, use_superres=True, use_reconstruction=True, require_proven=True)
+    assert plan["superres"].runs and "+0.80 mA" in plan["superres"].reason
+    assert not plan["reconstruction"].runs and "not above 0" in plan["reconstruction"].reason
+
+    forced = restoration_plan(metas, use_superres=True, use_reconstruction=True, require_proven=False)
+    assert forced["reconstruction"].runs and "forced on" in forced["reconstruction"].reason
+
+    zero = restoration_plan(metas | {"reconstruction": stored(0.0)}, use_superres=True, use_reconstruction=True,
+                            require_proven=True)
+    assert not zero["reconstruction"].runs  # "above 0" is strict
+
+    old = restoration_plan({"classifier": {"version": "c1"}}, use_superres=True, use_reconstruction=True,
+                           require_proven=True)
+    assert all(r.runs and r.reason == "no validation gain stored" for r in old.values())
+
+    retrained = restoration_plan(metas | {"reconstruction": stored(-0.02, classifier_version="c0")},
+                                 use_superres=False, use_reconstruction=True, require_proven=True)
+    assert retrained["reconstruction"].runs and "another classifier" in retrained["reconstruction"].reason
+    assert not retrained["superres"].runs and retrained["superres"].reason == "switched off"
+
+
+def test_pipeline_skips_an_unproven_network_and_can_be_forced(tmp_path):
+    bundle = save_bundle(tmp_path / "bundle", tiny_bundle())
+    # A stored gain below 0 for G^R, written the way training writes it: in its config.json.
+    loaded = load_bundle(tmp_path / "bundle")
+    loaded.metas["reconstruction"] |= stored(-0.004, classifier_version=loaded.metas["classifier"]["version"])
+    images = np.random.default_rng(1).integers(0, 256, (6, *INPUT, 3), dtype=np.uint8)
+    heights = np.full(6, 400, np.int64)
+
+    gated = Pipeline(loaded, PipelineConfig(occlusion_threshold=0.0, device="cpu"))
+    assert gated.reconstruction is None and not gated.restorations["reconstruction"].runs
+    assert not gated(images, heights)["reconstructed"].any()
+
+    forced = Pipeline(loaded, PipelineConfig(occlusion_threshold=0.0, device="cpu", require_proven=False))
+    assert forced(images, heights)["reconstructed"].all()
+
+    old = Pipeline(load_bundle(tmp_path / "bundle"), PipelineConfig(occlusion_threshold=0.0, device="cpu"))
+    assert old(images, heights)["reconstructed"].all() and bundle.version == loaded.version
+
+
+def test_measure_gain_scores_the_same_crops_before_and_after():
+    bundle = tiny_bundle({"classifier": {"version": "c1", "thresholds": [0.5, 0.5, 0.5]}})
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (24, *INPUT, 3), dtype=np.uint8)
+    labels = rng.integers(0, 2, (24, 2)).astype(np.int8)
+    sizes = np.tile([[120, 48]], (24, 1)).astype(np.int32)
+
+    for kind in ("reconstruction", "superres"):
+        record = measure_gain(bundle, kind, images, labels, sizes, attributes=("female", "hat"), resamples=200)
+        assert record["crops"] == 24 and record["classifier_version"] == "c1" and record["resamples"] == 200
+        assert record["low"] <= record["gain_ma"] <= record["high"]
+        again = measure_gain(bundle, kind, images, labels, sizes, attributes=("female", "hat"), resamples=200)
+        assert again == record  # seeded: corruption and resampling
+
+    low, heights = corrupted_inputs("superres", images, sizes, np.random.default_rng(0))
+    assert low.shape == images.shape and (heights == 30).all()
+    occluded, same = corrupted_inputs("reconstruction", images, sizes, np.random.default_rng(0))
+    assert (same == 120).all() and (occluded[:, :10] == images[:, :10]).all()  # the top stays visible
+    assert not (occluded[:, -10:] == images[:, -10:]).all()
+    with pytest.raises(ValueError, match="kind must be one of"):
+        corrupted_inputs("deblur", images, sizes, np.random.default_rng(0))
+
+
+def test_forced_configs_measure_even_an_unproven_network():
+    from attrgan.pipeline import forced_configs
+
+    configs = forced_configs(PipelineConfig(device="cpu", precision="fp32"))
+    assert not any(c.require_proven for c in configs.values())
+    assert configs["plain"] == dataclasses.replace(configs["superres"], use_superres=False, sr_max_height=None)
