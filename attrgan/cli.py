@@ -26,7 +26,7 @@ from typing import Any
 
 from attrgan.config import StorageConfig, load, merge, parse_overrides, to_dict
 
-COMMANDS = ("train", "extract", "evaluate", "synth", "convert", "demo", "predict", "export")
+COMMANDS = ("train", "extract", "evaluate", "synth", "convert", "demo", "reproduce", "predict", "export")
 EXIT_RUNTIME = 1
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
@@ -353,6 +353,53 @@ def run_demo(args: argparse.Namespace) -> None:
     demo(demo_config(args))
 
 
+# --- reproduce ------------------------------------------------------------------------------------
+
+REPRODUCE_DOC = """Table 2 over several training seeds on fresh test crops: `make reproduce` (about an hour on 2 cores).
+
+    attrgan reproduce [--seeds 3] [--out reproduce-out] [--ceiling-seeds 1] [--set classifier.epochs=6]
+
+Per seed: the demo's archive and training with that seed, then the evaluation on test crops of a
+seed no setting was tuned on; the first --ceiling-seeds seeds also train the information
+ceilings. Prints Table 2 as mean ± sd, each seed's gains with intervals, the recovery shares and
+the ceilings; writes them to OUT/reproduce.md and OUT/reproduce.json (attrgan.reproduce).
+"""
+
+
+def reproduce_parser() -> argparse.ArgumentParser:
+    parser = _parser("reproduce", REPRODUCE_DOC)
+    parser.add_argument("--seeds", type=int, default=3, help="number of training seeds: 0, 1, ... (default 3)")
+    parser.add_argument("--out", default="reproduce-out", help="local folder for the reports (default reproduce-out)")
+    parser.add_argument("--crops", type=int, help="synthetic archive size per seed (default the demo's 5000)")
+    parser.add_argument("--test-crops", type=int, help="fresh test crops per seed (default 1000)")
+    parser.add_argument("--ceiling-seeds", type=int, help="seeds that also train the information ceilings (default 1)")
+    _add_set(parser, "classifier.epochs=6")
+    return parser
+
+
+def reproduce_config(args: argparse.Namespace) -> Any:
+    from attrgan.config import ConfigError
+    from attrgan.demo import TRAIN_SETTINGS
+    from attrgan.reproduce import ReproduceConfig
+
+    train = merge({k: dict(v) for k, v in TRAIN_SETTINGS.items()}, parse_overrides(args.overrides))
+    unknown = sorted(set(train) - set(TRAIN_SETTINGS))
+    if unknown:
+        raise ConfigError(f"--set keys must start with a network name {sorted(TRAIN_SETTINGS)}, got {unknown}")
+    if args.seeds < 1:
+        raise ConfigError(f"--seeds must be >= 1, got {args.seeds}")
+    flags = {"crops": args.crops, "test_crops": args.test_crops, "ceiling_seeds": args.ceiling_seeds}
+    return ReproduceConfig(out=args.out, seeds=tuple(range(args.seeds)), train=train,
+                           **{k: v for k, v in flags.items() if v is not None})
+
+
+def run_reproduce(args: argparse.Namespace) -> None:
+    from attrgan.reproduce import run_reproduce as reproduce
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    reproduce(reproduce_config(args))
+
+
 # --- predict --------------------------------------------------------------------------------------
 
 PREDICT_DOC = """Attributes for image files, folders or globs, in this process (no Ray, no manifest).
@@ -455,11 +502,13 @@ def run_export(args: argparse.Namespace) -> None:
 
 PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
     "train": train_parser, "extract": extract_parser, "evaluate": evaluate_parser, "synth": synth_parser,
-    "convert": convert_parser, "demo": demo_parser, "predict": predict_parser, "export": export_parser,
+    "convert": convert_parser, "demo": demo_parser, "reproduce": reproduce_parser, "predict": predict_parser,
+    "export": export_parser,
 }
 RUNNERS: dict[str, Callable[[argparse.Namespace], int | None]] = {
     "train": run_train, "extract": run_extract, "evaluate": run_evaluate, "synth": run_synth,
-    "convert": run_convert, "demo": run_demo, "predict": run_predict, "export": run_export,
+    "convert": run_convert, "demo": run_demo, "reproduce": run_reproduce, "predict": run_predict,
+    "export": run_export,
 }
 
 

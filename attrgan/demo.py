@@ -229,6 +229,32 @@ def epoch_progress(run_uri: str, storage: StorageConfig, *, model: str, epochs: 
         poll()  # the last epoch, written just before training returned
 
 
+def train_bundle(manifest: str, bundle_uri: str, storage: StorageConfig, *,
+                 train: Mapping[str, Mapping[str, Any]], seed: int, ray_cpus: int, say: Callable[[str], None],
+                 models: tuple[str, ...] = ("classifier", "reconstruction", "superres")) -> dict[str, Any]:
+    """Train `models` in order into `bundle_uri` with Ray Train: the cpu-small preset, then `train`'s
+    settings per network, all seeded with `seed`; one worker on all of the machine's cores.
+    Returns {model: TrainResult}."""
+    from attrgan.data.storage import join
+    from attrgan.train.config import load_train_config
+    from attrgan.train.ray_train import default_locations, train_network
+
+    results = {}
+    for model in models:
+        t0 = time.perf_counter()
+        # Torch threads follow cpus_per_worker.
+        overrides = {"cpus_per_worker": float(min(os.cpu_count() or 1, ray_cpus)), "seed": seed}
+        train_config = load_train_config(model, preset_name="cpu-small", overrides=overrides | dict(train.get(model, {})))
+        run_uri = join(*default_locations(bundle_uri, model))
+        with epoch_progress(run_uri, storage, model=model, epochs=train_config.epochs, say=say):
+            trained = train_network(train_config, manifest=manifest, bundle=bundle_uri, storage=storage, retrain=True)
+        shown = ", ".join(f"{k} {v:.3f}" for k, v in sorted(trained.metrics.items()) if isinstance(v, float))
+        say(f"    {model}: {train_config.epochs} epoch(s) in {time.perf_counter() - t0:.0f} s -> "
+            f"{trained.network_uri}" + (f" ({shown})" if shown else ""))
+        results[model] = trained
+    return results
+
+
 def keep_bundle(bundle_uri: str, storage: StorageConfig, folder: Path) -> Path:
     """Copy the bundle out of the demo's S3 (gone when the demo ends) into a local folder."""
     import shutil
@@ -299,14 +325,11 @@ def run_demo(config: DemoConfig, *, say: Callable[[str], None] = print) -> DemoR
 def _run(config: DemoConfig, storage: StorageConfig, out: Path, step: Callable, say: Callable[[str], None]) -> dict:
     from attrgan.corrupt import corrupt_manifest
     from attrgan.data.manifest import read_manifest, write_manifest
-    from attrgan.data.storage import join
     from attrgan.data.synth import NIGHT_HOURS, NIGHT_START, generate
     from attrgan.evaluate import COMPARISONS, EvaluateConfig, evaluate
     from attrgan.extract import ExtractConfig, run_extract
     from attrgan.report import gain_text, restoration_verdict, summary_row
     from attrgan.results import load_results
-    from attrgan.train.config import load_train_config
-    from attrgan.train.ray_train import default_locations, train_network
 
     root = f"s3://{BUCKET}"
     bundle_uri = f"{root}/models/demo"
@@ -320,19 +343,8 @@ def _run(config: DemoConfig, storage: StorageConfig, out: Path, step: Callable, 
         say(f"    archive manifest {archive}: {counts}")
 
     with step("train", "train the three networks with Ray Train (cpu-small preset)"):
-        for model in ("classifier", "reconstruction", "superres"):
-            t0 = time.perf_counter()
-            # One worker on all of the machine's cores (torch threads follow cpus_per_worker).
-            overrides = {"cpus_per_worker": float(min(os.cpu_count() or 1, config.ray_cpus))}
-            train_config = load_train_config(model, preset_name="cpu-small",
-                                             overrides=overrides | dict(config.train.get(model, {})))
-            run_uri = join(*default_locations(bundle_uri, model))
-            with epoch_progress(run_uri, storage, model=model, epochs=train_config.epochs, say=say):
-                trained = train_network(train_config, manifest=archive, bundle=bundle_uri, storage=storage,
-                                        retrain=True)
-            shown = ", ".join(f"{k} {v:.3f}" for k, v in sorted(trained.metrics.items()) if isinstance(v, float))
-            say(f"    {model}: {train_config.epochs} epoch(s) in {time.perf_counter() - t0:.0f} s -> "
-                f"{trained.network_uri}" + (f" ({shown})" if shown else ""))
+        train_bundle(archive, bundle_uri, storage, train=config.train, seed=config.seed, ray_cpus=config.ray_cpus,
+                     say=say)
         bundle = keep_bundle(bundle_uri, storage, out / "bundle")
         say(f"    model bundle kept in {bundle}")
 
@@ -351,6 +363,8 @@ def _run(config: DemoConfig, storage: StorageConfig, out: Path, step: Callable, 
             f"{sorted(set(night['date'].to_pylist()))}) -> results {results_uri}")
         say(f"    {summary.rows} rows, {summary.super_resolved} super-resolved, {summary.reconstructed} "
             f"reconstructed, errors {summary.errors or 'none'}")
+        say("\n".join(f"    {name} {'ran' if r['runs'] else 'skipped'}: {r['reason']}"
+                      for name, r in summary.restorations.items()))
 
     with step("evaluate", "evaluation job (paper Tables 1 and 2) on the archive's test split"):
         evaluation = evaluate(EvaluateConfig(manifest=archive, bundle=bundle_uri, out=str(out / "report"),

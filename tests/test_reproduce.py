@@ -1,0 +1,60 @@
+"""`make reproduce`'s arithmetic: mean ± sd over seeds, recovery shares, ceilings and targets."""
+
+from __future__ import annotations
+
+import pytest
+
+from attrgan import cli
+from attrgan.config import ConfigError
+from attrgan.reproduce import RECOVERY_TARGETS, ReproduceConfig, render, summarize
+
+
+def run(seed: int, *, occ_gain: float, low: float, ceiling: float | None = None) -> dict:
+    ma = {"clean": 0.80, "occluded": 0.60, "occluded_reconstruction": 0.60 + occ_gain, "lowres_bilinear": 0.70,
+          "lowres_superres": 0.74, "corrupted": 0.65, "restored": 0.67}
+
+    def interval(gain: float, lo: float) -> dict:
+        return {"gain": gain, "low": lo, "high": gain + 0.01, "verdict": "helps" if lo > 0 else "no measurable effect"}
+
+    return {"seed": seed, "ma": ma,
+            "intervals": {"occlusion": interval(occ_gain, low), "low resolution": interval(0.04, 0.02),
+                          "complete": interval(0.02, 0.005)},
+            "ceilings": {} if ceiling is None else {"occlusion": ceiling}}
+
+
+def test_recovery_is_the_gain_over_what_the_corruption_cost():
+    result = summarize([run(0, occ_gain=0.06, low=0.03, ceiling=0.70), run(1, occ_gain=0.04, low=0.01)], seconds=60)
+    occ = result["comparisons"]["occlusion"]
+    # 20 points lost to occlusion: +6 wins back 30 %, +4 wins back 20 %; the mean 25 % meets the 25 % target.
+    assert [p["recovery"] for p in occ["per_seed"]] == pytest.approx([0.30, 0.20])
+    assert occ["recovery_mean"] == pytest.approx(0.25) and occ["target"] == RECOVERY_TARGETS["occlusion"]
+    assert occ["target_met"]
+    assert occ["per_seed"][0]["ceiling_recovery"] == pytest.approx(0.5)  # 0.70 - 0.60 of 0.20
+    assert occ["per_seed"][1]["ceiling_ma"] is None and occ["per_seed"][1]["ceiling_recovery"] is None
+    assert occ["gain"]["mean"] == pytest.approx(0.05) and occ["gain"]["sd"] == pytest.approx(0.01414, abs=1e-4)
+    assert result["table"]["clean"] == {"mean": pytest.approx(0.80), "sd": pytest.approx(0.0)}
+    low = result["comparisons"]["low resolution"]  # 0.04 of 0.10 = 40 %
+    assert low["recovery_mean"] == pytest.approx(0.40) and low["target_met"]
+
+    text = render(result)
+    assert "| occlusion | 0 | +6.00 (+3.00 to +7.00) | helps | 20.00 | 30.00 % | 70.00 | 50.00 % |" in text
+    assert "| occlusion | +5.00 ± 1.41 | 25.00 % | 25 % | yes |" in text
+
+
+def test_a_target_needs_every_seed_above_zero():
+    result = summarize([run(0, occ_gain=0.10, low=0.05), run(1, occ_gain=0.02, low=-0.01)], seconds=1)
+    occ = result["comparisons"]["occlusion"]
+    assert occ["recovery_mean"] == pytest.approx(0.30) and not occ["target_met"]  # seed 1's interval reaches 0
+    one = summarize([run(0, occ_gain=0.04, low=0.01)], seconds=1)
+    assert one["table"]["clean"]["sd"] is None and not one["comparisons"]["occlusion"]["target_met"]  # 20 % < 25 %
+
+
+def test_command_line_settings():
+    config = cli.reproduce_config(cli.reproduce_parser().parse_args(
+        ["--seeds", "2", "--ceiling-seeds", "0", "--set", "reconstruction.epochs=9"]))
+    assert config.seeds == (0, 1) and config.ceiling_seeds == 0
+    assert config.train["reconstruction"]["epochs"] == 9 and config.train["reconstruction"]["agreement_weight"] == 100
+    with pytest.raises(ConfigError, match="network name"):
+        cli.reproduce_config(cli.reproduce_parser().parse_args(["--set", "epochs=3"]))
+    with pytest.raises(ValueError, match="ceiling_seeds"):
+        ReproduceConfig(seeds=(0,), ceiling_seeds=2)
