@@ -402,3 +402,29 @@ def test_build_network_from_config_dict():
         build_network("detector", {})
     with pytest.raises(ConfigError, match="unknown setting"):
         build_network("reconstruction", {"depth": 3})
+
+
+# --- masked G^R (not in the paper) -----------------------------------------------------------------
+
+def test_masked_reconstruction_composites_its_painting_with_a_predicted_weight(tmp_path):
+    from attrgan.bundle import load_network, save_network
+
+    g = ReconstructionGenerator(ReconstructionConfig(width=0.125, skips=True, masked=True)).eval()
+    x = images(2, (160, 64))
+    with torch.no_grad():
+        start = g(x)
+    assert (start - x).abs().max() < 0.1  # α starts at sigmoid(-3): almost the identity
+    with torch.no_grad():
+        g.head[0].weight.zero_()
+        g.head[0].bias.copy_(torch.tensor([0.5, 0.5, 0.5, 0.0]))  # paint tanh(0.5), α = 0.5 everywhere
+        out = g(x)
+    assert torch.allclose(out, x + 0.5 * (torch.tanh(torch.tensor(0.5)) - x), atol=1e-6)
+    assert out.abs().max() <= 1.0
+
+    with pytest.raises(ValueError, match="masked replaces residual"):
+        ReconstructionConfig(masked=True, residual=True)
+    meta = save_network(tmp_path / "rec", g)
+    loaded, _ = load_network(tmp_path / "rec")
+    assert meta["config"]["masked"] is True and loaded.masked and torch.equal(loaded(x), out)
+    old = {k: v for k, v in meta["config"].items() if k != "masked"}  # a bundle from before the option
+    assert build_network("reconstruction", old).masked is False

@@ -11,6 +11,9 @@ G^R(x) = clamp(x + 2·net(x), -1, 1): at small widths everything, visible parts 
 otherwise pass through the 16×-downsampled bottleneck and come out blurred. `skips=True` (not in
 the paper either) adds U-Net skip connections: each decoder level also sees the encoder feature
 map of its resolution (and the input), so the output can place edges at pixel precision.
+`masked=True` (not in the paper) makes G^R a compositor: the head also predicts a per-pixel weight
+α in (0, 1), and G^R(x) = x + α·(paint − x), so the visible body stays as it is where α ≈ 0 and
+the occluder is painted over where α ≈ 1.
 
 The super-resolution generator and both discriminators are built from the same blocks
 (`conv_block`, `EncoderDecoderGenerator`), as the paper defines them "in the same way".
@@ -34,6 +37,8 @@ LEAKY_SLOPE = 0.2
 # any pixel anywhere in [-1, 1]; the final conv starts at this scale of its default init (near zero).
 RESIDUAL_SCALE = 2.0
 RESIDUAL_INIT_GAIN = 1e-2
+# Masked generators start with α = sigmoid(-3) ≈ 0.05 everywhere: almost the identity, like a residual one.
+MASK_INIT_BIAS = -3.0
 
 
 def scaled(channels: int, width: float) -> int:
@@ -91,10 +96,14 @@ class EncoderDecoderGenerator(nn.Module):
     before the next layer (the head, after the last decoder layer). Decoder layers beyond the
     input's resolution (super-resolution) have nothing to concatenate. The layers and their
     widths stay the paper's; only the input channel counts of the layers after a skip grow.
+
+    masked (same-size generators only, instead of residual): the head has a fourth channel, the
+    compositing weight α = sigmoid(·); the output is x + α·(tanh(paint) − x).
     """
 
     def __init__(self, *, encoder_channels: Sequence[int], decoder_channels: Sequence[int], width: float,
-                 input_size: tuple[int, int], name: str, residual: bool = False, skips: bool = False) -> None:
+                 input_size: tuple[int, int], name: str, residual: bool = False, skips: bool = False,
+                 masked: bool = False) -> None:
         super().__init__()
         if not width > 0:
             raise ValueError(f"{name}: width must be > 0, got {width!r}")
@@ -122,7 +131,15 @@ class EncoderDecoderGenerator(nn.Module):
             blocks.append(conv_block(prev, scaled(c, width), transposed=True, activation=nn.ReLU()))
             prev = scaled(c, width) + (level_channels[level] if level is not None else 0)
         self.decoder = nn.Sequential(*blocks)
-        self.head = nn.Sequential(nn.Conv2d(prev, 3, KERNEL, padding=PADDING), nn.Tanh())
+        if masked and (residual or self.output_size != self.input_size):
+            raise ValueError(f"{name}: masked composites an output of the input's size and replaces residual")
+        self.masked = masked
+        self.head = nn.Sequential(nn.Conv2d(prev, 4 if masked else 3, KERNEL, padding=PADDING),
+                                  nn.Identity() if masked else nn.Tanh())
+        if masked:
+            with torch.no_grad():
+                self.head[0].weight[3].mul_(RESIDUAL_INIT_GAIN)
+                self.head[0].bias[3].fill_(MASK_INIT_BIAS)
         self.residual = residual
         self.skips = skips
         if residual:
@@ -142,6 +159,9 @@ class EncoderDecoderGenerator(nn.Module):
             out = self._unet(x)
         else:
             out = self.head(self.decoder(self.encoder(x)))
+        if self.masked:
+            alpha = torch.sigmoid(out[:, 3:])
+            return x + alpha * (torch.tanh(out[:, :3]) - x)
         if self.residual:
             out = (self.base(x) + RESIDUAL_SCALE * out).clamp(-1.0, 1.0)
         return out
@@ -169,12 +189,14 @@ def check_flag(value: object, *, name: str) -> None:
 class ReconstructionConfig:
     """G^R settings. `width` scales every layer's channel count (1.0 = the paper); `residual`
     adds the input to the output (G^R(x) = x + net(x)); `skips` adds U-Net skip connections
-    (False = the paper for both)."""
+    (False = the paper for both); `masked` composites a painted image with a predicted weight
+    instead (G^R(x) = x + α·(paint − x); not in the paper, excludes `residual`)."""
 
     width: float = 1.0
     input_size: tuple[int, int] = (160, 64)  # (H, W); multiples of 16 (four stride-2 convs)
     residual: bool = False
     skips: bool = False
+    masked: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "input_size", tuple(self.input_size))
@@ -183,6 +205,9 @@ class ReconstructionConfig:
         check_size(self.input_size, divisor=16, name="ReconstructionConfig")
         check_flag(self.residual, name="ReconstructionConfig.residual")
         check_flag(self.skips, name="ReconstructionConfig.skips")
+        check_flag(self.masked, name="ReconstructionConfig.masked")
+        if self.masked and self.residual:
+            raise ValueError("ReconstructionConfig: masked replaces residual; set one of them")
 
 
 class ReconstructionGenerator(EncoderDecoderGenerator):
@@ -195,5 +220,5 @@ class ReconstructionGenerator(EncoderDecoderGenerator):
         config = config or ReconstructionConfig()
         super().__init__(encoder_channels=self.ENCODER, decoder_channels=self.DECODER, width=config.width,
                          input_size=config.input_size, name="ReconstructionGenerator", residual=config.residual,
-                         skips=config.skips)
+                         skips=config.skips, masked=config.masked)
         self.config = config

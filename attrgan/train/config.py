@@ -85,6 +85,9 @@ class TrainConfig:
     # Reconstruction only, not in the paper: weight μ of the attribute-agreement loss against the
     # bundle's trained classifier (attrgan.train.gan.AgreementLoss); 0 = the paper's Loss_R.
     agreement_weight: float = 0.0
+    # Reconstruction only, not in the paper: G^R composites its painting with a predicted per-pixel
+    # weight (attrgan.models.reconstruction), so what is visible stays; replaces `residual`.
+    masked: bool = False
 
     # Data.
     train_split: str = "train"
@@ -137,6 +140,8 @@ class TrainConfig:
             raise ConfigError(f"lam must be >= 0, got {self.lam!r}")
         if not (math.isfinite(self.agreement_weight) and self.agreement_weight >= 0):
             raise ConfigError(f"agreement_weight must be >= 0, got {self.agreement_weight!r}")
+        if self.masked and self.model != "reconstruction":
+            raise ConfigError(f"masked applies to the reconstruction GAN, not to {self.model!r}")
         if self.agreement_weight and self.model != "reconstruction":
             raise ConfigError(f"agreement_weight applies to the reconstruction GAN, not to {self.model!r}")
         if self.precision not in PRECISIONS:

@@ -27,11 +27,12 @@ from attrgan.train.loop import Report, autocast, run_epochs, unwrap
 
 def build_gan(config: TrainConfig) -> tuple[nn.Module, nn.Module]:
     """(net_g, net_d) for config.model "reconstruction" or "superres" at config.width (generator
-    with config.residual and config.skips)."""
+    with config.residual and config.skips; G^R with config.masked, which replaces residual)."""
     size = config.network_input_size
     generator = {"width": config.width, "input_size": size, "residual": config.residual, "skips": config.skips}
     if config.model == "reconstruction":
-        net_g = build_network("reconstruction", generator)
+        net_g = build_network("reconstruction", generator | {"masked": config.masked,
+                                                             "residual": config.residual and not config.masked})
         return net_g, ReconstructionDiscriminator(width=config.width, input_size=size)
     if config.model == "superres":
         net_g = build_network("superres", generator)
