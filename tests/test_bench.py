@@ -1,6 +1,18 @@
 """The benchmark's derived figures (the measurements themselves live in `make bench`, not in tests)."""
 
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from attrgan.attributes import SYNTH_ATTRIBUTES
+from attrgan.bench.__main__ import main
+from attrgan.bench.agreement import SETTINGS, compare
 from attrgan.bench.extract import break_even
+from attrgan.bundle import Bundle
+from attrgan.models import (AttributeClassifier, ClassifierConfig, ReconstructionConfig, ReconstructionGenerator,
+                            SuperResConfig, SuperResGenerator)
 
 
 def test_break_even_is_where_the_whole_run_catches_the_naive_loop():
@@ -9,3 +21,39 @@ def test_break_even_is_where_the_whole_run_catches_the_naive_loop():
     assert n / (10.0 + n / 300.0) >= 200.0 > (n - 300) / (10.0 + (n - 300) / 300.0)
     assert break_even(10.0, 200.0, 200.0).startswith("never")
     assert break_even(10.0, float("nan"), 200.0).startswith("unknown")  # no steady state was seen
+
+
+def tiny_bundle():
+    """Random small networks: the agreement section's arithmetic, not its figures."""
+    torch.manual_seed(0)
+    classifier = AttributeClassifier(ClassifierConfig(attributes=SYNTH_ATTRIBUTES, backbone="small", width=0.25,
+                                                      input_size=(80, 32)))
+    return Bundle(classifier=classifier.eval(),
+                  reconstruction=ReconstructionGenerator(ReconstructionConfig(width=1 / 32, input_size=(32, 16))),
+                  superres=SuperResGenerator(SuperResConfig(width=1 / 64, input_size=(16, 8))), version="t")
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_agreement_compares_bf16_with_fp32_per_setting():
+    bundle = tiny_bundle()
+    rng = np.random.default_rng(0)
+    n = 12
+    images = rng.integers(0, 256, size=(n, 80, 32, 3), dtype=np.uint8)
+    heights = np.where(np.arange(n) % 3 == 0, 20, 80)  # a third low-resolution: G^S runs in "pipeline"
+    attributes = bundle.attributes  # occlusion_down included: compare leaves it out
+    labels = rng.choice(np.array([-1, 0, 1], np.int8), size=(n, len(attributes)), p=[0.1, 0.45, 0.45])
+    results = compare(bundle, images, heights, labels, attributes)
+    assert set(results) == set(SETTINGS)
+    for r in results.values():
+        assert r.crops == n and 0.0 <= r.agreement <= 1.0
+        assert math.isfinite(r.ma_diff_points) and 0.0 <= r.ma_fp32 <= 1.0 and 0.0 <= r.ma_bf16 <= 1.0
+        assert 0.0 <= r.max_prob_diff <= 1.0 and r.rate_fp32 > 0 and r.rate_bf16 > 0
+        assert 0.0 < r.flip_points < 100.0
+    assert results["classifier"].restored == {"fp32": 0, "bf16": 0} and results["classifier"].restorations == ()
+    assert results["pipeline"].restored["fp32"] >= n // 3 and "superres" in results["pipeline"].restorations
+
+
+def test_agreement_is_skipped_without_a_bundle(tmp_path, capsys):
+    main(["--only", "agreement", "--bundle", str(tmp_path / "missing")])
+    out = capsys.readouterr().out
+    assert f"no model bundle at {tmp_path / 'missing'}" in out and "`make demo` first" in out

@@ -1,4 +1,4 @@
-"""Run the benchmark sections: `python -m attrgan.bench [--quick] [--only models,data,...]`."""
+"""Run the benchmark sections: `python -m attrgan.bench [--quick] [--only models,data,...] [--bundle DIR]`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import time
 
 import torch
 
-SECTIONS = ("models", "data", "train", "extract", "precision", "dataplane")
+SECTIONS = ("models", "data", "train", "extract", "precision", "agreement", "dataplane")
+# Sections that measure a trained bundle rather than random networks take --bundle.
+BUNDLE_SECTIONS = frozenset({"agreement"})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,6 +20,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help="fewer iterations and smaller inputs")
     parser.add_argument("--only", default=",".join(SECTIONS),
                         help=f"comma-separated sections to run, from {','.join(SECTIONS)}")
+    parser.add_argument("--bundle", help="trained model bundle for the agreement section "
+                                         "(default: demo-out/bundle, the one `make demo` keeps)")
     return parser
 
 
@@ -33,7 +37,8 @@ def main(argv: list[str] | None = None) -> None:
     for name in chosen:
         print(f"\n== {name} ==", flush=True)
         start = time.perf_counter()
-        importlib.import_module(f"attrgan.bench.{name}").run(quick=args.quick)
+        extra = {"bundle": args.bundle} if name in BUNDLE_SECTIONS and args.bundle else {}
+        importlib.import_module(f"attrgan.bench.{name}").run(quick=args.quick, **extra)
         print(f"({name}: {time.perf_counter() - start:.0f} s)", flush=True)
 
 
