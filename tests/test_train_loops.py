@@ -133,10 +133,22 @@ def test_agreement_loss_adds_to_the_generator_step_and_leaves_the_classifier_alo
     assert all(torch.equal(v, classifier.state_dict()[k]) for k, v in before.items())  # BN stats too
 
 
-def test_agreement_weight_is_for_reconstruction_only_and_non_negative():
+def test_agreement_for_super_resolution_reads_the_output_at_the_classifier_size():
+    classifier = build_classifier(TrainConfig(model="classifier", backbone="small", width=0.125, input_size=(64, 32)),
+                                  ATTRS)
+    agreement = AgreementLoss(classifier, weight=5.0, as_correction=False)
+    clean = torch.rand(4, 3, 64, 32) * 2 - 1
+    low = resize(clean, (16, 8))
+    # G^S's output replaces the crop: the clean crop itself agrees better than its blurred upsampling.
+    assert float(agreement(clean, low, clean, clean)) < float(agreement(resize(low, (64, 32)), low, clean, clean))
+    assert torch.isfinite(agreement(resize(clean, (32, 16)), low, clean, clean))  # resized to the classifier input
+
+
+def test_agreement_weight_is_for_the_gans_only_and_non_negative():
     assert TrainConfig(model="reconstruction", agreement_weight=100.0).agreement_weight == 100.0
-    with pytest.raises(ConfigError, match="agreement_weight applies to the reconstruction"):
-        TrainConfig(model="superres", agreement_weight=1.0)
+    assert TrainConfig(model="superres", agreement_weight=10.0).agreement_weight == 10.0
+    with pytest.raises(ConfigError, match="agreement_weight applies to the GANs"):
+        TrainConfig(model="classifier", agreement_weight=1.0)
     with pytest.raises(ConfigError, match="agreement_weight must be >= 0"):
         TrainConfig(model="reconstruction", agreement_weight=-1.0)
 

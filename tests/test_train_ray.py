@@ -19,6 +19,7 @@ from attrgan.attributes import SYNTH_ATTRIBUTES
 from attrgan.bundle import load_network
 from attrgan.config import ConfigError, StorageConfig
 from attrgan.data import storage as st
+from attrgan.proof import GAIN_KEY
 from attrgan.train.config import load_train_config
 from attrgan.train.data import TrainDataError
 from attrgan.train.ray_train import KILL_EPOCH_ENV, KILL_MARKER_ENV, RUN_FILE, train_network
@@ -117,7 +118,7 @@ def test_gan_job_writes_a_network_into_the_bundle(ray_local, s3_env, model):
 
 
 @pytest.mark.slow
-def test_reconstruction_trains_against_the_bundle_classifier_with_the_agreement_loss(ray_local, s3_env):
+def test_generators_train_against_the_bundle_classifier_with_the_agreement_loss(ray_local, s3_env):
     storage, bucket = s3_env
     manifest, bundle = f"s3://{bucket}/synth/manifest.parquet", f"s3://{bucket}/models/agree"
     train_network(tiny_config("classifier", workers=1, epochs=1), manifest=manifest, bundle=bundle, storage=storage)
@@ -132,6 +133,19 @@ def test_reconstruction_trains_against_the_bundle_classifier_with_the_agreement_
     net, meta = load_network(st.join(bundle, "reconstruction"), storage=storage)
     assert meta["training"]["config"]["agreement_weight"] == 10.0 and np.isfinite(meta["metrics"]["val_psnr"])
     assert net(torch.zeros(1, 3, *SIZES["reconstruction"])).shape == (1, 3, *SIZES["reconstruction"])
+    # Trained into a bundle with a classifier, the generator stores its measured validation gain.
+    _, classifier_meta = load_network(st.join(bundle, "classifier"), storage=storage)
+    proof = meta[GAIN_KEY]
+    assert proof["crops"] == 12 and proof["split"] == "val" and proof["classifier_version"] == classifier_meta["version"]
+    assert proof["low"] <= proof["gain_ma"] <= proof["high"]
+
+    # G^S with the same loss: its output, resized to the classifier input, against the clean crop.
+    sr = train_network(tiny_config("superres", workers=1, epochs=1, agreement_weight=10.0), manifest=manifest,
+                       bundle=bundle, storage=storage)
+    epochs = pd.read_csv(io.BytesIO(st.read_bytes(st.join(sr.run_uri, "epochs.csv"), storage)))
+    assert (epochs["train_l_g_agree"] > 0).all()
+    _, sr_meta = load_network(st.join(bundle, "superres"), storage=storage)
+    assert sr_meta[GAIN_KEY]["crops"] == 12 and np.isfinite(sr_meta["metrics"]["val_psnr"])
 
 
 def test_bad_inputs_fail_before_any_worker_starts(ray_local, s3_env, tmp_path):

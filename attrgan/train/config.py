@@ -82,8 +82,8 @@ class TrainConfig:
     adversarial: Literal["paper", "non_saturating"] = "paper"
     residual: bool = False  # generator adds its input (bilinear-upsampled for superres); False = the paper
     skips: bool = False  # U-Net skip connections in the generator; False = the paper
-    # Reconstruction only, not in the paper: weight μ of the attribute-agreement loss against the
-    # bundle's trained classifier (attrgan.train.gan.AgreementLoss); 0 = the paper's Loss_R.
+    # GANs, not in the paper: weight μ of the attribute-agreement loss against the bundle's trained
+    # classifier (attrgan.train.gan.AgreementLoss); 0 = the paper's Loss_R / Loss_S.
     agreement_weight: float = 0.0
     # Reconstruction only, not in the paper: G^R composites its painting with a predicted per-pixel
     # weight (attrgan.models.reconstruction), so what is visible stays; replaces `residual`.
@@ -142,8 +142,8 @@ class TrainConfig:
             raise ConfigError(f"agreement_weight must be >= 0, got {self.agreement_weight!r}")
         if self.masked and self.model != "reconstruction":
             raise ConfigError(f"masked applies to the reconstruction GAN, not to {self.model!r}")
-        if self.agreement_weight and self.model != "reconstruction":
-            raise ConfigError(f"agreement_weight applies to the reconstruction GAN, not to {self.model!r}")
+        if self.agreement_weight and self.model == "classifier":
+            raise ConfigError("agreement_weight applies to the GANs, not to the classifier")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.cpus_per_worker <= 0 or self.gpus_per_worker <= 0:

@@ -20,7 +20,7 @@ from torch import nn
 from attrgan.losses import attribute_agreement_loss, discriminator_loss, generator_loss
 from attrgan.models import build_network
 from attrgan.models.discriminator import ReconstructionDiscriminator, SuperResDiscriminator
-from attrgan.pipeline import add_change
+from attrgan.pipeline import add_change, resize
 from attrgan.train.config import TrainConfig
 from attrgan.train.loop import Report, autocast, run_epochs, unwrap
 
@@ -57,34 +57,37 @@ def _set_requires_grad(net: nn.Module, flag: bool) -> None:
 
 
 class AgreementLoss:
-    """Not in the paper: G^R also learns to make the attribute classifier read, after reconstruction,
-    what it reads on the clean crop (`attrgan.losses.attribute_agreement_loss`).
+    """Not in the paper: a generator also learns to make the attribute classifier read, after its
+    restoration, what it reads on the clean crop (`attrgan.losses.attribute_agreement_loss`).
 
-    Why: the pixel and adversarial losses reward a plausible lower body, not one the classifier
-    reads the right attributes from; on the demo's synthetic set a G^R trained on them alone did
-    not raise the occluded mA (docs/demo.md). `classifier` is the trained, frozen attribute network.
-    It reads what the pipeline gives it after reconstruction (`attrgan.pipeline.add_change`), so
-    the training batch comes at the classifier's input size as well as at G^R's.
+    Why: the pixel and adversarial losses reward a plausible lower body (or sharp image), not one
+    the classifier reads the right attributes from; on the demo's synthetic set a G^R trained on
+    them alone did not raise the occluded mA (docs/demo.md). `classifier` is the trained, frozen
+    attribute network. It reads what the pipeline gives it: for G^R (`as_correction`) the
+    corrupted crop plus G^R's change (`attrgan.pipeline.add_change`), for G^S its output resized
+    to the classifier's input; so the training batch comes at the classifier's input size too.
     """
 
-    def __init__(self, classifier: nn.Module, weight: float) -> None:
+    def __init__(self, classifier: nn.Module, weight: float, *, as_correction: bool = True) -> None:
         self.classifier = classifier.eval()
         for p in self.classifier.parameters():
             p.requires_grad_(False)
         self.weight = weight
+        self.as_correction = as_correction
         self.input_size = tuple(classifier.config.input_size)
 
-    def __call__(self, fake: torch.Tensor, lq: torch.Tensor, occluded: torch.Tensor,
+    def __call__(self, fake: torch.Tensor, lq: torch.Tensor, corrupted: torch.Tensor,
                  clean: torch.Tensor) -> torch.Tensor:
-        """The unweighted loss of `fake` = G(lq), where lq is `occluded` shrunk to G's input;
-        occluded and clean: (B, 3, H, W) at the classifier's input size."""
-        for name, x in (("occluded", occluded), ("clean", clean)):
+        """The unweighted loss of `fake` = G(lq), where lq is `corrupted` shrunk to G's input;
+        corrupted and clean: (B, 3, H, W) at the classifier's input size."""
+        for name, x in (("corrupted", corrupted), ("clean", clean)):
             if tuple(x.shape[-2:]) != self.input_size:
                 raise ValueError(f"AgreementLoss needs {name} crops at the classifier's input size "
                                  f"{self.input_size}, got {tuple(x.shape[-2:])}")
         with torch.no_grad():
             target = self.classifier(clean)
-        return attribute_agreement_loss(self.classifier(add_change(occluded, lq, fake)), target)
+        restored = add_change(corrupted, lq, fake) if self.as_correction else resize(fake, self.input_size)
+        return attribute_agreement_loss(self.classifier(restored), target)
 
 
 def gan_step(net_g: nn.Module, net_d: nn.Module, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer,

@@ -454,10 +454,11 @@ def _run_classifier(job: _WorkerJob, train: CropSet, val: CropSet | None, state:
                      threshold_objective=cfg.threshold_objective, **common)
 
 
-def _gan_pairs(cfg: TrainConfig, crops: CropSet, idx: Any, rng: np.random.Generator,
-               ) -> tuple[torch.Tensor, ...]:
-    """(lq, gt) at the generator's sizes; for crops loaded larger than G^R's input (the agreement
-    loss), (lq, gt, occluded, clean) with lq and gt shrunk from the last two as the pipeline shrinks."""
+def _gan_pairs(cfg: TrainConfig, crops: CropSet, idx: Any, rng: np.random.Generator, *,
+               with_classifier: bool = False) -> tuple[torch.Tensor, ...]:
+    """(lq, gt) at the generator's sizes; for the agreement loss (crops loaded at the classifier's
+    input size) (lq, gt, corrupted, clean) with lq and gt shrunk from the last two as the pipeline
+    shrinks (G^S: the corrupted crop is not needed, the clean one stands in)."""
     from attrgan.pipeline import resize
 
     images = crops.images[idx]
@@ -467,7 +468,11 @@ def _gan_pairs(cfg: TrainConfig, crops: CropSet, idx: Any, rng: np.random.Genera
         if tuple(occluded.shape[-2:]) == size:
             return occluded, clean
         return resize(occluded, size), resize(clean, size), occluded, clean
-    return superres_batch(images, crops.crop_sizes[idx] if crops.crop_sizes is not None else None)
+    low, clean = superres_batch(images, crops.crop_sizes[idx] if crops.crop_sizes is not None else None)
+    if not with_classifier:
+        return low, clean
+    # G^S trains at its own sizes; the classifier reads the crop at its input size (loaded so).
+    return resize(low, cfg.network_input_size), resize(clean, cfg.target_size), clean, clean
 
 
 def _run_gan(job: _WorkerJob, train: CropSet, val: CropSet | None, state: dict[str, Any],
@@ -481,7 +486,7 @@ def _run_gan(job: _WorkerJob, train: CropSet, val: CropSet | None, state: dict[s
     agreement = None
     if job.classifier_uri is not None:
         classifier, _ = load_network(job.classifier_uri, storage=job.storage, device=common["device"])
-        agreement = AgreementLoss(classifier, cfg.agreement_weight)
+        agreement = AgreementLoss(classifier, cfg.agreement_weight, as_correction=cfg.model == "reconstruction")
     net_g, net_d = build_gan(cfg)
     if state:
         net_g.load_state_dict(state["net_g"])
@@ -492,12 +497,13 @@ def _run_gan(job: _WorkerJob, train: CropSet, val: CropSet | None, state: dict[s
         opt_g.load_state_dict(state["opt_g"])
         opt_d.load_state_dict(state["opt_d"])
     # Fixed validation pairs (seeded occlusions) so epochs are compared on the same inputs.
-    val_pairs = _gan_pairs(cfg, val, slice(None), np.random.default_rng(cfg.seed))[:2] if val is not None else None
+    val_pairs = (_gan_pairs(cfg, val, slice(None), np.random.default_rng(cfg.seed), with_classifier=agreement is not None)[:2]
+                 if val is not None else None)
 
     def batches(epoch: int):
         rng, order = indices(epoch)
         for idx in order:
-            yield _gan_pairs(cfg, train, idx, rng)
+            yield _gan_pairs(cfg, train, idx, rng, with_classifier=agreement is not None)
 
     train_gan(net_g, net_d, opt_g, opt_d, batches, lam=cfg.adversarial_weight, pool=cfg.pool, d_steps=cfg.d_steps,
               adversarial=cfg.adversarial, val=val_pairs, agreement=agreement, **common)
