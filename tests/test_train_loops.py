@@ -240,6 +240,22 @@ def test_information_ceilings_train_on_corrupted_crops_with_every_label():
         TrainConfig(train_on="blurred")
 
 
+def test_the_classifier_is_validated_on_occluded_copies_too():
+    rng = np.random.default_rng(0)
+    val = tdata.CropSet(images=rng.integers(0, 256, (6, 64, 32, 3), dtype=np.uint8),
+                        labels=rng.integers(0, 2, (6, 3)).astype(np.int8) * np.array([1, 1, 0], np.int8),
+                        attributes=("female", "hat", OCCLUSION_DOWN), crop_sizes=np.tile([[64, 32]], (6, 1)))
+    common = dict(occlusion_index=2, occlusion_range=(0.5, 0.8), occluded_attribute_labels=False, seed=0)
+    both = tdata.classifier_validation(val, train_on="clean", occluded_fraction=0.3, **common)
+    # Every clean crop, then an occluded copy of each: occlusion_down 1, its other labels unknown.
+    assert len(both) == 12 and np.array_equal(both.images[:6], val.images) and np.array_equal(both.labels[:6], val.labels)
+    assert (both.labels[6:, 2] == 1).all() and (both.labels[6:, :2] == -1).all()
+    assert np.array_equal(both.images[6:, :12], val.images[:, :12]) and not np.array_equal(both.images[6:], val.images)
+    assert tdata.classifier_validation(val, train_on="clean", occluded_fraction=0.0, **common) is val
+    ceiling = tdata.classifier_validation(val, train_on="occluded", occluded_fraction=0.3, **common)
+    assert len(ceiling) == 6 and (ceiling.labels[:, 2] == 1).all() and (ceiling.labels[:, :2] == val.labels[:, :2]).all()
+
+
 def test_gan_batches_have_the_network_shapes():
     images = np.random.default_rng(0).integers(0, 256, (3, 64, 32, 3), dtype=np.uint8)
     low, clean = tdata.superres_batch(images)

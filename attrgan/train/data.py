@@ -184,15 +184,10 @@ def corrupted_crops(images: np.ndarray, labels: np.ndarray, crop_sizes: np.ndarr
     """
     if train_on not in CEILINGS:
         raise ValueError(f"train_on must be one of {CEILINGS}, got {train_on!r}")
-    images, labels = images.copy(), labels.copy()
     occluded = (np.ones(len(images), bool) if train_on == "occluded" else np.zeros(len(images), bool)
                 if train_on == "lowres" else rng.random(len(images)) < 0.5)
-    chosen = np.flatnonzero(occluded)
-    if len(chosen):
-        donors = images[(chosen + 1) % len(images)]
-        images[chosen] = occlude_images(images[chosen], rng=rng, occlusion_range=occlusion_range, donors=donors)
-        if occlusion_index is not None:
-            labels[chosen, occlusion_index] = 1
+    images, labels = occluded_copies(images, labels, np.flatnonzero(occluded), rng=rng, occlusion_index=occlusion_index,
+                                     occlusion_range=occlusion_range, occluded_attribute_labels=True)
     for i in np.flatnonzero(~occluded):
         images[i] = lowres_view(images[i], None if crop_sizes is None else crop_sizes[i])
     return images, labels
@@ -215,18 +210,53 @@ def classifier_batch(images: np.ndarray, labels: np.ndarray, *, rng: np.random.G
     if train_on != "clean":
         images, labels = corrupted_crops(images, labels, crop_sizes, rng=rng, train_on=train_on,
                                          occlusion_index=occlusion_index, occlusion_range=occlusion_range)
-        return to_tensor(images), torch.from_numpy(labels)
+    else:
+        chosen = np.flatnonzero(rng.random(len(images)) < occluded_fraction)
+        images, labels = occluded_copies(images, labels, chosen, rng=rng, occlusion_index=occlusion_index,
+                                         occlusion_range=occlusion_range,
+                                         occluded_attribute_labels=occluded_attribute_labels)
+    return to_tensor(images), torch.from_numpy(labels)
+
+
+def classifier_validation(val: CropSet, *, train_on: str, occluded_fraction: float, occlusion_index: int | None,
+                          occlusion_range: tuple[float, float], occluded_attribute_labels: bool, seed: int) -> CropSet:
+    """The crops a classifier is validated on, and its thresholds calibrated on.
+
+    An information ceiling (`train_on` not "clean") sees them corrupted as it trains. The
+    pipeline's classifier sees each clean crop plus an occluded copy labelled as training labels
+    it: occlusion_down's threshold needs occluded crops to be calibrated (on clean ones alone it
+    was set so high that half the occluded test crops went undetected).
+    """
+    rng = np.random.default_rng(seed)
+    if train_on != "clean":
+        images, labels = corrupted_crops(val.images, val.labels, val.crop_sizes, rng=rng, train_on=train_on,
+                                         occlusion_index=occlusion_index, occlusion_range=occlusion_range)
+        return dataclasses.replace(val, images=images, labels=labels)
+    if not occluded_fraction or val.labels is None:
+        return val
+    copies, labels = occluded_copies(val.images, val.labels, np.arange(len(val)), rng=rng,
+                                     occlusion_index=occlusion_index, occlusion_range=occlusion_range,
+                                     occluded_attribute_labels=occluded_attribute_labels)
+    sizes = None if val.crop_sizes is None else np.concatenate([val.crop_sizes, val.crop_sizes])
+    return dataclasses.replace(val, images=np.concatenate([val.images, copies]),
+                               labels=np.concatenate([val.labels, labels]), crop_sizes=sizes)
+
+
+def occluded_copies(images: np.ndarray, labels: np.ndarray, chosen: np.ndarray, *, rng: np.random.Generator,
+                    occlusion_index: int | None, occlusion_range: tuple[float, float] = (0.5, 0.8),
+                    occluded_attribute_labels: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """New (images, labels) arrays with the crops at indices `chosen` occluded by the next crop of
+    the batch (another person): their occlusion_down label 1 and, unless `occluded_attribute_labels`,
+    their other labels unknown (-1), as `classifier_batch` trains them."""
     images, labels = images.copy(), labels.copy()
-    chosen = np.flatnonzero(rng.random(len(images)) < occluded_fraction)
     if len(chosen):
-        # Donors are the next crops of the whole batch, so the pasted person is another one.
         donors = images[(chosen + 1) % len(images)]
         images[chosen] = occlude_images(images[chosen], rng=rng, occlusion_range=occlusion_range, donors=donors)
         if not occluded_attribute_labels:
             labels[chosen] = UNKNOWN
         if occlusion_index is not None:
             labels[chosen, occlusion_index] = 1
-    return to_tensor(images), torch.from_numpy(labels)
+    return images, labels
 
 
 def reconstruction_batch(images: np.ndarray, *, rng: np.random.Generator,

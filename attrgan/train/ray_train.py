@@ -34,8 +34,9 @@ from attrgan.precision import resolve_precision
 from attrgan.proof import GAIN_KEY
 from attrgan.train.config import TrainConfig
 from attrgan.train.curves import Curves, write_curves
-from attrgan.train.data import (CropSet, TrainDataError, classifier_batch, corrupted_crops, epoch_indices, label_array,
-                                load_crops, read_split, reconstruction_batch, resolve_attributes, superres_batch)
+from attrgan.train.data import (CropSet, TrainDataError, classifier_batch, classifier_validation, epoch_indices,
+                                label_array, load_crops, read_split, reconstruction_batch, resolve_attributes,
+                                superres_batch)
 
 log = logging.getLogger(__name__)
 
@@ -434,11 +435,10 @@ def _run_classifier(job: _WorkerJob, train: CropSet, val: CropSet | None, state:
     if state:
         opt.load_state_dict(state["opt"])
     occlusion_index = job.attributes.index(OCCLUSION_DOWN)
-    if val is not None and cfg.train_on != "clean":  # a ceiling is validated on what it trains on
-        images, labels = corrupted_crops(val.images, val.labels, val.crop_sizes, rng=np.random.default_rng(cfg.seed),
-                                         train_on=cfg.train_on, occlusion_index=occlusion_index,
-                                         occlusion_range=cfg.occlusion_range)
-        val = dataclasses.replace(val, images=images, labels=labels)
+    if val is not None:
+        val = classifier_validation(val, train_on=cfg.train_on, occluded_fraction=cfg.occluded_fraction,
+                                    occlusion_index=occlusion_index, occlusion_range=cfg.occlusion_range,
+                                    occluded_attribute_labels=cfg.occluded_attribute_labels, seed=cfg.seed)
 
     def batches(epoch: int):
         rng, order = indices(epoch)
