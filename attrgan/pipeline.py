@@ -2,9 +2,10 @@
 
 For a batch of crops already resized to the classifier's input size:
 
-1. crops whose ORIGINAL height is at most `sr_max_height` (default: half the height G^S
-   produces, 320 → 160, which is half the paper's classifier input) are super-resolved: area-downsampled to G^S's input (80×32), G^S (→ 320×128), resized
-   to the classifier input if that differs;
+1. crops whose ORIGINAL height is at most `sr_max_height` (default: G^S's input height, 80 —
+   the paper's "only if the input image is smaller than the network input") are
+   super-resolved: resized to G^S's input (80×32), G^S (→ 320×128), resized to the classifier
+   input if that differs;
 2. the classifier scores every crop;
 3. crops whose `occlusion_down` score reaches its threshold are reconstructed: resized to G^R's
    input (160×64), G^R, and what G^R changed is resized back and added to the crop at the
@@ -42,10 +43,11 @@ DEFAULT_THRESHOLD = 0.5  # occlusion threshold when the classifier has no occlus
 class PipelineConfig:
     """How the pipeline decides which crops to restore, and where it runs.
 
-    sr_max_height: crops whose original height is <= this are super-resolved; None = half the
-        height G^S produces (DESIGN.md's rule for the paper's 320-high classifier input; a smaller
-        CPU classifier keeps the same rule, so which crops count as low-resolution depends on the
-        crop, not on the classifier's size).
+    sr_max_height: crops whose original height is <= this are super-resolved; None = G^S's input
+        height (80 at every preset): a taller crop would be shrunk to G^S's input, losing pixels it
+        has, and on the synthetic archive super-resolving clean 81-160 px crops cost 0.3 mA
+        (docs/demo.md). Which crops count as low-resolution depends on the crop, not on the
+        classifier's size.
     occlusion_threshold: `occlusion_down` score from which a crop is reconstructed; None = the
         bundle's calibrated threshold for `occlusion_down`.
     use_superres / use_reconstruction: switch either restoration off (e.g. for ablations).
@@ -177,10 +179,9 @@ class Pipeline:
         self.superres: nn.Module | None = None
         if self.use_superres:
             self.superres, self.sr_input = _bundle_generator(bundle, "superres", self.device)
-        sr_output_height = (bundle.superres.config.output_size[0] if bundle.superres is not None
-                            else self.input_size[0])
-        self.sr_max_height = (sr_output_height // 2 if self.config.sr_max_height is None
-                              else self.config.sr_max_height)
+        sr_input_height = (bundle.superres.config.input_size[0] if bundle.superres is not None
+                           else self.input_size[0] // 4)
+        self.sr_max_height = sr_input_height if self.config.sr_max_height is None else self.config.sr_max_height
 
         self.occlusion_index: int | None = (self.attributes.index(OCCLUSION_DOWN)
                                             if OCCLUSION_DOWN in self.attributes else None)

@@ -112,7 +112,7 @@ def test_demo_small_runs_end_to_end(tmp_path, monkeypatch):
 
     crops = tmp_path / "crops"
     crops.mkdir()
-    for i, shape in enumerate([(200, 80), (30, 12)]):  # the second under half of G^S's output
+    for i, shape in enumerate([(200, 80), (30, 12)]):  # the second no taller than G^S's input
         Image.fromarray(np.random.default_rng(i).integers(0, 256, (*shape, 3), dtype=np.uint8)).save(crops / f"{i}.png")
     predict = subprocess.run([sys.executable, "-m", "attrgan.cli", "predict", str(crops), "--bundle",
                               str(out / "bundle"), "--json"], cwd=root, capture_output=True, text=True, timeout=300)

@@ -105,7 +105,7 @@ def test_results_batch_keeps_error_rows_with_null_scores():
         "camera_id": np.array(["cam1", None, "cam2"], dtype=object),
         "captured_at": captured,
         "image": random_images(3),
-        "crop_height": np.array([20, 0, 64], dtype=np.int32),
+        "crop_height": np.array([12, 0, 64], dtype=np.int32),
         "status": np.array(["ok", "error", "ok"], dtype=object),
         "error": np.array([None, "missing object: s3://x/b.png not found", None], dtype=object),
     }
@@ -115,7 +115,7 @@ def test_results_batch_keeps_error_rows_with_null_scores():
     rows = table.to_pylist()
     assert [r["status"] for r in rows] == ["ok", "error", "ok"]
     assert rows[1]["error"].startswith("missing object") and rows[0]["error"] is None
-    assert [r["super_resolved"] for r in rows] == [True, False, False]  # height 20 ≤ 32
+    assert [r["super_resolved"] for r in rows] == [True, False, False]  # height 12 ≤ G^S's input height 16
     assert [r["reconstructed"] for r in rows] == [True, False, True]  # occlusion threshold 0
     assert rows[1]["female"] is None and rows[1]["female_score"] is None and rows[1]["occlusion_score"] is None
     assert rows[0]["female"] is True and rows[2]["hat"] is False  # thresholds 0 and 1
@@ -123,7 +123,7 @@ def test_results_batch_keeps_error_rows_with_null_scores():
     assert rows[1]["captured_at"] is None and rows[1]["camera_id"] is None
     assert {r["model_version"] for r in rows} == {"v1"} and rows[2]["processed_at"] == now
     # The ok rows carry exactly the pipeline's scores.
-    ok = pipeline(batch["image"][[0, 2]], np.array([20, 64]))
+    ok = pipeline(batch["image"][[0, 2]], np.array([12, 64]))
     np.testing.assert_allclose(table["hat_score"].to_numpy(zero_copy_only=False)[[0, 2]], ok["scores"][:, 1])
 
 

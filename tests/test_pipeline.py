@@ -88,10 +88,10 @@ def test_superres_only_for_small_crops():
     bundle = tiny_bundle()
     sr_rows = count_rows(bundle.superres)
     pipe = Pipeline(bundle, PipelineConfig(device="cpu", use_reconstruction=False))
-    # the default rule: half the height G^S produces (here equal to the classifier input height)
-    assert pipe.sr_max_height == bundle.superres.config.output_size[0] // 2 == INPUT[0] // 2
+    # the default rule: no taller than G^S's input (16 here), so G^S never shrinks a crop first
+    assert pipe.sr_max_height == bundle.superres.config.input_size[0] == 16
     images = random_images(4)
-    heights = np.array([10, 40, 32, 33])  # ≤ 32 → super-resolved
+    heights = np.array([10, 40, 16, 17])  # ≤ 16 → super-resolved
     out = pipe(images, heights)
     np.testing.assert_array_equal(out["super_resolved"], [True, False, True, False])
     assert sr_rows == [2]  # one G^S call on exactly the two small crops
@@ -136,7 +136,7 @@ def test_bundle_threshold_drives_reconstruction_and_decisions():
     with torch.no_grad():
         bundle.classifier.body_head.bias[2] = 20.0
     images = random_images(3)
-    out = Pipeline(bundle, PipelineConfig(device="cpu"))(images, np.array([64, 64, 20]))
+    out = Pipeline(bundle, PipelineConfig(device="cpu"))(images, np.array([64, 64, 12]))
     assert out["reconstructed"].all() and (out["occlusion_score"] > 0.99).all()
     np.testing.assert_array_equal(out["super_resolved"], [False, False, True])
     assert out["decisions"][:, 0].all()  # threshold 0 → always positive
@@ -144,7 +144,7 @@ def test_bundle_threshold_drives_reconstruction_and_decisions():
 
     with torch.no_grad():
         bundle.classifier.body_head.bias[2] = -20.0
-    out = Pipeline(bundle, PipelineConfig(device="cpu"))(images, np.array([64, 64, 20]))
+    out = Pipeline(bundle, PipelineConfig(device="cpu"))(images, np.array([64, 64, 12]))
     assert not out["reconstructed"].any()
 
 

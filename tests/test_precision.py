@@ -186,7 +186,7 @@ def test_pipeline_runs_bf16_on_cuda_with_float32_outputs(trained_bundle):
     bundle, images, _ = trained_bundle
     # Each pipeline moves its bundle's networks to its device: copies keep CPU and GPU apart.
     pipe = Pipeline(copy.deepcopy(bundle), PipelineConfig(device="cuda", precision="auto"))
-    out = pipe(images, np.r_[np.full(len(images) // 2, 20), np.full(len(images) - len(images) // 2, SIZE[0])])
+    out = pipe(images, np.r_[np.full(len(images) // 2, 12), np.full(len(images) - len(images) // 2, SIZE[0])])
     assert pipe.precision == "bf16" and out["scores"].dtype == np.float32
     assert out["super_resolved"].sum() == len(images) // 2
     cpu = Pipeline(copy.deepcopy(bundle), PipelineConfig(device="cpu", precision="fp32", use_superres=False,
