@@ -373,24 +373,27 @@ def reproduce_parser() -> argparse.ArgumentParser:
     parser.add_argument("--crops", type=int, help="synthetic archive size per seed (default the demo's 5000)")
     parser.add_argument("--test-crops", type=int, help="fresh test crops per seed (default 1000)")
     parser.add_argument("--ceiling-seeds", type=int, help="seeds that also train the information ceilings (default 1)")
+    parser.add_argument("--small", action="store_true", help="the demo's --small sizes: the whole path in minutes")
     _add_set(parser, "classifier.epochs=6")
     return parser
 
 
 def reproduce_config(args: argparse.Namespace) -> Any:
     from attrgan.config import ConfigError
-    from attrgan.demo import TRAIN_SETTINGS
+    from attrgan.demo import SMALL_TRAIN_SETTINGS, TRAIN_SETTINGS
     from attrgan.reproduce import ReproduceConfig
 
-    train = merge({k: dict(v) for k, v in TRAIN_SETTINGS.items()}, parse_overrides(args.overrides))
+    base = SMALL_TRAIN_SETTINGS if args.small else TRAIN_SETTINGS
+    train = merge({k: dict(v) for k, v in base.items()}, parse_overrides(args.overrides))
     unknown = sorted(set(train) - set(TRAIN_SETTINGS))
     if unknown:
         raise ConfigError(f"--set keys must start with a network name {sorted(TRAIN_SETTINGS)}, got {unknown}")
     if args.seeds < 1:
         raise ConfigError(f"--seeds must be >= 1, got {args.seeds}")
-    flags = {"crops": args.crops, "test_crops": args.test_crops, "ceiling_seeds": args.ceiling_seeds}
-    return ReproduceConfig(out=args.out, seeds=tuple(range(args.seeds)), train=train,
-                           **{k: v for k, v in flags.items() if v is not None})
+    small = {"crops": 60, "test_crops": 6, "batch_size": 8} if args.small else {}
+    flags = small | {k: v for k, v in {"crops": args.crops, "test_crops": args.test_crops,
+                                       "ceiling_seeds": args.ceiling_seeds}.items() if v is not None}
+    return ReproduceConfig(out=args.out, seeds=tuple(range(args.seeds)), train=train, **flags)
 
 
 def run_reproduce(args: argparse.Namespace) -> None:

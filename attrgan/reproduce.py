@@ -84,72 +84,102 @@ def run_reproduce(config: ReproduceConfig, *, say: Callable[[str], None] = print
     out = Path(config.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    runs = []
+    runs: list[dict[str, Any]] = []
+
+    def save() -> dict[str, Any]:
+        # Written after every step: an interrupted run keeps what it measured.
+        result = summarize(runs, seconds=time.perf_counter() - start)
+        (out / "reproduce.json").write_text(json.dumps(result, indent=2) + "\n")
+        return result
+
     try:
         with local_s3() as storage:
             _start_ray(config.ray_cpus)
-            for i, seed in enumerate(config.seeds):
-                runs.append(_one_seed(config, seed, with_ceilings=i < config.ceiling_seeds, storage=storage,
-                                      out=out, say=say))
-                # Written after every seed: an interrupted run keeps what it measured.
-                result = summarize(runs, seconds=time.perf_counter() - start)
-                (out / "reproduce.json").write_text(json.dumps(result, indent=2) + "\n")
+            for seed in config.seeds:
+                runs.append(_one_seed(config, seed, storage=storage, out=out, say=say))
+                save()
+            # The ceilings last: the seeds' Table 2 does not wait for them.
+            for run in runs[:config.ceiling_seeds]:
+                _ceilings(config, run, storage=storage, out=out, say=say)
+                result = save()
     finally:
         if ray.is_initialized():
             ray.shutdown()
+    result = save()
     text = render(result)
     (out / "reproduce.md").write_text(text)
     say("\n" + text)
     return result
 
 
-def _one_seed(config: ReproduceConfig, seed: int, *, with_ceilings: bool, storage: StorageConfig, out: Path,
-              say: Callable[[str], None]) -> dict[str, Any]:
+def _locations(seed: int) -> dict[str, str]:
+    """Where one seed's archive, test crops, bundle and evaluation sets live on the demo's S3."""
+    from attrgan.demo import BUCKET
+
+    root = f"s3://{BUCKET}/seed-{seed}"
+    return {"root": root, "archive": f"{root}/archive", "test": f"{root}/test", "bundle": f"{root}/bundle",
+            "sets": f"{root}/sets"}
+
+
+def _evaluate(config: ReproduceConfig, seed: int, bundle: str, name: str, *, examples: int, storage: StorageConfig,
+              out: Path, say: Callable[[str], None]) -> Any:
     from attrgan.data.storage import join
-    from attrgan.data.synth import generate
-    from attrgan.demo import BUCKET, SPLITS, TRAIN_SETTINGS, train_bundle
     from attrgan.evaluate import EvaluateConfig, evaluate
 
+    where = _locations(seed)
+    return evaluate(EvaluateConfig(manifest=join(where["test"], "manifest.parquet"), bundle=bundle,
+                                   out=str(out / f"seed-{seed}" / name), split="test", sets_uri=where["sets"],
+                                   seed=seed, batch_size=config.batch_size, examples=examples, storage=storage),
+                    progress=lambda m: say(f"    {m}"))
+
+
+def _one_seed(config: ReproduceConfig, seed: int, *, storage: StorageConfig, out: Path,
+              say: Callable[[str], None]) -> dict[str, Any]:
+    from attrgan.data.synth import generate
+    from attrgan.demo import SPLITS, TRAIN_SETTINGS, train_bundle
+
     t0 = time.perf_counter()
-    root = f"s3://{BUCKET}/seed-{seed}"
-    train = config.train if config.train is not None else TRAIN_SETTINGS
+    where = _locations(seed)
     say(f"\n== seed {seed}: archive of {config.crops} crops, the demo's training, "
         f"{config.test_crops} test crops of seed {TEST_SEED_BASE + seed}")
-    archive = generate(f"{root}/archive", config.crops, seed=seed, storage=storage, splits=SPLITS)
-    test = generate(f"{root}/test", config.test_crops, seed=TEST_SEED_BASE + seed, storage=storage,
-                    splits=(0.0, 0.0, 1.0))
-    bundle = f"{root}/bundle"
-    train_bundle(archive, bundle, storage, train=train, seed=seed, ray_cpus=config.ray_cpus, say=say)
-
-    def evaluation(bundle_uri: str, name: str, examples: int) -> Any:
-        return evaluate(EvaluateConfig(manifest=test, bundle=bundle_uri, out=str(out / f"seed-{seed}" / name),
-                                       split="test", sets_uri=f"{root}/sets", seed=seed, batch_size=config.batch_size,
-                                       examples=examples, storage=storage),
-                        progress=lambda m: say(f"    {m}"))
-
-    result = evaluation(bundle, "report", 6)
-    run: dict[str, Any] = {
+    archive = generate(where["archive"], config.crops, seed=seed, storage=storage, splits=SPLITS)
+    generate(where["test"], config.test_crops, seed=TEST_SEED_BASE + seed, storage=storage, splits=(0.0, 0.0, 1.0))
+    train = config.train if config.train is not None else TRAIN_SETTINGS
+    train_bundle(archive, where["bundle"], storage, train=train, seed=seed, ray_cpus=config.ray_cpus, say=say)
+    result = _evaluate(config, seed, where["bundle"], "report", examples=6, storage=storage, out=out, say=say)
+    seconds = round(time.perf_counter() - t0, 1)
+    say(f"    seed {seed} done in {seconds / 60:.1f} min")
+    return {
         "seed": seed, "test_seed": TEST_SEED_BASE + seed, "test_crops": result.counts,
-        "bundle_version": result.model_version,
+        "bundle_version": result.model_version, "seconds": seconds,
         "ma": {key: result.metrics[key].ma for key, _ in TABLE_ROWS},
         "intervals": {name: interval.to_dict() for name, interval in result.intervals.items()},
         "reconstruction_psnr": result.reconstruction_psnr.to_dict() if result.reconstruction_psnr else None,
         "ceilings": {},
     }
-    if with_ceilings:
-        classifier = dict(train.get("classifier", {}))
-        for comparison, train_on in CEILING_TRAIN_ON.items():
-            ceiling = f"{root}/ceiling-{train_on}"
-            say(f"    information ceiling for {comparison}: the classifier trained on {train_on} crops")
-            train_bundle(archive, ceiling, storage, train={"classifier": classifier | {"train_on": train_on}},
-                         seed=seed, ray_cpus=config.ray_cpus, say=say, models=("classifier",))
-            for name in ("reconstruction", "superres"):  # the evaluation loads a whole bundle
-                _copy_folder(join(bundle, name), join(ceiling, name), storage)
-            scored = evaluation(ceiling, f"ceiling-{train_on}", 0)
-            run["ceilings"][comparison] = scored.metrics[LOST_FROM[comparison]].ma
-    run["seconds"] = round(time.perf_counter() - t0, 1)
-    say(f"    seed {seed} done in {run['seconds'] / 60:.1f} min")
-    return run
+
+
+def _ceilings(config: ReproduceConfig, run: dict[str, Any], *, storage: StorageConfig, out: Path,
+              say: Callable[[str], None]) -> None:
+    """Train and score the three information ceilings of one seed's run; fills run["ceilings"]."""
+    from attrgan.data.storage import join
+    from attrgan.demo import TRAIN_SETTINGS, train_bundle
+
+    seed, where = run["seed"], _locations(run["seed"])
+    train = config.train if config.train is not None else TRAIN_SETTINGS
+    classifier = dict(train.get("classifier", {}))
+    for comparison, train_on in CEILING_TRAIN_ON.items():
+        t0 = time.perf_counter()
+        ceiling = f"{where['root']}/ceiling-{train_on}"
+        say(f"\n== seed {seed}: information ceiling for {comparison}, the classifier trained on {train_on} crops")
+        train_bundle(join(where["archive"], "manifest.parquet"), ceiling, storage,
+                     train={"classifier": classifier | {"train_on": train_on}}, seed=seed,
+                     ray_cpus=config.ray_cpus, say=say, models=("classifier",))
+        for name in ("reconstruction", "superres"):  # the evaluation loads a whole bundle
+            _copy_folder(join(where["bundle"], name), join(ceiling, name), storage)
+        scored = _evaluate(config, seed, ceiling, f"ceiling-{train_on}", examples=0, storage=storage, out=out, say=say)
+        run["ceilings"][comparison] = scored.metrics[LOST_FROM[comparison]].ma
+        run["seconds"] = round(run["seconds"] + time.perf_counter() - t0, 1)
 
 
 def _copy_folder(src: str, dst: str, storage: StorageConfig) -> None:

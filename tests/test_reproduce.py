@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from attrgan import cli
@@ -58,3 +63,20 @@ def test_command_line_settings():
         cli.reproduce_config(cli.reproduce_parser().parse_args(["--set", "epochs=3"]))
     with pytest.raises(ValueError, match="ceiling_seeds"):
         ReproduceConfig(seeds=(0,), ceiling_seeds=2)
+
+
+@pytest.mark.slow
+def test_a_tiny_reproduce_runs_every_step(tmp_path):
+    # The whole path at the demo's --small sizes, one seed with its ceilings, in its own process
+    # (it starts and stops its own S3 server and Ray).
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "jobs/reproduce.py", "--small", "--seeds", "1", "--out", str(tmp_path)],
+                          cwd=root, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((tmp_path / "reproduce.json").read_text())
+    run = result["runs"][0]
+    assert run["seed"] == 0 and run["test_seed"] == 900_000 and set(run["ceilings"]) == set(RECOVERY_TARGETS)
+    assert all(0 <= value <= 1 for value in run["ceilings"].values())
+    assert set(result["comparisons"]) == set(RECOVERY_TARGETS) and "| clean |" in (tmp_path / "reproduce.md").read_text()
+    assert (tmp_path / "seed-0" / "report" / "report.md").is_file()
+    assert (tmp_path / "seed-0" / "ceiling-occluded" / "metrics.json").is_file()
