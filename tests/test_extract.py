@@ -197,7 +197,7 @@ def test_config_from_yaml_and_job_flags(tmp_path, monkeypatch):
 # end to end on the local S3 server
 
 FULL = (140, 56)  # (H, W) of a full-size frame; over half the tiny classifier's 64 rows
-LOW = (20, 8)  # a low-resolution crop: height ≤ 32 → super-resolved
+LOW = (14, 6)  # a low-resolution crop: no taller than G^S's input (16) → super-resolved
 
 
 def png(shape: tuple[int, int], seed: int) -> bytes:
@@ -233,7 +233,7 @@ def scene(s3_endpoint):
         rows.append({"crop_id": name, "image_uri": f"{base}/images/{name}.png", "kind": "low", "day": day})
         # A low-res crop cut from a full frame by its bbox: its crop height decides, not the frame's.
         rows.append({"crop_id": f"d{day}-lowbox", "image_uri": f"{base}/images/d{day}-full0.png", "kind": "low",
-                     "day": day, "bbox": (4, 10, 10, 24)})
+                     "day": day, "bbox": (4, 10, 8, 14)})
     write_bytes(f"{base}/images/broken.png", b"this is not an image", storage)
     write_bytes(f"s3://{other}/images/d1-full0.png", png(FULL, seed=10), storage)
     rows += [
