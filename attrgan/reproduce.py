@@ -228,6 +228,9 @@ def render(result: Mapping[str, Any]) -> str:
     def pct(value: float | None, signed: bool = False) -> str:
         return "n/a" if value is None else f"{100 * value:+.2f}" if signed else f"{100 * value:.2f}"
 
+    def share(value: float | None) -> str:
+        return "n/a" if value is None else f"{100 * value:.2f} %"
+
     n = len(result["seeds"])
     lines = [f"# Table 2 over {n} training seed(s) {result['seeds']}, fresh test crops per seed",
              "", f"Run time {result['seconds'] / 60:.1f} min.", "",
@@ -240,12 +243,12 @@ def render(result: Mapping[str, Any]) -> str:
     for name, c in result["comparisons"].items():
         for p in c["per_seed"]:
             lines.append(f"| {name} | {p['seed']} | {pct(p['gain'], True)} ({pct(p['low'], True)} to "
-                         f"{pct(p['high'], True)}) | {p['verdict']} | {pct(p['lost'])} | {pct(p['recovery'])} % | "
-                         f"{pct(p['ceiling_ma'])} | {pct(p['ceiling_recovery'])} % |")
+                         f"{pct(p['high'], True)}) | {p['verdict']} | {pct(p['lost'])} | {share(p['recovery'])} | "
+                         f"{pct(p['ceiling_ma'])} | {share(p['ceiling_recovery'])} |")
     lines += ["", "| comparison | mean gain ± sd | mean recovery | target | met |", "|---|---|---|---|---|"]
     for name, c in result["comparisons"].items():
         lines.append(f"| {name} | {pct(c['gain']['mean'], True)} ± {pct(c['gain']['sd'])} | "
-                     f"{pct(c['recovery_mean'])} % | {100 * c['target']:.0f} % | {'yes' if c['target_met'] else 'no'} |")
+                     f"{share(c['recovery_mean'])} | {100 * c['target']:.0f} % | {'yes' if c['target_met'] else 'no'} |")
     lines += ["", "Recovery = gain ÷ mA lost to the corruption (clean − corrupted). Ceiling: the classifier "
               "trained on the corrupted crops themselves, with all labels; its recovery is the share of the loss "
               "the remaining pixels carry. A target is met when the mean recovery reaches it and every seed's "
