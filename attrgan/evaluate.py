@@ -192,21 +192,8 @@ class EvaluationResult:
 # Scoring: the same Pipeline as extraction, three ways per crop.
 
 
-def variant_configs(base: PipelineConfig) -> dict[str, PipelineConfig]:
-    """The pipeline settings behind each variant, derived from the extraction settings `base`.
-
-    plain: no restoration. reconstruct: every crop reconstructed (occlusion threshold 0).
-    superres: every crop super-resolved (no height limit); these three measure the networks, so
-    the `require_proven` gate is off (`attrgan.pipeline.forced_configs`). pipeline: `base` as
-    given, gate included, as extraction runs it.
-    """
-    forced = forced_configs(base)
-    return {"plain": forced["plain"], "reconstruct": forced["reconstruction"], "superres": forced["superres"],
-            "pipeline": base}
-
-
 # The network that restores each set in the "forced" variant.
-FORCED = {"clean": "plain", "occluded": "reconstruct", "lowres": "superres"}
+FORCED = {"clean": "plain", "occluded": "reconstruction", "lowres": "superres"}
 
 
 class VariantScorer:
@@ -219,7 +206,9 @@ class VariantScorer:
     def __init__(self, bundle: Any, config: PipelineConfig) -> None:
         from attrgan.pipeline import Pipeline
 
-        self.pipelines = {name: Pipeline(bundle, cfg) for name, cfg in variant_configs(config).items()}
+        # The forced settings measure each network (gate off); "pipeline" runs `config` as extraction does.
+        settings = forced_configs(config) | {"pipeline": config}
+        self.pipelines = {name: Pipeline(bundle, cfg) for name, cfg in settings.items()}
         self.attributes: tuple[str, ...] = self.pipelines["plain"].attributes
         self.input_size: tuple[int, int] = self.pipelines["plain"].input_size
 
@@ -578,10 +567,10 @@ def reconstruction_psnr(tables: Mapping[str, pa.Table], scorer: VariantScorer, *
 
     tables: the clean and occluded sets' manifests (the occluded one with `occluded_fraction`);
     crops are decoded at the classifier input size, `batch_size` at a time, and reconstructed by
-    the scorer's "reconstruct" pipeline, the forced variant's. Crops unreadable in either set
+    the scorer's "reconstruction" pipeline, the forced variant's. Crops unreadable in either set
     are skipped. None when that pipeline runs no reconstruction or the column is missing.
     """
-    pipeline = scorer.pipelines["reconstruct"]
+    pipeline = scorer.pipelines["reconstruction"]
     occluded = tables["occluded"]
     if pipeline.reconstruction is None or OCCLUDED_FRACTION not in occluded.column_names:
         return None
@@ -623,7 +612,7 @@ def _contact_sheets(tables: Mapping[str, pa.Table], scorer: VariantScorer, confi
     sheets = []
     complete_rows: list[list[np.ndarray]] = []
     complete_titles: list[str] = []
-    for set_name, kind, variant, stage in (("occluded", "occlusion", "reconstruct", "reconstructed"),
+    for set_name, kind, variant, stage in (("occluded", "occlusion", "reconstruction", "reconstructed"),
                                            ("lowres", "lowres", "superres", "super-resolved")):
         ids = tables[set_name].column("crop_id").to_pylist()[:k]
         source_ids = _source_ids(ids, kind)

@@ -29,7 +29,7 @@ from torch import nn
 
 from attrgan.attributes import OCCLUSION_DOWN
 from attrgan.precision import PRECISIONS, Precision, autocast, resolve_precision
-from attrgan.proof import Restoration, restoration_plan
+from attrgan.proof import restoration_plan
 
 if TYPE_CHECKING:
     from attrgan.bundle import Bundle
@@ -168,13 +168,14 @@ class Pipeline:
                              f"got shape {self.thresholds.shape}")
 
         # Which restorations run: switched on and, with require_proven, proven on validation data.
-        self.restorations = restoration_plan(getattr(bundle, "metas", {}) or {},
+        self.restorations = restoration_plan(getattr(bundle, "metas", {}) or {}, attributes=self.attributes,
                                              use_superres=self.config.use_superres,
                                              use_reconstruction=self.config.use_reconstruction,
                                              require_proven=self.config.require_proven)
         for name, plan in self.restorations.items():
             if self.config.use_superres if name == "superres" else self.config.use_reconstruction:
-                log.info("%s %s: %s", name, "runs" if plan.runs else "is skipped", plan.reason)
+                log.log(logging.INFO if plan.runs else logging.WARNING, "%s %s: %s", name,
+                        "runs" if plan.runs else "is skipped", plan.reason)
         self.use_superres = self.restorations["superres"].runs
         self.superres: nn.Module | None = None
         if self.use_superres:
@@ -186,10 +187,6 @@ class Pipeline:
         self.occlusion_index: int | None = (self.attributes.index(OCCLUSION_DOWN)
                                             if OCCLUSION_DOWN in self.attributes else None)
         self.use_reconstruction = self.restorations["reconstruction"].runs
-        if self.use_reconstruction and self.occlusion_index is None:
-            log.warning("classifier has no %r attribute: reconstruction is disabled", OCCLUSION_DOWN)
-            self.use_reconstruction = False
-            self.restorations["reconstruction"] = Restoration(False, f"the classifier has no {OCCLUSION_DOWN!r}")
         self.reconstruction: nn.Module | None = None
         if self.use_reconstruction:
             self.reconstruction, self.rec_input = _bundle_generator(bundle, "reconstruction", self.device)

@@ -20,7 +20,7 @@ Plain PyTorch and numpy, no Ray: `attrgan.train.ray_train` runs `measure_gain` i
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -102,20 +102,19 @@ class Restoration:
         return {"runs": self.runs, "reason": self.reason}
 
 
-def restoration_plan(metas: Mapping[str, Mapping[str, Any]], *, use_superres: bool, use_reconstruction: bool,
-                     require_proven: bool) -> dict[str, Restoration]:
+def restoration_plan(metas: Mapping[str, Mapping[str, Any]], *, attributes: Sequence[str], use_superres: bool,
+                     use_reconstruction: bool, require_proven: bool) -> dict[str, Restoration]:
     """{"superres": Restoration, "reconstruction": Restoration} from the bundle's config.json metas
-    (network name → meta) and the pipeline's switches. See the module docstring for the rule."""
-    classifier = metas.get("classifier", {})
-    classifier_version = classifier.get("version")
-    attributes = classifier.get("attributes")
+    (network name → meta), its classifier's attributes and the pipeline's switches. See the module
+    docstring for the rule."""
+    classifier_version = metas.get("classifier", {}).get("version")
     plan = {}
     for name, wanted in (("superres", use_superres), ("reconstruction", use_reconstruction)):
         stored = metas.get(name, {}).get(GAIN_KEY)
         if not wanted:
             plan[name] = Restoration(False, "switched off")
             continue
-        if name == "reconstruction" and isinstance(attributes, list) and OCCLUSION_DOWN not in attributes:
+        if name == "reconstruction" and OCCLUSION_DOWN not in attributes:
             plan[name] = Restoration(False, f"the classifier has no {OCCLUSION_DOWN!r} to trigger it")
             continue
         if not isinstance(stored, Mapping) or not isinstance(stored.get("gain_ma"), (int, float)):

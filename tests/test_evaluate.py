@@ -25,7 +25,6 @@ from attrgan.evaluate import (
     experiment_metrics,
     occlusion_detection,
     reconstruction_psnr,
-    variant_configs,
 )
 from attrgan.metrics import GainInterval, attribute_metrics
 from attrgan.pipeline import Pipeline, PipelineConfig
@@ -120,18 +119,6 @@ def test_gains_are_written_with_their_interval_and_a_verdict_no_stronger_than_it
 # --- scoring ------------------------------------------------------------------------------------
 
 
-def test_variant_configs_force_one_restoration_each():
-    base = PipelineConfig(device="cpu")
-    v = variant_configs(base)
-    assert not v["plain"].use_superres and not v["plain"].use_reconstruction
-    assert v["reconstruct"].use_reconstruction and v["reconstruct"].occlusion_threshold == 0.0
-    assert not v["reconstruct"].use_superres
-    assert v["superres"].use_superres and not v["superres"].use_reconstruction
-    assert v["superres"].sr_max_height >= 10**9
-    assert v["pipeline"] == base and base.require_proven
-    assert not any(v[k].require_proven for k in ("plain", "reconstruct", "superres"))  # they measure, gated or not
-
-
 def test_variant_scorer_matches_the_pipeline_run_each_way():
     bundle = tiny_bundle()
     scorer = VariantScorer(bundle, PipelineConfig(device="cpu"))
@@ -208,7 +195,7 @@ def test_config_rejects_bad_values():
 
 
 class _AddTen:
-    """A stand-in for the scorer's "reconstruct" pipeline: paints +10 on every pixel."""
+    """A stand-in for the scorer's "reconstruction" pipeline: paints +10 on every pixel."""
 
     reconstruction = object()  # it reconstructs
 
@@ -233,7 +220,7 @@ def test_reconstruction_psnr_by_hand(tmp_path):
     tables = {"clean": pa.table({"crop_id": ids, "image_uri": clean_uris}),
               "occluded": pa.table({"crop_id": [f"{c}-occ" for c in ids], "image_uri": occ_uris,
                                     "occluded_fraction": pa.array([0.5] * 3, pa.float32())})}
-    scorer = types.SimpleNamespace(pipelines={"reconstruct": _AddTen()}, input_size=(20, 8))
+    scorer = types.SimpleNamespace(pipelines={"reconstruction": _AddTen()}, input_size=(20, 8))
     got = reconstruction_psnr(tables, scorer, batch_size=2, storage=StorageConfig())
     assert got.crops == 2
     assert got.visible_vs_input == pytest.approx(20 * math.log10(255 / 10))

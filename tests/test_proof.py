@@ -38,25 +38,29 @@ def stored(gain: float, classifier_version: str = "c1") -> dict:
 
 def test_plan_runs_only_what_is_proven_or_unmeasured():
     metas = {"classifier": {"version": "c1"}, "superres": stored(0.008), "reconstruction": stored(-0.002)}
-    plan = restoration_plan(metas, use_superres=True, use_reconstruction=True, require_proven=True)
+    plan = restoration_plan(metas, attributes=ATTRS, use_superres=True, use_reconstruction=True, require_proven=True)
     assert plan["superres"].runs and "+0.80 mA" in plan["superres"].reason
     assert not plan["reconstruction"].runs and "not above 0" in plan["reconstruction"].reason
 
-    forced = restoration_plan(metas, use_superres=True, use_reconstruction=True, require_proven=False)
+    forced = restoration_plan(metas, attributes=ATTRS, use_superres=True, use_reconstruction=True, require_proven=False)
     assert forced["reconstruction"].runs and "forced on" in forced["reconstruction"].reason
 
-    zero = restoration_plan(metas | {"reconstruction": stored(0.0)}, use_superres=True, use_reconstruction=True,
+    zero = restoration_plan(metas | {"reconstruction": stored(0.0)}, attributes=ATTRS, use_superres=True, use_reconstruction=True,
                             require_proven=True)
     assert not zero["reconstruction"].runs  # "above 0" is strict
 
-    old = restoration_plan({"classifier": {"version": "c1"}}, use_superres=True, use_reconstruction=True,
+    old = restoration_plan({"classifier": {"version": "c1"}}, attributes=ATTRS, use_superres=True, use_reconstruction=True,
                            require_proven=True)
     assert all(r.runs and r.reason == "no validation gain stored" for r in old.values())
 
     retrained = restoration_plan(metas | {"reconstruction": stored(-0.02, classifier_version="c0")},
-                                 use_superres=False, use_reconstruction=True, require_proven=True)
+                                 attributes=ATTRS, use_superres=False, use_reconstruction=True, require_proven=True)
     assert retrained["reconstruction"].runs and "another classifier" in retrained["reconstruction"].reason
     assert not retrained["superres"].runs and retrained["superres"].reason == "switched off"
+
+    blind = restoration_plan(metas, attributes=("female",), use_superres=True, use_reconstruction=True,
+                             require_proven=False)
+    assert not blind["reconstruction"].runs and "no 'occlusion_down' to trigger it" in blind["reconstruction"].reason
 
 
 def test_pipeline_skips_an_unproven_network_and_can_be_forced(tmp_path):
@@ -104,6 +108,12 @@ def test_measure_gain_scores_the_same_crops_before_and_after():
 def test_forced_configs_measure_even_an_unproven_network():
     from attrgan.pipeline import forced_configs
 
-    configs = forced_configs(PipelineConfig(device="cpu", precision="fp32"))
-    assert not any(c.require_proven for c in configs.values())
+    base = PipelineConfig(device="cpu", precision="fp32")
+    configs = forced_configs(base)
+    assert not any(c.require_proven for c in configs.values()) and base.require_proven
+    assert not configs["plain"].use_superres and not configs["plain"].use_reconstruction
+    assert configs["reconstruction"].use_reconstruction and configs["reconstruction"].occlusion_threshold == 0.0
+    assert not configs["reconstruction"].use_superres
+    assert configs["superres"].use_superres and not configs["superres"].use_reconstruction
+    assert configs["superres"].sr_max_height >= 10**9
     assert configs["plain"] == dataclasses.replace(configs["superres"], use_superres=False, sr_max_height=None)

@@ -265,6 +265,17 @@ def test_gan_batches_have_the_network_shapes():
     assert torch.equal(occluded[:, :, :6], clean[:, :, :6]) and not torch.equal(occluded, clean)
 
 
+def test_reconstruction_batches_leave_a_clean_share_unoccluded():
+    images = np.random.default_rng(0).integers(0, 256, (400, 16, 8, 3), dtype=np.uint8)
+    occluded, clean = tdata.reconstruction_batch(images, rng=np.random.default_rng(0), clean_share=0.25)
+    untouched = (occluded == clean).flatten(1).all(1).float().mean().item()
+    assert 0.18 < untouched < 0.32  # 100 ± 3 sd of 400 draws at 0.25
+    with pytest.raises(ConfigError, match="clean_share applies to the reconstruction GAN"):
+        TrainConfig(model="superres", clean_share=0.2)
+    with pytest.raises(ConfigError, match="clean_share must be in"):
+        TrainConfig(model="reconstruction", clean_share=1.0)
+
+
 def test_superres_input_holds_only_the_pixels_a_low_res_crop_has():
     from attrgan.corrupt import downsample
     from attrgan.data.images import resize

@@ -88,6 +88,9 @@ class TrainConfig:
     # Reconstruction only, not in the paper: G^R composites its painting with a predicted per-pixel
     # weight (attrgan.models.reconstruction), so what is visible stays; replaces `residual`.
     masked: bool = False
+    # Reconstruction only, not in the paper: share of training inputs left unoccluded (target = the
+    # input), so G^R learns to leave alone a crop the pipeline wrongly took for occluded.
+    clean_share: float = 0.0
 
     # Data.
     train_split: str = "train"
@@ -140,6 +143,10 @@ class TrainConfig:
             raise ConfigError(f"lam must be >= 0, got {self.lam!r}")
         if not (math.isfinite(self.agreement_weight) and self.agreement_weight >= 0):
             raise ConfigError(f"agreement_weight must be >= 0, got {self.agreement_weight!r}")
+        if not 0 <= self.clean_share < 1:
+            raise ConfigError(f"clean_share must be in [0, 1), got {self.clean_share!r}")
+        if self.clean_share and self.model != "reconstruction":
+            raise ConfigError(f"clean_share applies to the reconstruction GAN, not to {self.model!r}")
         if self.masked and self.model != "reconstruction":
             raise ConfigError(f"masked applies to the reconstruction GAN, not to {self.model!r}")
         if self.agreement_weight and self.model == "classifier":

@@ -260,10 +260,16 @@ def occluded_copies(images: np.ndarray, labels: np.ndarray, chosen: np.ndarray, 
 
 
 def reconstruction_batch(images: np.ndarray, *, rng: np.random.Generator,
-                         occlusion_range: tuple[float, float] = (0.5, 0.8)) -> tuple[torch.Tensor, torch.Tensor]:
+                         occlusion_range: tuple[float, float] = (0.5, 0.8),
+                         clean_share: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """images (B >= 2, H, W, 3) uint8 → (occluded, clean), each (B, 3, H, W) float32 in [-1, 1];
-    each crop is occluded by another crop of the batch (attrgan.corrupt.occlude_batch)."""
-    return to_tensor(occlude_batch(images, rng, fraction_range=occlusion_range)), to_tensor(images)
+    each crop is occluded by another crop of the batch (attrgan.corrupt.occlude_batch), except a
+    random `clean_share` of them, left as they are (their target is their input)."""
+    occluded = occlude_batch(images, rng, fraction_range=occlusion_range)
+    if clean_share:  # no draw at 0, so runs without it keep their random stream
+        keep = rng.random(len(images)) < clean_share
+        occluded[keep] = images[keep]
+    return to_tensor(occluded), to_tensor(images)
 
 
 def lowres_input(image: np.ndarray, crop_size: Sequence[int] | None, factor: int = 4) -> np.ndarray:

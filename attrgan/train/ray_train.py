@@ -463,7 +463,8 @@ def _gan_pairs(cfg: TrainConfig, crops: CropSet, idx: Any, rng: np.random.Genera
 
     images = crops.images[idx]
     if cfg.model == "reconstruction":
-        occluded, clean = reconstruction_batch(images, rng=rng, occlusion_range=cfg.occlusion_range)
+        occluded, clean = reconstruction_batch(images, rng=rng, occlusion_range=cfg.occlusion_range,
+                                              clean_share=cfg.clean_share)
         size = cfg.network_input_size
         if tuple(occluded.shape[-2:]) == size:
             return occluded, clean
