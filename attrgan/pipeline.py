@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from attrgan.attributes import OCCLUSION_DOWN
+from attrgan.models.reconstruction import Layers
 from attrgan.precision import PRECISIONS, Precision, autocast, resolve_precision
 from attrgan.proof import restoration_plan
 
@@ -117,14 +118,21 @@ def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
 
 
-def add_change(original: torch.Tensor, small: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """A same-size generator's (G^R's) restoration at full size: `original` plus what the generator
-    changed (`out - small`, where `small` is `original` shrunk to its input), resized up.
+def full_size(original: torch.Tensor, small: torch.Tensor, out: torch.Tensor,
+              layers: Layers | None = None) -> torch.Tensor:
+    """A same-size generator's (G^R's) restoration of `original` at its full size, where `small` is
+    `original` shrunk to the generator's input and `out` the generator's output for it.
 
-    Where G^R changes nothing (the unoccluded upper body) the crop keeps the detail the smaller
-    input would lose. (B, 3, H, W) and two (B, 3, h, w) batches in [-1, 1] → (B, 3, H, W).
+    With a masked generator's `layers`, its paint and weight are resized up and composited over
+    `original`: where α ≈ 1 nothing of the original (the occluder's edges included) survives, where
+    α ≈ 0 the crop keeps its full detail. Otherwise what the generator changed (`out - small`) is
+    resized up and added to `original`. (B, 3, H, W) and (B, 3, h, w) batches in [-1, 1] → (B, 3, H, W).
     """
-    return (original + resize(out - small, tuple(original.shape[-2:]))).clamp(-1, 1)
+    size = tuple(original.shape[-2:])
+    if layers is not None:  # float32, whatever precision the generator ran in
+        weight = resize(layers.weight.float(), size)
+        return (original + weight * (resize(layers.paint.float(), size) - original)).clamp(-1, 1)
+    return (original + resize(out.float() - small, size)).clamp(-1, 1)
 
 
 def _generator_input(net: nn.Module, name: str) -> tuple[int, int]:
@@ -282,12 +290,13 @@ class Pipeline:
 
         Rows go to the generator's input size (area filter), through it, and back to the classifier
         input size. With `as_correction` (a same-size generator: G^R) only what the generator
-        changed is resized back and added to the rows at full resolution (`add_change`).
+        changed is brought back to full resolution (`full_size`).
         Returns a new tensor; `x` is left untouched.
         """
         rows = torch.from_numpy(np.flatnonzero(mask)).to(self.device)
         original = x.index_select(0, rows)
         small = resize(original, in_size)
-        out = net(small).float()
-        restored = add_change(original, small, out) if as_correction else resize(out, self.input_size).clamp(-1, 1)
-        return x.index_copy(0, rows, restored)
+        if not as_correction:
+            return x.index_copy(0, rows, resize(net(small).float(), self.input_size).clamp(-1, 1))
+        out, layers = net(small, with_layers=True) if getattr(net, "masked", False) else (net(small), None)
+        return x.index_copy(0, rows, full_size(original, small, out, layers))

@@ -428,3 +428,22 @@ def test_masked_reconstruction_composites_its_painting_with_a_predicted_weight(t
     assert meta["config"]["masked"] is True and loaded.masked and torch.equal(loaded(x), out)
     old = {k: v for k, v in meta["config"].items() if k != "masked"}  # a bundle from before the option
     assert build_network("reconstruction", old).masked is False
+
+
+def test_masked_reconstruction_composites_at_full_size_without_the_occluders_edges():
+    from attrgan.pipeline import full_size, resize
+
+    g = ReconstructionGenerator(ReconstructionConfig(width=0.125, masked=True, input_size=(32, 16))).eval()
+    with torch.no_grad():
+        g.head[0].weight.zero_()
+        g.head[0].bias.copy_(torch.tensor([0.5, 0.5, 0.5, 20.0]))  # paint tanh(0.5) with α ≈ 1
+        original = images(2, (64, 32))
+        small = resize(original, (32, 16))
+        out, layers = g(small, with_layers=True)
+        assert torch.equal(out, g(small)) and layers.weight.shape == (2, 1, 32, 16)
+        painted = full_size(original, small, out, layers)
+        added = full_size(original, small, out)  # adding the change keeps the original's fine detail
+    assert torch.allclose(painted, torch.full_like(painted, float(torch.tanh(torch.tensor(0.5)))), atol=1e-5)
+    assert (added - painted).abs().max() > 0.1
+    with pytest.raises(ValueError, match="only a masked generator"):
+        ReconstructionGenerator(ReconstructionConfig(width=0.125, input_size=(32, 16)))(small, with_layers=True)

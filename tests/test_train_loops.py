@@ -12,7 +12,8 @@ import torch
 
 from attrgan.attributes import OCCLUSION_DOWN
 from attrgan.config import ConfigError
-from attrgan.pipeline import resize
+from attrgan.losses import attribute_agreement_loss
+from attrgan.pipeline import full_size, resize
 from attrgan.train import data as tdata
 from attrgan.train.classifier import build_classifier, build_optimizer, train_classifier
 from attrgan.train.config import TrainConfig, load_train_config, preset
@@ -131,6 +132,24 @@ def test_agreement_loss_adds_to_the_generator_step_and_leaves_the_classifier_alo
                         rel_tol=1e-5)
     assert not classifier.training and all(not p.requires_grad for p in classifier.parameters())
     assert all(torch.equal(v, classifier.state_dict()[k]) for k, v in before.items())  # BN stats too
+
+
+def test_agreement_for_a_masked_generator_reads_its_full_size_composite():
+    classifier = build_classifier(TrainConfig(model="classifier", backbone="small", width=0.125, input_size=(64, 32)),
+                                  ATTRS)
+    agreement = AgreementLoss(classifier, weight=5.0)
+    cfg = TrainConfig(model="reconstruction", width=0.0625, input_size=(32, 16), agreement_weight=5.0, masked=True)
+    net_g, net_d = build_gan(cfg)
+    opt_g, opt_d = build_gan_optimizers(cfg, net_g, net_d)
+    occluded = torch.rand(4, 3, 64, 32) * 2 - 1
+    clean = occluded.flip(0)
+    lq, gt = resize(occluded, (32, 16)), resize(clean, (32, 16))
+    fake, layers = net_g(lq, with_layers=True)
+    # The loss of the layers is the classifier reading the pipeline's full-size composite.
+    expected = attribute_agreement_loss(classifier(full_size(occluded, lq, fake, layers)), classifier(clean))
+    assert torch.allclose(agreement(fake, lq, occluded, clean, layers=layers), expected)
+    losses = gan_step(net_g, net_d, opt_g, opt_d, lq, gt, lam=0.1, agreement=agreement, full=(occluded, clean))
+    assert losses["l_g_agree"] > 0 and all(p.grad is not None for p in net_g.parameters())
 
 
 def test_agreement_for_super_resolution_reads_the_output_at_the_classifier_size():

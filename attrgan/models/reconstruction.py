@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -75,6 +76,14 @@ def conv_block(in_channels: int, out_channels: int, *, transposed: bool = False,
         conv = nn.Conv2d(in_channels, out_channels, KERNEL, stride=2, padding=PADDING, bias=not norm)
     layers = [conv] + ([nn.BatchNorm2d(out_channels)] if norm else []) + [activation]
     return nn.Sequential(*layers)
+
+
+class Layers(NamedTuple):
+    """What a masked generator composites: paint (B, 3, h, w) in [-1, 1] and weight α (B, 1, h, w)
+    in (0, 1); its output is x + α·(paint − x)."""
+
+    paint: torch.Tensor
+    weight: torch.Tensor
 
 
 class EncoderDecoderGenerator(nn.Module):
@@ -153,15 +162,20 @@ class EncoderDecoderGenerator(nn.Module):
             return x
         return F.interpolate(x, size=self.output_size, mode="bilinear", align_corners=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, *, with_layers: bool = False) -> torch.Tensor | tuple[torch.Tensor, Layers]:
+        """The restored batch; with `with_layers` (masked generators) also its Layers, so a caller
+        can composite the painting over a larger original (`attrgan.pipeline.full_size`)."""
         check_images(x, self.input_size, name=self.name)
+        if with_layers and not self.masked:
+            raise ValueError(f"{self.name}: only a masked generator has layers to return")
         if self.skips:
             out = self._unet(x)
         else:
             out = self.head(self.decoder(self.encoder(x)))
         if self.masked:
-            alpha = torch.sigmoid(out[:, 3:])
-            return x + alpha * (torch.tanh(out[:, :3]) - x)
+            layers = Layers(paint=torch.tanh(out[:, :3]), weight=torch.sigmoid(out[:, 3:]))
+            restored = x + layers.weight * (layers.paint - x)
+            return (restored, layers) if with_layers else restored
         if self.residual:
             out = (self.base(x) + RESIDUAL_SCALE * out).clamp(-1.0, 1.0)
         return out

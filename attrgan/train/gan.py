@@ -20,7 +20,8 @@ from torch import nn
 from attrgan.losses import attribute_agreement_loss, discriminator_loss, generator_loss
 from attrgan.models import build_network
 from attrgan.models.discriminator import ReconstructionDiscriminator, SuperResDiscriminator
-from attrgan.pipeline import add_change, resize
+from attrgan.models.reconstruction import Layers
+from attrgan.pipeline import full_size, resize
 from attrgan.train.config import TrainConfig
 from attrgan.train.loop import Report, autocast, run_epochs, unwrap
 
@@ -64,7 +65,7 @@ class AgreementLoss:
     the classifier reads the right attributes from; on the demo's synthetic set a G^R trained on
     them alone did not raise the occluded mA (docs/demo.md). `classifier` is the trained, frozen
     attribute network. It reads what the pipeline gives it: for G^R (`as_correction`) the
-    corrupted crop plus G^R's change (`attrgan.pipeline.add_change`), for G^S its output resized
+    corrupted crop restored at full size (`attrgan.pipeline.full_size`), for G^S its output resized
     to the classifier's input; so the training batch comes at the classifier's input size too.
     """
 
@@ -77,16 +78,16 @@ class AgreementLoss:
         self.input_size = tuple(classifier.config.input_size)
 
     def __call__(self, fake: torch.Tensor, lq: torch.Tensor, corrupted: torch.Tensor,
-                 clean: torch.Tensor) -> torch.Tensor:
+                 clean: torch.Tensor, layers: Layers | None = None) -> torch.Tensor:
         """The unweighted loss of `fake` = G(lq), where lq is `corrupted` shrunk to G's input;
-        corrupted and clean: (B, 3, H, W) at the classifier's input size."""
+        corrupted and clean: (B, 3, H, W) at the classifier's input size; layers: a masked G^R's."""
         for name, x in (("corrupted", corrupted), ("clean", clean)):
             if tuple(x.shape[-2:]) != self.input_size:
                 raise ValueError(f"AgreementLoss needs {name} crops at the classifier's input size "
                                  f"{self.input_size}, got {tuple(x.shape[-2:])}")
         with torch.no_grad():
             target = self.classifier(clean)
-        restored = add_change(corrupted, lq, fake) if self.as_correction else resize(fake, self.input_size)
+        restored = full_size(corrupted, lq, fake, layers) if self.as_correction else resize(fake, self.input_size)
         return attribute_agreement_loss(self.classifier(restored), target)
 
 
@@ -111,10 +112,12 @@ def gan_step(net_g: nn.Module, net_d: nn.Module, opt_g: torch.optim.Optimizer, o
     # Optimise G with D frozen.
     _set_requires_grad(net_d, False)
     opt_g.zero_grad(set_to_none=True)
+    # A masked G^R's layers let the agreement loss composite at full size, as the pipeline does.
+    with_layers = agreement is not None and agreement.as_correction and getattr(unwrap(net_g), "masked", False)
     with autocast(lq.device, amp):
-        fake = net_g(lq)
+        fake, layers = net_g(lq, with_layers=True) if with_layers else (net_g(lq), None)
         d_fake = unwrap(net_d)(fake)
-        l_agree = agreement(fake, lq, *full) if agreement is not None else None
+        l_agree = agreement(fake, lq, *full, layers=layers) if agreement is not None else None
     g_losses = generator_loss(fake.float(), gt, d_fake.float(), lam=lam, pool=pool, adversarial=adversarial)
     if l_agree is not None:
         g_losses["l_g_agree"] = l_agree
