@@ -357,7 +357,8 @@ def run_demo(args: argparse.Namespace) -> None:
 
 REPRODUCE_DOC = """Table 2 over several training seeds on fresh test crops: `make reproduce` (about an hour on 2 cores).
 
-    attrgan reproduce [--seeds 3] [--out reproduce-out] [--ceiling-seeds 1] [--set classifier.epochs=6]
+    attrgan reproduce [--seeds 3] [--out reproduce-out] [--ceiling-seeds 1] [--ceilings occluded,lowres,corrupted]
+                      [--set classifier.epochs=6]
 
 Per seed: the demo's archive and training with that seed, then the evaluation on test crops of a
 seed no setting was tuned on; the first --ceiling-seeds seeds also train the information
@@ -373,6 +374,7 @@ def reproduce_parser() -> argparse.ArgumentParser:
     parser.add_argument("--crops", type=int, help="synthetic archive size per seed (default the demo's 5000)")
     parser.add_argument("--test-crops", type=int, help="fresh test crops per seed (default 1000)")
     parser.add_argument("--ceiling-seeds", type=int, help="seeds that also train the information ceilings (default 1)")
+    parser.add_argument("--ceilings", help="which ceilings, comma-separated: occluded,lowres,corrupted (default all)")
     parser.add_argument("--small", action="store_true", help="the demo's --small sizes: the whole path in minutes")
     _add_set(parser, "classifier.epochs=6")
     return parser
@@ -392,7 +394,9 @@ def reproduce_config(args: argparse.Namespace) -> Any:
         raise ConfigError(f"--seeds must be >= 1, got {args.seeds}")
     small = {"crops": 60, "test_crops": 6, "batch_size": 8} if args.small else {}
     flags = small | {k: v for k, v in {"crops": args.crops, "test_crops": args.test_crops,
-                                       "ceiling_seeds": args.ceiling_seeds}.items() if v is not None}
+                                       "ceiling_seeds": args.ceiling_seeds,
+                                       "ceilings": args.ceilings and tuple(args.ceilings.split(","))}.items()
+                                     if v is not None}
     return ReproduceConfig(out=args.out, seeds=tuple(range(args.seeds)), train=train, **flags)
 
 

@@ -49,14 +49,16 @@ TABLE_ROWS = (("clean", "clean"), ("occluded", "occluded"), ("occluded_reconstru
 class ReproduceConfig:
     """seeds: training seeds (one archive, one bundle, one test set each). crops: archive size (the
     demo's). test_crops: fresh test crops per seed. ceiling_seeds: how many of the first seeds also
-    train the three information ceilings (each is a classifier training). train: per network,
-    settings over the cpu-small preset (default: the demo's)."""
+    train the information ceilings, one classifier training each; ceilings: which of them, by the
+    crops they train on (CEILING_TRAIN_ON's values). train: per network, settings over the cpu-small
+    preset (default: the demo's)."""
 
     out: str = "reproduce-out"
     seeds: tuple[int, ...] = (0, 1, 2)
     crops: int = 5000
     test_crops: int = 1000
     ceiling_seeds: int = 1
+    ceilings: tuple[str, ...] = tuple(CEILING_TRAIN_ON.values())
     train: Mapping[str, Mapping[str, Any]] | None = None
     batch_size: int = 32
     ray_cpus: int = 4
@@ -67,6 +69,10 @@ class ReproduceConfig:
         if self.crops < 20 or self.test_crops < 2:
             raise ValueError(f"ReproduceConfig needs crops >= 20 and test_crops >= 2, got {self.crops} and "
                              f"{self.test_crops}")
+        unknown = sorted(set(self.ceilings) - set(CEILING_TRAIN_ON.values()))
+        if unknown or len(set(self.ceilings)) != len(self.ceilings):
+            raise ValueError(f"ReproduceConfig.ceilings must be distinct values of {sorted(CEILING_TRAIN_ON.values())}, "
+                             f"got {list(self.ceilings)}")
         if not 0 <= self.ceiling_seeds <= len(self.seeds):
             raise ValueError(f"ReproduceConfig.ceiling_seeds must be in [0, {len(self.seeds)}], got {self.ceiling_seeds}")
 
@@ -161,7 +167,7 @@ def _one_seed(config: ReproduceConfig, seed: int, *, storage: StorageConfig, out
 
 def _ceilings(config: ReproduceConfig, run: dict[str, Any], *, storage: StorageConfig, out: Path,
               say: Callable[[str], None]) -> None:
-    """Train and score the three information ceilings of one seed's run; fills run["ceilings"]."""
+    """Train and score the chosen information ceilings of one seed's run; fills run["ceilings"]."""
     from attrgan.data.storage import join
     from attrgan.demo import TRAIN_SETTINGS, train_bundle
 
@@ -169,6 +175,8 @@ def _ceilings(config: ReproduceConfig, run: dict[str, Any], *, storage: StorageC
     train = config.train if config.train is not None else TRAIN_SETTINGS
     classifier = dict(train.get("classifier", {}))
     for comparison, train_on in CEILING_TRAIN_ON.items():
+        if train_on not in config.ceilings:
+            continue
         t0 = time.perf_counter()
         ceiling = f"{where['root']}/ceiling-{train_on}"
         say(f"\n== seed {seed}: information ceiling for {comparison}, the classifier trained on {train_on} crops")

@@ -56,27 +56,31 @@ def test_a_target_needs_every_seed_above_zero():
 
 def test_command_line_settings():
     config = cli.reproduce_config(cli.reproduce_parser().parse_args(
-        ["--seeds", "2", "--ceiling-seeds", "0", "--set", "reconstruction.epochs=9"]))
-    assert config.seeds == (0, 1) and config.ceiling_seeds == 0
+        ["--seeds", "2", "--ceiling-seeds", "0", "--ceilings", "lowres,corrupted", "--set", "reconstruction.epochs=9"]))
+    assert config.seeds == (0, 1) and config.ceiling_seeds == 0 and config.ceilings == ("lowres", "corrupted")
+    assert ReproduceConfig().ceilings == ("occluded", "lowres", "corrupted")
     assert config.train["reconstruction"]["epochs"] == 9 and config.train["reconstruction"]["agreement_weight"] == 100
     with pytest.raises(ConfigError, match="network name"):
         cli.reproduce_config(cli.reproduce_parser().parse_args(["--set", "epochs=3"]))
     with pytest.raises(ValueError, match="ceiling_seeds"):
         ReproduceConfig(seeds=(0,), ceiling_seeds=2)
+    with pytest.raises(ValueError, match="ceilings must be distinct values of"):
+        ReproduceConfig(ceilings=("blurred",))
 
 
 @pytest.mark.slow
 def test_a_tiny_reproduce_runs_every_step(tmp_path):
-    # The whole path at the demo's --small sizes, one seed with its ceilings, in its own process
-    # (it starts and stops its own S3 server and Ray).
+    # The whole path at the demo's --small sizes, one seed with one ceiling (the mixed one, which
+    # corrupts both ways), in its own process (it starts and stops its own S3 server and Ray).
     root = Path(__file__).resolve().parents[1]
-    proc = subprocess.run([sys.executable, "jobs/reproduce.py", "--small", "--seeds", "1", "--out", str(tmp_path)],
+    proc = subprocess.run([sys.executable, "jobs/reproduce.py", "--small", "--seeds", "1", "--ceilings", "corrupted",
+                           "--out", str(tmp_path)],
                           cwd=root, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((tmp_path / "reproduce.json").read_text())
     run = result["runs"][0]
-    assert run["seed"] == 0 and run["test_seed"] == 900_000 and set(run["ceilings"]) == set(RECOVERY_TARGETS)
-    assert all(0 <= value <= 1 for value in run["ceilings"].values())
+    assert run["seed"] == 0 and run["test_seed"] == 900_000 and set(run["ceilings"]) == {"complete"}
+    assert 0 <= run["ceilings"]["complete"] <= 1
     assert set(result["comparisons"]) == set(RECOVERY_TARGETS) and "| clean |" in (tmp_path / "reproduce.md").read_text()
     assert (tmp_path / "seed-0" / "report" / "report.md").is_file()
-    assert (tmp_path / "seed-0" / "ceiling-occluded" / "metrics.json").is_file()
+    assert (tmp_path / "seed-0" / "ceiling-corrupted" / "metrics.json").is_file()
