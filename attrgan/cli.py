@@ -395,7 +395,8 @@ def reproduce_config(args: argparse.Namespace) -> Any:
     small = {"crops": 60, "test_crops": 6, "batch_size": 8} if args.small else {}
     flags = small | {k: v for k, v in {"crops": args.crops, "test_crops": args.test_crops,
                                        "ceiling_seeds": args.ceiling_seeds,
-                                       "ceilings": args.ceilings and tuple(args.ceilings.split(","))}.items()
+                                       "ceilings": None if args.ceilings is None else
+                                       tuple(c.strip() for c in args.ceilings.split(",") if c.strip())}.items()
                                      if v is not None}
     return ReproduceConfig(out=args.out, seeds=tuple(range(args.seeds)), train=train, **flags)
 

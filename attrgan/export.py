@@ -11,7 +11,10 @@ recorded and an export that differs by more than `tolerance` fails.
 The networks keep the bundle's input contract: (N, 3, H, W) float32 RGB in [-1, 1]. The
 classifier returns logits (probabilities = sigmoid(logits), decisions = probabilities >=
 the config's thresholds); the generators return images in [-1, 1]. The pipeline's rules (which
-crops are super-resolved or reconstructed) stay with the caller (attrgan.pipeline).
+crops are super-resolved or reconstructed) stay with the caller (attrgan.pipeline). A masked
+G^R is exported as its composite at its own input size; the pipeline instead composites its paint
+and weight over the full-size crop (`attrgan.pipeline.full_size`), which the ONNX model does not
+expose, so outside callers add its change resized up (not yet the pipeline's compositing).
 
 Needs the `export` extra: pip install 'attrgan[export]' (onnx, onnxruntime, onnxscript).
 """

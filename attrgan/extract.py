@@ -664,7 +664,8 @@ def run_extract(config: ExtractConfig) -> Summary:
     classifier_meta = metas["classifier"]
     input_size = tuple(classifier_meta["config"]["input_size"])
     restorations = {name: r.to_dict() for name, r in restoration_plan(
-        metas, attributes=classifier_meta["attributes"], use_superres=config.pipeline.use_superres, use_reconstruction=config.pipeline.use_reconstruction,
+        metas, attributes=classifier_meta["config"]["attributes"], use_superres=config.pipeline.use_superres,
+        use_reconstruction=config.pipeline.use_reconstruction,
         require_proven=config.pipeline.require_proven).items()}
     partitions = newest_first(select_partitions(scan.partitions, config.partitions), since=config.since)
     todo, skipped = [], []

@@ -182,8 +182,9 @@ class Pipeline:
                                              require_proven=self.config.require_proven)
         for name, plan in self.restorations.items():
             if self.config.use_superres if name == "superres" else self.config.use_reconstruction:
-                log.log(logging.INFO if plan.runs else logging.WARNING, "%s %s: %s", name,
-                        "runs" if plan.runs else "is skipped", plan.reason)
+                # A classifier that cannot trigger reconstruction is a warning; the gate's choices are not.
+                level = logging.WARNING if OCCLUSION_DOWN in plan.reason else logging.INFO
+                log.log(level, "%s %s: %s", name, "runs" if plan.runs else "is skipped", plan.reason)
         self.use_superres = self.restorations["superres"].runs
         self.superres: nn.Module | None = None
         if self.use_superres:
@@ -289,8 +290,8 @@ class Pipeline:
         """Replace the rows of `x` selected by `mask` with `net`'s restoration of them.
 
         Rows go to the generator's input size (area filter), through it, and back to the classifier
-        input size. With `as_correction` (a same-size generator: G^R) only what the generator
-        changed is brought back to full resolution (`full_size`).
+        input size. With `as_correction` (a same-size generator: G^R) the restoration is brought
+        back to full resolution by `full_size`: a masked G^R's paint and weight, or what it changed.
         Returns a new tensor; `x` is left untouched.
         """
         rows = torch.from_numpy(np.flatnonzero(mask)).to(self.device)

@@ -4,8 +4,8 @@ For every seed s the demo's recipe runs again from scratch: a 5,000-crop synthet
 rendered with seed s, the three networks trained on it with seed s (`attrgan.demo.train_bundle`),
 and the evaluation job (`attrgan.evaluate`) on `test_crops` fresh crops rendered with seed
 TEST_SEED_BASE + s, a seed range no setting was ever tuned on. For the first `ceiling_seeds`
-seeds, three information ceilings are trained too: the same classifier recipe trained directly on
-occluded, on x4 low-res and on mixed corrupted crops with all their labels (`TrainConfig.train_on`),
+seeds, the information ceilings (`ceilings`, all three by default) are trained too: the same
+classifier recipe trained directly on occluded, on x4 low-res and on mixed corrupted crops with all their labels (`TrainConfig.train_on`),
 scored on the same test crops: how much of what the corruption cost the remaining pixels still
 carry, the most any restoration could win back.
 
@@ -70,7 +70,7 @@ class ReproduceConfig:
             raise ValueError(f"ReproduceConfig needs crops >= 20 and test_crops >= 2, got {self.crops} and "
                              f"{self.test_crops}")
         unknown = sorted(set(self.ceilings) - set(CEILING_TRAIN_ON.values()))
-        if unknown or len(set(self.ceilings)) != len(self.ceilings):
+        if isinstance(self.ceilings, str) or unknown or len(set(self.ceilings)) != len(self.ceilings):
             raise ValueError(f"ReproduceConfig.ceilings must be distinct values of {sorted(CEILING_TRAIN_ON.values())}, "
                              f"got {list(self.ceilings)}")
         if not 0 <= self.ceiling_seeds <= len(self.seeds):

@@ -66,6 +66,11 @@ def test_command_line_settings():
         ReproduceConfig(seeds=(0,), ceiling_seeds=2)
     with pytest.raises(ValueError, match="ceilings must be distinct values of"):
         ReproduceConfig(ceilings=("blurred",))
+    with pytest.raises(ValueError, match="ceilings must be distinct values of"):
+        ReproduceConfig(ceilings="lowres")
+    spaced = cli.reproduce_config(cli.reproduce_parser().parse_args(["--ceilings", " occluded, lowres ,"]))
+    assert spaced.ceilings == ("occluded", "lowres")
+    assert cli.reproduce_config(cli.reproduce_parser().parse_args(["--ceilings", ""])).ceilings == ()
 
 
 @pytest.mark.slow

@@ -289,6 +289,9 @@ def test_reconstruction_batches_leave_a_clean_share_unoccluded():
     occluded, clean = tdata.reconstruction_batch(images, rng=np.random.default_rng(0), clean_share=0.25)
     untouched = (occluded == clean).flatten(1).all(1).float().mean().item()
     assert 0.18 < untouched < 0.32  # 100 ± 3 sd of 400 draws at 0.25
+    plain, _ = tdata.reconstruction_batch(images, rng=np.random.default_rng(0))
+    zero, _ = tdata.reconstruction_batch(images, rng=np.random.default_rng(0), clean_share=0.0)
+    assert torch.equal(plain, zero)  # no share, no extra draw: earlier runs keep their stream
     with pytest.raises(ConfigError, match="clean_share applies to the reconstruction GAN"):
         TrainConfig(model="superres", clean_share=0.2)
     with pytest.raises(ConfigError, match="clean_share must be in"):

@@ -455,16 +455,17 @@ def _run_classifier(job: _WorkerJob, train: CropSet, val: CropSet | None, state:
 
 
 def _gan_pairs(cfg: TrainConfig, crops: CropSet, idx: Any, rng: np.random.Generator, *,
-               with_classifier: bool = False) -> tuple[torch.Tensor, ...]:
+               with_classifier: bool = False, training: bool = True) -> tuple[torch.Tensor, ...]:
     """(lq, gt) at the generator's sizes; for the agreement loss (crops loaded at the classifier's
     input size) (lq, gt, corrupted, clean) with lq and gt shrunk from the last two as the pipeline
-    shrinks (G^S: the corrupted crop is not needed, the clean one stands in)."""
+    shrinks (G^S: the corrupted crop is not needed, the clean one stands in). Validation pairs
+    (`training=False`) are all occluded: unoccluded ones would measure nothing."""
     from attrgan.pipeline import resize
 
     images = crops.images[idx]
     if cfg.model == "reconstruction":
         occluded, clean = reconstruction_batch(images, rng=rng, occlusion_range=cfg.occlusion_range,
-                                              clean_share=cfg.clean_share)
+                                              clean_share=cfg.clean_share if training else 0.0)
         size = cfg.network_input_size
         if tuple(occluded.shape[-2:]) == size:
             return occluded, clean
@@ -498,7 +499,8 @@ def _run_gan(job: _WorkerJob, train: CropSet, val: CropSet | None, state: dict[s
         opt_g.load_state_dict(state["opt_g"])
         opt_d.load_state_dict(state["opt_d"])
     # Fixed validation pairs (seeded occlusions) so epochs are compared on the same inputs.
-    val_pairs = (_gan_pairs(cfg, val, slice(None), np.random.default_rng(cfg.seed), with_classifier=agreement is not None)[:2]
+    val_pairs = (_gan_pairs(cfg, val, slice(None), np.random.default_rng(cfg.seed), with_classifier=agreement is not None,
+                            training=False)[:2]
                  if val is not None else None)
 
     def batches(epoch: int):
