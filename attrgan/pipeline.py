@@ -183,7 +183,8 @@ class Pipeline:
         for name, plan in self.restorations.items():
             if self.config.use_superres if name == "superres" else self.config.use_reconstruction:
                 # A classifier that cannot trigger reconstruction is a warning; the gate's choices are not.
-                level = logging.WARNING if OCCLUSION_DOWN in plan.reason else logging.INFO
+                blind = name == "reconstruction" and OCCLUSION_DOWN not in self.attributes
+                level = logging.WARNING if blind else logging.INFO
                 log.log(level, "%s %s: %s", name, "runs" if plan.runs else "is skipped", plan.reason)
         self.use_superres = self.restorations["superres"].runs
         self.superres: nn.Module | None = None
