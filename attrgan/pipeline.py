@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from attrgan.attributes import OCCLUSION_DOWN
+from attrgan.models.inference import inference_copy
 from attrgan.models.reconstruction import Layers
 from attrgan.precision import PRECISIONS, Precision, autocast, resolve_precision
 from attrgan.proof import restoration_plan
@@ -57,6 +58,8 @@ class PipelineConfig:
         "bf16" (autocast; attrgan.precision). Outputs stay float32 either way.
     channels_last: run the networks on NHWC memory (1.2-1.6x faster convolutions on oneDNN and
         what tensor cores want); False keeps NCHW.
+    fold_batchnorm: run copies of the networks with each BatchNorm folded into its convolution
+        (`attrgan.models.inference`: the same function, one pass over the activations fewer).
     require_proven: run a restoration only where the gain its config.json stores (measured on the
         validation split when it was trained, `attrgan.proof`) is above 0; bundles without a stored
         gain run it as before. False runs every switched-on restoration.
@@ -69,6 +72,7 @@ class PipelineConfig:
     device: str = "auto"
     precision: Precision = "auto"
     channels_last: bool = True
+    fold_batchnorm: bool = True
     require_proven: bool = True
 
     def __post_init__(self) -> None:
@@ -143,21 +147,21 @@ def _generator_input(net: nn.Module, name: str) -> tuple[int, int]:
     return tuple(size)  # type: ignore[return-value]
 
 
-def _bundle_generator(bundle: Bundle, name: str, device: torch.device) -> tuple[nn.Module, tuple[int, int]]:
-    """Bundle network `name` on `device` in eval mode, and the (H, W) it takes."""
+def _bundle_generator(bundle: Bundle, name: str) -> nn.Module:
+    """Bundle network `name` ("superres" | "reconstruction"); ValueError when the bundle has none."""
     net = getattr(bundle, name, None)
     if net is None:
         flag = "use_superres" if name == "superres" else "use_reconstruction"
         raise ValueError(f"PipelineConfig.{flag} is on but the bundle has no {name} network")
-    net = net.to(device).eval()
-    return net, _generator_input(net, name)
+    return net
 
 
 class Pipeline:
     """Super-resolve small crops, classify, reconstruct occluded crops, classify again.
 
     `bundle` is an `attrgan.bundle.Bundle` (classifier, superres, reconstruction, per-attribute
-    `thresholds`, `version`). The networks are moved to the configured device and put in eval mode.
+    `thresholds`, `version`). It runs copies of the networks, in eval mode on the configured device
+    (`PipelineConfig.channels_last`, `fold_batchnorm`); the bundle's own are left untouched.
 
     A classifier without `occlusion_down` (e.g. one trained on PETA) cannot trigger reconstruction:
     the pipeline then runs with reconstruction off, logs a warning, and reports NaN occlusion scores.
@@ -167,7 +171,8 @@ class Pipeline:
         self.config = config or PipelineConfig()
         self.device = resolve_device(self.config.device)
         self.version = str(getattr(bundle, "version", "") or "")
-        self.classifier = bundle.classifier.to(self.device).eval()
+        self.memory_format = torch.channels_last if self.config.channels_last else torch.contiguous_format
+        self.classifier = self._for_inference(bundle.classifier)
         self.attributes: tuple[str, ...] = tuple(self.classifier.config.attributes)
         self.input_size: tuple[int, int] = tuple(self.classifier.config.input_size)  # type: ignore[assignment]
         self.thresholds = np.asarray(bundle.thresholds, dtype=np.float32)  # (A,)
@@ -189,7 +194,8 @@ class Pipeline:
         self.use_superres = self.restorations["superres"].runs
         self.superres: nn.Module | None = None
         if self.use_superres:
-            self.superres, self.sr_input = _bundle_generator(bundle, "superres", self.device)
+            self.superres = self._for_inference(_bundle_generator(bundle, "superres"))
+            self.sr_input = _generator_input(self.superres, "superres")
         sr_input_height = (bundle.superres.config.input_size[0] if bundle.superres is not None
                            else self.input_size[0] // 4)
         self.sr_max_height = sr_input_height if self.config.sr_max_height is None else self.config.sr_max_height
@@ -199,17 +205,19 @@ class Pipeline:
         self.use_reconstruction = self.restorations["reconstruction"].runs
         self.reconstruction: nn.Module | None = None
         if self.use_reconstruction:
-            self.reconstruction, self.rec_input = _bundle_generator(bundle, "reconstruction", self.device)
+            self.reconstruction = self._for_inference(_bundle_generator(bundle, "reconstruction"))
+            self.rec_input = _generator_input(self.reconstruction, "reconstruction")
         self.occlusion_threshold = float(
             self.config.occlusion_threshold if self.config.occlusion_threshold is not None
             else self.thresholds[self.occlusion_index] if self.occlusion_index is not None
             else DEFAULT_THRESHOLD)
         # The precision actually used ("fp32" | "bf16"): run summaries record it.
         self.precision = resolve_precision(self.config.precision, self.device)
-        self.memory_format = torch.channels_last if self.config.channels_last else torch.contiguous_format
-        for net in (self.classifier, self.superres, self.reconstruction):
-            if net is not None:
-                net.to(memory_format=self.memory_format)
+
+    def _for_inference(self, net: nn.Module) -> nn.Module:
+        """The copy of a bundle network this pipeline runs (the bundle's own is left as it is)."""
+        return inference_copy(net, device=self.device, memory_format=self.memory_format,
+                              fold=self.config.fold_batchnorm)
 
     def __call__(self, images: np.ndarray, crop_heights: np.ndarray, *,
                  return_images: bool = False) -> dict[str, np.ndarray]:

@@ -447,3 +447,56 @@ def test_masked_reconstruction_composites_at_full_size_without_the_occluders_edg
     assert (added - painted).abs().max() > 0.1
     with pytest.raises(ValueError, match="only a masked generator"):
         ReconstructionGenerator(ReconstructionConfig(width=0.125, input_size=(32, 16)))(small, with_layers=True)
+
+
+def _randomise_batchnorm(net: nn.Module) -> nn.Module:
+    """Trained-looking BatchNorm statistics and affines, so folding them is not the identity."""
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.3, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.3, 0.3)
+    return net.eval()
+
+
+@pytest.mark.parametrize("build, size", [
+    (lambda: AttributeClassifier(ClassifierConfig(**SMALL)), (80, 32)),
+    (lambda: AttributeClassifier(ClassifierConfig(attributes=ATTRS, backbone="resnet18", input_size=(40, 16))),
+     (40, 16)),
+    (lambda: ReconstructionGenerator(ReconstructionConfig(width=1 / 16, input_size=(32, 16))), (32, 16)),
+    (lambda: ReconstructionGenerator(ReconstructionConfig(width=1 / 16, input_size=(32, 16), masked=True,
+                                                          skips=True)), (32, 16)),
+    (lambda: SuperResGenerator(SuperResConfig(width=1 / 32, input_size=(16, 8), residual=True, skips=True)),
+     (16, 8)),
+], ids=["small-classifier", "resnet18-classifier", "reconstruction", "masked-reconstruction", "superres"])
+def test_folding_batchnorm_keeps_the_function_and_removes_every_batchnorm(build, size):
+    from attrgan.models.inference import inference_copy
+
+    net = _randomise_batchnorm(build())
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    x = images(3, size)
+    folded = inference_copy(net, device="cpu", memory_format=torch.channels_last)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    assert any(isinstance(m, nn.BatchNorm2d) for m in net.modules())  # the original is untouched
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in before.items())
+    with torch.inference_mode():
+        expected, got = net(x), folded(x.contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    with torch.inference_mode():  # without folding, the copy is the same network
+        unfolded = inference_copy(net, device="cpu", memory_format=torch.contiguous_format, fold=False)
+        assert sum(isinstance(m, nn.BatchNorm2d) for m in unfolded.modules()) == \
+            sum(isinstance(m, nn.BatchNorm2d) for m in net.modules())
+        torch.testing.assert_close(unfolded(x), expected, rtol=0, atol=0)
+
+
+def test_folding_needs_eval_mode_and_leaves_a_training_network_training():
+    from attrgan.models.inference import fold_batchnorm, inference_copy
+
+    net = AttributeClassifier(ClassifierConfig(**SMALL)).train()
+    with pytest.raises(ValueError, match="eval-mode"):
+        fold_batchnorm(net)
+    copy = inference_copy(net, device="cpu", memory_format=torch.contiguous_format)
+    assert net.training and not copy.training
+    assert any(isinstance(m, nn.BatchNorm2d) for m in net.modules())

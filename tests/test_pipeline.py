@@ -219,3 +219,22 @@ def test_a_reconstruction_that_changes_nothing_keeps_the_full_resolution_crop():
         images, np.full(3, 64), return_images=True)
     assert out["reconstructed"].all()
     assert np.abs(out["images"].astype(int) - images.astype(int)).max() <= 1  # float round trip only
+
+
+def test_folded_batchnorm_scores_as_the_bundles_networks_and_leaves_them_as_they_were():
+    bundle = tiny_bundle()
+    with torch.no_grad():  # trained-looking statistics, so folding them changes the weights
+        for net in (bundle.classifier, bundle.superres, bundle.reconstruction):
+            for m in net.modules():
+                if isinstance(m, torch.nn.BatchNorm2d):
+                    m.running_mean.uniform_(-0.5, 0.5)
+                    m.running_var.uniform_(0.3, 2.0)
+    bundle.reconstruction.train()  # e.g. a network measured while it trains
+    images = random_images(8, seed=3)
+    heights = np.array([12, 200, 10, 200, 200, 16, 200, 200])  # SR for three of them (<= 16 rows)
+    outs = {fold: Pipeline(bundle, PipelineConfig(device="cpu", occlusion_threshold=0.0, fold_batchnorm=fold))(
+        images, heights) for fold in (True, False)}
+    np.testing.assert_allclose(outs[True]["scores"], outs[False]["scores"], rtol=1e-4, atol=1e-5)
+    assert outs[True]["super_resolved"].sum() == 3 and outs[True]["reconstructed"].all()
+    assert bundle.reconstruction.training  # the pipeline ran copies
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in bundle.classifier.modules())

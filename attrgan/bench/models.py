@@ -1,12 +1,13 @@
 """Forward throughput and size of each network, at the paper's width and at the `cpu-small` preset's,
-in fp32 and in the precision the pipeline picks ("auto"), side by side.
+as plain fp32 modules and as `attrgan.pipeline` runs them, side by side.
 
-fp32 is the networks as plain modules (float32, NCHW); auto is what `attrgan.pipeline` runs:
-channels_last memory and bf16 autocast where `attrgan.precision` resolves "auto" to bf16.
-Random weights, eval mode, `torch.inference_mode()`, on CUDA when there is one (else CPU); batch
-16 at the paper's widths, 64 at the small ones (the extraction's batch). The two settings
-alternate `repeats` times on the same module and input, so load from other processes hits both
-alike; images/s is from the median timed iteration of each.
+fp32 is the networks as plain modules (float32, NCHW). prepared is the copy the pipeline runs
+(`attrgan.models.inference`: BatchNorm folded, channels_last) still in fp32; auto adds the
+precision the pipeline picks (bf16 autocast where `attrgan.precision` resolves "auto" to bf16;
+where it resolves to fp32, auto is the prepared figure). Random weights, eval mode, `torch.inference_mode()`, on CUDA when there is one (else CPU);
+batch 16 at the paper's widths, 64 at the small ones (the extraction's batch). The settings
+alternate `repeats` times on the same input, so load from other processes hits all alike;
+images/s is from the median timed iteration of each.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from attrgan.models import (
     SuperResDiscriminator,
     SuperResGenerator,
 )
+from attrgan.models.inference import inference_copy
 from attrgan.precision import autocast, resolve_precision
 from attrgan.train.config import preset
 
@@ -75,18 +77,23 @@ def _timed(model: nn.Module, x: torch.Tensor, *, precision: str, iters: int) -> 
 
 
 def measure_side_by_side(model: nn.Module, *, batch: int, device: torch.device, iters: int,
-                         repeats: int) -> tuple[float, float, str]:
-    """(fp32 images/s, auto images/s, auto's resolved precision) of `model` on a random batch,
-    the two settings alternating `repeats` times."""
+                         repeats: int) -> tuple[dict[str, float], str]:
+    """({"fp32", "prepared", "auto"}: images/s, auto's resolved precision) of `model` on a random
+    batch, the settings alternating `repeats` times."""
     precision = resolve_precision("auto", device)
     x = torch.rand(batch, 3, *_input_size(model), device=device) * 2 - 1
     x_last = x.contiguous(memory_format=torch.channels_last)
-    fp32: list[float] = []
-    auto: list[float] = []
+    prepared = inference_copy(model, device=device, memory_format=torch.channels_last)
+    settings = {"fp32": (model, x, "fp32"), "prepared": (prepared, x_last, "fp32")}
+    if precision != "fp32":
+        settings["auto"] = (prepared, x_last, precision)
+    seconds: dict[str, list[float]] = {name: [] for name in settings}
     for _ in range(repeats):
-        fp32 += _timed(model.to(memory_format=torch.contiguous_format), x, precision="fp32", iters=iters)
-        auto += _timed(model.to(memory_format=torch.channels_last), x_last, precision=precision, iters=iters)
-    return batch / statistics.median(fp32), batch / statistics.median(auto), precision
+        for name, (net, inputs, setting) in settings.items():
+            seconds[name] += _timed(net, inputs, precision=setting, iters=iters)
+    rates = {name: batch / statistics.median(s) for name, s in seconds.items()}
+    rates.setdefault("auto", rates["prepared"])
+    return rates, precision
 
 
 def run(quick: bool = False) -> None:
@@ -94,18 +101,19 @@ def run(quick: bool = False) -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     iters, repeats = (1, 1) if quick else (2, 2)
     precision = resolve_precision("auto", device)
-    print(f"device {device}, auto = channels_last + {precision}; batch {PAPER_BATCH} (paper widths) / "
+    print(f"device {device}, prepared = BatchNorm folded + channels_last, auto = prepared + {precision}; "
+          f"batch {PAPER_BATCH} (paper widths) / "
           f"{SMALL_BATCH} (small); {repeats} x (1 warm-up + {iters} timed) iterations per setting, alternating",
           flush=True)
-    header = ("network", "setting", "params", "input HxW", "fp32 img/s", "auto img/s", "auto/fp32")
+    header = ("network", "setting", "params", "input HxW", "fp32 img/s", "prepared", "auto img/s", "auto/fp32")
     rows = []
     for name, setting, batch, build in NETWORKS:
         model = build().to(device).eval()
         params = sum(p.numel() for p in model.parameters())
-        fp32, auto, _ = measure_side_by_side(model, batch=batch, device=device, iters=iters, repeats=repeats)
+        rates, _ = measure_side_by_side(model, batch=batch, device=device, iters=iters, repeats=repeats)
         h, w = _input_size(model)
-        rows.append((name, setting, f"{params / 1e6:.2f}M", f"{h}x{w}", f"{fp32:.1f}", f"{auto:.1f}",
-                     f"{auto / fp32:.2f}x"))
+        rows.append((name, setting, f"{params / 1e6:.2f}M", f"{h}x{w}", f"{rates['fp32']:.1f}",
+                     f"{rates['prepared']:.1f}", f"{rates['auto']:.1f}", f"{rates['auto'] / rates['fp32']:.2f}x"))
         print("  " + "  ".join(rows[-1]), flush=True)  # progress: the paper-width rows take a while
         del model
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]

@@ -5,9 +5,9 @@ at the paper's widths and at the `cpu-small` preset's.
 
 For each preset, on one set of synthetic JPEG crops (three in four full size, one in four
 low-resolution, as in the extract section; a few hundred at the paper's widths): `run_extract`
-with `PipelineConfig(precision="fp32", channels_last=False)` (the networks as plain fp32 NCHW
-modules) and with the default `PipelineConfig()` (auto: channels_last, bf16 where
-`attrgan.precision` finds it), alternating `repeats` times on one local Ray (medians); and the
+with `PipelineConfig(precision="fp32", channels_last=False, fold_batchnorm=False)` (the networks
+as plain fp32 NCHW modules) and with the default `PipelineConfig()` (auto: BatchNorm folded,
+channels_last, bf16 where `attrgan.precision` finds it), alternating `repeats` times on one local Ray (medians); and the
 same two pipelines in this process on the first 128 crops, pre-decoded, after each end-to-end
 run (the bare-model rate each end-to-end run is held against). Batch 32 at the paper's widths, the extract section's 64 at
 cpu-small. Rates are crops/s in steady state (from the first partition's `_SUCCESS` to the last)
@@ -33,7 +33,8 @@ from attrgan.data.images import decode_image, resize
 from attrgan.pipeline import Pipeline, PipelineConfig
 from attrgan.precision import resolve_precision
 
-SETTINGS = {"fp32": PipelineConfig(precision="fp32", channels_last=False), "auto": PipelineConfig()}
+SETTINGS = {"fp32": PipelineConfig(precision="fp32", channels_last=False, fold_batchnorm=False),
+            "auto": PipelineConfig()}
 TARGETS = {True: 2.5, False: 1.4}  # auto / fp32 end to end, by paper widths or not
 PAPER_BATCH = 32  # a few hundred crops still make several batches per actor
 BARE_CROPS = 128
