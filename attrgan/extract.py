@@ -727,6 +727,13 @@ def run_extract(config: ExtractConfig) -> Summary:
     return summary
 
 
+def rows_per_block(rows: int, *, batch_size: int, actors: int) -> int:
+    """Rows of each block the actors take. A manifest file reads as one block and an actor takes a
+    whole block: blocks of a few batches keep every actor of the pool busy (and a restarted actor
+    redoes little), and a run smaller than that is split so that every actor gets a share."""
+    return max(1, min(batch_size * BATCHES_PER_BLOCK, math.ceil(rows / actors)))
+
+
 def _results_stream(config: ExtractConfig, scan: ManifestScan, group: _Group, *, plan: Any, model_version: str,
                     input_size: tuple[int, int], allowed: tuple[str, ...] | None) -> Any:
     """One Ray Data dataset over a commit group's manifest files: read (cluster tasks) → prepare
@@ -739,9 +746,8 @@ def _results_stream(config: ExtractConfig, scan: ManifestScan, group: _Group, *,
     ds = ds.map_batches(prepare_rows, batch_format="pyarrow", batch_size=None, zero_copy_batch=True,
                         fn_kwargs={"base": scan.base, "partition_of": partition_of}, num_cpus=IO_TASK_CPUS,
                         udf_modifying_row_count=False)
-    # A manifest file reads as one block, and an actor takes a whole block: blocks of a few
-    # batches keep every actor of the pool busy (and a restarted actor redoes little).
-    ds = ds.repartition(target_num_rows_per_block=config.batch_size * BATCHES_PER_BLOCK)
+    ds = ds.repartition(target_num_rows_per_block=rows_per_block(sum(group.rows), batch_size=config.batch_size,
+                                                                 actors=plan.actors))
     env = {FAULT_ENV: os.environ[FAULT_ENV]} if os.environ.get(FAULT_ENV) else {}
     return score_stream(
         ds, PipelineActor, plan=plan, batch_size=config.batch_size,

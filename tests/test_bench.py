@@ -9,7 +9,7 @@ import torch
 from attrgan.attributes import SYNTH_ATTRIBUTES
 from attrgan.bench.__main__ import main
 from attrgan.bench.agreement import SETTINGS, compare
-from attrgan.bench.extract import break_even
+from attrgan.bench.extract import break_even, steady_state
 from attrgan.bundle import Bundle
 from attrgan.models import (AttributeClassifier, ClassifierConfig, ReconstructionConfig, ReconstructionGenerator,
                             SuperResConfig, SuperResGenerator)
@@ -21,6 +21,14 @@ def test_break_even_is_where_the_whole_run_catches_the_naive_loop():
     assert n / (10.0 + n / 300.0) >= 200.0 > (n - 300) / (10.0 + (n - 300) / 300.0)
     assert break_even(10.0, 200.0, 200.0).startswith("never")
     assert break_even(10.0, float("nan"), 200.0).startswith("unknown")  # no steady state was seen
+
+
+def test_steady_state_is_what_the_extra_crops_of_the_longer_run_cost():
+    # 20 s of start-up, then 100 crops/s: 1,000 crops in 30 s, 4,000 in 60 s.
+    steady, startup = steady_state({"rows": 1000, "seconds": 30.0}, {"rows": 4000, "seconds": 60.0})
+    assert steady == pytest.approx(100.0) and startup == pytest.approx(20.0)
+    # A longer run that was not slower tells nothing.
+    assert all(math.isnan(v) for v in steady_state({"rows": 10, "seconds": 9.0}, {"rows": 40, "seconds": 8.0}))
 
 
 def tiny_bundle():

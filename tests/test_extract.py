@@ -22,7 +22,8 @@ from attrgan.config import StorageConfig
 from attrgan.data.manifest import ManifestError, write_manifest
 from attrgan.data.storage import filesystem, list_dir, read_bytes, write_bytes
 from attrgan.extract import (FAULT_ENV, INPUT_COLUMNS, PARTITION_INDEX, PRECISION, ExtractConfig, PipelineActor,
-                             commit_groups, newest_first, prepare_rows, results_batch, run_extract, select_partitions)
+                             commit_groups, newest_first, prepare_rows, results_batch, rows_per_block, run_extract,
+                             select_partitions)
 from attrgan.results import SUCCESS_MARKER as SUCCESS_FILE
 from attrgan.results import error_kind, results_schema
 from attrgan.scoring import ROW_ERROR, decode_rows, plan_actors
@@ -411,6 +412,14 @@ def test_commit_groups_hold_at_most_the_limit_in_order():
     rows = {"a": 5, "b": 4, "c": 12, "d": 0, "e": 3}
     groups = commit_groups(list(rows), rows, 10)
     assert [(g.partitions, g.rows) for g in groups] == [(("a", "b"), (5, 4)), (("c",), (12,)), (("d", "e"), (0, 3))]
+
+
+def test_blocks_hold_a_few_batches_and_give_every_actor_a_share_of_a_small_run():
+    assert rows_per_block(1_000_000, batch_size=64, actors=2) == 256  # BATCHES_PER_BLOCK batches
+    assert rows_per_block(256, batch_size=64, actors=2) == 128  # two blocks, one per actor
+    assert rows_per_block(96, batch_size=32, actors=2) == 48
+    assert rows_per_block(5, batch_size=64, actors=8) == 1
+    assert rows_per_block(0, batch_size=64, actors=2) == 1
 
 
 def test_prepare_rows_types_resolves_and_flags_values_without_failing():

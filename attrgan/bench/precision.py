@@ -7,12 +7,13 @@ For each preset, on one set of synthetic JPEG crops (three in four full size, on
 low-resolution, as in the extract section; a few hundred at the paper's widths): `run_extract`
 with `PipelineConfig(precision="fp32", channels_last=False, fold_batchnorm=False)` (the networks
 as plain fp32 NCHW modules) and with the default `PipelineConfig()` (auto: BatchNorm folded,
-channels_last, bf16 where `attrgan.precision` finds it), alternating `repeats` times on one local Ray (medians); and the
-same two pipelines in this process on the first 128 crops, pre-decoded, after each end-to-end
-run (the bare-model rate each end-to-end run is held against). Batch 32 at the paper's widths, the extract section's 64 at
-cpu-small. Rates are crops/s in steady state (from the first partition's `_SUCCESS` to the last)
-and over the whole run (start-up included); "nan" where every partition finished at once (a
-manifest read as one block), which leaves no steady state to see.
+channels_last, bf16 where `attrgan.precision` finds it), each over the crops and over a quarter
+of them, alternating `repeats` times on one local Ray (medians); and the same two pipelines in
+this process on the first 128 crops, pre-decoded, after each end-to-end pair (the bare-model
+rate each end-to-end run is held against). Batch 32 at the paper's widths, the extract
+section's 64 at cpu-small. Rates are crops/s over the whole run of all the crops (start-up
+included) and in steady state (`attrgan.bench.extract.steady_state`: what the extra crops of
+the larger run cost, the rate a night's run approaches).
 
     targets: end to end auto >= 2.5 x fp32 at the paper's widths, >= 1.4 x at cpu-small;
              each end-to-end rate >= 0.85 x its own bare-model rate.
@@ -27,7 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from attrgan.bench.extract import E2E_SETTINGS, _batches, end_to_end, local_ray, make_bundle, make_manifest
+from attrgan.bench.extract import (E2E_SETTINGS, _batches, end_to_end, local_ray, make_bundle, make_manifest,
+                                   steady_state)
 from attrgan.bundle import load_bundle, save_bundle
 from attrgan.data.images import decode_image, resize
 from attrgan.pipeline import Pipeline, PipelineConfig
@@ -52,45 +54,52 @@ def _bare_rate(pipe: Pipeline, images: np.ndarray, heights: np.ndarray, batch: i
 
 
 def _preset(paper: bool, n: int, repeats: int) -> dict[str, dict[str, float]]:
-    """{setting: {"steady", "whole", "bare"} crops/s} for one preset: the settings alternate
-    `repeats` times, end to end and bare (medians)."""
+    """{setting: {"steady", "whole", "startup", "bare"}} for one preset: the settings alternate
+    `repeats` times, end to end (n / 4 and n crops) and bare (medians)."""
     batch = PAPER_BATCH if paper else E2E_SETTINGS["batch_size"]
     settings = E2E_SETTINGS | {"batch_size": batch}
-    runs: dict[str, dict[str, list[float]]] = {s: {"steady": [], "whole": [], "bare": []} for s in SETTINGS}
+    runs: dict[str, dict[str, list[float]]] = {s: {"steady": [], "whole": [], "startup": [], "bare": []}
+                                               for s in SETTINGS}
     label = "paper" if paper else "cpu-small"
     with tempfile.TemporaryDirectory(prefix="attrgan-bench-precision-") as tmp:
         root = Path(tmp)
         save_bundle(str(root / "bundle"), make_bundle(paper=paper))
         manifest = make_manifest(root, n)
+        short_manifest = make_manifest(root / "short", n // 4)
         # The first BARE_CROPS crops (a quarter of them low-resolution, as in the whole set).
         paths = sorted((root / "images").glob("*.jpg"))[:BARE_CROPS]
         decoded = [decode_image(p.read_bytes()) for p in paths]
         heights = np.array([d.shape[0] for d in decoded])
         pipes = {name: Pipeline(load_bundle(str(root / "bundle")), config) for name, config in SETTINGS.items()}
         images = np.stack([resize(d, pipes["fp32"].input_size) for d in decoded])
+        end_to_end(root, short_manifest, settings)  # warm-up: the first run on a Ray starts its workers
         for _ in range(repeats):
             for name, config in SETTINGS.items():
-                e2e = end_to_end(root, manifest, settings | {"pipeline": config})
-                runs[name]["steady"].append(e2e["steady"])
-                runs[name]["whole"].append(e2e["rate"])
-                runs[name]["bare"].append(_bare_rate(pipes[name], images, heights, batch))
-                print(f"  {label} {name}: end to end steady {e2e['steady']:.1f}, whole run {e2e['rate']:.1f} crops/s "
-                      f"(start-up ~{e2e['startup']:.0f} s); bare models {runs[name]['bare'][-1]:.1f}", flush=True)
+                short = end_to_end(root, short_manifest, settings | {"pipeline": config})
+                whole = end_to_end(root, manifest, settings | {"pipeline": config})
+                steady, startup = steady_state(short, whole)
+                for key, value in (("steady", steady), ("whole", whole["rate"]), ("startup", startup),
+                                   ("bare", _bare_rate(pipes[name], images, heights, batch))):
+                    runs[name][key].append(value)
+                print(f"  {label} {name}: end to end steady {steady:.1f}, whole run {whole['rate']:.1f} crops/s "
+                      f"(start-up ~{startup:.0f} s); bare models {runs[name]['bare'][-1]:.1f}", flush=True)
     return {s: {k: statistics.median(v) for k, v in r.items()} for s, r in runs.items()}
 
 
 def run(quick: bool = False) -> None:
     repeats = 1 if quick else 2
-    sizes = {True: 96 if quick else 256, False: 256 if quick else 1024}
+    # Enough crops at cpu-small that the quarter the short run drops takes seconds, not noise.
+    sizes = {True: 96 if quick else 256, False: 1024 if quick else 4096}
     print(f"auto resolves to {resolve_precision('auto', 'cpu')} on this CPU; run_extract settings {E2E_SETTINGS}; "
           f"{repeats} alternating repeat(s), medians; bare models: this process, {torch.get_num_threads()} threads")
     with local_ray():  # one Ray for every run
         results = {paper: _preset(paper, sizes[paper], repeats) for paper in (True, False)}
-    print(f"{'preset':<11}{'crops':>6}{'setting':>8}{'steady':>9}{'whole':>9}{'bare':>9}{'steady/bare':>12}")
+    print(f"{'preset':<11}{'crops':>6}{'setting':>8}{'steady':>9}{'whole':>9}{'start-up s':>11}{'bare':>9}"
+          f"{'steady/bare':>12}")
     for paper, by_setting in results.items():
         for name, r in by_setting.items():
             print(f"{'paper' if paper else 'cpu-small':<11}{sizes[paper]:>6}{name:>8}{r['steady']:>9.1f}"
-                  f"{r['whole']:>9.1f}{r['bare']:>9.1f}{r['steady'] / r['bare']:>12.2f}")
+                  f"{r['whole']:>9.1f}{r['startup']:>11.1f}{r['bare']:>9.1f}{r['steady'] / r['bare']:>12.2f}")
     for paper, r in results.items():
         ratio = {k: r["auto"][k] / r["fp32"][k] for k in ("whole", "steady", "bare")}
         print(f"target {'paper' if paper else 'cpu-small'}: end to end auto / fp32 {ratio['whole']:.2f}x over the whole "
