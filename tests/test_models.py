@@ -500,3 +500,25 @@ def test_folding_needs_eval_mode_and_leaves_a_training_network_training():
     copy = inference_copy(net, device="cpu", memory_format=torch.contiguous_format)
     assert net.training and not copy.training
     assert any(isinstance(m, nn.BatchNorm2d) for m in net.modules())
+
+
+@pytest.mark.parametrize("downsample", [False, True])
+def test_small_trunk_block_is_torchvisions_basic_block(downsample):
+    """Same initialisation from the same seed, same state dict and same function: small-trunk
+    bundles and training runs are those of torchvision's block."""
+    from torchvision.models.resnet import BasicBlock as TorchvisionBlock
+
+    from attrgan.models.classifier import BasicBlock
+
+    def build(cls):
+        torch.manual_seed(3)
+        shortcut = nn.Sequential(nn.Conv2d(8, 16, 1, stride=2, bias=False), nn.BatchNorm2d(16)) if downsample else None
+        return cls(8, 16 if downsample else 8, stride=2 if downsample else 1, downsample=shortcut)
+
+    ours, theirs = build(BasicBlock), build(TorchvisionBlock)
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    assert all(torch.equal(v, theirs.state_dict()[k]) for k, v in ours.state_dict().items())
+    x = torch.randn(2, 8, 12, 6)
+    torch.testing.assert_close(ours(x), theirs(x), rtol=0, atol=0)
+    ours.eval(), theirs.eval()
+    torch.testing.assert_close(ours(x), theirs(x), rtol=0, atol=0)

@@ -19,9 +19,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-import torchvision
 from torch import nn
-from torchvision.models.resnet import BasicBlock
 
 from attrgan.attributes import RAP_ATTRIBUTES, validate_attributes
 
@@ -86,6 +84,28 @@ class ClassifierConfig:
                              f"got {self.input_size!r}")
 
 
+class BasicBlock(nn.Module):
+    """ResNet's basic block as torchvision builds it (same layers, names, order and forward), so
+    small-trunk state dicts and initialisations are torchvision's. Defined here because importing
+    torchvision costs ~3 s per process (it imports torch._dynamo), paid by every extraction actor;
+    the torchvision trunks import it when they are built."""
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = downsample
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
+        identity = x if self.downsample is None else self.downsample(x)
+        return self.relu(out + identity)
+
+
 class SmallTrunk(nn.Module):
     """A ResNet-style trunk small enough for CPU: 3×3 stride-2 stem and 3×3 stride-2 max pool (as
     torchvision's ResNets: the stem sees full resolution, the stages run at a quarter of it), four
@@ -124,6 +144,8 @@ def _build_trunk(config: ClassifierConfig) -> tuple[nn.Module, int]:
     if config.backbone == "small":
         trunk = SmallTrunk(width=config.width)
         return trunk, trunk.num_features
+    import torchvision
+
     resnet = getattr(torchvision.models, config.backbone)(weights=None)
     # torchvision's avgpool is already adaptive (global); dropping fc leaves the pooled features.
     num_features = resnet.fc.in_features
@@ -155,6 +177,8 @@ def _trunk_state_dict(config: ClassifierConfig) -> Mapping[str, torch.Tensor]:
     if config.backbone == "small":
         raise ValueError(f"ClassifierConfig.weights: the 'small' backbone has no torchvision weights; "
                          f"give a local state dict file, got {weights!r}")
+    import torchvision
+
     enum = torchvision.models.get_model_weights(config.backbone)
     name = weights.rsplit(".", 1)[-1]
     if name not in enum.__members__:

@@ -7,7 +7,8 @@ oneDNN at the preset widths (`python -m attrgan.bench --only models` shows it).
 
 Folded are the pairs the project's networks are built from: a conv followed by a BatchNorm in an
 `nn.Sequential` (the generators' blocks, the small trunk, ResNet's downsample) and, in
-torchvision's ResNet, BasicBlock and Bottleneck, each `conv<k>` whose output goes to `bn<k>`.
+ResNet's blocks (torchvision's and the small trunk's) and stem, each `conv<k>` whose output goes
+to `bn<k>`.
 Anything else is left as it is.
 """
 
@@ -18,11 +19,17 @@ import copy
 import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
-from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
+
+from attrgan.models.classifier import BasicBlock
 
 _CONVS = (nn.Conv2d, nn.ConvTranspose2d)
-# Modules whose forward feeds child conv<k> straight into child bn<k>.
-_NAMED_PAIRS = (ResNet, BasicBlock, Bottleneck)
+
+
+def _feeds_conv_into_bn(module: nn.Module) -> bool:
+    """Whether `module`'s forward feeds its child conv<k> straight into its child bn<k>: the small
+    trunk's BasicBlock and torchvision's ResNet modules (told by their module, so that this file
+    does not import torchvision)."""
+    return isinstance(module, BasicBlock) or type(module).__module__ == "torchvision.models.resnet"
 
 
 def _fold(conv: nn.Module, norm: nn.Module) -> nn.Module | None:
@@ -45,7 +52,7 @@ def fold_batchnorm(module: nn.Module) -> nn.Module:
             folded = _fold(module._modules[first], module._modules[second])
             if folded is not None:
                 module._modules[first], module._modules[second] = folded, nn.Identity()
-    if not isinstance(module, _NAMED_PAIRS):
+    if not _feeds_conv_into_bn(module):
         return module
     for name, child in list(module.named_children()):
         if name.startswith("conv") and name[4:].isdigit():
