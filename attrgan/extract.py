@@ -5,7 +5,7 @@ The driver handles metadata only; rows never pass through it:
     driver   the bundle's config, the manifest's file list and footers (schemas, row counts),
              storage checks, then per-partition crop_id checks run as cluster tasks; all before
              any partition is touched
-    cluster  read_parquet over the manifest files (each row tagged with its partition)
+    cluster  a read task per manifest file (`read_manifest_files`; each row tagged with its partition)
          ──► attrgan.scoring: decode (a bad row stays, status=error) → the pipeline actor pool
              (SR → classify → reconstruct → classify, loaded once per actor)
          ──► `ResultsSink.write` tasks: each partition's rows to Parquet files under
@@ -53,31 +53,30 @@ import ray
 import ray.data
 
 from attrgan.config import ConfigError, StorageConfig, to_dict
-from attrgan.data.manifest import ManifestError, ManifestScan, allowed_prefixes, resolve_uri, scan_manifest
+from attrgan.data.manifest import (PARTITION_INDEX, ManifestError, ManifestScan, allowed_prefixes, read_manifest_files,
+                                   scan_manifest)
 from attrgan.data.storage import filesystem, is_s3, join, split_s3, write_bytes
 from attrgan.pipeline import Pipeline, PipelineConfig
 from attrgan.proof import restoration_plan
 from attrgan.results import (TRANSIENT, clean_partition, clean_staging, drill, error_kind, new_run_id,
                              promote, read_success, results_schema, staging_uri)
 from attrgan.runtime import init_ray
-from attrgan.scoring import IO_TASK_CPUS, ROW_ERROR, DecodingActor, load_actor_bundle, plan_actors, score_stream
+from attrgan.scoring import IO_TASK_CPUS, DecodingActor, load_actor_bundle, plan_actors, score_stream
 
 log = logging.getLogger(__name__)
 
-# Manifest columns the job reads; the last four are carried to the results.
-INPUT_COLUMNS = ("crop_id", "image_uri", "bbox_x", "bbox_y", "bbox_w", "bbox_h", "camera_id", "captured_at")
 # Fault drills. An actor: set to a local file path and the first actor to reach its second batch
 # creates the file and exits abruptly (single-node runs). The driver: set to a commit step
 # ("staged", "promoting", "before_success", "after_success") and the driver kills itself with
 # SIGKILL there.
 FAULT_ENV = "ATTRGAN_EXTRACT_FAULT_MARKER"
 COMMIT_FAULT_ENV = "ATTRGAN_COMMIT_FAULT"
-# Index (into the commit group's partitions) that each row carries through the stream, and the
-# precision ("fp32" / "bf16") of the actor that scored it, for the run's records.
-PARTITION_INDEX = "_partition_index"
+# The precision ("fp32" / "bf16") of the actor that scored a row, for the run's records.
 PRECISION = "_precision"
 # Rows of a stream block, in batches.
 BATCHES_PER_BLOCK = 4
+# Manifest rows each read task reads (manifest rows are small: ~10-20 MB of Arrow).
+ROWS_PER_READ = 100_000
 
 
 class ExtractError(RuntimeError):
@@ -295,51 +294,6 @@ def _timestamps(values: Any) -> pa.Array:
         return pa.array(values).cast(pa.timestamp("us", tz="UTC"), safe=False)
     items = [None if _is_null(v) else v for v in values.tolist()]
     return pa.array(items, pa.timestamp("us", tz="UTC")) if items else pa.nulls(0, pa.timestamp("us", tz="UTC"))
-
-
-def prepare_rows(table: pa.Table, *, base: str, partition_of: Mapping[str, int]) -> pa.Table:
-    """Manifest rows as read by Ray Data (INPUT_COLUMNS present in the files, and `path`) → the
-    stream's rows: INPUT_COLUMNS with the contract's types (absent optional ones null, bbox int64
-    so an out-of-range box is a row error, not a failed cast), image_uri resolved against `base`,
-    PARTITION_INDEX from the row's file, and ROW_ERROR for a value that cannot be resolved.
-    Runs on the cluster; never raises for a row's values."""
-    n = table.num_rows
-    paths = table["path"].combine_chunks().dictionary_encode()
-    index = pa.array([partition_of[p] for p in paths.dictionary.to_pylist()], pa.int32())
-    # A null image_uri becomes "" (decoding makes it that row's "missing uri" error).
-    uris = pc.fill_null(table["image_uri"].combine_chunks().cast(pa.string()), "").dictionary_encode()
-    resolved, problems = [], []
-    for value in uris.dictionary.to_pylist():
-        try:
-            resolved.append(resolve_uri(value, base) if value.strip() else "")
-            problems.append(None)
-        except (ManifestError, ValueError) as exc:
-            resolved.append("")
-            problems.append(f"bad uri: {exc}")
-    types = {"crop_id": pa.string(), "bbox_x": pa.int64(), "bbox_y": pa.int64(), "bbox_w": pa.int64(),
-             "bbox_h": pa.int64(), "camera_id": pa.string(), "captured_at": pa.timestamp("us", tz="UTC")}
-    row_error = pc.take(pa.array(problems, pa.string()), uris.indices)
-    columns = {}
-    for name in INPUT_COLUMNS:
-        if name == "image_uri":
-            columns[name] = pc.take(pa.array(resolved, pa.string()), uris.indices)
-        elif name in table.column_names:
-            column = table[name].combine_chunks()
-            if pa.types.is_dictionary(column.type):
-                column = column.dictionary_decode()
-            if pa.types.is_floating(column.type):  # a bbox written by pandas: whole numbers or a row error
-                bad = pc.fill_null(pc.invert(pc.equal(column, pc.floor(column))), False)
-                message = pa.scalar(f"bad bbox: {name} is not a whole number of pixels", pa.string())
-                row_error = pc.if_else(pc.and_(bad, pc.is_null(row_error)), message, row_error)
-                column = pc.if_else(bad, pa.scalar(None, column.type), column)
-            # Timestamps: drop sub-microsecond digits, take naive ones as UTC (the manifest contract);
-            # numbers: an out-of-range box wraps and is refused as a bad bbox when decoding.
-            columns[name] = column.cast(types[name], safe=pa.types.is_string(types[name]))
-        else:
-            columns[name] = pa.nulls(n, types[name])
-    columns[PARTITION_INDEX] = pc.take(index, paths.indices)
-    columns[ROW_ERROR] = row_error
-    return pa.table(columns)
 
 
 class PipelineActor(DecodingActor):
@@ -739,13 +693,13 @@ def _results_stream(config: ExtractConfig, scan: ManifestScan, group: _Group, *,
     """One Ray Data dataset over a commit group's manifest files: read (cluster tasks) → prepare
     rows (`prepare_rows`) → `attrgan.scoring.score_stream` with the pipeline actors."""
     partition_of = {f: i for i, p in enumerate(group.partitions) for f, _ in scan.files[p]}
-    fs, _ = filesystem(config.manifest, config.storage)
-    ds = ray.data.read_parquet(list(partition_of), filesystem=fs, partitioning=None, include_paths=True,
-                               file_extensions=None, num_cpus=IO_TASK_CPUS)
-    ds = ds.select_columns([c for c in INPUT_COLUMNS if c in scan.columns] + ["path"])
-    ds = ds.map_batches(prepare_rows, batch_format="pyarrow", batch_size=None, zero_copy_batch=True,
-                        fn_kwargs={"base": scan.base, "partition_of": partition_of}, num_cpus=IO_TASK_CPUS,
-                        udf_modifying_row_count=False)
+    # The driver names the files (scan_manifest read their footers); each read task takes a share
+    # of them, about ROWS_PER_READ rows (one task for a small run: every task is a worker to start).
+    reads = max(1, min(len(partition_of), math.ceil(sum(group.rows) / ROWS_PER_READ)))
+    ds = ray.data.from_items([{"path": f} for f in partition_of], override_num_blocks=reads)
+    ds = ds.map_batches(read_manifest_files, batch_format="pyarrow", batch_size=None, zero_copy_batch=True,
+                        fn_kwargs={"manifest": config.manifest, "storage": config.storage, "base": scan.base,
+                                   "partition_of": partition_of}, num_cpus=IO_TASK_CPUS)
     ds = ds.repartition(target_num_rows_per_block=rows_per_block(sum(group.rows), batch_size=config.batch_size,
                                                                  actors=plan.actors))
     env = {FAULT_ENV: os.environ[FAULT_ENV]} if os.environ.get(FAULT_ENV) else {}

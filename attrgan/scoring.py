@@ -21,15 +21,13 @@ from typing import Any
 import numpy as np
 
 from attrgan.config import StorageConfig
+from attrgan.data.manifest import ROW_ERROR
 from attrgan.pipeline import PipelineConfig
 
 # Logical CPUs kept free of actors for the tasks that read manifests and write results (they
 # spend their time waiting on storage), and the share each such task asks for.
 IO_CPUS = 0.2
 IO_TASK_CPUS = 0.05
-# Column of a row's problem found before decoding (an image_uri that cannot be resolved): the row
-# is not fetched, and the message becomes its `error`.
-ROW_ERROR = "_row_error"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pyarrow.dataset as pads
 import pytest
 import torch
@@ -21,12 +22,12 @@ from attrgan.bundle import save_bundle
 from attrgan.config import StorageConfig
 from attrgan.data.manifest import ManifestError, write_manifest
 from attrgan.data.storage import filesystem, list_dir, read_bytes, write_bytes
-from attrgan.extract import (FAULT_ENV, INPUT_COLUMNS, PARTITION_INDEX, PRECISION, ExtractConfig, PipelineActor,
-                             commit_groups, newest_first, prepare_rows, results_batch, rows_per_block, run_extract,
-                             select_partitions)
+from attrgan.data.manifest import INPUT_COLUMNS, PARTITION_INDEX, ROW_ERROR, prepare_rows
+from attrgan.extract import (FAULT_ENV, PRECISION, ExtractConfig, PipelineActor, commit_groups, newest_first,
+                             results_batch, rows_per_block, run_extract, select_partitions)
 from attrgan.results import SUCCESS_MARKER as SUCCESS_FILE
 from attrgan.results import error_kind, results_schema
-from attrgan.scoring import ROW_ERROR, decode_rows, plan_actors
+from attrgan.scoring import decode_rows, plan_actors
 from attrgan.pipeline import Pipeline, PipelineConfig
 from test_pipeline import ATTRS, random_images, tiny_bundle  # pytest puts tests/ on sys.path
 
@@ -444,6 +445,26 @@ def test_prepare_rows_types_resolves_and_flags_values_without_failing():
                           size=(64, 32))
     assert decoded["status"].tolist()[1:] == ["error", "error"] and decoded["error"][1].startswith("bad uri:")
     assert decoded["error"][2].startswith("missing uri:")  # a null image_uri is that row's error
+
+
+def test_manifest_files_with_different_columns_read_into_one_prepared_table(tmp_path):
+    from attrgan.config import StorageConfig
+    from attrgan.data.manifest import read_manifest_files
+
+    (tmp_path / "date=1").mkdir()
+    (tmp_path / "date=2").mkdir()
+    first, second = str(tmp_path / "date=1" / "a.parquet"), str(tmp_path / "date=2" / "b.parquet")
+    pq.write_table(pa.table({"crop_id": ["a", "b"], "image_uri": ["1.png", "2.png"], "camera_id": ["c1", "c1"],
+                             "extra": [1, 2]}), first)  # an extra column is not read
+    pq.write_table(pa.table({"crop_id": ["c"], "image_uri": ["3.png"], "bbox_x": [1.5], "bbox_y": [0.0],
+                             "bbox_w": [4.0], "bbox_h": [8.0]}), second)
+    out = read_manifest_files(pa.table({"path": [first, second]}), manifest=str(tmp_path), storage=StorageConfig(),
+                              base=str(tmp_path), partition_of={first: 0, second: 1})
+    assert out.column_names == [*INPUT_COLUMNS, PARTITION_INDEX, ROW_ERROR]
+    assert out["crop_id"].to_pylist() == ["a", "b", "c"] and out[PARTITION_INDEX].to_pylist() == [0, 0, 1]
+    assert out["camera_id"].to_pylist() == ["c1", "c1", None]
+    assert out["image_uri"].to_pylist() == [str(tmp_path / f"{i}.png") for i in (1, 2, 3)]
+    assert out[ROW_ERROR].to_pylist()[2].startswith("bad bbox:")  # 1.5 pixels
 
 
 def test_duplicate_crop_ids_stop_the_job_before_any_work(ray_local, tmp_path):

@@ -8,9 +8,9 @@ low-resolution, as in the extract section; a few hundred at the paper's widths):
 with `PipelineConfig(precision="fp32", channels_last=False, fold_batchnorm=False)` (the networks
 as plain fp32 NCHW modules) and with the default `PipelineConfig()` (auto: BatchNorm folded,
 channels_last, bf16 where `attrgan.precision` finds it), each over the crops and over a quarter
-of them, alternating `repeats` times on one local Ray (medians); and the same two pipelines in
-this process on the first 128 crops, pre-decoded, after each end-to-end pair (the bare-model
-rate each end-to-end run is held against). Batch 32 at the paper's widths, the extract
+of them, alternating `repeats` times on one local Ray (medians), after one warm-up run; and the
+same two pipelines in this process on the first 128 crops (1,024 at cpu-small), pre-decoded,
+after each end-to-end pair (the bare-model rate each end-to-end run is held against). Batch 32 at the paper's widths, the extract
 section's 64 at cpu-small. Rates are crops/s over the whole run of all the crops (start-up
 included) and in steady state (`attrgan.bench.extract.steady_state`: what the extra crops of
 the larger run cost, the rate a night's run approaches).
@@ -39,14 +39,15 @@ SETTINGS = {"fp32": PipelineConfig(precision="fp32", channels_last=False, fold_b
             "auto": PipelineConfig()}
 TARGETS = {True: 2.5, False: 1.4}  # auto / fp32 end to end, by paper widths or not
 PAPER_BATCH = 32  # a few hundred crops still make several batches per actor
-BARE_CROPS = 128
+# Crops of the bare-model rate, by paper widths or not: a few seconds of work at either.
+BARE_CROPS = {True: 128, False: 1024}
 
 
 def _bare_rate(pipe: Pipeline, images: np.ndarray, heights: np.ndarray, batch: int) -> float:
-    """Crops/s of `pipe` over pre-decoded crops, after a one-batch warm-up."""
+    """Crops/s of `pipe` over pre-decoded crops, after a two-batch warm-up."""
     import time
 
-    pipe(images[:batch], heights[:batch])
+    pipe(images[:2 * batch], heights[:2 * batch])
     start = time.perf_counter()
     for s in _batches(len(images), batch):
         pipe(images[s], heights[s])
@@ -66,8 +67,8 @@ def _preset(paper: bool, n: int, repeats: int) -> dict[str, dict[str, float]]:
         save_bundle(str(root / "bundle"), make_bundle(paper=paper))
         manifest = make_manifest(root, n)
         short_manifest = make_manifest(root / "short", n // 4)
-        # The first BARE_CROPS crops (a quarter of them low-resolution, as in the whole set).
-        paths = sorted((root / "images").glob("*.jpg"))[:BARE_CROPS]
+        # The first crops (a quarter of them low-resolution, as in the whole set).
+        paths = sorted((root / "images").glob("*.jpg"))[:BARE_CROPS[paper]]
         decoded = [decode_image(p.read_bytes()) for p in paths]
         heights = np.array([d.shape[0] for d in decoded])
         pipes = {name: Pipeline(load_bundle(str(root / "bundle")), config) for name, config in SETTINGS.items()}
