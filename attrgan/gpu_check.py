@@ -12,7 +12,7 @@ fails or runs out of time leaves the others' figures):
    four low-resolution, so G^S runs too), with the bundle trained in 2: crops/s in all and per GPU,
    GPU utilisation sampled every 0.5 s (pynvml, else nvidia-smi);
 4. the classifier's FLOPs per crop (torch.utils.flop_counter) and its share of the GPU's dense
-   bf16 peak: bare (batch 256, bf16, channels_last) and within the extraction's rate.
+   bf16 peak: bare (batch 256, bf16, channels_last, BatchNorm folded) and within the extraction's rate.
 
 About 4 minutes on one H100-class GPU (target: under 8). On a machine without CUDA it does
 nothing and exits with code 2. Exit code 1 when any stage failed.
@@ -181,10 +181,11 @@ def classifier_share(bundle: str, *, peak_tflops: float | None, extraction_rate_
 
     from attrgan.bundle import load_network
     from attrgan.data import storage as st
+    from attrgan.models.inference import inference_copy
     from attrgan.precision import autocast
 
-    net, meta = load_network(st.join(bundle, "classifier"), device="cuda")
-    net = net.eval().to(memory_format=torch.channels_last)
+    net, meta = load_network(st.join(bundle, "classifier"), device="cpu")
+    net = inference_copy(net, device="cuda", memory_format=torch.channels_last)  # as the pipeline runs it
     h, w = meta["input_size"]
     with torch.inference_mode(), FlopCounterMode(display=False) as counter:
         net(torch.zeros(1, 3, h, w, device="cuda"))
