@@ -23,12 +23,12 @@ def test_break_even_is_where_the_whole_run_catches_the_naive_loop():
     assert break_even(10.0, float("nan"), 200.0).startswith("unknown")  # no steady state was seen
 
 
-def test_steady_state_is_what_the_extra_crops_of_the_longer_run_cost():
-    # 20 s of start-up, then 100 crops/s: 1,000 crops in 30 s, 4,000 in 60 s.
-    steady, startup = steady_state({"rows": 1000, "seconds": 30.0}, {"rows": 4000, "seconds": 60.0})
-    assert steady == pytest.approx(100.0) and startup == pytest.approx(20.0)
-    # A longer run that was not slower tells nothing.
-    assert all(math.isnan(v) for v in steady_state({"rows": 10, "seconds": 9.0}, {"rows": 40, "seconds": 8.0}))
+def test_steady_state_is_the_rows_of_all_batches_but_the_last_over_their_start_times():
+    start = np.datetime64("2026-12-01T00:00:00", "us")
+    # Batches of 64 rows started every 0.5 s (two actors, 1 s each), the last at 2 s.
+    stamps = np.repeat(start + np.array([0, 500_000, 1_000_000, 1_500_000, 2_000_000]).astype("timedelta64[us]"), 64)
+    assert steady_state(stamps) == pytest.approx(4 * 64 / 2.0)
+    assert math.isnan(steady_state(stamps[:64]))  # one batch: no interval to see
 
 
 def tiny_bundle():

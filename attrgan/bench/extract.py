@@ -7,8 +7,8 @@ the pipeline super-resolves), in one run:
 
 - end to end: manifest (8 hive partitions) → decode → pipeline → Parquet through `run_extract`
   on a local Ray, over the crops and over them listed LONG_RUN times (a night's run, start-up paid
-  once), each reported over the whole run (actor start-up and bundle load included); the two
-  sizes give the steady state and the start-up apart (`steady_state`);
+  once), each reported over the whole run (actor start-up and bundle load included), the long
+  one also in steady state with its start-up apart (`steady_state`);
 - bare models: `Pipeline` on pre-decoded arrays in this process (the ceiling for the models),
   with 1 torch thread and with all of them (the better one is the reference);
 - naive loop: PIL decode + resize one crop at a time, then `Pipeline` per batch, sequentially;
@@ -158,10 +158,10 @@ def run(quick: bool = False, *, extract_settings: dict | None = None) -> None:
         paths = sorted(str(p) for p in (root / "images").glob("*.jpg"))
 
         # End to end first, while this process holds no torch threads busy: the crops once, then
-        # listed `copies` times (a night's run, start-up paid once); the pair gives the steady state.
+        # listed `copies` times (a night's run, start-up paid once).
         e2e = end_to_end(root, manifest, settings)
         long = end_to_end(root, make_manifest(root, n, copies=copies), settings)
-        steady, startup = steady_state(e2e, long)
+        steady, startup = long["steady"], long["startup"]
 
         # Pre-decoded arrays for the in-process measurements (decode cost excluded).
         decoded = [decode_image(Path(p).read_bytes()) for p in paths]
@@ -264,26 +264,31 @@ def local_ray():
 
 
 def end_to_end(root: Path, manifest: str, settings: dict) -> dict:
-    """One `run_extract` over `manifest`: rows, seconds (start-up included) and crops/s."""
+    """One `run_extract` over `manifest`: rows, seconds, crops/s over the whole run (start-up
+    included) and in steady state, and the start-up seconds (`steady_state`)."""
     from attrgan.extract import ExtractConfig, run_extract
+    from attrgan.results import results_dataset
 
+    out = root / "results"
     with local_ray():
-        config = ExtractConfig(manifest=manifest, bundle=str(root / "bundle"), out=str(root / "results"),
-                               incremental=False, **settings)
+        config = ExtractConfig(manifest=manifest, bundle=str(root / "bundle"), out=str(out), incremental=False,
+                               **settings)
         summary = run_extract(config)  # its clock starts after Ray is up
-    return {"rate": summary.crops_per_s, "rows": summary.rows, "seconds": summary.seconds,
-            "super_resolved": summary.super_resolved, "reconstructed": summary.reconstructed}
+    steady = steady_state(results_dataset(str(out)).to_table(columns=["processed_at"])["processed_at"].to_numpy())
+    return {"rate": summary.crops_per_s, "steady": steady, "startup": summary.seconds - summary.rows / steady,
+            "rows": summary.rows, "seconds": summary.seconds, "super_resolved": summary.super_resolved,
+            "reconstructed": summary.reconstructed}
 
 
-def steady_state(short: dict, long: dict) -> tuple[float, float]:
-    """(crops/s once running, start-up seconds) from two `end_to_end` runs of different sizes: the
-    extra rows of the long run over its extra seconds, and what is left of the short run's time.
-    A run's results are committed when it ends, so its own clock cannot tell the two apart."""
-    extra_rows, extra_seconds = long["rows"] - short["rows"], long["seconds"] - short["seconds"]
-    if extra_rows <= 0 or extra_seconds <= 0:
-        return math.nan, math.nan
-    steady = extra_rows / extra_seconds
-    return steady, short["seconds"] - short["rows"] / steady
+def steady_state(processed_at: np.ndarray) -> float:
+    """Crops/s of a run while its actors are busy, from its results rows' `processed_at` (one stamp
+    per batch, when an actor started it): the rows of every batch but the last started over the
+    time from the first batch's start to the last's. NaN with fewer than two batches.
+    (A run commits its results when it ends, so its own clock cannot tell start-up from work.)"""
+    stamps, counts = np.unique(np.asarray(processed_at, dtype="datetime64[us]"), return_counts=True)
+    if len(stamps) < 2:
+        return math.nan
+    return float(counts[:-1].sum() / ((stamps[-1] - stamps[0]) / np.timedelta64(1, "s")))
 
 
 _RSS_CHILD = """

@@ -7,13 +7,13 @@ For each preset, on one set of synthetic JPEG crops (three in four full size, on
 low-resolution, as in the extract section; a few hundred at the paper's widths): `run_extract`
 with `PipelineConfig(precision="fp32", channels_last=False, fold_batchnorm=False)` (the networks
 as plain fp32 NCHW modules) and with the default `PipelineConfig()` (auto: BatchNorm folded,
-channels_last, bf16 where `attrgan.precision` finds it), each over the crops and over a quarter
-of them, alternating `repeats` times on one local Ray (medians), after one warm-up run; and the
+channels_last, bf16 where `attrgan.precision` finds it), alternating `repeats` times on one local
+Ray (medians), after one warm-up run; and the
 same two pipelines in this process on the first 128 crops (1,024 at cpu-small), pre-decoded,
 after each end-to-end pair (the bare-model rate each end-to-end run is held against). Batch 32 at the paper's widths, the extract
-section's 64 at cpu-small. Rates are crops/s over the whole run of all the crops (start-up
-included) and in steady state (`attrgan.bench.extract.steady_state`: what the extra crops of
-the larger run cost, the rate a night's run approaches).
+section's 64 at cpu-small. Rates are crops/s over the whole run (start-up included) and in
+steady state (`attrgan.bench.extract.steady_state`: while the actors are busy, the rate a
+night's run approaches).
 
     targets: end to end auto >= 2.5 x fp32 at the paper's widths, >= 1.4 x at cpu-small;
              each end-to-end rate >= 0.85 x its own bare-model rate.
@@ -28,8 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from attrgan.bench.extract import (E2E_SETTINGS, _batches, end_to_end, local_ray, make_bundle, make_manifest,
-                                   steady_state)
+from attrgan.bench.extract import E2E_SETTINGS, _batches, end_to_end, local_ray, make_bundle, make_manifest
 from attrgan.bundle import load_bundle, save_bundle
 from attrgan.data.images import decode_image, resize
 from attrgan.pipeline import Pipeline, PipelineConfig
@@ -56,7 +55,7 @@ def _bare_rate(pipe: Pipeline, images: np.ndarray, heights: np.ndarray, batch: i
 
 def _preset(paper: bool, n: int, repeats: int) -> dict[str, dict[str, float]]:
     """{setting: {"steady", "whole", "startup", "bare"}} for one preset: the settings alternate
-    `repeats` times, end to end (n / 4 and n crops) and bare (medians)."""
+    `repeats` times, end to end and bare (medians)."""
     batch = PAPER_BATCH if paper else E2E_SETTINGS["batch_size"]
     settings = E2E_SETTINGS | {"batch_size": batch}
     runs: dict[str, dict[str, list[float]]] = {s: {"steady": [], "whole": [], "startup": [], "bare": []}
@@ -66,19 +65,17 @@ def _preset(paper: bool, n: int, repeats: int) -> dict[str, dict[str, float]]:
         root = Path(tmp)
         save_bundle(str(root / "bundle"), make_bundle(paper=paper))
         manifest = make_manifest(root, n)
-        short_manifest = make_manifest(root / "short", n // 4)
         # The first crops (a quarter of them low-resolution, as in the whole set).
         paths = sorted((root / "images").glob("*.jpg"))[:BARE_CROPS[paper]]
         decoded = [decode_image(p.read_bytes()) for p in paths]
         heights = np.array([d.shape[0] for d in decoded])
         pipes = {name: Pipeline(load_bundle(str(root / "bundle")), config) for name, config in SETTINGS.items()}
         images = np.stack([resize(d, pipes["fp32"].input_size) for d in decoded])
-        end_to_end(root, short_manifest, settings)  # warm-up: the first run on a Ray starts its workers
+        end_to_end(root, make_manifest(root / "warm-up", 2 * batch), settings)  # the first run on a Ray starts its workers
         for _ in range(repeats):
             for name, config in SETTINGS.items():
-                short = end_to_end(root, short_manifest, settings | {"pipeline": config})
                 whole = end_to_end(root, manifest, settings | {"pipeline": config})
-                steady, startup = steady_state(short, whole)
+                steady, startup = whole["steady"], whole["startup"]
                 for key, value in (("steady", steady), ("whole", whole["rate"]), ("startup", startup),
                                    ("bare", _bare_rate(pipes[name], images, heights, batch))):
                     runs[name][key].append(value)
@@ -89,7 +86,6 @@ def _preset(paper: bool, n: int, repeats: int) -> dict[str, dict[str, float]]:
 
 def run(quick: bool = False) -> None:
     repeats = 1 if quick else 2
-    # Enough crops at cpu-small that the quarter the short run drops takes seconds, not noise.
     sizes = {True: 96 if quick else 256, False: 1024 if quick else 4096}
     print(f"auto resolves to {resolve_precision('auto', 'cpu')} on this CPU; run_extract settings {E2E_SETTINGS}; "
           f"{repeats} alternating repeat(s), medians; bare models: this process, {torch.get_num_threads()} threads")
