@@ -141,5 +141,9 @@ def score_stream(ds: Any, actor: type[DecodingActor], *, plan: ActorPlan, batch_
             actor, batch_format="numpy", batch_size=batch_size,
             fn_constructor_kwargs={**actor_kwargs, "torch_threads": plan.torch_threads,
                                    "decode": dict(decode) if plan.decode_in_actors else None},
-            compute=ray.data.ActorPoolStrategy(min_size=plan.min_actors, max_size=plan.actors),
+            # CPU actors that decode take one block at a time, so the first actor up cannot queue
+            # the blocks of a small run that the others should share (Ray's default pipelines
+            # blocks into GPU actors, whose input was decoded beforehand).
+            compute=ray.data.ActorPoolStrategy(min_size=plan.min_actors, max_size=plan.actors,
+                                               max_tasks_in_flight_per_actor=1 if plan.decode_in_actors else None),
             num_cpus=plan.num_cpus, num_gpus=plan.num_gpus, udf_modifying_row_count=False, **ray_remote_args)

@@ -23,12 +23,12 @@ def test_break_even_is_where_the_whole_run_catches_the_naive_loop():
     assert break_even(10.0, float("nan"), 200.0).startswith("unknown")  # no steady state was seen
 
 
-def test_steady_state_is_the_rows_of_all_batches_but_the_last_over_their_start_times():
-    start = np.datetime64("2026-12-01T00:00:00", "us")
-    # Batches of 64 rows started every 0.5 s (two actors, 1 s each), the last at 2 s.
-    stamps = np.repeat(start + np.array([0, 500_000, 1_000_000, 1_500_000, 2_000_000]).astype("timedelta64[us]"), 64)
-    assert steady_state(stamps) == pytest.approx(4 * 64 / 2.0)
-    assert math.isnan(steady_state(stamps[:64]))  # one batch: no interval to see
+def test_steady_state_runs_from_the_first_batch_to_the_end_of_the_run():
+    started = 1_700_000_000.0
+    # The first batch started 20 s into the run; 512 rows later the run ended at 24 s.
+    stamps = np.repeat((np.array([20.0, 21.0, 22.0, 23.0]) + started) * 1e6, 128).astype("datetime64[us]")
+    steady, startup = steady_state(stamps, started=started, ended=started + 24.0)
+    assert steady == pytest.approx(512 / 4.0) and startup == pytest.approx(20.0)
 
 
 def tiny_bundle():

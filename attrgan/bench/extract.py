@@ -273,22 +273,24 @@ def end_to_end(root: Path, manifest: str, settings: dict) -> dict:
     with local_ray():
         config = ExtractConfig(manifest=manifest, bundle=str(root / "bundle"), out=str(out), incremental=False,
                                **settings)
+        started = time.time()
         summary = run_extract(config)  # its clock starts after Ray is up
-    steady = steady_state(results_dataset(str(out)).to_table(columns=["processed_at"])["processed_at"].to_numpy())
-    return {"rate": summary.crops_per_s, "steady": steady, "startup": summary.seconds - summary.rows / steady,
-            "rows": summary.rows, "seconds": summary.seconds, "super_resolved": summary.super_resolved,
+        ended = time.time()
+    stamps = results_dataset(str(out)).to_table(columns=["processed_at"])["processed_at"].to_numpy()
+    steady, startup = steady_state(stamps, started=started, ended=ended)
+    return {"rate": summary.crops_per_s, "steady": steady, "startup": startup, "rows": summary.rows,
+            "seconds": summary.seconds, "super_resolved": summary.super_resolved,
             "reconstructed": summary.reconstructed}
 
 
-def steady_state(processed_at: np.ndarray) -> float:
-    """Crops/s of a run while its actors are busy, from its results rows' `processed_at` (one stamp
-    per batch, when an actor started it): the rows of every batch but the last started over the
-    time from the first batch's start to the last's. NaN with fewer than two batches.
-    (A run commits its results when it ends, so its own clock cannot tell start-up from work.)"""
-    stamps, counts = np.unique(np.asarray(processed_at, dtype="datetime64[us]"), return_counts=True)
-    if len(stamps) < 2:
-        return math.nan
-    return float(counts[:-1].sum() / ((stamps[-1] - stamps[0]) / np.timedelta64(1, "s")))
+def steady_state(processed_at: np.ndarray, *, started: float, ended: float) -> tuple[float, float]:
+    """(crops/s once the first batch started, start-up seconds until then) of a run from `started`
+    to `ended` (Unix seconds), from its results rows' `processed_at` (when an actor started each
+    row's batch). The steady rate still carries the commit at the end and any actor that came up
+    late, so it errs low. (A run commits its results when it ends: its own clock cannot tell
+    start-up from work.)"""
+    first = np.asarray(processed_at, dtype="datetime64[us]").min().astype(np.int64) / 1e6
+    return len(processed_at) / (ended - first), first - started
 
 
 _RSS_CHILD = """
