@@ -5,7 +5,8 @@ The driver handles metadata only; rows never pass through it:
     driver   the bundle's config, the manifest's file list and footers (schemas, row counts),
              storage checks, then per-partition crop_id checks run as cluster tasks; all before
              any partition is touched
-    cluster  a read task per manifest file (`read_manifest_files`; each row tagged with its partition)
+    cluster  read tasks over the manifest files (`read_manifest_files`, ~ROWS_PER_READ rows each;
+             each row tagged with its partition)
          ──► attrgan.scoring: decode (a bad row stays, status=error) → the pipeline actor pool
              (SR → classify → reconstruct → classify, loaded once per actor)
          ──► `ResultsSink.write` tasks: each partition's rows to Parquet files under
@@ -75,7 +76,7 @@ COMMIT_FAULT_ENV = "ATTRGAN_COMMIT_FAULT"
 PRECISION = "_precision"
 # Rows of a stream block, in batches.
 BATCHES_PER_BLOCK = 4
-# Manifest rows each read task reads (manifest rows are small: ~10-20 MB of Arrow).
+# Manifest rows each read task reads (a manifest row is a few hundred bytes).
 ROWS_PER_READ = 100_000
 
 
@@ -690,8 +691,8 @@ def rows_per_block(rows: int, *, batch_size: int, actors: int) -> int:
 
 def _results_stream(config: ExtractConfig, scan: ManifestScan, group: _Group, *, plan: Any, model_version: str,
                     input_size: tuple[int, int], allowed: tuple[str, ...] | None) -> Any:
-    """One Ray Data dataset over a commit group's manifest files: read (cluster tasks) → prepare
-    rows (`prepare_rows`) → `attrgan.scoring.score_stream` with the pipeline actors."""
+    """One Ray Data dataset over a commit group's manifest files: read and prepare the rows
+    (`read_manifest_files`, cluster tasks) → `attrgan.scoring.score_stream` with the pipeline actors."""
     partition_of = {f: i for i, p in enumerate(group.partitions) for f, _ in scan.files[p]}
     # The driver names the files (scan_manifest read their footers); each read task takes a share
     # of them, about ROWS_PER_READ rows (one task for a small run: every task is a worker to start).
