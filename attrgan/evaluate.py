@@ -199,8 +199,9 @@ FORCED = {"clean": "plain", "occluded": "reconstruction", "lowres": "superres"}
 class VariantScorer:
     """Scores a batch of decoded crops with every variant; holds one Pipeline per setting.
 
-    The four Pipelines share the bundle's networks (loaded once). Plain PyTorch: the Ray Data
-    actor below only adds loading.
+    The bundle is loaded once; each Pipeline runs its own inference copies of the networks it
+    uses (a few hundred MB at the paper widths). Plain PyTorch: the Ray Data actor below only adds
+    loading.
     """
 
     def __init__(self, bundle: Any, config: PipelineConfig) -> None:

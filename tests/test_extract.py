@@ -454,12 +454,14 @@ def test_manifest_files_with_different_columns_read_into_one_prepared_table(tmp_
     (tmp_path / "date=1").mkdir()
     (tmp_path / "date=2").mkdir()
     first, second = str(tmp_path / "date=1" / "a.parquet"), str(tmp_path / "date=2" / "b.parquet")
-    pq.write_table(pa.table({"crop_id": ["a", "b"], "image_uri": ["1.png", "2.png"], "camera_id": ["c1", "c1"],
-                             "extra": [1, 2]}), first)  # an extra column is not read
     pq.write_table(pa.table({"crop_id": ["c"], "image_uri": ["3.png"], "bbox_x": [1.5], "bbox_y": [0.0],
                              "bbox_w": [4.0], "bbox_h": [8.0]}), second)
-    out = read_manifest_files(pa.table({"path": [first, second]}), manifest=str(tmp_path), storage=StorageConfig(),
-                              base=str(tmp_path), partition_of={first: 0, second: 1})
+    pq.write_table(pa.table({"crop_id": ["a", "b"], "image_uri": ["1.png", "2.png"], "camera_id": ["c1", "c1"],
+                             "extra": [1, 2]}), first, row_group_size=1)  # an extra column is not read
+    parts = list(read_manifest_files(pa.table({"path": [first, second]}), manifest=str(tmp_path),
+                                     storage=StorageConfig(), base=str(tmp_path), partition_of={first: 0, second: 1}))
+    assert [p.num_rows for p in parts] == [1, 1, 1]  # a table per row group: bounded blocks
+    out = pa.concat_tables(parts)
     assert out.column_names == [*INPUT_COLUMNS, PARTITION_INDEX, ROW_ERROR]
     assert out["crop_id"].to_pylist() == ["a", "b", "c"] and out[PARTITION_INDEX].to_pylist() == [0, 0, 1]
     assert out["camera_id"].to_pylist() == ["c1", "c1", None]

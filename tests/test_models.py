@@ -491,6 +491,17 @@ def test_folding_batchnorm_keeps_the_function_and_removes_every_batchnorm(build,
         torch.testing.assert_close(unfolded(x), expected, rtol=0, atol=0)
 
 
+def test_grouped_transposed_convs_keep_their_batchnorm():
+    from attrgan.models.inference import fold_batchnorm
+
+    net = _randomise_batchnorm(nn.Sequential(nn.ConvTranspose2d(4, 4, 3, groups=2), nn.BatchNorm2d(4)))
+    x = torch.randn(2, 4, 5, 5)
+    expected = net(x)
+    fold_batchnorm(net)
+    assert isinstance(net[1], nn.BatchNorm2d)
+    torch.testing.assert_close(net(x), expected)
+
+
 def test_folding_needs_eval_mode_and_leaves_a_training_network_training():
     from attrgan.models.inference import fold_batchnorm, inference_copy
 

@@ -236,7 +236,7 @@ def _short_reason(exc: BaseException) -> str:
     return match.group(0) if match else type(exc).__name__
 
 
-def _retrying(uri: str, storage: StorageConfig, call: Callable[[], T]) -> T:
+def retrying(uri: str, storage: StorageConfig, call: Callable[[], T]) -> T:
     """`call()`, retried on transient failures with exponential backoff and jitter, within
     `storage.retries` and `storage.retry_max_wait_s` of waiting in all."""
     waited = 0.0
@@ -313,7 +313,7 @@ def read_bytes(uri: str, storage: StorageConfig | None = None, *, max_bytes: int
             return _read_limited(f, f.size(), uri, limit)
 
     try:
-        return _retrying(uri, storage, read)
+        return retrying(uri, storage, read)
     except FileNotFoundError:
         raise FileNotFoundError(f"{uri} not found") from None
     except (TransientStorageError, ObjectRefusedError):
@@ -344,7 +344,7 @@ def write_bytes(uri: str, data: bytes, storage: StorageConfig | None = None) -> 
         with fs.open_output_stream(path) as f:
             f.write(data)
 
-    _retrying(uri, storage, write) if is_s3(uri) else write()
+    retrying(uri, storage, write) if is_s3(uri) else write()
 
 
 def exists(uri: str, storage: StorageConfig | None = None) -> bool:

@@ -36,6 +36,8 @@ def _fold(conv: nn.Module, norm: nn.Module) -> nn.Module | None:
     """`conv` with `norm` merged in, or None when the pair cannot be folded."""
     if not (isinstance(conv, _CONVS) and isinstance(norm, nn.BatchNorm2d) and norm.track_running_stats):
         return None
+    if isinstance(conv, nn.ConvTranspose2d) and conv.groups != 1:  # torch's folding gets its weight layout wrong
+        return None
     return fuse_conv_bn_eval(conv, norm, transpose=isinstance(conv, nn.ConvTranspose2d))
 
 
