@@ -8,10 +8,10 @@ low-resolution, as in the extract section; a few hundred at the paper's widths):
 with `PipelineConfig(precision="fp32", channels_last=False, fold_batchnorm=False)` (the networks
 as plain fp32 NCHW modules) and with the default `PipelineConfig()` (auto: BatchNorm folded,
 channels_last, bf16 where `attrgan.precision` finds it), alternating `repeats` times on one local
-Ray (medians), after one warm-up run; and the
-same two pipelines in this process on the first 128 crops (1,024 at cpu-small), pre-decoded,
-after each end-to-end pair (the bare-model rate each end-to-end run is held against). Batch 32 at the paper's widths, the extract
-section's 64 at cpu-small. Rates are crops/s over the whole run (start-up included) and in
+Ray (medians), after one warm-up run; and the same two pipelines in this process on the first
+128 crops (1,024 at cpu-small), pre-decoded, after each end-to-end run (the bare-model rate each
+end-to-end run is held against). Batch 32 at the paper's widths, the extract section's 64 at
+cpu-small. Rates are crops/s over the whole run (start-up included) and in
 steady state (`attrgan.bench.extract.steady_state`: while the actors are busy, the rate a
 night's run approaches).
 
@@ -86,7 +86,7 @@ def _preset(paper: bool, n: int, repeats: int) -> dict[str, dict[str, float]]:
 
 def run(quick: bool = False) -> None:
     repeats = 1 if quick else 2
-    sizes = {True: 96 if quick else 256, False: 1024 if quick else 4096}
+    sizes = {True: 96 if quick else 256, False: 1024 if quick else 2048}
     print(f"auto resolves to {resolve_precision('auto', 'cpu')} on this CPU; run_extract settings {E2E_SETTINGS}; "
           f"{repeats} alternating repeat(s), medians; bare models: this process, {torch.get_num_threads()} threads")
     with local_ray():  # one Ray for every run
