@@ -38,6 +38,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from attrgan.config import StorageConfig
+from attrgan.runtime import start_local_ray
 
 BUCKET = "attrgan-demo"
 SPLITS = (0.8, 0.1, 0.1)  # train / val / test shares of the archive
@@ -164,7 +165,7 @@ def _start_ray(num_cpus: int) -> None:
         return
     env = {k: os.environ[k] for k in ("RAY_AUTH_MODE", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "AWS_ACCESS_KEY_ID",
                                       "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION") if k in os.environ}
-    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env})
+    start_local_ray(num_cpus=num_cpus, log_to_driver=False, env=env)
     ray.data.DataContext.get_current().enable_progress_bars = False
 
 

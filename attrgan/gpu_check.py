@@ -254,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     import ray
 
     from attrgan.data.synth import generate
+    from attrgan.runtime import start_local_ray
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     gpus = torch.cuda.device_count()
@@ -274,8 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         root = Path(tmp)
         bundle = str(root / "bundle")
         # This machine's GPUs are what is checked: a Ray of its own, whatever RAY_ADDRESS says.
-        ray.init(address="local", include_dashboard=False, log_to_driver=True,
-                 runtime_env={"env_vars": {"RAY_AUTH_MODE": "disabled"}})
+        start_local_ray(log_to_driver=True)
         try:
             with _stage(report, "training", out) as stage:
                 manifest = generate(str(root / "synth"), args.train_crops, splits=(0.9, 0.1, 0.0))

@@ -88,7 +88,8 @@ def ray_local():
 
     if not ray.is_initialized():
         # address="local": always a fresh local Ray, even when another one runs on this machine.
-        ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": {"RAY_AUTH_MODE": "disabled"}})
+        from attrgan.runtime import start_local_ray
+
+        start_local_ray(num_cpus=4, log_to_driver=False)
     yield ray
     ray.shutdown()

@@ -57,6 +57,25 @@ def s3_env(s3, monkeypatch):
     return s3
 
 
+def test_workers_reach_the_state_api_of_their_own_ray(ray_local):
+    # Ray Train's placement-group cleaner asks the state API, from a worker, whether the controller
+    # lives; where that query hangs, every training run ends 12 s late (runtime.start_local_ray).
+    @ray_local.remote
+    class Controller:
+        def ping(self) -> bool:
+            return True
+
+    @ray_local.remote
+    def state_of(actor_id: str) -> str:
+        from ray.util.state import get_actor
+
+        return get_actor(actor_id, timeout=5).state
+
+    controller = Controller.remote()
+    assert ray_local.get(controller.ping.remote())
+    assert ray_local.get(state_of.remote(controller._actor_id.hex()), timeout=60) == "ALIVE"
+
+
 @pytest.mark.slow
 def test_classifier_survives_a_worker_death_and_a_finished_run_is_not_retrained(ray_local, s3_env, tmp_path,
                                                                                    monkeypatch):

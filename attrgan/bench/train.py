@@ -22,6 +22,7 @@ def run(quick: bool = False) -> None:
     import ray
 
     from attrgan.data.synth import generate
+    from attrgan.runtime import start_local_ray
     from attrgan.train.ray_train import train_network
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -29,8 +30,7 @@ def run(quick: bool = False) -> None:
     crops, epochs, steps = (96, 1, 4) if quick else (400, 2, 20)
     started_ray = not ray.is_initialized()
     if started_ray:
-        ray.init(address="local", include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": {"RAY_AUTH_MODE": "disabled"}})
+        start_local_ray(log_to_driver=False)
     cpus = ray.cluster_resources().get("CPU", 1)
     try:
         with tempfile.TemporaryDirectory() as root:
