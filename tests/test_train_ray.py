@@ -22,7 +22,7 @@ from attrgan.data import storage as st
 from attrgan.proof import GAIN_KEY
 from attrgan.train.config import load_train_config
 from attrgan.train.data import TrainDataError
-from attrgan.train.ray_train import KILL_EPOCH_ENV, KILL_MARKER_ENV, RUN_FILE, train_network
+from attrgan.train.ray_train import KILL_EPOCH_ENV, KILL_MARKER_ENV, RUN_FILE, default_locations, train_network
 
 pytestmark = pytest.mark.ray
 REPO = Path(__file__).resolve().parents[1]
@@ -115,9 +115,10 @@ def test_classifier_survives_a_worker_death_and_a_finished_run_is_not_retrained(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model", ["reconstruction", "superres"])
-def test_gan_job_writes_a_network_into_the_bundle(ray_local, s3_env, model):
+def test_gan_job_writes_a_network_into_the_bundle(ray_local, s3_env):
+    # The job script with two workers; G^S takes the same path (the agreement test trains one).
     storage, bucket = s3_env
+    model = "reconstruction"
     bundle = f"s3://{bucket}/models/gans"
     sets = [f"--set={k}={json.dumps(v)}" for k, v in (TINY | {"input_size": SIZES[model], "epochs": 1}).items()
             if k not in ("workers", "epochs")]
@@ -136,16 +137,35 @@ def test_gan_job_writes_a_network_into_the_bundle(ray_local, s3_env, model):
     assert out.shape == ((1, 3, 4 * h, 4 * w) if model == "superres" else (1, 3, h, w))
 
 
-@pytest.mark.slow
-def test_generators_train_against_the_bundle_classifier_with_the_agreement_loss(ray_local, s3_env):
-    storage, bucket = s3_env
-    manifest, bundle = f"s3://{bucket}/synth/manifest.parquet", f"s3://{bucket}/models/agree"
-    train_network(tiny_config("classifier", workers=1, epochs=1), manifest=manifest, bundle=bundle, storage=storage)
-    result = train_network(tiny_config("reconstruction", workers=1, agreement_weight=10.0), manifest=manifest,
-                           bundle=bundle, storage=storage)
+def _agreement_bundle(storage: StorageConfig, bucket: str, bundle: str) -> dict[str, dict[str, torch.Tensor]]:
+    """Train, from scratch, the classifier on two workers and then G^R against it with the agreement
+    loss into `bundle`; returns their weights. fp32: oneDNN's bf16 kernels are not bit-reproducible
+    at every size (DESIGN.md "Reproducibility")."""
+    manifest = f"s3://{bucket}/synth/manifest.parquet"
+    train_network(tiny_config("classifier", precision="fp32"), manifest=manifest, bundle=bundle, storage=storage)
+    train_network(tiny_config("reconstruction", workers=1, epochs=1, agreement_weight=10.0), manifest=manifest,
+                  bundle=bundle, storage=storage)
+    return {m: load_network(st.join(bundle, m), storage=storage)[0].state_dict() for m in ("classifier", "reconstruction")}
 
-    assert result.trained
-    epochs = pd.read_csv(io.BytesIO(st.read_bytes(st.join(result.run_uri, "epochs.csv"), storage)))
+
+@pytest.fixture(scope="module")
+def agreement_bundle(ray_local, s3):
+    """(bundle URI, weights) of `_agreement_bundle`, trained once for the tests below."""
+    storage, bucket = s3
+    bundle = f"s3://{bucket}/models/agree"
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("AWS_ENDPOINT_URL", storage.endpoint_url)
+        env.setenv("ATTRGAN_S3_ENDPOINT_URL", storage.endpoint_url)
+        return bundle, _agreement_bundle(storage, bucket, bundle)
+
+
+@pytest.mark.slow
+def test_generators_train_against_the_bundle_classifier_with_the_agreement_loss(ray_local, s3_env, agreement_bundle):
+    storage, bucket = s3_env
+    manifest = f"s3://{bucket}/synth/manifest.parquet"
+    bundle, _ = agreement_bundle
+    run_uri = st.join(*default_locations(bundle, "reconstruction"))
+    epochs = pd.read_csv(io.BytesIO(st.read_bytes(st.join(run_uri, "epochs.csv"), storage)))
     assert (epochs["train_l_g_agree"] > 0).all()
     assert np.allclose(epochs["train_l_g_total"], epochs["train_l_g_pix"] + 0.1 * epochs["train_l_g_adv"]
                        + 10.0 * epochs["train_l_g_agree"], rtol=1e-4)
@@ -196,21 +216,12 @@ def test_bad_inputs_fail_before_any_worker_starts(ray_local, s3_env, tmp_path):
 
 
 @pytest.mark.slow
-def test_the_same_seed_trains_the_same_weights(ray_local, s3_env):
-    # Two runs from scratch with one seed: the classifier on two workers, then G^R trained against
-    # it with the agreement loss. Equal weights, bit for bit (same machine, same thread counts).
-    # fp32: oneDNN's bf16 kernels are not bit-reproducible at every size (DESIGN.md "Reproducibility").
+def test_the_same_seed_trains_the_same_weights(ray_local, s3_env, agreement_bundle):
+    # A second run from scratch with the same seed as the agreement bundle's: equal weights, bit for
+    # bit (same machine, same thread counts).
     storage, bucket = s3_env
-    manifest = f"s3://{bucket}/synth/manifest.parquet"
-
-    def weights(bundle: str) -> dict[str, dict[str, torch.Tensor]]:
-        train_network(tiny_config("classifier", precision="fp32"), manifest=manifest, bundle=bundle, storage=storage)
-        train_network(tiny_config("reconstruction", workers=1, epochs=1, agreement_weight=10.0),
-                      manifest=manifest, bundle=bundle, storage=storage)
-        return {m: load_network(st.join(bundle, m), storage=storage)[0].state_dict()
-                for m in ("classifier", "reconstruction")}
-
-    first, second = (weights(f"s3://{bucket}/models/same-seed-{i}") for i in range(2))
+    _, first = agreement_bundle
+    second = _agreement_bundle(storage, bucket, f"s3://{bucket}/models/same-seed")
     for model, state in first.items():
         assert state.keys() == second[model].keys()
         assert [k for k in state if not torch.equal(state[k], second[model][k])] == [], model
