@@ -44,7 +44,7 @@ def head():
         yield local, state
     finally:
         # Ends this head's processes only (not `ray stop --force`, which kills every Ray of the user).
-        local.stop(temp_dir=temp_dir)
+        local.stop(temp_dir=temp_dir, grace_s=2)  # a test head: no need to wait for a clean exit
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
