@@ -165,7 +165,10 @@ def start(*, num_cpus: int = 4, port: int = 6379, dashboard_port: int = 8265, te
     cmd = start_command(port=port, dashboard_port=dashboard_port, client_port=free_port(),
                         agent_port=free_port(), num_cpus=num_cpus, object_store=object_store,
                         temp_dir=temp_dir, num_gpus=num_gpus)
-    proc = subprocess.run(cmd, env=ray_env(auth), capture_output=True, text=True)
+    # Every worker inherits this: the state API (Ray Train's placement-group cleaner asks it) is this
+    # head's dashboard, not whatever /tmp/ray/ray_current_cluster names (DESIGN.md, "Ray facts").
+    env = ray_env(auth) | {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{dashboard_port}"}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"ray start failed (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     # Ray swaps 127.0.0.1 for the host's address for GCS; it records the real one here.
