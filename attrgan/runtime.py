@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from typing import Any
+
+log = logging.getLogger(__name__)
+STATE_API_ENV = "RAY_API_SERVER_ADDRESS"
 
 
 def init_ray(**local: Any) -> None:
@@ -23,21 +27,39 @@ def init_ray(**local: Any) -> None:
 
 
 def start_local_ray(*, env: dict[str, str] | None = None, **options: Any) -> None:
-    """Start a fresh Ray on this machine; `env` is set in every worker, `options` go to `ray.init`.
+    """Start a fresh Ray on this machine: `env` is set in this driver's workers, `options` go to
+    `ray.init` (num_cpus, log_to_driver, ...; not runtime_env or the dashboard's settings).
 
     `address="local"`: a bare `ray.init()` would join whatever Ray this machine ran last
-    (/tmp/ray/ray_current_cluster) and hang when that one was killed.
+    (/tmp/ray/ray_current_cluster) and hang when that one was stopped.
 
-    The dashboard runs on 127.0.0.1, and every worker is told its address: Ray Train's
-    placement-group cleaner asks the state API (served by the dashboard) whether the controller
-    lives. Without one, or pointed at that stale last cluster, each query hangs to its timeout
-    and every training run ends 12 s late (DESIGN.md, "Ray facts").
+    The dashboard runs on 127.0.0.1, and the Ray processes started here (hence every worker, of any
+    job that joins later too) get its address in RAY_API_SERVER_ADDRESS: Ray Train's placement-group
+    cleaner asks the state API, which the dashboard serves, whether the controller lives. Without
+    one, or pointed at a Ray since stopped, each query hangs to its timeout and every training run
+    ends 12 s late (DESIGN.md, "Facts learned the hard way"). This process's own environment is
+    restored afterwards: the variable outranks an explicit `--address` in Ray's job and state
+    clients, and commands started from here may mean another Ray.
     """
     import ray
 
+    runtime_env = {"env_vars": {"RAY_AUTH_MODE": "disabled"} | (env or {})}
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {"RAY_AUTH_MODE": "disabled", "RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"} | (env or {})
-    ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port,
-             runtime_env={"env_vars": env}, **options)
+    before = os.environ.get(STATE_API_ENV)
+    os.environ[STATE_API_ENV] = f"http://127.0.0.1:{port}"  # inherited by the raylet, hence the workers
+    try:
+        ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port,
+                 runtime_env=runtime_env, **options)
+    except Exception as error:  # e.g. the port taken meanwhile, or a dashboard slow to start
+        log.warning("Ray did not start with its dashboard (%s); starting it without one: training runs "
+                    "will each end ~12 s late", error)
+        ray.shutdown()
+        os.environ.pop(STATE_API_ENV)
+        ray.init(address="local", include_dashboard=False, runtime_env=runtime_env, **options)
+    finally:
+        if before is None:
+            os.environ.pop(STATE_API_ENV, None)
+        else:
+            os.environ[STATE_API_ENV] = before

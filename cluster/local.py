@@ -166,7 +166,8 @@ def start(*, num_cpus: int = 4, port: int = 6379, dashboard_port: int = 8265, te
                         agent_port=free_port(), num_cpus=num_cpus, object_store=object_store,
                         temp_dir=temp_dir, num_gpus=num_gpus)
     # Every worker inherits this: the state API (Ray Train's placement-group cleaner asks it) is this
-    # head's dashboard, not whatever /tmp/ray/ray_current_cluster names (DESIGN.md, "Ray facts").
+    # head's dashboard, not whatever /tmp/ray/ray_current_cluster names (DESIGN.md, "Facts learned the
+    # hard way"). Jobs on this head inherit it too, so their state and job clients mean this head.
     env = ray_env(auth) | {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{dashboard_port}"}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
