@@ -26,7 +26,6 @@ import json
 import logging
 import os
 import shlex
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -38,7 +37,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from attrgan.config import StorageConfig
-from attrgan.runtime import start_local_ray
+from attrgan.runtime import free_port, start_local_ray
 
 BUCKET = "attrgan-demo"
 SPLITS = (0.8, 0.1, 0.1)  # train / val / test shares of the archive
@@ -129,12 +128,6 @@ class DemoResult:
     seconds: float
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextmanager
 def local_s3() -> Iterator[StorageConfig]:
     """A moto S3 server on 127.0.0.1 with the demo's bucket; yields the StorageConfig to reach it."""
@@ -147,7 +140,7 @@ def local_s3() -> Iterator[StorageConfig]:
                        ("AWS_DEFAULT_REGION", "us-east-1")):
         os.environ.setdefault(key, value)
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
-    port = _free_port()
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     try:

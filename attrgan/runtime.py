@@ -11,6 +11,13 @@ log = logging.getLogger(__name__)
 STATE_API_ENV = "RAY_API_SERVER_ADDRESS"
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def init_ray(**local: Any) -> None:
     """Join the cluster named by RAY_ADDRESS (or the submitting job's), else start a local Ray
     with the `local` keyword arguments (num_cpus, ...). Does nothing when Ray is already up.
@@ -44,9 +51,7 @@ def start_local_ray(*, env: dict[str, str] | None = None, **options: Any) -> Non
     import ray
 
     runtime_env = {"env_vars": {"RAY_AUTH_MODE": "disabled"} | (env or {})}
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     before = os.environ.get(STATE_API_ENV)
     os.environ[STATE_API_ENV] = f"http://127.0.0.1:{port}"  # inherited by the raylet, hence the workers
     try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import uuid
 
 import pytest
@@ -32,12 +31,6 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def one_torch_thread():
     """Run the test with one torch thread, restoring the previous count afterwards."""
@@ -54,7 +47,9 @@ def s3_endpoint():
     """URL of a moto S3 server on 127.0.0.1, running for the whole test session."""
     from moto.server import ThreadedMotoServer
 
-    port = _free_port()
+    from attrgan.runtime import free_port
+
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     try:
