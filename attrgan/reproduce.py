@@ -12,7 +12,8 @@ carry, the most any restoration could win back.
 Printed and written to `<out>/reproduce.md` and `<out>/reproduce.json`:
     Table 2 as mean ± sd over seeds (mA, percent);
     each seed's gains with their paired bootstrap intervals and verdicts;
-    recovery = gain / mA lost (clean - corrupted), per comparison and seed, with its mean;
+    recovery = gain / mA lost (clean - corrupted), per comparison and seed, with its mean (n/a when
+    under one mA point was lost: MIN_LOST);
     the ceilings as mA and as the share of the loss they recover;
     whether the recovery targets are met (RECOVERY_TARGETS; every seed's interval above 0).
 """
@@ -38,6 +39,8 @@ TEST_SEED_BASE = 900_000  # test crops come from seeds 900000 + s: never used to
 LOST_FROM = {"occlusion": "occluded", "low resolution": "lowres_bilinear", "complete": "corrupted"}
 # Mean recovery (gain ÷ mA lost) each comparison should reach; the paper's RAP figures are 50 / 77 / 27 %.
 RECOVERY_TARGETS = {"occlusion": 0.25, "low resolution": 0.40, "complete": 0.15}
+# Below one mA point lost a share of the loss is noise (e.g. +1.5 of 0.16 points: 940 %): n/a.
+MIN_LOST = 0.01
 # The classifier `train_on` setting of each comparison's information ceiling.
 CEILING_TRAIN_ON = {"occlusion": "occluded", "low resolution": "lowres", "complete": "corrupted"}
 TABLE_ROWS = (("clean", "clean"), ("occluded", "occluded"), ("occluded_reconstruction", "occluded + reconstruction"),
@@ -214,9 +217,10 @@ def summarize(runs: Sequence[Mapping[str, Any]], *, seconds: float) -> dict[str,
             per_seed.append({
                 "seed": r["seed"], "gain": gain, "low": r["intervals"][name]["low"],
                 "high": r["intervals"][name]["high"], "verdict": r["intervals"][name]["verdict"], "lost": lost,
-                "recovery": gain / lost if lost > 0 else None,
+                "recovery": gain / lost if lost >= MIN_LOST else None,
                 "ceiling_ma": ceiling,
-                "ceiling_recovery": (ceiling - r["ma"][before]) / lost if ceiling is not None and lost > 0 else None,
+                "ceiling_recovery": (ceiling - r["ma"][before]) / lost
+                if ceiling is not None and lost >= MIN_LOST else None,
             })
         recoveries = [p["recovery"] for p in per_seed if p["recovery"] is not None]
         mean_recovery = statistics.fmean(recoveries) if recoveries else None
@@ -257,7 +261,8 @@ def render(result: Mapping[str, Any]) -> str:
     for name, c in result["comparisons"].items():
         lines.append(f"| {name} | {pct(c['gain']['mean'], True)} ± {pct(c['gain']['sd'])} | "
                      f"{share(c['recovery_mean'])} | {100 * c['target']:.0f} % | {'yes' if c['target_met'] else 'no'} |")
-    lines += ["", "Recovery = gain ÷ mA lost to the corruption (clean − corrupted). Ceiling: the classifier "
+    lines += ["", "Recovery = gain ÷ mA lost to the corruption (clean − corrupted); n/a when under "
+              f"{100 * MIN_LOST:g} mA point was lost. Ceiling: the classifier "
               "trained on the corrupted crops themselves, with all labels; its recovery is the share of the loss "
               "the remaining pixels carry. A target is met when the mean recovery reaches it and every seed's "
               "interval lies above 0.", ""]

@@ -51,6 +51,12 @@ def test_a_target_needs_every_seed_above_zero():
     occ = result["comparisons"]["occlusion"]
     assert occ["recovery_mean"] == pytest.approx(0.30) and not occ["target_met"]  # seed 1's interval reaches 0
     one = summarize([run(0, occ_gain=0.04, low=0.01)], seconds=1)
+    # Under one mA point lost, a share of it would be noise: 0.02 gain of 0.005 lost is not 400 %.
+    barely = run(0, occ_gain=0.02, low=0.01, ceiling=0.80)
+    barely["ma"]["occluded"] = barely["ma"]["clean"] - 0.005
+    occ = summarize([barely], seconds=1)["comparisons"]["occlusion"]
+    assert occ["per_seed"][0]["recovery"] is None and occ["per_seed"][0]["ceiling_recovery"] is None
+    assert occ["recovery_mean"] is None and not occ["target_met"]
     assert one["table"]["clean"]["sd"] is None and not one["comparisons"]["occlusion"]["target_met"]  # 20 % < 25 %
 
 
