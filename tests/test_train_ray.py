@@ -87,7 +87,7 @@ def test_workers_reach_the_state_api_of_their_own_ray(ray_local):
 
 @pytest.mark.slow
 def test_classifier_survives_a_worker_death_and_a_finished_run_is_not_retrained(ray_local, s3_env, tmp_path,
-                                                                                   monkeypatch):
+                                                                                   monkeypatch, agreement_bundle):
     storage, bucket = s3_env
     marker = tmp_path / "killed"
     monkeypatch.setenv(KILL_EPOCH_ENV, "1")
@@ -109,6 +109,10 @@ def test_classifier_survives_a_worker_death_and_a_finished_run_is_not_retrained(
     with torch.no_grad():
         scores = torch.sigmoid(net(torch.zeros(2, 3, 40, 16)))
     assert scores.shape == (2, len(SYNTH_ATTRIBUTES)) and torch.isfinite(scores).all()
+    # Resumed from its epoch-0 checkpoint, the run ends with the weights of the uninterrupted run
+    # of the same seed and settings (the agreement bundle's classifier), bit for bit.
+    uninterrupted = agreement_bundle[1]["classifier"]
+    assert [k for k, v in net.state_dict().items() if not torch.equal(v, uninterrupted[k])] == []
 
     again = train_network(tiny_config("classifier"), manifest=f"s3://{bucket}/synth/manifest.parquet",
                           bundle=bundle, storage=storage)
@@ -147,26 +151,28 @@ def test_gan_job_writes_a_network_into_the_bundle(ray_local, s3_env):
     assert out.shape == (1, 3, h, w)
 
 
-def _agreement_bundle(storage: StorageConfig, bucket: str, bundle: str) -> dict[str, dict[str, torch.Tensor]]:
-    """Train, from scratch, the classifier on two workers and then G^R against it with the agreement
-    loss into `bundle`; returns their weights. fp32: oneDNN's bf16 kernels are not bit-reproducible
-    at every size (DESIGN.md "Reproducibility")."""
-    manifest = f"s3://{bucket}/synth/manifest.parquet"
-    train_network(tiny_config("classifier", precision="fp32"), manifest=manifest, bundle=bundle, storage=storage)
-    train_network(tiny_config("reconstruction", workers=1, epochs=1, agreement_weight=10.0), manifest=manifest,
-                  bundle=bundle, storage=storage)
-    return {m: load_network(st.join(bundle, m), storage=storage)[0].state_dict() for m in ("classifier", "reconstruction")}
+def _train_reconstruction(storage: StorageConfig, bucket: str, bundle: str) -> None:
+    """G^R on one worker against `bundle`'s classifier, with the agreement loss."""
+    train_network(tiny_config("reconstruction", workers=1, epochs=1, agreement_weight=10.0),
+                  manifest=f"s3://{bucket}/synth/manifest.parquet", bundle=bundle, storage=storage)
 
 
 @pytest.fixture(scope="module")
 def agreement_bundle(ray_local, s3):
-    """(bundle URI, weights) of `_agreement_bundle`, trained once for the tests below."""
+    """(bundle URI, weights): the classifier trained from scratch on two workers, then G^R against it,
+    once for the tests of this module. fp32: oneDNN's bf16 kernels are not bit-reproducible at
+    every size (DESIGN.md "Reproducibility"); "auto" is fp32 in the tests too, so the worker-death
+    run's classifier is its twin."""
     storage, bucket = s3
     bundle = f"s3://{bucket}/models/agree"
     with pytest.MonkeyPatch.context() as env:
         env.setenv("AWS_ENDPOINT_URL", storage.endpoint_url)
         env.setenv("ATTRGAN_S3_ENDPOINT_URL", storage.endpoint_url)
-        return bundle, _agreement_bundle(storage, bucket, bundle)
+        train_network(tiny_config("classifier", precision="fp32"), manifest=f"s3://{bucket}/synth/manifest.parquet",
+                      bundle=bundle, storage=storage)
+        _train_reconstruction(storage, bucket, bundle)
+    return bundle, {m: load_network(st.join(bundle, m), storage=storage)[0].state_dict()
+                    for m in ("classifier", "reconstruction")}
 
 
 @pytest.mark.slow
@@ -227,11 +233,14 @@ def test_bad_inputs_fail_before_any_worker_starts(ray_local, s3_env, tmp_path):
 
 @pytest.mark.slow
 def test_the_same_seed_trains_the_same_weights(ray_local, s3_env, agreement_bundle):
-    # A second run from scratch with the same seed as the agreement bundle's: equal weights, bit for
-    # bit (same machine, same thread counts).
+    # A second G^R run with the same seed, against the same classifier: equal weights, bit for bit
+    # (same machine, same thread counts). The classifier's twin is the worker-death test's run.
     storage, bucket = s3_env
-    _, first = agreement_bundle
-    second = _agreement_bundle(storage, bucket, f"s3://{bucket}/models/same-seed")
-    for model, state in first.items():
-        assert state.keys() == second[model].keys()
-        assert [k for k in state if not torch.equal(state[k], second[model][k])] == [], model
+    bundle, first = agreement_bundle
+    second = f"s3://{bucket}/models/same-seed"
+    for uri in st.list_dir(st.join(bundle, "classifier"), storage):
+        st.write_bytes(st.join(second, "classifier", uri.rsplit("/", 1)[1]), st.read_bytes(uri, storage), storage)
+    _train_reconstruction(storage, bucket, second)
+    state = load_network(st.join(second, "reconstruction"), storage=storage)[0].state_dict()
+    assert state.keys() == first["reconstruction"].keys()
+    assert [k for k, v in state.items() if not torch.equal(v, first["reconstruction"][k])] == []
