@@ -40,16 +40,12 @@ import math
 import os
 import sys
 import time
-import uuid
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.dataset as pads
-import pyarrow.parquet as pq
 import ray
 import ray.data
 
@@ -59,29 +55,21 @@ from attrgan.data.manifest import (PARTITION_INDEX, ManifestError, ManifestScan,
 from attrgan.data.storage import filesystem, is_s3, join, split_s3, write_bytes
 from attrgan.pipeline import Pipeline, PipelineConfig
 from attrgan.proof import restoration_plan
-from attrgan.results import (TRANSIENT, clean_partition, clean_staging, drill, error_kind, new_run_id,
-                             promote, read_success, results_schema, staging_uri)
+from attrgan.results import clean_partition, clean_staging, new_run_id, read_success, results_schema, staging_uri
 from attrgan.runtime import init_ray
 from attrgan.scoring import IO_TASK_CPUS, DecodingActor, load_actor_bundle, plan_actors, score_stream
+from attrgan.sink import (PRECISION, CommitGroup, ExtractError, PartitionSummary, ResultsSink, check_ids, commit_groups,
+                          short_reason)
 
 log = logging.getLogger(__name__)
 
-# Fault drills. An actor: set to a local file path and the first actor to reach its second batch
-# creates the file and exits abruptly (single-node runs). The driver: set to a commit step
-# ("staged", "promoting", "before_success", "after_success") and the driver kills itself with
-# SIGKILL there.
+# Fault drill of the actors: set to a local file path and the first actor to reach its second batch
+# creates the file and exits abruptly (single-node runs). The commit's: attrgan.sink.COMMIT_FAULT_ENV.
 FAULT_ENV = "ATTRGAN_EXTRACT_FAULT_MARKER"
-COMMIT_FAULT_ENV = "ATTRGAN_COMMIT_FAULT"
-# The precision ("fp32" / "bf16") of the actor that scored a row, for the run's records.
-PRECISION = "_precision"
 # Rows of a stream block, in batches.
 BATCHES_PER_BLOCK = 4
 # Manifest rows each read task reads (a manifest row is a few hundred bytes).
 ROWS_PER_READ = 100_000
-
-
-class ExtractError(RuntimeError):
-    """The run could not complete: the stream lost rows, or staged files failed their checks."""
 
 
 class SetupError(ConfigError):
@@ -165,16 +153,6 @@ class ExtractConfig:
                 raise ValueError(f"ExtractConfig.since must be a date YYYY-MM-DD, got {self.since!r}") from None
         if not isinstance(self.max_restarts, int) or self.max_restarts < 0:
             raise ValueError(f"ExtractConfig.max_restarts must be an integer >= 0, got {self.max_restarts!r}")
-
-
-@dataclasses.dataclass(frozen=True)
-class PartitionSummary:
-    partition: str  # "" for an unpartitioned manifest
-    rows: int
-    errors: dict[str, int]  # error kind (the message up to its first ':') → rows
-    super_resolved: int
-    reconstructed: int
-    seconds: float  # from the start of the run until its _SUCCESS was written
 
 
 @dataclasses.dataclass(frozen=True)
@@ -343,155 +321,6 @@ class PipelineActor(DecodingActor):
 # writing and committing
 
 
-@dataclasses.dataclass(frozen=True)
-class _Group:
-    """One commit group: its partitions (index = PARTITION_INDEX) and their manifest row counts."""
-
-    partitions: tuple[str, ...]
-    rows: tuple[int, ...]
-
-
-class ResultsSink(ray.data.Datasink):
-    """Ray Data datasink of one commit group (see the module docstring).
-
-    `write` runs in cluster tasks: it stages one Parquet file per partition present in its rows
-    and returns [{partition, file, rows, errors, super_resolved, reconstructed, node}].
-    `on_write_complete` runs on the driver with every task's return value (metadata only).
-    """
-
-    def __init__(self, *, config: ExtractConfig, group: _Group, run_id: str, schema: pa.Schema,
-                 marker: Mapping[str, Any], start: float) -> None:
-        self.config, self.group, self.run_id, self.schema = config, group, run_id, schema
-        self.marker, self.start = dict(marker), start
-        self.committed: list[PartitionSummary] = []
-        self.incomplete: list[tuple[str, str]] = []
-        self.nodes: set[str] = set()
-        self.precisions: set[str] = set()
-
-    @property
-    def min_rows_per_write(self) -> int:
-        return self.config.rows_per_file
-
-    def write(self, blocks: Iterable[Any], ctx: Any) -> list[dict[str, Any]]:
-        from ray.data.block import BlockAccessor
-
-        tables = [BlockAccessor.for_block(b).to_arrow() for b in blocks]
-        tables = [t for t in tables if t.num_rows]
-        if not tables:
-            return []
-        table = pa.concat_tables(tables, promote_options="default")
-        node = ray.get_runtime_context().get_node_id()
-        out = []
-        index = table[PARTITION_INDEX]
-        for i in pc.unique(index).to_pylist():
-            part = table.filter(pc.equal(index, i))
-            precisions = sorted(pc.unique(part[PRECISION]).to_pylist())
-            part = part.drop_columns([PARTITION_INDEX, PRECISION])
-            # Ray Data may hand columns back with relaxed nullability; the files keep the contract's.
-            part = part.select(self.schema.names).cast(self.schema)
-            sink = pa.BufferOutputStream()
-            pq.write_table(part, sink)
-            uri = f"{staging_uri(self.config.out, self.run_id, self.group.partitions[i])}/part-{uuid.uuid4().hex}.parquet"
-            write_bytes(uri, sink.getvalue().to_pybytes(), self.config.storage)
-            errors = Counter(error_kind(e) for e in part["error"].drop_null().to_pylist())
-            out.append({"partition": i, "file": uri, "rows": part.num_rows, "errors": dict(errors),
-                        "super_resolved": pc.sum(part["super_resolved"]).as_py() or 0,
-                        "reconstructed": pc.sum(part["reconstructed"]).as_py() or 0, "node": node,
-                        "precision": precisions})
-        return out
-
-    def on_write_failed(self, error: Exception) -> None:
-        log.error("extract: writing results failed (%s); this commit group's partitions keep their "
-                  "previous results", type(error).__name__)
-
-    def on_write_complete(self, write_result: Any) -> None:
-        returns = [r for task in write_result.write_returns for r in task]
-        self.commit(returns)
-
-    # -- the commit
-    def commit(self, returns: Sequence[Mapping[str, Any]]) -> None:
-        """Verify and promote every partition of the group whose rows all arrived without a
-        transient failure; record the others as incomplete (their staged files stay until the
-        next run cleans them)."""
-
-        files: dict[int, list[str]] = {i: [] for i in range(len(self.group.partitions))}
-        precisions: dict[int, set[str]] = {i: set() for i in files}
-        counts: dict[int, Counter[str]] = {i: Counter() for i in files}
-        for r in returns:
-            files[r["partition"]].append(r["file"])
-            precisions[r["partition"]].update(r["precision"])
-            counts[r["partition"]].update({"rows": r["rows"], "super_resolved": r["super_resolved"],
-                                           "reconstructed": r["reconstructed"]})
-            counts[r["partition"]].update({f"error:{k}": v for k, v in r["errors"].items()})
-            self.nodes.add(r["node"])
-            self.precisions.update(r["precision"])
-        ready = []
-        for i, partition in enumerate(self.group.partitions):
-            rows, expected = counts[i]["rows"], self.group.rows[i]
-            transient = counts[i][f"error:{TRANSIENT}"]
-            if rows != expected:
-                self.incomplete.append((partition, f"{rows} results rows for {expected} manifest rows"))
-            elif transient:
-                self.incomplete.append((partition, f"{transient} row(s) failed for a transient reason "
-                                                   "(storage timeouts, throttling or 5xx)"))
-            else:
-                ready.append(i)
-        problems = ray.get([_verify_staged.remote(files[i], self.group.rows[i], self.config.storage)
-                            for i in ready])
-        fault = os.environ.get(COMMIT_FAULT_ENV)
-        drill(fault, "staged")
-        for i, problem in zip(ready, problems):
-            partition = self.group.partitions[i]
-            if problem:
-                raise ExtractError(f"partition {partition!r}: {problem}; its previous results stay committed")
-            c = counts[i]
-            errors = dict(Counter({k[6:]: v for k, v in c.items() if k.startswith("error:")}).most_common())
-            marker = {**self.marker, "partition": partition, "precision": "+".join(sorted(precisions[i])),
-                      "rows": c["rows"], "errors": errors,
-                      "super_resolved": c["super_resolved"], "reconstructed": c["reconstructed"],
-                      "seconds": round(time.perf_counter() - self.start, 3),
-                      "finished_at": dt.datetime.now(dt.timezone.utc).isoformat()}
-            try:
-                promote(join(self.config.out, partition), sorted(files[i]), marker, run_id=self.run_id,
-                        storage=self.config.storage, fault=fault)
-            except OSError as exc:  # its previous results stay committed; the next run redoes it
-                self.incomplete.append((partition, f"commit failed ({_reason(exc)})"))
-                continue
-            self.committed.append(PartitionSummary(
-                partition=partition, rows=c["rows"], errors=errors, super_resolved=c["super_resolved"],
-                reconstructed=c["reconstructed"], seconds=time.perf_counter() - self.start))
-
-
-@ray.remote(num_cpus=IO_TASK_CPUS)
-def _verify_staged(files: Sequence[str], expected: int, storage: StorageConfig) -> str | None:
-    """Read the staged files' crop_ids back: exactly `expected` rows, each crop_id once (the
-    manifest's ids were checked unique and every results row carries one). None when fine."""
-    if not files:
-        return None if expected == 0 else f"no staged files for {expected} rows"
-    fs, _ = filesystem(files[0], storage)
-    ids = pads.dataset([filesystem(f, storage)[1] for f in files], filesystem=fs,
-                       format="parquet").to_table(columns=["crop_id"])["crop_id"]
-    distinct = pc.count_distinct(ids).as_py() if len(ids) else 0
-    if len(ids) != expected or distinct != expected:
-        return f"staged {len(ids)} rows ({distinct} distinct crop_ids) for {expected} manifest rows"
-    return None
-
-
-@ray.remote(num_cpus=IO_TASK_CPUS)
-def _check_ids(files: Sequence[str], manifest: str, storage: StorageConfig) -> str | None:
-    """A partition's crop_ids: no nulls, no repeats. None when fine, else what is wrong."""
-    fs, _ = filesystem(manifest, storage)
-    ids = pads.dataset(list(files), filesystem=fs, format="parquet").to_table(columns=["crop_id"])["crop_id"]
-    if ids.null_count:
-        return f"column 'crop_id' has {ids.null_count} null value(s)"
-    counts = pc.value_counts(ids.combine_chunks() if len(ids) else pa.array([], pa.string()))
-    dupes = counts.filter(pc.greater(counts.field("counts"), 1))
-    if len(dupes):
-        shown = ", ".join(f"{d['values']!r} (x{d['counts']})" for d in dupes.to_pylist()[:5])
-        return f"column 'crop_id' must be unique; {len(dupes)} value(s) repeat: {shown}"
-    return None
-
-
 # ---------------------------------------------------------------------------------------------
 # the job
 
@@ -537,26 +366,6 @@ def newest_first(partitions: Sequence[str], *, since: str | None = None) -> list
     return dated + [p for p in partitions if days[p] is None]
 
 
-def commit_groups(partitions: Sequence[str], rows: Mapping[str, int], limit: int) -> list[_Group]:
-    """Consecutive partitions gathered into groups of at most `limit` rows (a larger partition
-    alone), in order."""
-    groups: list[list[str]] = []
-    total = 0
-    for p in partitions:
-        if not groups or total + rows[p] > limit:
-            groups.append([])
-            total = 0
-        groups[-1].append(p)
-        total += rows[p]
-    return [_Group(tuple(g), tuple(rows[p] for p in g)) for g in groups]
-
-
-def _reason(exc: BaseException) -> str:
-    """An exception in a few words: its type and its first line, cut short (no payloads)."""
-    text = str(exc).splitlines()[0][:160] if str(exc) else ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
 def _setup(config: ExtractConfig, run_id: str) -> tuple[str, dict[str, dict[str, Any]], ManifestScan,
                                                       tuple[str, ...] | None]:
     """Everything checked before any partition is touched. Returns (bundle version, network name →
@@ -572,14 +381,14 @@ def _setup(config: ExtractConfig, run_id: str) -> tuple[str, dict[str, dict[str,
     try:
         model_version, metas = bundle_info(config.bundle, storage)
     except OSError as exc:
-        raise SetupError(f"cannot read the bundle {config.bundle} ({_reason(exc)}); check {endpoint} and the "
+        raise SetupError(f"cannot read the bundle {config.bundle} ({short_reason(exc)}); check {endpoint} and the "
                          "credentials") from None
     except (KeyError, TypeError) as exc:
-        raise BundleError(f"bundle {config.bundle}: unexpected config.json content ({_reason(exc)})") from None
+        raise BundleError(f"bundle {config.bundle}: unexpected config.json content ({short_reason(exc)})") from None
     try:
         scan = scan_manifest(config.manifest, storage)
     except OSError as exc:
-        raise SetupError(f"cannot list the manifest {config.manifest} ({_reason(exc)}); check {endpoint} and the "
+        raise SetupError(f"cannot list the manifest {config.manifest} ({short_reason(exc)}); check {endpoint} and the "
                          "credentials") from None
     prefixes = allowed_prefixes(config.manifest, storage)
     for prefix in prefixes or ():
@@ -589,7 +398,7 @@ def _setup(config: ExtractConfig, run_id: str) -> tuple[str, dict[str, dict[str,
             try:
                 missing = fs.get_file_info(bucket).type.name == "NotFound"
             except OSError as exc:
-                raise SetupError(f"cannot reach the image bucket {bucket!r} ({_reason(exc)}); check {endpoint}") from None
+                raise SetupError(f"cannot reach the image bucket {bucket!r} ({short_reason(exc)}); check {endpoint}") from None
             if missing:
                 raise SetupError(f"the image bucket {bucket!r} of the allowed prefix {prefix} does not exist; "
                                  "check storage.allowed_prefixes and the manifest's image_uri values")
@@ -600,7 +409,7 @@ def _setup(config: ExtractConfig, run_id: str) -> tuple[str, dict[str, dict[str,
         fs, path = filesystem(probe, storage)
         fs.delete_dir(path.rsplit("/", 1)[0])
     except (OSError, ValueError) as exc:
-        raise SetupError(f"cannot write under the output out={config.out} ({_reason(exc)})") from None
+        raise SetupError(f"cannot write under the output out={config.out} ({short_reason(exc)})") from None
     return model_version, metas, scan, prefixes
 
 
@@ -634,7 +443,7 @@ def run_extract(config: ExtractConfig) -> Summary:
     init_ray()
     # Nulls and repeats in crop_id stop the job before any work; each partition is checked by a
     # cluster task, so the driver never holds the ids.
-    checks = [_check_ids.remote([f for f, _ in scan.files[p]], config.manifest, storage) for p in todo]
+    checks = [check_ids.remote([f for f, _ in scan.files[p]], config.manifest, storage) for p in todo]
     for p, problem in zip(todo, ray.get(checks)):
         if problem:
             raise ManifestError(f"{config.manifest}: partition {p or '(all)'}: {problem}")
@@ -660,7 +469,7 @@ def run_extract(config: ExtractConfig) -> Summary:
               "pipeline": to_dict(config.pipeline), "restorations": restorations}
     committed, incomplete, nodes, precisions = [], [], set(), set()
     for group in groups:
-        sink = ResultsSink(config=config, group=group, run_id=run_id, schema=schema, marker=marker, start=start)
+        sink = ResultsSink(out=config.out, storage=config.storage, rows_per_file=config.rows_per_file, group=group, run_id=run_id, schema=schema, marker=marker, start=start)
         if sum(group.rows) == 0:  # nothing to score: commit the empty partitions directly
             sink.commit([])
         else:
@@ -689,7 +498,7 @@ def rows_per_block(rows: int, *, batch_size: int, actors: int) -> int:
     return max(1, min(batch_size * BATCHES_PER_BLOCK, math.ceil(rows / actors)))
 
 
-def _results_stream(config: ExtractConfig, scan: ManifestScan, group: _Group, *, plan: Any, model_version: str,
+def _results_stream(config: ExtractConfig, scan: ManifestScan, group: CommitGroup, *, plan: Any, model_version: str,
                     input_size: tuple[int, int], allowed: tuple[str, ...] | None) -> Any:
     """One Ray Data dataset over a commit group's manifest files: read and prepare the rows
     (`read_manifest_files`, cluster tasks) → `attrgan.scoring.score_stream` with the pipeline actors."""

@@ -16,13 +16,15 @@ import dataclasses
 import math
 import warnings
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from attrgan.config import StorageConfig
 from attrgan.data.manifest import ROW_ERROR
-from attrgan.pipeline import PipelineConfig
+
+if TYPE_CHECKING:  # torch: only the actors import the pipeline (the write tasks import this module)
+    from attrgan.pipeline import PipelineConfig
 
 # Logical CPUs kept free of actors for the tasks that read manifests and write results (they
 # spend their time waiting on storage), and the share each such task asks for.

@@ -130,7 +130,8 @@ def local_scene(tmp_path_factory):
 @pytest.mark.ray
 @pytest.mark.slow
 def test_a_driver_killed_at_each_commit_step_leaves_whole_results(ray_local, local_scene, tmp_path):
-    from attrgan.extract import COMMIT_FAULT_ENV, ExtractConfig, run_extract
+    from attrgan.extract import ExtractConfig, run_extract
+    from attrgan.sink import COMMIT_FAULT_ENV
     from attrgan.pipeline import PipelineConfig
 
     out = str(tmp_path / "results")
@@ -179,3 +180,23 @@ def test_readers_never_guess_a_partitions_files(tmp_path):
     assert load_results(str(out)).empty
     (part / SUCCESS_MARKER).write_text("")  # an empty marker (other writers): every data file
     assert sorted(load_results(str(out))["model_version"]) == ["v1", "v1", "v2", "v2"]
+
+
+def test_write_and_check_tasks_start_without_torch(tmp_path):
+    # A Ray worker imports the modules of what it runs: the datasink (pickled into every write
+    # task) and the check tasks must not bring in torch and the models (~3.5 s per fresh worker).
+    from ray import cloudpickle
+
+    from attrgan.config import StorageConfig
+    from attrgan.results import results_schema
+    from attrgan.sink import CommitGroup, ResultsSink, check_ids, verify_staged
+
+    sink = ResultsSink(out=str(tmp_path), storage=StorageConfig(), rows_per_file=10,
+                       group=CommitGroup(("date=2026-11-25",), (3,)), run_id="r1", schema=results_schema(["hat"]),
+                       marker={"model_version": "v1", "pipeline": {"device": "cpu"}}, start=0.0)
+    payload = cloudpickle.dumps((sink, check_ids._function, verify_staged._function))
+    load = "import pickle, sys; pickle.loads(sys.stdin.buffer.read()); print(sorted({'torch', 'attrgan.extract'} & set(sys.modules)))"
+    proc = subprocess.run([sys.executable, "-c", load], input=payload, capture_output=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    assert proc.stdout.decode().strip() == "[]"

@@ -1,0 +1,227 @@
+"""The extraction's write side: the Ray Data datasink that stages each partition's results and
+commits them, and the cluster tasks that check crop_ids and staged files (`attrgan.extract` runs
+them; its module docstring tells the whole flow).
+
+Free of torch on purpose: write and check tasks run in plain Ray task workers, and a worker
+imports the module of the code it runs. This module costs ~1 s of a worker's start-up; the
+extraction module, which imports the models, ~5 s.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import os
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+import ray
+import ray.data
+
+from attrgan.config import StorageConfig
+from attrgan.data.manifest import PARTITION_INDEX
+from attrgan.data.storage import filesystem, join, write_bytes
+from attrgan.results import TRANSIENT, drill, error_kind, promote, staging_uri
+from attrgan.scoring import IO_TASK_CPUS
+
+log = logging.getLogger(__name__)
+
+# The commit's fault drill: set to a commit step ("staged", "promoting", "before_success",
+# "after_success") and the driver kills itself with SIGKILL there.
+COMMIT_FAULT_ENV = "ATTRGAN_COMMIT_FAULT"
+# The precision ("fp32" / "bf16") of the actor that scored a row, for the run's records.
+PRECISION = "_precision"
+
+
+class ExtractError(RuntimeError):
+    """The run could not complete: the stream lost rows, or staged files failed their checks."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PartitionSummary:
+    partition: str  # "" for an unpartitioned manifest
+    rows: int
+    errors: dict[str, int]  # error kind (the message up to its first ':') → rows
+    super_resolved: int
+    reconstructed: int
+    seconds: float  # from the start of the run until its _SUCCESS was written
+
+
+@dataclasses.dataclass(frozen=True)
+class CommitGroup:
+    """One commit group: its partitions (index = PARTITION_INDEX) and their manifest row counts."""
+
+    partitions: tuple[str, ...]
+    rows: tuple[int, ...]
+
+
+class ResultsSink(ray.data.Datasink):
+    """Ray Data datasink of one commit group (see the module docstring).
+
+    `write` runs in cluster tasks: it stages one Parquet file per partition present in its rows
+    and returns [{partition, file, rows, errors, super_resolved, reconstructed, node}].
+    `on_write_complete` runs on the driver with every task's return value (metadata only).
+    """
+
+    def __init__(self, *, out: str, storage: StorageConfig, rows_per_file: int, group: CommitGroup, run_id: str,
+                 schema: pa.Schema, marker: Mapping[str, Any], start: float) -> None:
+        # Plain values, not the ExtractConfig: the sink is pickled into every write task, and the
+        # config's module would bring torch along.
+        self.out, self.storage, self.rows_per_file = out, storage, rows_per_file
+        self.group, self.run_id, self.schema = group, run_id, schema
+        self.marker, self.start = dict(marker), start
+        self.committed: list[PartitionSummary] = []
+        self.incomplete: list[tuple[str, str]] = []
+        self.nodes: set[str] = set()
+        self.precisions: set[str] = set()
+
+    @property
+    def min_rows_per_write(self) -> int:
+        return self.rows_per_file
+
+    def write(self, blocks: Iterable[Any], ctx: Any) -> list[dict[str, Any]]:
+        from ray.data.block import BlockAccessor
+
+        tables = [BlockAccessor.for_block(b).to_arrow() for b in blocks]
+        tables = [t for t in tables if t.num_rows]
+        if not tables:
+            return []
+        table = pa.concat_tables(tables, promote_options="default")
+        node = ray.get_runtime_context().get_node_id()
+        out = []
+        index = table[PARTITION_INDEX]
+        for i in pc.unique(index).to_pylist():
+            part = table.filter(pc.equal(index, i))
+            precisions = sorted(pc.unique(part[PRECISION]).to_pylist())
+            part = part.drop_columns([PARTITION_INDEX, PRECISION])
+            # Ray Data may hand columns back with relaxed nullability; the files keep the contract's.
+            part = part.select(self.schema.names).cast(self.schema)
+            sink = pa.BufferOutputStream()
+            pq.write_table(part, sink)
+            uri = f"{staging_uri(self.out, self.run_id, self.group.partitions[i])}/part-{uuid.uuid4().hex}.parquet"
+            write_bytes(uri, sink.getvalue().to_pybytes(), self.storage)
+            errors = Counter(error_kind(e) for e in part["error"].drop_null().to_pylist())
+            out.append({"partition": i, "file": uri, "rows": part.num_rows, "errors": dict(errors),
+                        "super_resolved": pc.sum(part["super_resolved"]).as_py() or 0,
+                        "reconstructed": pc.sum(part["reconstructed"]).as_py() or 0, "node": node,
+                        "precision": precisions})
+        return out
+
+    def on_write_failed(self, error: Exception) -> None:
+        log.error("extract: writing results failed (%s); this commit group's partitions keep their "
+                  "previous results", type(error).__name__)
+
+    def on_write_complete(self, write_result: Any) -> None:
+        returns = [r for task in write_result.write_returns for r in task]
+        self.commit(returns)
+
+    # -- the commit
+    def commit(self, returns: Sequence[Mapping[str, Any]]) -> None:
+        """Verify and promote every partition of the group whose rows all arrived without a
+        transient failure; record the others as incomplete (their staged files stay until the
+        next run cleans them)."""
+
+        files: dict[int, list[str]] = {i: [] for i in range(len(self.group.partitions))}
+        precisions: dict[int, set[str]] = {i: set() for i in files}
+        counts: dict[int, Counter[str]] = {i: Counter() for i in files}
+        for r in returns:
+            files[r["partition"]].append(r["file"])
+            precisions[r["partition"]].update(r["precision"])
+            counts[r["partition"]].update({"rows": r["rows"], "super_resolved": r["super_resolved"],
+                                           "reconstructed": r["reconstructed"]})
+            counts[r["partition"]].update({f"error:{k}": v for k, v in r["errors"].items()})
+            self.nodes.add(r["node"])
+            self.precisions.update(r["precision"])
+        ready = []
+        for i, partition in enumerate(self.group.partitions):
+            rows, expected = counts[i]["rows"], self.group.rows[i]
+            transient = counts[i][f"error:{TRANSIENT}"]
+            if rows != expected:
+                self.incomplete.append((partition, f"{rows} results rows for {expected} manifest rows"))
+            elif transient:
+                self.incomplete.append((partition, f"{transient} row(s) failed for a transient reason "
+                                                   "(storage timeouts, throttling or 5xx)"))
+            else:
+                ready.append(i)
+        problems = ray.get([verify_staged.remote(files[i], self.group.rows[i], self.storage)
+                            for i in ready])
+        fault = os.environ.get(COMMIT_FAULT_ENV)
+        drill(fault, "staged")
+        for i, problem in zip(ready, problems):
+            partition = self.group.partitions[i]
+            if problem:
+                raise ExtractError(f"partition {partition!r}: {problem}; its previous results stay committed")
+            c = counts[i]
+            errors = dict(Counter({k[6:]: v for k, v in c.items() if k.startswith("error:")}).most_common())
+            marker = {**self.marker, "partition": partition, "precision": "+".join(sorted(precisions[i])),
+                      "rows": c["rows"], "errors": errors,
+                      "super_resolved": c["super_resolved"], "reconstructed": c["reconstructed"],
+                      "seconds": round(time.perf_counter() - self.start, 3),
+                      "finished_at": dt.datetime.now(dt.timezone.utc).isoformat()}
+            try:
+                promote(join(self.out, partition), sorted(files[i]), marker, run_id=self.run_id,
+                        storage=self.storage, fault=fault)
+            except OSError as exc:  # its previous results stay committed; the next run redoes it
+                self.incomplete.append((partition, f"commit failed ({short_reason(exc)})"))
+                continue
+            self.committed.append(PartitionSummary(
+                partition=partition, rows=c["rows"], errors=errors, super_resolved=c["super_resolved"],
+                reconstructed=c["reconstructed"], seconds=time.perf_counter() - self.start))
+
+
+@ray.remote(num_cpus=IO_TASK_CPUS)
+def verify_staged(files: Sequence[str], expected: int, storage: StorageConfig) -> str | None:
+    """Read the staged files' crop_ids back: exactly `expected` rows, each crop_id once (the
+    manifest's ids were checked unique and every results row carries one). None when fine."""
+    if not files:
+        return None if expected == 0 else f"no staged files for {expected} rows"
+    fs, _ = filesystem(files[0], storage)
+    ids = pads.dataset([filesystem(f, storage)[1] for f in files], filesystem=fs,
+                       format="parquet").to_table(columns=["crop_id"])["crop_id"]
+    distinct = pc.count_distinct(ids).as_py() if len(ids) else 0
+    if len(ids) != expected or distinct != expected:
+        return f"staged {len(ids)} rows ({distinct} distinct crop_ids) for {expected} manifest rows"
+    return None
+
+
+@ray.remote(num_cpus=IO_TASK_CPUS)
+def check_ids(files: Sequence[str], manifest: str, storage: StorageConfig) -> str | None:
+    """A partition's crop_ids: no nulls, no repeats. None when fine, else what is wrong."""
+    fs, _ = filesystem(manifest, storage)
+    ids = pads.dataset(list(files), filesystem=fs, format="parquet").to_table(columns=["crop_id"])["crop_id"]
+    if ids.null_count:
+        return f"column 'crop_id' has {ids.null_count} null value(s)"
+    counts = pc.value_counts(ids.combine_chunks() if len(ids) else pa.array([], pa.string()))
+    dupes = counts.filter(pc.greater(counts.field("counts"), 1))
+    if len(dupes):
+        shown = ", ".join(f"{d['values']!r} (x{d['counts']})" for d in dupes.to_pylist()[:5])
+        return f"column 'crop_id' must be unique; {len(dupes)} value(s) repeat: {shown}"
+    return None
+
+
+def commit_groups(partitions: Sequence[str], rows: Mapping[str, int], limit: int) -> list[CommitGroup]:
+    """Consecutive partitions gathered into groups of at most `limit` rows (a larger partition
+    alone), in order."""
+    groups: list[list[str]] = []
+    total = 0
+    for p in partitions:
+        if not groups or total + rows[p] > limit:
+            groups.append([])
+            total = 0
+        groups[-1].append(p)
+        total += rows[p]
+    return [CommitGroup(tuple(g), tuple(rows[p] for p in g)) for g in groups]
+
+
+def short_reason(exc: BaseException) -> str:
+    """An exception in a few words: its type and its first line, cut short (no payloads)."""
+    text = str(exc).splitlines()[0][:160] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
