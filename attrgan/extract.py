@@ -318,10 +318,6 @@ class PipelineActor(DecodingActor):
 
 
 # ---------------------------------------------------------------------------------------------
-# writing and committing
-
-
-# ---------------------------------------------------------------------------------------------
 # the job
 
 
@@ -469,7 +465,8 @@ def run_extract(config: ExtractConfig) -> Summary:
               "pipeline": to_dict(config.pipeline), "restorations": restorations}
     committed, incomplete, nodes, precisions = [], [], set(), set()
     for group in groups:
-        sink = ResultsSink(out=config.out, storage=config.storage, rows_per_file=config.rows_per_file, group=group, run_id=run_id, schema=schema, marker=marker, start=start)
+        sink = ResultsSink(out=config.out, storage=config.storage, rows_per_file=config.rows_per_file, group=group,
+                           run_id=run_id, schema=schema, marker=marker, start=start)
         if sum(group.rows) == 0:  # nothing to score: commit the empty partitions directly
             sink.commit([])
         else:

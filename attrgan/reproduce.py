@@ -227,7 +227,9 @@ def summarize(runs: Sequence[Mapping[str, Any]], *, seconds: float) -> dict[str,
         comparisons[name] = {
             "per_seed": per_seed, "gain": mean_sd([p["gain"] for p in per_seed]),
             "recovery_mean": mean_recovery, "target": RECOVERY_TARGETS[name],
-            "target_met": (mean_recovery is not None and mean_recovery >= RECOVERY_TARGETS[name] - 1e-9  # float sums
+            # Every seed must count: one that lost under MIN_LOST has no recovery, so no verdict.
+            "target_met": (mean_recovery is not None and len(recoveries) == len(per_seed)
+                           and mean_recovery >= RECOVERY_TARGETS[name] - 1e-9  # float sums
                            and all(p["gain"] > 0 and p["low"] > 0 for p in per_seed)),
         }
     return {"seeds": [r["seed"] for r in runs], "seconds": round(seconds, 1), "table": table,

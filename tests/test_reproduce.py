@@ -57,6 +57,9 @@ def test_a_target_needs_every_seed_above_zero():
     occ = summarize([barely], seconds=1)["comparisons"]["occlusion"]
     assert occ["per_seed"][0]["recovery"] is None and occ["per_seed"][0]["ceiling_recovery"] is None
     assert occ["recovery_mean"] is None and not occ["target_met"]
+    # With another seed that recovered 50 %, the mean is that seed's, but no target is met on it alone.
+    occ = summarize([barely, run(1, occ_gain=0.10, low=0.05)], seconds=1)["comparisons"]["occlusion"]
+    assert occ["recovery_mean"] == pytest.approx(0.5) and not occ["target_met"]
     assert one["table"]["clean"]["sd"] is None and not one["comparisons"]["occlusion"]["target_met"]  # 20 % < 25 %
 
 

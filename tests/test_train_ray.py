@@ -93,8 +93,8 @@ def test_classifier_survives_a_worker_death_and_a_finished_run_is_not_retrained(
     monkeypatch.setenv(KILL_EPOCH_ENV, "1")
     monkeypatch.setenv(KILL_MARKER_ENV, str(marker))
     bundle = f"s3://{bucket}/models/fault"
-    result = train_network(tiny_config("classifier"), manifest=f"s3://{bucket}/synth/manifest.parquet",
-                           bundle=bundle, storage=storage)
+    config = tiny_config("classifier", precision="fp32")  # as the agreement bundle's, its twin below
+    result = train_network(config, manifest=f"s3://{bucket}/synth/manifest.parquet", bundle=bundle, storage=storage)
 
     assert marker.exists(), "the injected worker death did not happen"
     assert result.trained and result.run_uri == f"s3://{bucket}/models/runs/fault-classifier"
@@ -114,15 +114,14 @@ def test_classifier_survives_a_worker_death_and_a_finished_run_is_not_retrained(
     uninterrupted = agreement_bundle[1]["classifier"]
     assert [k for k, v in net.state_dict().items() if not torch.equal(v, uninterrupted[k])] == []
 
-    again = train_network(tiny_config("classifier"), manifest=f"s3://{bucket}/synth/manifest.parquet",
-                          bundle=bundle, storage=storage)
+    again = train_network(config, manifest=f"s3://{bucket}/synth/manifest.parquet", bundle=bundle, storage=storage)
     assert not again.trained and again.metrics == result.metrics
     assert load_network(st.join(bundle, "classifier"), storage=storage)[1]["version"] == meta["version"]
 
     # A finished run whose bundle folder was lost writes its last checkpoint again, untrained.
     st.delete_prefix(st.join(bundle, "classifier"), storage)
-    restored = train_network(tiny_config("classifier"), manifest=f"s3://{bucket}/synth/manifest.parquet",
-                             bundle=bundle, storage=storage)
+    restored = train_network(config, manifest=f"s3://{bucket}/synth/manifest.parquet", bundle=bundle,
+                             storage=storage)
     assert not restored.trained
     assert load_network(st.join(bundle, "classifier"), storage=storage)[1]["version"] == meta["version"]
 
@@ -161,8 +160,7 @@ def _train_reconstruction(storage: StorageConfig, bucket: str, bundle: str) -> N
 def agreement_bundle(ray_local, s3):
     """(bundle URI, weights): the classifier trained from scratch on two workers, then G^R against it,
     once for the tests of this module. fp32: oneDNN's bf16 kernels are not bit-reproducible at
-    every size (DESIGN.md "Reproducibility"); "auto" is fp32 in the tests too, so the worker-death
-    run's classifier is its twin."""
+    every size (DESIGN.md "Reproducibility")."""
     storage, bucket = s3
     bundle = f"s3://{bucket}/models/agree"
     with pytest.MonkeyPatch.context() as env:
