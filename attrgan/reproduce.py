@@ -171,7 +171,7 @@ def _one_seed(config: ReproduceConfig, seed: int, *, storage: StorageConfig, out
 def _ceilings(config: ReproduceConfig, run: dict[str, Any], *, storage: StorageConfig, out: Path,
               say: Callable[[str], None]) -> None:
     """Train and score the chosen information ceilings of one seed's run; fills run["ceilings"]."""
-    from attrgan.data.storage import join
+    from attrgan.data.storage import copy_folder, join
     from attrgan.demo import TRAIN_SETTINGS, train_bundle
 
     seed, where = run["seed"], _locations(run["seed"])
@@ -187,17 +187,10 @@ def _ceilings(config: ReproduceConfig, run: dict[str, Any], *, storage: StorageC
                      train={"classifier": classifier | {"train_on": train_on}}, seed=seed,
                      ray_cpus=config.ray_cpus, say=say, models=("classifier",))
         for name in ("reconstruction", "superres"):  # the evaluation loads a whole bundle
-            _copy_folder(join(where["bundle"], name), join(ceiling, name), storage)
+            copy_folder(join(where["bundle"], name), join(ceiling, name), storage)
         scored = _evaluate(config, seed, ceiling, f"ceiling-{train_on}", examples=0, storage=storage, out=out, say=say)
         run["ceilings"][comparison] = scored.metrics[LOST_FROM[comparison]].ma
         run["seconds"] = round(run["seconds"] + time.perf_counter() - t0, 1)
-
-
-def _copy_folder(src: str, dst: str, storage: StorageConfig) -> None:
-    from attrgan.data.storage import join, list_dir, read_bytes, write_bytes
-
-    for uri in list_dir(src, storage):
-        write_bytes(join(dst, uri.rsplit("/", 1)[1]), read_bytes(uri, storage), storage)
 
 
 def summarize(runs: Sequence[Mapping[str, Any]], *, seconds: float) -> dict[str, Any]:

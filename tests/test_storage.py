@@ -56,7 +56,10 @@ def test_bytes_round_trip_list_delete(where, storage, s3_bucket, tmp_path):
     assert st.list_dir(st.join(root, "missing"), storage) == []
     with pytest.raises(FileNotFoundError, match="p=9/a.bin not found"):
         st.read_bytes(st.join(root, "p=9", "a.bin"), storage)
+    st.copy_folder(st.join(root, "p=1"), st.join(root, "p=3"), storage)
+    assert st.read_bytes(st.join(root, "p=3", "b.bin"), storage) == b"two"
     st.delete_prefix(st.join(root, "p=1"), storage)
+    st.delete_prefix(st.join(root, "p=3"), storage)
     st.delete_prefix(st.join(root, "p=7"), storage)  # missing prefix: nothing to do
     assert st.list_dir(root, storage, recursive=True) == [st.join(root, "p=2", "a.bin")]
     with pytest.raises(ValueError, match="folder/prefix"):

@@ -236,8 +236,7 @@ def test_the_same_seed_trains_the_same_weights(ray_local, s3_env, agreement_bund
     storage, bucket = s3_env
     bundle, first = agreement_bundle
     second = f"s3://{bucket}/models/same-seed"
-    for uri in st.list_dir(st.join(bundle, "classifier"), storage):
-        st.write_bytes(st.join(second, "classifier", uri.rsplit("/", 1)[1]), st.read_bytes(uri, storage), storage)
+    st.copy_folder(st.join(bundle, "classifier"), st.join(second, "classifier"), storage)
     _train_reconstruction(storage, bucket, second)
     state = load_network(st.join(second, "reconstruction"), storage=storage)[0].state_dict()
     assert state.keys() == first["reconstruction"].keys()

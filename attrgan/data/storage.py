@@ -370,6 +370,12 @@ def list_dir(uri: str, storage: StorageConfig | None = None, *, recursive: bool 
     return sorted(out)
 
 
+def copy_folder(src: str, dst: str, storage: StorageConfig | None = None) -> None:
+    """Copy the files directly under folder/prefix `src` into `dst` (a network folder of a bundle)."""
+    for uri in list_dir(src, storage):
+        write_bytes(join(dst, uri.rsplit("/", 1)[1]), read_bytes(uri, storage), storage)
+
+
 def delete_prefix(uri: str, storage: StorageConfig | None = None) -> None:
     """Delete everything under folder/prefix `uri` (for rewriting one output partition).
 
