@@ -37,7 +37,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from attrgan.config import StorageConfig
-from attrgan.runtime import free_port, start_local_ray
+from attrgan.runtime import start_local_ray
 
 BUCKET = "attrgan-demo"
 SPLITS = (0.8, 0.1, 0.1)  # train / val / test shares of the archive
@@ -132,23 +132,17 @@ class DemoResult:
 def local_s3() -> Iterator[StorageConfig]:
     """A moto S3 server on 127.0.0.1 with the demo's bucket; yields the StorageConfig to reach it."""
     import boto3
-    from moto.server import ThreadedMotoServer
+
+    from attrgan.s3server import local_s3_server
 
     # moto accepts any credentials; these keep boto, s3fs and pyarrow from looking for real ones.
     # Set before Ray starts, so its workers inherit them.
     for key, value in (("AWS_ACCESS_KEY_ID", "demo"), ("AWS_SECRET_ACCESS_KEY", "demo"),
                        ("AWS_DEFAULT_REGION", "us-east-1")):
         os.environ.setdefault(key, value)
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        endpoint = f"http://127.0.0.1:{port}"
+    with local_s3_server() as endpoint:
         boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=BUCKET)
         yield StorageConfig(endpoint_url=endpoint, region="us-east-1")
-    finally:
-        server.stop()
 
 
 def _start_ray(num_cpus: int) -> None:

@@ -45,17 +45,10 @@ def one_torch_thread():
 @pytest.fixture(scope="session")
 def s3_endpoint():
     """URL of a moto S3 server on 127.0.0.1, running for the whole test session."""
-    from moto.server import ThreadedMotoServer
+    from attrgan.s3server import local_s3_server
 
-    from attrgan.runtime import free_port
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
+    with local_s3_server() as endpoint:
+        yield endpoint
 
 
 @pytest.fixture
