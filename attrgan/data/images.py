@@ -167,13 +167,12 @@ def _memory_scale(img: Image.Image, max_pixels: int) -> int:
 #      MPO's index declares no image past the end of the file; and
 #   2. the last scan, which structure alone cannot vouch for, decodes to the same pixels with filler
 #      bytes put before the end marker: a complete scan ignores them as trailing data, a cut one
-#      decodes them in place of the missing bits (`_jpeg_filler_digest`).
+#      decodes them in place of the missing bits (`_load`).
 _JPEG_FORMATS = ("JPEG", "MPO")  # an MPO (phone / stereo cameras) decodes its first JPEG image
 _SOF_CHECKED = {0xC0: False, 0xC1: False, 0xC2: True}  # Huffman frames: marker -> progressive
 _SOF_REFUSED = {0xC3: "lossless", 0xC5: "hierarchical", 0xC6: "hierarchical", 0xC7: "hierarchical",
-                0xC9: "arithmetic-coded", 0xCA: "arithmetic-coded", 0xCB: "arithmetic-coded",
-                0xCD: "hierarchical arithmetic-coded", 0xCE: "hierarchical arithmetic-coded",
-                0xCF: "hierarchical arithmetic-coded"}
+                0xC9: "arithmetic", 0xCA: "arithmetic", 0xCB: "arithmetic", 0xCD: "hierarchical arithmetic",
+                0xCE: "hierarchical arithmetic", 0xCF: "hierarchical arithmetic"}
 _SCAN_END = re.compile(rb"\xff+[^\x00\xd0-\xd7\xff]")  # the first marker after coded data (not RSTn)
 _RESTART = re.compile(rb"\xff[\xd0-\xd7]")
 _FILLER = bytes(range(254, -1, -1)) * 4  # never 0xFF (never a marker); starts with 1 bits, unlike
@@ -263,7 +262,7 @@ def _jpeg_image_end(img: Image.Image, data: bytes) -> int:
                 markers = _RESTART.findall(data, pos, found.start())
                 expected = math.ceil(_scan_mcus(frame, ids, width, height) / restart) - 1
                 if len(markers) < expected:
-                    raise _truncated(f"scan {scans} holds {len(markers)} of its {expected} restart intervals")
+                    raise _truncated(f"scan {scans} holds {len(markers)} of its {expected} restart markers")
                 if len(markers) > expected or any(m[1] != 0xD0 + i % 8 for i, m in enumerate(markers)):
                     raise _corrupt(f"scan {scans} has restart markers out of order or too many")
             for cid in ids:
@@ -297,16 +296,15 @@ def _pixel_digest(img: Image.Image) -> bytes:
     return digest.digest()
 
 
-def _jpeg_filler_digest(img: Image.Image, data: bytes, end: int, scale: int) -> bytes | None:
-    """The pixel digest of the image decoded at 1/`scale`, as `img` is, with filler before its end
-    marker; None when the filler made it undecodable (it was read as coded data)."""
+def _jpeg_digest(data: bytes, scale: int) -> bytes | None:
+    """The pixel digest of JPEG `data` decoded at 1/`scale`; None when it is undecodable."""
     try:
-        other = Image.open(io.BytesIO(data[:end] + _FILLER + b"\xff\xd9"), formats=("JPEG",))
+        img = Image.open(io.BytesIO(data), formats=("JPEG",))
         if scale > 1:
-            other.draft(img.mode, (other.width // scale, other.height // scale))
-        other.load()
-        return _pixel_digest(other) if other.size == img.size else None
-    except Exception:
+            img.draft(img.mode, (img.width // scale, img.height // scale))
+        img.load()
+        return _pixel_digest(img)
+    except Exception:  # filler made it undecodable: it was read as coded data
         return None
 
 
@@ -320,21 +318,27 @@ def _check_holds(img: Image.Image, data: bytes | bytearray | memoryview) -> None
                          f"{len(data)} bytes can hold (a cut or forged file)")
 
 
-def _load(img: Image.Image, data: bytes | bytearray | memoryview, scale: int = 1) -> None:
-    """Decode `img` (drafted to 1/`scale` by the caller); ImageError when it is cut or corrupt."""
-    reference = None
+def _load(img: Image.Image, data: bytes | bytearray | memoryview, scale: int = 1, check_scale: int = 1) -> None:
+    """Decode `img` (drafted to 1/`scale` by the caller); ImageError when it is cut or corrupt.
+
+    check_scale: the scale the truncation check decodes a JPEG at, the finest that memory allows
+    (a reduced decode ignores fine detail, and with it a cut that only loses fine detail)."""
+    filled = None
     if img.format in _JPEG_FORMATS:
         data = bytes(data)
+        end = _jpeg_image_end(img, data)
         # decoded before the image itself, so that one frame is held at a time
-        reference = _jpeg_filler_digest(img, data, _jpeg_image_end(img, data), scale)
+        filled = _jpeg_digest(data[:end] + _FILLER + b"\xff\xd9", check_scale)
     try:
         img.load()
     except Image.DecompressionBombError as exc:
         raise ImageError(f"image too large: {_reason(exc)}") from None
     except (OSError, ValueError, SyntaxError, EOFError, IndexError, struct.error) as exc:
         raise ImageError(f"undecodable image: truncated or corrupt {img.format} data ({_reason(exc)})") from None
-    if img.format in _JPEG_FORMATS and _pixel_digest(img) != reference:
-        raise _truncated("the last scan's coded data ends early (libjpeg would fill the rest with flat blocks)")
+    if img.format in _JPEG_FORMATS:
+        plain = _pixel_digest(img) if scale == check_scale else _jpeg_digest(data, check_scale)
+        if plain is None or plain != filled:
+            raise _truncated("the last scan's coded data ends early (libjpeg would fill the rest with flat blocks)")
 
 
 def _to_rgb(img: Image.Image) -> np.ndarray:
@@ -524,7 +528,7 @@ def _crops_from(data: bytes, bboxes: Sequence[Sequence[int] | None], size: tuple
     valid = [b for b in boxes if not isinstance(b, ImageError)]
     if not valid:
         return boxes  # nothing to decode
-    scale = _memory_scale(img, max_pixels)
+    scale = check_scale = _memory_scale(img, max_pixels)
     _check_holds(img, data)
     if size is not None and img.format in _JPEG_FORMATS:
         # Reduce further when every crop keeps at least the output size: faster, no detail lost.
@@ -536,7 +540,7 @@ def _crops_from(data: bytes, bboxes: Sequence[Sequence[int] | None], size: tuple
                 break
     if scale > 1:
         img.draft(img.mode, (width // scale, height // scale))
-    _load(img, data, scale)
+    _load(img, data, scale, check_scale)
     sx, sy = width / img.size[0], height / img.size[1]
     out: list[tuple[np.ndarray, tuple[int, int]] | ImageError] = []
     for box in boxes:
