@@ -20,8 +20,9 @@ Decoding rules (`decode_image`, `load_crop`, `decode_batch`):
 - JPEGs are also decoded at reduced scale when every crop taken from them stays at least as large
   as the output size, which is faster and loses nothing.
 - a truncated or corrupt file is an error, never a partly grey image (a JPEG cut short and closed
-  with an end marker included), and so is a JPEG/PNG header declaring more pixels than its bytes
-  can code. Every mode is turned into RGB about a megapixel at a time, so alpha, palette and
+  with an end marker or padded with zeros included, for baseline, progressive, CMYK/YCCK,
+  restart-marker and MPO JPEGs; arithmetic, lossless and hierarchical JPEGs are refused), and so
+  is a JPEG/PNG header declaring more pixels than its bytes can code. Every mode is turned into RGB about a megapixel at a time, so alpha, palette and
   16-bit images need the decoded frame plus the output, like RGB ones (docs/security.md).
 
 bbox rules (`crop`): width and height must be positive; a box partly outside the image is clipped
