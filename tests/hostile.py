@@ -79,3 +79,24 @@ def peak_decode_mib(path: str, how: str, extra_env: dict | None = None, rlimit_a
                          env=extra_env)
     assert out.returncode == 0, out.stderr[-2000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+JPEG_VARIANTS = ("baseline", "progressive", "cmyk", "ycck", "restart", "mpo")
+
+
+def jpeg_variant(kind: str, pixels: np.ndarray, quality: int = 90) -> bytes:
+    """(H, W, 3) uint8 `pixels` saved as one of the JPEG variants the decoder accepts."""
+    rgb = Image.fromarray(pixels)
+    if kind == "progressive":
+        return encode(rgb, "JPEG", quality=quality, progressive=True)
+    if kind == "restart":  # a restart marker every 3 MCUs
+        return encode(rgb, "JPEG", quality=quality, restart_marker_blocks=3)
+    if kind == "mpo":  # a stereo pair: two JPEGs and an MPF index in the first
+        return encode(rgb, "MPO", quality=quality, save_all=True, append_images=[Image.fromarray(pixels[:, ::-1])])
+    if kind in ("cmyk", "ycck"):
+        data = bytearray(encode(rgb.convert("CMYK"), "JPEG", quality=quality))
+        if kind == "ycck":  # the Adobe segment's transform flag: 2 = YCCK coded, decoded back to CMYK
+            data[data.find(b"Adobe") + 11] = 2
+        return bytes(data)
+    assert kind == "baseline", kind
+    return encode(rgb, "JPEG", quality=quality)

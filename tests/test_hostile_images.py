@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hostile import cut_jpeg, encode, forged_jpeg, large_png, noise_jpeg, peak_decode_mib
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hostile import JPEG_VARIANTS, cut_jpeg, encode, forged_jpeg, jpeg_variant, large_png, noise_jpeg, peak_decode_mib
 from PIL import Image
 
 from attrgan.data.images import ImageError, crop, decode_batch, decode_image, load_crop
@@ -14,7 +16,7 @@ def test_jpeg_cut_short_and_closed_is_an_error_not_half_grey():
     data = noise_jpeg()
     assert decode_image(data).shape == (512, 256, 3)
     for keep in (0.5, 0.9, 0.99):
-        with pytest.raises(ImageError, match=r"^undecodable image: truncated JPEG data"):
+        with pytest.raises(ImageError, match=r"^undecodable image: truncated JPEG: "):
             decode_image(cut_jpeg(data, keep))
 
 
@@ -22,7 +24,103 @@ def test_cut_jpeg_refused_when_drafted(tmp_path):
     path = tmp_path / "cut.jpg"
     path.write_bytes(cut_jpeg(noise_jpeg(1024, 512)))
     out = decode_batch({"image_uri": [str(path)]}, size=(64, 32))  # drafted to 1/4 or 1/8
-    assert out["error"][0].startswith("undecodable image: truncated JPEG data")
+    assert out["error"][0].startswith("undecodable image: truncated JPEG: ")
+
+
+CUT_ENDINGS = {"closed": b"\xff\xd9", "zeros": bytes(64), "bare": b""}
+
+
+def _noise(h: int, w: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("kind", JPEG_VARIANTS)
+def test_cut_jpeg_of_every_variant_is_an_error(kind):
+    # Cut in half: closed with an end marker, padded with zeros, or bare; CMYK, YCCK, restart
+    # markers and MPO used to decode to a flat or grey lower half marked ok.
+    data = jpeg_variant(kind, _noise(96, 64))
+    assert decode_image(data).shape == (96, 64, 3)
+    for keep in (0.5, 0.9):
+        for ending in CUT_ENDINGS.values():
+            with pytest.raises(ImageError, match=r"^undecodable image: truncated JPEG: "):
+                decode_image(data[: int(len(data) * keep)] + ending)
+
+
+def test_progressive_jpeg_cut_in_a_later_scan_or_its_last():
+    data = jpeg_variant("progressive", _noise(96, 64))
+    sos = [i for i in range(len(data) - 1) if data[i:i + 2] == b"\xff\xda"]
+    assert len(sos) >= 4  # several scans: a cut after the first leaves a complete-looking image
+    for cut in (sos[2] + 40, sos[-1] + 40, len(data) - 3):
+        with pytest.raises(ImageError, match=r"^undecodable image: truncated JPEG: "):
+            decode_image(data[:cut] + b"\xff\xd9")
+
+
+def test_cut_restart_intervals_are_counted():
+    data = jpeg_variant("restart", _noise(96, 64))
+    restarts = [i for i in range(len(data) - 1) if data[i] == 0xFF and 0xD0 <= data[i + 1] <= 0xD7]
+    with pytest.raises(ImageError, match=r"truncated JPEG: scan 1 holds 4 of its \d+ restart markers"):
+        decode_image(data[:restarts[3] + 5] + b"\xff\xd9")
+    with pytest.raises(ImageError, match=r"^undecodable image: truncated JPEG: the last scan's coded data ends"):
+        decode_image(data[:len(data) - 4] + b"\xff\xd9")  # inside the last interval
+
+
+def test_mpo_cut_in_its_second_image_is_an_error():
+    data = jpeg_variant("mpo", _noise(64, 48))
+    first_end = data.find(b"\xff\xd9\xff\xd8") + 2
+    assert 0 < first_end < len(data) // 2 + 200
+    for cut in (data[:first_end + 100] + b"\xff\xd9", data[:len(data) - 10] + bytes(10), data[:first_end]):
+        with pytest.raises(ImageError, match=r"truncated JPEG: image 2 of the MPO file does not lie whole"):
+            decode_image(cut)
+
+
+def test_codings_that_cannot_be_checked_are_refused():
+    data = bytearray(jpeg_variant("baseline", _noise(16, 16)))
+    sof = data.find(b"\xff\xc0")
+    for marker, name in ((0xC9, "arithmetic"), (0xC3, "lossless"), (0xC5, "hierarchical")):
+        data[sof + 1] = marker
+        with pytest.raises(ImageError, match=rf"^undecodable image: unsupported JPEG: {name} coding \(SOF{marker - 0xC0}\)"):
+            decode_image(bytes(data))
+
+
+def test_cut_jpegs_are_error_rows_in_a_batch(tmp_path):
+    uris = []
+    for kind in JPEG_VARIANTS:
+        data = jpeg_variant(kind, _noise(256, 128))
+        for name, ending in CUT_ENDINGS.items():
+            path = tmp_path / f"{kind}-{name}.jpg"
+            path.write_bytes(data[: len(data) * 2 // 3] + ending)
+            uris.append(str(path))
+        whole = tmp_path / f"{kind}.jpg"
+        whole.write_bytes(data)
+        uris.append(str(whole))
+    for size in ((64, 32), (16, 8)):  # full scale, and reduced to 1/8 for speed
+        out = decode_batch({"image_uri": uris}, size=size, workers=2)
+        for uri, status, error in zip(uris, out["status"], out["error"]):
+            if "-" in uri.rsplit("/", 1)[1]:
+                assert status == "error" and error.startswith("undecodable image: truncated JPEG: "), (uri, error)
+            else:
+                assert status == "ok", (uri, error)
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(kind=st.sampled_from(JPEG_VARIANTS), h=st.integers(1, 48), w=st.integers(1, 48),
+       content=st.sampled_from(("noise", "flat", "gradient")), seed=st.integers(0, 2**16),
+       ending=st.sampled_from(sorted(CUT_ENDINGS)), data=st.data())
+def test_a_jpeg_cut_anywhere_is_never_ok(kind, h, w, content, seed, ending, data):
+    rng = np.random.default_rng(seed)
+    if content == "noise":
+        pixels = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    elif content == "flat":
+        pixels = np.full((h, w, 3), rng.integers(0, 256, 3), dtype=np.uint8)
+    else:
+        y, x = np.mgrid[0:h, 0:w]
+        pixels = np.stack([y * 5, x * 5, x + y], axis=2).astype(np.uint8)
+    image = jpeg_variant(kind, pixels, quality=data.draw(st.sampled_from((50, 90, 100))))
+    assert decode_image(image).shape == (h, w, 3)
+    # Up to the end marker's first byte: a cut there closed with FFD9 gives back the whole file.
+    cut = data.draw(st.integers(2, len(image) - 3))
+    with pytest.raises(ImageError, match=r"^undecodable image: (truncated|corrupt|not a JPEG)"):
+        decode_image(image[:cut] + CUT_ENDINGS[ending])
 
 
 def test_genuine_grey_jpeg_still_decodes():

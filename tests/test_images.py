@@ -74,7 +74,7 @@ def test_decode_modes_to_rgb():
 def test_decode_rejects_bad_bytes():
     noise = np.random.default_rng(0).integers(0, 256, (128, 128, 3), dtype=np.uint8)
     data = encode(noise, "JPEG", quality=90)
-    with pytest.raises(ImageError, match=r"^undecodable image: truncated or corrupt JPEG data"):
+    with pytest.raises(ImageError, match=r"^undecodable image: truncated JPEG: "):
         decode_image(data[: len(data) // 2])  # cut inside the scan: never a half-grey image
     with pytest.raises(ImageError, match=r"^undecodable image: truncated or corrupt file header"):
         decode_image(data[:100])

@@ -20,8 +20,9 @@ Decoding rules (`decode_image`, `load_crop`, `decode_batch`):
 - JPEGs are also decoded at reduced scale when every crop taken from them stays at least as large
   as the output size, which is faster and loses nothing.
 - a truncated or corrupt file is an error, never a partly grey image (a JPEG cut short and closed
-  with an end marker included), and so is a JPEG/PNG header declaring more pixels than its bytes
-  can code. Every mode is turned into RGB about a megapixel at a time, so alpha, palette and
+  with an end marker or padded with zeros included, for baseline, progressive, CMYK/YCCK,
+  restart-marker and MPO JPEGs; arithmetic, lossless and hierarchical JPEGs are refused), and so
+  is a JPEG/PNG header declaring more pixels than its bytes can code. Every mode is turned into RGB about a megapixel at a time, so alpha, palette and
   16-bit images need the decoded frame plus the output, like RGB ones (docs/security.md).
 
 bbox rules (`crop`): width and height must be positive; a box partly outside the image is clipped
@@ -36,6 +37,7 @@ rerun) — followed by what a person needs to fix it, never the file's content.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import math
 import re
@@ -88,7 +90,7 @@ _SIGNATURES = ((b"GIF8", "a GIF image"), (b"II*\x00", "a TIFF image"), (b"MM\x00
 # codes every 8x8 block of every scan with at least one bit (512 px a byte, one component);
 # deflate expands at most ~1032x, a bit a pixel at the lowest PNG depth. A header that declares
 # more pixels than that is a forgery or a cut file, and would otherwise decode as padding.
-_MAX_PIXELS_PER_BYTE = {"JPEG": 512, "PNG": 1032 * 8}
+_MAX_PIXELS_PER_BYTE = {"JPEG": 512, "MPO": 512, "PNG": 1032 * 8}
 BAND_PIXELS = 1 << 20  # pixels converted at a time when a frame is turned into RGB
 
 
@@ -149,7 +151,7 @@ def _memory_scale(img: Image.Image, max_pixels: int) -> int:
     w, h = img.size
     if w * h <= max_pixels:
         return 1
-    if img.format != "JPEG":
+    if img.format not in _JPEG_FORMATS:
         raise _too_large(img, max_pixels, "; only JPEGs can be decoded at reduced scale")
     for s in DRAFT_SCALES:
         if math.ceil(w / s) * math.ceil(h / s) <= max_pixels:
@@ -157,30 +159,154 @@ def _memory_scale(img: Image.Image, max_pixels: int) -> int:
     raise _too_large(img, max_pixels, f", even at 1/{DRAFT_SCALES[-1]} scale")
 
 
-# A JPEG scan that ends early (an end marker where coded data should be) is padded by libjpeg with
-# flat mid-grey blocks and only a warning, which Pillow drops. Such a frame ends in exact grey, so a
-# frame that does is decoded again (cheaply, at 1/8 scale) with filler bytes before the end
-# marker: a complete scan ignores them as trailing data, a cut one decodes them and changes.
-_JPEG_GREY = {"L": 128, "RGB": (128, 128, 128)}
-_FILLER = bytes(range(255)) * 4  # never 0xFF, so never a marker
+# A JPEG cut short is the one hostile input libjpeg lets through: an end marker where coded data
+# should be makes it pad the rest of the scan with flat blocks and only a warning, which Pillow
+# drops (and a cut padded with zeros decodes the zeros as data). So a JPEG is `ok` only when
+#   1. its marker structure is whole (`_jpeg_image_end`): every segment and scan ends inside the
+#      file, the image ends with its end marker, each scan holds every restart marker its MCU count
+#      asks for, the scans code every component (and, progressive, every coefficient bit), and an
+#      MPO's index declares no image past the end of the file; and
+#   2. the last scan, which structure alone cannot vouch for, decodes to the same pixels with filler
+#      bytes put before the end marker: a complete scan ignores them as trailing data, a cut one
+#      decodes them in place of the missing bits (`_load`).
+_JPEG_FORMATS = ("JPEG", "MPO")  # an MPO (phone / stereo cameras) decodes its first JPEG image
+_SOF_CHECKED = {0xC0: False, 0xC1: False, 0xC2: True}  # Huffman frames: marker -> progressive
+_SOF_REFUSED = {0xC3: "lossless", 0xC5: "hierarchical", 0xC6: "hierarchical", 0xC7: "hierarchical",
+                0xC9: "arithmetic", 0xCA: "arithmetic", 0xCB: "arithmetic", 0xCD: "hierarchical arithmetic",
+                0xCE: "hierarchical arithmetic", 0xCF: "hierarchical arithmetic"}
+_SCAN_END = re.compile(rb"\xff+[^\x00\xd0-\xd7\xff]")  # the first marker after coded data (not RSTn)
+_RESTART = re.compile(rb"\xff[\xd0-\xd7]")
+_FILLER = bytes(range(254, -1, -1)) * 4  # never 0xFF (never a marker); starts with 1 bits, unlike
+# the zero bits libjpeg substitutes for missing data
 
 
-def _draft_pixels(data: bytes) -> bytes | None:
+def _truncated(what: str) -> ImageError:
+    return ImageError(f"undecodable image: truncated JPEG: {what} (a cut or unfinished file)")
+
+
+def _corrupt(what: str) -> ImageError:
+    return ImageError(f"undecodable image: corrupt JPEG: {what}")
+
+
+def _scan_mcus(frame: dict[int, tuple[int, int]], ids: list[int], width: int, height: int) -> int:
+    """MCUs in a scan of components `ids` (ITU T.81 A.2): one block a unit when not interleaved."""
+    hmax = max(h for h, _ in frame.values())
+    vmax = max(v for _, v in frame.values())
+    if len(ids) == 1:
+        h, v = frame[ids[0]]
+        return math.ceil(math.ceil(width * h / hmax) / 8) * math.ceil(math.ceil(height * v / vmax) / 8)
+    return math.ceil(width / (8 * hmax)) * math.ceil(height / (8 * vmax))
+
+
+def _jpeg_image_end(img: Image.Image, data: bytes) -> int:
+    """Walk the markers of the (first) image in `data` once; the offset of its end marker (of the
+    fill bytes before it, if any).
+
+    ImageError "truncated JPEG: ..." when anything ends early, "corrupt JPEG: ..." when the
+    structure is impossible, "unsupported JPEG: ..." for codings this check cannot vouch for."""
+    n, pos = len(data), 2  # after the start marker, which Pillow has seen
+    frame: dict[int, tuple[int, int]] = {}  # component id -> (h, v) sampling
+    width = height = restart = scans = 0
+    progressive = False
+    coded: dict[int, list[int | None]] = {}  # component -> per coefficient, the lowest bit coded so far
+    mpf_base = None
+    while True:
+        start = pos  # where the marker begins, fill bytes included
+        if pos >= n or data[pos] != 0xFF:
+            if pos >= n:
+                raise _truncated("the file ends before the end-of-image marker")
+            raise _corrupt(f"expected a marker at byte {pos}")
+        while pos < n and data[pos] == 0xFF:  # fill bytes
+            pos += 1
+        if pos >= n:
+            raise _truncated("the file ends before the end-of-image marker")
+        marker, pos = data[pos], pos + 1
+        if marker == 0xD9:
+            break
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # no length
+            continue
+        if pos + 2 > n or pos + int.from_bytes(data[pos:pos + 2], "big") > n:
+            raise _truncated(f"marker 0xFF{marker:02X} at byte {pos - 2} runs past the end of the file")
+        length = int.from_bytes(data[pos:pos + 2], "big")
+        if length < 2:
+            raise _corrupt(f"marker 0xFF{marker:02X} at byte {pos - 2} declares {length} bytes")
+        body, pos = data[pos + 2:pos + length], pos + length
+        if marker in _SOF_REFUSED:
+            raise ImageError(f"undecodable image: unsupported JPEG: {_SOF_REFUSED[marker]} coding "
+                             f"(SOF{marker - 0xC0}) cannot be checked for truncation; re-encode it as a "
+                             "baseline or progressive JPEG")
+        if marker in _SOF_CHECKED:
+            if frame or len(body) < 6 or len(body) < 6 + 3 * body[5]:
+                raise _corrupt("bad or repeated frame header")
+            progressive = _SOF_CHECKED[marker]
+            height, width = int.from_bytes(body[1:3], "big"), int.from_bytes(body[3:5], "big")
+            for i in range(body[5]):
+                cid, hv = body[6 + 3 * i], body[7 + 3 * i]
+                if not (1 <= hv >> 4 <= 4 and 1 <= hv & 15 <= 4) or cid in frame:
+                    raise _corrupt(f"bad sampling or repeated component {cid} in the frame header")
+                frame[cid] = (hv >> 4, hv & 15)
+                coded[cid] = [None] * 64
+        elif marker == 0xDD:
+            restart = int.from_bytes(body[:2], "big")
+        elif marker == 0xE2 and body.startswith(b"MPF\x00"):
+            mpf_base = pos - length + 6  # MPF offsets count from its TIFF header
+        elif marker == 0xDA:
+            scans += 1
+            ids = list(body[1:1 + 2 * body[0]:2]) if body else []
+            if not frame or not ids or len(body) != 4 + 2 * len(ids) or any(c not in frame for c in ids):
+                raise _corrupt(f"scan {scans} names no or unknown components, or comes before the frame header")
+            ss, se, ah, al = body[-3], body[-2], body[-1] >> 4, body[-1] & 15
+            found = _SCAN_END.search(data, pos)
+            if found is None:
+                raise _truncated(f"the file ends inside the coded data of scan {scans}")
+            if restart:
+                markers = _RESTART.findall(data, pos, found.start())
+                expected = math.ceil(_scan_mcus(frame, ids, width, height) / restart) - 1
+                if len(markers) < expected:
+                    raise _truncated(f"scan {scans} holds {len(markers)} of its {expected} restart markers")
+                if len(markers) > expected or any(m[1] != 0xD0 + i % 8 for i, m in enumerate(markers)):
+                    raise _corrupt(f"scan {scans} has restart markers out of order or too many")
+            for cid in ids:
+                bits = coded[cid]
+                for k in (range(ss, se + 1) if progressive else range(64)):
+                    if k > 63 or (bits[k] is not None if ah == 0 else (bits[k] != ah or al != ah - 1)):
+                        raise _corrupt(f"scan {scans} codes coefficients out of order")
+                    bits[k] = al if progressive else 0
+            pos = found.start()
+    if not frame or not scans:
+        raise _truncated("the image ends before its frame header or first scan")
+    for cid, bits in coded.items():
+        if any(b != 0 for b in bits):
+            raise _truncated(f"the image ends before its scans code all of component {cid}")
+    if img.format == "MPO":
+        entries = getattr(img, "mpinfo", {}).get(0xB002, [])
+        for i, entry in enumerate(entries[1:], 2):
+            first = -1 if mpf_base is None else mpf_base + entry["DataOffset"]
+            last = first + entry["Size"]
+            if first < 0 or last > n or data[first:first + 2] != b"\xff\xd8" or data[last - 2:last] != b"\xff\xd9":
+                raise _truncated(f"image {i} of the MPO file does not lie whole where its index says")
+    return start
+
+
+def _pixel_digest(img: Image.Image) -> bytes:
+    """A hash of the decoded pixels, read a band at a time so that no copy of the frame is made."""
+    digest = hashlib.blake2b(digest_size=16)
+    rows = max(1, BAND_PIXELS // img.width)
+    for top in range(0, img.height, rows):
+        digest.update(img.crop((0, top, img.width, min(top + rows, img.height))).tobytes())
+    return digest.digest()
+
+
+def _jpeg_digest(data: bytes, scale: int) -> bytes | None:
+    """The pixel digest of JPEG `data` decoded at 1/`scale`; None when it is undecodable."""
     try:
         img = Image.open(io.BytesIO(data), formats=("JPEG",))
-        img.draft(img.mode, (max(1, img.width // 8), max(1, img.height // 8)))
+        if scale > 1:
+            img.draft(img.mode, (img.width // scale, img.height // scale))
         img.load()
-        return img.tobytes()
-    except Exception:  # the filler made the data undecodable: it was read as coded data
+        return _pixel_digest(img)
+    except Exception:  # filler made it undecodable: it was read as coded data
         return None
-
-
-def _jpeg_cut_short(img: Image.Image, data: bytes | bytearray | memoryview) -> bool:
-    if _JPEG_GREY.get(img.mode) != img.getpixel((img.width - 1, img.height - 1)):
-        return False
-    data = bytes(data)
-    end = data.rfind(b"\xff\xd9")
-    return end > 0 and _draft_pixels(data) != _draft_pixels(data[:end] + _FILLER + data[end:])
 
 
 def _check_holds(img: Image.Image, data: bytes | bytearray | memoryview) -> None:
@@ -193,16 +319,27 @@ def _check_holds(img: Image.Image, data: bytes | bytearray | memoryview) -> None
                          f"{len(data)} bytes can hold (a cut or forged file)")
 
 
-def _load(img: Image.Image, data: bytes | bytearray | memoryview) -> None:
+def _load(img: Image.Image, data: bytes | bytearray | memoryview, scale: int = 1, check_scale: int = 1) -> None:
+    """Decode `img` (drafted to 1/`scale` by the caller); ImageError when it is cut or corrupt.
+
+    check_scale: the scale the truncation check decodes a JPEG at, the finest that memory allows
+    (a reduced decode ignores fine detail, and with it a cut that only loses fine detail)."""
+    filled = None
+    if img.format in _JPEG_FORMATS:
+        data = bytes(data)
+        end = _jpeg_image_end(img, data)
+        # decoded before the image itself, so that one frame is held at a time
+        filled = _jpeg_digest(data[:end] + _FILLER + b"\xff\xd9", check_scale)
     try:
         img.load()
     except Image.DecompressionBombError as exc:
         raise ImageError(f"image too large: {_reason(exc)}") from None
     except (OSError, ValueError, SyntaxError, EOFError, IndexError, struct.error) as exc:
         raise ImageError(f"undecodable image: truncated or corrupt {img.format} data ({_reason(exc)})") from None
-    if img.format == "JPEG" and _jpeg_cut_short(img, data):
-        raise ImageError("undecodable image: truncated JPEG data (the coded image ends before its last "
-                         "rows; libjpeg would fill them with grey)")
+    if img.format in _JPEG_FORMATS:
+        plain = _pixel_digest(img) if scale == check_scale else _jpeg_digest(data, check_scale)
+        if plain is None or plain != filled:
+            raise _truncated("the last scan's coded data ends early (libjpeg would fill the rest with flat blocks)")
 
 
 def _to_rgb(img: Image.Image) -> np.ndarray:
@@ -392,9 +529,9 @@ def _crops_from(data: bytes, bboxes: Sequence[Sequence[int] | None], size: tuple
     valid = [b for b in boxes if not isinstance(b, ImageError)]
     if not valid:
         return boxes  # nothing to decode
-    scale = _memory_scale(img, max_pixels)
+    scale = check_scale = _memory_scale(img, max_pixels)
     _check_holds(img, data)
-    if size is not None and img.format == "JPEG":
+    if size is not None and img.format in _JPEG_FORMATS:
         # Reduce further when every crop keeps at least the output size: faster, no detail lost.
         for s in reversed(DRAFT_SCALES):
             if s <= scale:
@@ -404,7 +541,7 @@ def _crops_from(data: bytes, bboxes: Sequence[Sequence[int] | None], size: tuple
                 break
     if scale > 1:
         img.draft(img.mode, (width // scale, height // scale))
-    _load(img, data)
+    _load(img, data, scale, check_scale)
     sx, sy = width / img.size[0], height / img.size[1]
     out: list[tuple[np.ndarray, tuple[int, int]] | ImageError] = []
     for box in boxes:
