@@ -64,6 +64,28 @@ def test_cut_restart_intervals_are_counted():
         decode_image(data[:len(data) - 4] + b"\xff\xd9")  # inside the last interval
 
 
+def _scan_header(data: bytes) -> bytes:
+    """A JPEG up to the end of its first scan header: what follows is coded data."""
+    sos = data.index(b"\xff\xda")
+    return data[:sos + 2 + int.from_bytes(data[sos + 2:sos + 4], "big")]
+
+
+def test_restart_markers_without_a_restart_interval_are_corrupt():
+    # No coded data at all, then RST0: libjpeg pads the whole image with flat blocks and calls it fine.
+    data = _scan_header(jpeg_variant("baseline", _noise(64, 48))) + b"\xff\xd0\xff\xd9"
+    with pytest.raises(ImageError, match=r"corrupt JPEG: scan 1 holds restart markers but the image defines no"):
+        decode_image(data)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("tail", [b"\x00", b"", b"\xd0"])
+def test_scan_data_of_fill_bytes_is_walked_in_linear_time(tail):
+    # 0xFF runs ended by a stuffed zero made a backtracking search quadratic (80 KB took a minute).
+    data = _scan_header(jpeg_variant("baseline", _noise(64, 48))) + b"\xff" * 4_000_000 + tail + b"\xff\xd9"
+    with pytest.raises(ImageError, match=r"JPEG"):
+        decode_image(data)
+
+
 def test_mpo_cut_in_its_second_image_is_an_error():
     data = jpeg_variant("mpo", _noise(64, 48))
     first_end = data.find(b"\xff\xd9\xff\xd8") + 2

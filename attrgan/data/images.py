@@ -174,8 +174,7 @@ _SOF_CHECKED = {0xC0: False, 0xC1: False, 0xC2: True}  # Huffman frames: marker 
 _SOF_REFUSED = {0xC3: "lossless", 0xC5: "hierarchical", 0xC6: "hierarchical", 0xC7: "hierarchical",
                 0xC9: "arithmetic", 0xCA: "arithmetic", 0xCB: "arithmetic", 0xCD: "hierarchical arithmetic",
                 0xCE: "hierarchical arithmetic", 0xCF: "hierarchical arithmetic"}
-_SCAN_END = re.compile(rb"\xff+[^\x00\xd0-\xd7\xff]")  # the first marker after coded data (not RSTn)
-_RESTART = re.compile(rb"\xff[\xd0-\xd7]")
+_NOT_FF = re.compile(rb"[^\xff]")  # one character class: a linear search, never a backtracking one
 _FILLER = bytes(range(254, -1, -1)) * 4  # never 0xFF (never a marker); starts with 1 bits, unlike
 # the zero bits libjpeg substitutes for missing data
 
@@ -196,6 +195,29 @@ def _scan_mcus(frame: dict[int, tuple[int, int]], ids: list[int], width: int, he
         h, v = frame[ids[0]]
         return math.ceil(math.ceil(width * h / hmax) / 8) * math.ceil(math.ceil(height * v / vmax) / 8)
     return math.ceil(width / (8 * hmax)) * math.ceil(height / (8 * vmax))
+
+
+def _scan_end(data: bytes, pos: int) -> tuple[int, list[int]] | None:
+    """(offset of the first marker after the coded data that starts at `pos`, fill bytes included;
+    the restart markers (0xD0-0xD7) met before it), or None when the file ends first.
+
+    One pass over the bytes: hostile scan data (long runs of 0xFF, stuffed zeros) costs time linear
+    in its length."""
+    restarts: list[int] = []
+    while True:
+        start = data.find(b"\xff", pos)
+        if start < 0:
+            return None
+        after = _NOT_FF.search(data, start)  # past the 0xFF and any fill bytes
+        if after is None:
+            return None
+        code, pos = data[after.start()], after.start() + 1
+        if code == 0x00:  # a stuffed zero: an 0xFF data byte
+            continue
+        if 0xD0 <= code <= 0xD7:
+            restarts.append(code)
+            continue
+        return start, restarts
 
 
 def _jpeg_image_end(img: Image.Image, data: bytes) -> int:
@@ -256,23 +278,25 @@ def _jpeg_image_end(img: Image.Image, data: bytes) -> int:
             if not frame or not ids or len(body) != 4 + 2 * len(ids) or any(c not in frame for c in ids):
                 raise _corrupt(f"scan {scans} names no or unknown components, or comes before the frame header")
             ss, se, ah, al = body[-3], body[-2], body[-1] >> 4, body[-1] & 15
-            found = _SCAN_END.search(data, pos)
+            found = _scan_end(data, pos)
             if found is None:
                 raise _truncated(f"the file ends inside the coded data of scan {scans}")
+            end, markers = found
             if restart:
-                markers = _RESTART.findall(data, pos, found.start())
                 expected = math.ceil(_scan_mcus(frame, ids, width, height) / restart) - 1
                 if len(markers) < expected:
                     raise _truncated(f"scan {scans} holds {len(markers)} of its {expected} restart markers")
-                if len(markers) > expected or any(m[1] != 0xD0 + i % 8 for i, m in enumerate(markers)):
+                if len(markers) > expected or any(m != 0xD0 + i % 8 for i, m in enumerate(markers)):
                     raise _corrupt(f"scan {scans} has restart markers out of order or too many")
+            elif markers:  # libjpeg would pad the rest of the scan with flat blocks from the first one on
+                raise _corrupt(f"scan {scans} holds restart markers but the image defines no restart interval")
             for cid in ids:
                 bits = coded[cid]
                 for k in (range(ss, se + 1) if progressive else range(64)):
                     if k > 63 or (bits[k] is not None if ah == 0 else (bits[k] != ah or al != ah - 1)):
                         raise _corrupt(f"scan {scans} codes coefficients out of order")
                     bits[k] = al if progressive else 0
-            pos = found.start()
+            pos = end
     if not frame or not scans:
         raise _truncated("the image ends before its frame header or first scan")
     for cid, bits in coded.items():
