@@ -775,8 +775,10 @@ def prepare_rows(table: pa.Table, *, base: str, partition_of: Mapping[str, int])
     """Manifest rows as read from one file (INPUT_COLUMNS present in it, and `path`) → the
     stream's rows: INPUT_COLUMNS with the contract's types (absent optional ones null, bbox int64
     so an out-of-range box is a row error, not a failed cast), image_uri resolved against `base`,
-    PARTITION_INDEX from the row's file, and ROW_ERROR for a value that cannot be resolved.
-    Runs on the cluster; never raises for a row's values."""
+    PARTITION_INDEX from the row's file, and ROW_ERROR for a value that cannot be used: text that
+    is not UTF-8 or over its limit (`text_column`; the row carries stand-ins), an image_uri that
+    cannot be resolved, a box that is not whole pixels. Runs on the cluster; never raises for a
+    row's values, and only UTF-8 text leaves it (docs/security.md "Manifest values")."""
     n = table.num_rows
     paths = table["path"].combine_chunks().dictionary_encode()
     index = pa.array([partition_of[p] for p in paths.dictionary.to_pylist()], pa.int32())
