@@ -19,6 +19,7 @@ import argparse
 import dataclasses
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -541,6 +542,15 @@ def _error_code(exc: BaseException) -> int | None:
     return None
 
 
+def _one_line(exc: BaseException) -> str:
+    """`exc`'s message on one line. An error raised in a Ray task says what its cause says: Ray's
+    wrapper carries the remote traceback and terminal colour codes."""
+    cause = getattr(exc, "cause", None)  # ray.exceptions.RayTaskError
+    if isinstance(cause, BaseException):
+        exc = cause
+    return " ".join(re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", str(exc)).split()) or type(exc).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """`attrgan COMMAND ...`; exits with the codes of the module docstring (returns on success)."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -561,7 +571,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         code = _error_code(exc)
         if code is None or os.environ.get("ATTRGAN_TRACEBACK"):
             raise
-        message = " ".join(str(exc).split()) or type(exc).__name__
+        message = _one_line(exc)
         kind = "error" if code == EXIT_BAD_INPUT else "failed"
         print(f"attrgan {name}: {kind}: {message}", file=sys.stderr)
         raise SystemExit(code) from None

@@ -27,7 +27,7 @@ import ray
 import ray.data
 
 from attrgan.config import StorageConfig
-from attrgan.data.manifest import PARTITION_INDEX
+from attrgan.data.manifest import PARTITION_INDEX, crop_id_problem, read_blocks, text_column
 from attrgan.data.storage import filesystem, join, write_bytes
 from attrgan.results import TRANSIENT, drill, error_kind, promote, staging_uri
 from attrgan.scoring import IO_TASK_CPUS
@@ -194,17 +194,12 @@ def verify_staged(files: Sequence[str], expected: int, storage: StorageConfig) -
 
 @ray.remote(num_cpus=IO_TASK_CPUS)
 def check_ids(files: Sequence[str], manifest: str, storage: StorageConfig) -> str | None:
-    """A partition's crop_ids: no nulls, no repeats. None when fine, else what is wrong."""
+    """A partition's crop_ids: no nulls, no repeated keys (`crop_id_problem`). None when fine, else
+    what is wrong."""
     fs, _ = filesystem(manifest, storage)
-    ids = pads.dataset(list(files), filesystem=fs, format="parquet").to_table(columns=["crop_id"])["crop_id"]
-    if ids.null_count:
-        return f"column 'crop_id' has {ids.null_count} null value(s)"
-    counts = pc.value_counts(ids.combine_chunks() if len(ids) else pa.array([], pa.string()))
-    dupes = counts.filter(pc.greater(counts.field("counts"), 1))
-    if len(dupes):
-        shown = ", ".join(f"{d['values']!r} (x{d['counts']})" for d in dupes.to_pylist()[:5])
-        return f"column 'crop_id' must be unique; {len(dupes)} value(s) repeat: {shown}"
-    return None
+    keys = [text_column(block["crop_id"], "crop_id")[0]
+            for f in files for block in read_blocks(fs, f, ["crop_id"], storage)]
+    return crop_id_problem(pa.chunked_array(keys, pa.string()))
 
 
 def commit_groups(partitions: Sequence[str], rows: Mapping[str, int], limit: int) -> list[CommitGroup]:

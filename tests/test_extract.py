@@ -461,7 +461,7 @@ def test_manifest_files_with_different_columns_read_into_one_prepared_table(tmp_
                              "extra": [1, 2]}), first, row_group_size=1)  # an extra column is not read
     parts = list(read_manifest_files(pa.table({"path": [first, second]}), manifest=str(tmp_path),
                                      storage=StorageConfig(), base=str(tmp_path), partition_of={first: 0, second: 1}))
-    assert [p.num_rows for p in parts] == [1, 1, 1]  # a table per row group: bounded blocks
+    assert [p.num_rows for p in parts] == [2, 1]  # a file's small row groups gather into one block
     out = pa.concat_tables(parts)
     assert out.column_names == [*INPUT_COLUMNS, PARTITION_INDEX, ROW_ERROR]
     assert out["crop_id"].to_pylist() == ["a", "b", "c"] and out[PARTITION_INDEX].to_pylist() == [0, 0, 1]

@@ -41,6 +41,7 @@ import hashlib
 import io
 import math
 import re
+import reprlib
 import struct
 import warnings
 from collections.abc import Mapping, Sequence
@@ -51,6 +52,7 @@ import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from attrgan.config import StorageConfig
+from attrgan.data.manifest import text_problem
 from attrgan.data.storage import ObjectRefusedError, TransientStorageError, allowed, read_bytes, redact, scheme
 from attrgan.results import TRANSIENT  # the kind of a row whose read may pass later: its partition is redone
 
@@ -492,9 +494,16 @@ def resize(image: np.ndarray, size: Sequence[int]) -> np.ndarray:
 
 
 def uri_problem(uri: Any) -> str | None:
-    """Why `uri` cannot name an image ("missing uri: …", "unsupported uri: …", "bad uri: …"), or None."""
+    """Why `uri` cannot name an image ("missing uri: …", "unsupported uri: …", "bad uri: …"), or None.
+    Text that is not UTF-8 (bytes here) or is longer than the manifest's limit is a "bad uri"
+    (`attrgan.data.manifest.text_problem`), checked before anything else looks at it."""
+    if isinstance(uri, (bytes, bytearray)):
+        return text_problem("image_uri", uri)[0] or "bad uri: image_uri is bytes, not text"
     if not isinstance(uri, str) or not uri.strip():
-        return f"missing uri: row has no image_uri (got {uri!r})"
+        return f"missing uri: row has no image_uri (got {reprlib.repr(uri)})"
+    problem = text_problem("image_uri", uri)[0]
+    if problem is not None:
+        return problem
     try:
         kind = scheme(uri)
     except ValueError as exc:
@@ -633,10 +642,27 @@ def _columns(batch: Any) -> dict[str, Any]:
     if isinstance(batch, Mapping):
         return dict(batch)
     if hasattr(batch, "column_names"):  # pyarrow Table / RecordBatch
-        return {name: batch.column(name).to_numpy(zero_copy_only=False) for name in batch.column_names}
+        return {name: _values(batch.column(name)) for name in batch.column_names}
     if hasattr(batch, "columns"):  # pandas DataFrame
         return {name: batch[name].to_numpy() for name in batch.columns}
     raise ValueError(f"expected a dict of columns, a DataFrame or a pyarrow Table, got {type(batch).__name__}")
+
+
+def _values(column: Any) -> np.ndarray:
+    """A pyarrow column as numpy. Text that is not UTF-8 (Parquet readers do not check it) stays
+    bytes, so that it is its row's error (`uri_problem`) rather than the batch's."""
+    import pyarrow as pa
+
+    def text(value: bytes | None) -> str | bytes | None:
+        try:
+            return value.decode("utf-8") if value is not None else None
+        except UnicodeDecodeError:
+            return value
+
+    try:
+        return column.to_numpy(zero_copy_only=False)
+    except (pa.ArrowException, UnicodeDecodeError):
+        return np.array([text(v) for v in column.cast(pa.large_binary()).to_pylist()], dtype=object)
 
 
 def decode_batch(batch: Any, *, size: Sequence[int] = (320, 128), storage: StorageConfig | None = None,

@@ -21,6 +21,7 @@ Only files ending in .parquet / .parq / .pq are data files; names starting with 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import posixpath
 from collections.abc import Iterator, Mapping, Sequence
@@ -36,7 +37,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from attrgan.config import StorageConfig
-from attrgan.data.storage import filesystem, is_s3, parent, retrying, split_s3
+from attrgan.data.storage import filesystem, is_s3, parent, redact, retrying, split_s3
 
 MANIFEST_SCHEMA = pa.schema([
     pa.field("crop_id", pa.string(), nullable=False),
@@ -345,6 +346,8 @@ def validate_manifest(table: pa.Table | Any, attributes: Sequence[str] | None = 
     for field in MANIFEST_SCHEMA:
         if field.name in names:
             table = _set(table, field.name, _cast(table[field.name], field.name, field.type))
+    for name in names:
+        _check_text(table[name], name)
 
     crop_ids = table["crop_id"]
     if crop_ids.null_count:
@@ -355,11 +358,9 @@ def validate_manifest(table: pa.Table | Any, attributes: Sequence[str] | None = 
     if pc.any(empty).as_py():
         raise ManifestError(f"column 'image_uri' is null or empty in {pc.sum(empty).as_py()} row(s): "
                             f"{_examples(table, empty)}")
-    counts = pc.value_counts(crop_ids)
-    dupes = counts.filter(pc.greater(counts.field("counts"), 1))
-    if len(dupes):
-        shown = ", ".join(f"{d['values']!r} (x{d['counts']})" for d in dupes.to_pylist()[:5])
-        raise ManifestError(f"column 'crop_id' must be unique; {len(dupes)} value(s) repeat: {shown}")
+    problem = crop_id_problem(crop_ids)
+    if problem:
+        raise ManifestError(problem)
     # A row's image_uri value (scheme, bucket, path) is checked when the row is decoded: a bad one
     # makes that row an error row, never the whole manifest.
     if attributes is None:
@@ -375,6 +376,47 @@ def validate_manifest(table: pa.Table | Any, attributes: Sequence[str] | None = 
             raise ManifestError(f"{name!r} is a fixed manifest column, not an attribute")
         table = _set(table, name, pa.chunked_array([_label_array(table[name], name)], type=pa.int8()))
     return table
+
+
+def crop_id_problem(ids: pa.ChunkedArray | pa.Array) -> str | None:
+    """Why crop_ids cannot key one partition's results (nulls, or repeated keys), or None. A value
+    that is not UTF-8 or too long is keyed by its stand-in (`text_column`), as its results row is."""
+    if ids.null_count:
+        return f"column 'crop_id' has {ids.null_count} null value(s)"
+    keys, _ = text_column(ids, "crop_id")
+    counts = pc.value_counts(keys)
+    dupes = counts.filter(pc.greater(counts.field("counts"), 1))
+    if len(dupes):
+        shown = ", ".join(f"{d['values']!r} (x{d['counts']})" for d in dupes.to_pylist()[:5])
+        return f"column 'crop_id' must be unique; {len(dupes)} value(s) repeat: {shown}"
+    return None
+
+
+def _check_text(column: pa.ChunkedArray, name: str) -> None:
+    """ManifestError when a text column holds values that are not UTF-8 (Parquet readers do not
+    check; every later use of the value would fail on it)."""
+    tp = column.type.value_type if pa.types.is_dictionary(column.type) else column.type
+    if not (pa.types.is_string(tp) or pa.types.is_large_string(tp)):
+        return
+    try:
+        column.validate(full=True)
+        return
+    except pa.ArrowInvalid:
+        pass
+    column = column.combine_chunks()
+    if pa.types.is_dictionary(column.type):
+        column = column.dictionary_decode()
+    raw = column.view(pa.large_binary() if pa.types.is_large_string(column.type) else pa.binary())
+    bad = [i for i, v in enumerate(raw.to_pylist()) if v is not None and not _is_utf8(v)]
+    raise ManifestError(f"column {name!r} holds {len(bad)} value(s) that are not UTF-8 text, e.g. rows {bad[:5]}")
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
 
 
 def _as_table(table: Any) -> pa.Table:
@@ -589,40 +631,164 @@ PARTITION_INDEX = "_partition_index"
 ROW_ERROR = "_row_error"
 
 
+# The longest value a row may hold per text column the extraction reads. A longer value, or one
+# that is not UTF-8 text, makes its row an error row, and only its first STAND_IN_BYTES are looked
+# at beyond measuring and hashing it (docs/security.md). S3 keys are at most 1,024 bytes, Linux
+# paths 4,096.
+MAX_VALUE_BYTES = {"crop_id": 1024, "image_uri": 4096, "camera_id": 1024}
+STAND_IN_BYTES = 64
+# The error kind of a bad value of each column (the text before the error's first ':').
+_VALUE_KINDS = {"image_uri": "bad uri", "crop_id": "bad crop_id", "camera_id": "bad camera_id"}
+
+
+def stand_in(raw: bytes | pa.Buffer) -> str:
+    """What stands in for a text value that is not UTF-8 or too long: its first STAND_IN_BYTES,
+    bytes that are not UTF-8 as \\xNN escapes, then "…#" and 16 hex digits of the SHA-256 of the
+    whole value, so distinct values keep distinct stand-ins (a crop_id stays a key)."""
+    head = raw[:STAND_IN_BYTES]
+    head = (head.to_pybytes() if isinstance(head, pa.Buffer) else bytes(head)).decode("utf-8", "backslashreplace")
+    return f"{head}…#{hashlib.sha256(raw).hexdigest()[:16]}"
+
+
+def text_problem(name: str, value: str | bytes | pa.Buffer) -> tuple[str | None, str]:
+    """(problem, usable value) of one value of text column `name` (a MAX_VALUE_BYTES key).
+
+    problem: None for UTF-8 text within the column's limit, else the row's error ("bad uri:
+    image_uri is not UTF-8 text (…)", "bad crop_id: crop_id is longer than 1,024 bytes (…)");
+    usable value: the value as str, or its `stand_in`. Costs O(limit) beyond hashing a bad value."""
+    limit, kind = MAX_VALUE_BYTES[name], _VALUE_KINDS[name]
+    if isinstance(value, str):
+        if len(value) <= limit:  # characters: never fewer than bytes
+            try:
+                raw = value.encode("utf-8")
+            except UnicodeEncodeError:  # lone surrogates: not text another reader could store
+                raw = value.encode("utf-8", "backslashreplace")
+                return f"{kind}: {name} is not UTF-8 text ({redact(stand_in(raw))})", stand_in(raw)
+            if len(raw) <= limit:
+                return None, value
+        raw = value.encode("utf-8", "backslashreplace")
+    else:
+        raw = value
+    size = raw.size if isinstance(raw, pa.Buffer) else len(raw)
+    if size > limit:
+        return f"{kind}: {name} is longer than {limit:,} bytes ({redact(stand_in(raw))})", stand_in(raw)
+    data = raw.to_pybytes() if isinstance(raw, pa.Buffer) else bytes(raw)
+    if _is_utf8(data):
+        return None, data.decode("utf-8")
+    return f"{kind}: {name} is not UTF-8 text ({redact(stand_in(raw))})", stand_in(raw)
+
+
+def text_column(column: pa.Array | pa.ChunkedArray, name: str) -> tuple[pa.Array, pa.Array]:
+    """(values, problems) of a text column of `name` as read from a manifest file (string, large
+    string, dictionary or all-null): values as strings, each bad one replaced by its `stand_in`,
+    and the row's error where a value is bad (`text_problem`), null elsewhere. Vectorised when every
+    value is UTF-8 within the limit, as in every sound manifest; never raises for a value."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    if pa.types.is_dictionary(column.type):
+        column = column.dictionary_decode()
+    if pa.types.is_null(column.type):
+        column = column.cast(pa.string())
+    raw = column.view(pa.large_binary() if pa.types.is_large_string(column.type) else pa.binary())
+    too_long = pc.fill_null(pc.greater(pc.binary_length(raw), MAX_VALUE_BYTES[name]), False)
+    try:
+        column.validate(full=True)  # UTF-8 check of every value, in C++
+        if not pc.any(too_long).as_py():
+            return column.cast(pa.string()), pa.nulls(len(column), pa.string())
+    except pa.ArrowInvalid:
+        pass
+    values: list[str | None] = []
+    problems: list[str | None] = []
+    long_rows = set(np.flatnonzero(too_long.to_numpy(zero_copy_only=False)).tolist())
+    # Long values come out as None here and are taken from their buffers below: never copied whole.
+    short = pc.if_else(too_long, pa.scalar(None, raw.type), raw).to_pylist()
+    for i, value in enumerate(short):
+        if i in long_rows:
+            value = raw[i].as_buffer()
+        elif value is None:
+            values.append(None)
+            problems.append(None)
+            continue
+        problem, usable = text_problem(name, value)
+        values.append(usable)
+        problems.append(problem)
+    return pa.array(values, pa.string()), pa.array(problems, pa.string())
+
+
+# Rows and uncompressed bytes of row groups gathered into one block: a file of many small row
+# groups reads in a few bounded blocks (a row group larger than that is a block of its own).
+BLOCK_ROWS = 65_536
+BLOCK_BYTES = 64 << 20
+
+
 def read_manifest_files(batch: pa.Table, *, manifest: str, storage: StorageConfig, base: str,
                         partition_of: Mapping[str, int]) -> Iterator[pa.Table]:
     """Manifest files (a `path` column of paths on the manifest's filesystem) → their rows,
-    prepared for the stream (`prepare_rows`), one table per Parquet row group (bounded blocks
-    whatever a file's size). Transient storage failures are retried (`storage.retries`). Runs
-    on the cluster.
+    prepared for the stream (`prepare_rows`), in blocks of consecutive row groups of at most
+    BLOCK_ROWS rows and BLOCK_BYTES bytes (`row_group_blocks`; bounded whatever a file's size,
+    and few whatever its number of row groups). Transient storage failures are retried
+    (`storage.retries`). Runs on the cluster.
 
     Not `ray.data.read_parquet`: Ray Data 2.60 lists the files and starts footer-reader actors for
     every read (7-11 s per run on 2 CPUs, against 0.3-0.5 s here), and the driver has already read
     the footers (`scan_manifest`)."""
     fs, _ = filesystem(manifest, storage)
     for path in batch["path"].to_pylist():
-        file = retrying(path, storage, lambda: pq.ParquetFile(fs.open_input_file(path)))
-        try:
-            columns = [c for c in INPUT_COLUMNS if c in file.schema_arrow.names]
-            for group in range(file.num_row_groups):
-                table = retrying(path, storage, lambda: file.read_row_group(group, columns=columns))
-                table = table.append_column("path", pa.array([path] * table.num_rows, pa.string()))
-                yield prepare_rows(table, base=base, partition_of=partition_of)
-        finally:
-            file.close()
+        for table in read_blocks(fs, path, INPUT_COLUMNS, storage):
+            table = table.append_column("path", pa.array([path] * table.num_rows, pa.string()))
+            yield prepare_rows(table, base=base, partition_of=partition_of)
+
+
+def read_blocks(fs: pafs.FileSystem, path: str, columns: Sequence[str], storage: StorageConfig) -> Iterator[pa.Table]:
+    """The `columns` present in one manifest file, in blocks of consecutive row groups
+    (`row_group_blocks`), each read retried on transient failures. One read per block, buffered
+    whole: a file of 20,000 small row groups reads like one of a few large ones (docs/security.md),
+    where Arrow's dataset scanner makes a batch of every row group."""
+    file = retrying(path, storage, lambda: pq.ParquetFile(fs.open_input_file(path), pre_buffer=True))
+    try:
+        present = [c for c in columns if c in file.schema_arrow.names]
+        meta = file.metadata
+        sizes = [(meta.row_group(i).num_rows, meta.row_group(i).total_byte_size) for i in range(meta.num_row_groups)]
+        for groups in row_group_blocks(sizes):
+            yield retrying(path, storage, lambda: file.read_row_groups(groups, columns=present))
+    finally:
+        file.close()
+
+
+def row_group_blocks(sizes: Sequence[tuple[int, int]], *, rows: int = BLOCK_ROWS,
+                     nbytes: int = BLOCK_BYTES) -> list[list[int]]:
+    """Consecutive row groups, given as (rows, uncompressed bytes) each, gathered into blocks of at
+    most `rows` rows and `nbytes` bytes; a row group over either limit is a block of its own."""
+    blocks: list[list[int]] = []
+    total_rows = total_bytes = 0
+    for i, (n, size) in enumerate(sizes):
+        if not blocks or total_rows + n > rows or total_bytes + size > nbytes:
+            blocks.append([])
+            total_rows = total_bytes = 0
+        blocks[-1].append(i)
+        total_rows += n
+        total_bytes += size
+    return blocks
 
 
 def prepare_rows(table: pa.Table, *, base: str, partition_of: Mapping[str, int]) -> pa.Table:
     """Manifest rows as read from one file (INPUT_COLUMNS present in it, and `path`) → the
     stream's rows: INPUT_COLUMNS with the contract's types (absent optional ones null, bbox int64
     so an out-of-range box is a row error, not a failed cast), image_uri resolved against `base`,
-    PARTITION_INDEX from the row's file, and ROW_ERROR for a value that cannot be resolved.
-    Runs on the cluster; never raises for a row's values."""
+    PARTITION_INDEX from the row's file, and ROW_ERROR for a value that cannot be used: text that
+    is not UTF-8 or over its limit (`text_column`; the row carries stand-ins), an image_uri that
+    cannot be resolved, a box that is not whole pixels. Runs on the cluster; never raises for a
+    row's values, and only UTF-8 text leaves it (docs/security.md "Manifest values")."""
     n = table.num_rows
     paths = table["path"].combine_chunks().dictionary_encode()
     index = pa.array([partition_of[p] for p in paths.dictionary.to_pylist()], pa.int32())
+    # Text that is not UTF-8 or too long: the row's error, its value a printable stand-in (a bad
+    # image_uri is never resolved nor fetched). The first problem in column order is the row's.
+    text = {name: text_column(table[name] if name in table.column_names else pa.nulls(n, pa.string()), name)
+            for name in MAX_VALUE_BYTES}
     # A null image_uri becomes "" (decoding makes it that row's "missing uri" error).
-    uris = pc.fill_null(table["image_uri"].combine_chunks().cast(pa.string()), "").dictionary_encode()
+    given, uri_problems = text["image_uri"]
+    uris = pc.fill_null(pc.if_else(pc.is_null(uri_problems), given, ""), "").dictionary_encode()
     resolved, problems = [], []
     for value in uris.dictionary.to_pylist():
         try:
@@ -633,11 +799,14 @@ def prepare_rows(table: pa.Table, *, base: str, partition_of: Mapping[str, int])
             problems.append(f"bad uri: {exc}")
     types = {"crop_id": pa.string(), "bbox_x": pa.int64(), "bbox_y": pa.int64(), "bbox_w": pa.int64(),
              "bbox_h": pa.int64(), "camera_id": pa.string(), "captured_at": pa.timestamp("us", tz="UTC")}
-    row_error = pc.take(pa.array(problems, pa.string()), uris.indices)
+    row_error = pc.coalesce(text["crop_id"][1], uri_problems, pc.take(pa.array(problems, pa.string()), uris.indices),
+                            text["camera_id"][1])
     columns = {}
     for name in INPUT_COLUMNS:
         if name == "image_uri":
             columns[name] = pc.take(pa.array(resolved, pa.string()), uris.indices)
+        elif name in text:
+            columns[name] = text[name][0]
         elif name in table.column_names:
             column = table[name].combine_chunks()
             if pa.types.is_dictionary(column.type):
