@@ -213,13 +213,11 @@ def _coerce(name: str, tp: Any, value: Any) -> Any:
 
 
 def _parse_int(name: str, value: int | float | str) -> int:
-    """Decimal integers of ASCII digits only, within ±MAX_INT: 16, 16.0 and "16" are 16; 0x10,
-    1e3 as text, "１６", 16.5 and inf are refused."""
+    """Decimal integers of ASCII digits only, within ±MAX_INT: 16 and "16" are 16; 16.0, 1e3, 0x10,
+    "１６" and inf are refused (a number written with a point or an exponent is not a count)."""
     if isinstance(value, float):
-        if not value.is_integer():
-            raise ConfigError(f"{name}: expected an integer, got {value!r}")
-        value = int(value)
-    elif isinstance(value, str):
+        raise ConfigError(f"{name}: expected an integer, got {_short(value)}")
+    if isinstance(value, str):
         if not re.fullmatch(r"\s*[+-]?[0-9]{1,19}\s*", value, re.ASCII):
             raise ConfigError(f"{name}: expected a decimal integer, got {_short(value)}")
         value = int(value)

@@ -55,9 +55,8 @@ def expand_paths(paths: Sequence[str], *, seen: set[Any] | None = None) -> list[
 
     Each file once: a file reached again (through a symlink, a hard link, or a folder given twice)
     is left out; `seen` carries that across calls. What cannot be read is kept, so that it becomes
-    one error row: a dangling link, a link loop, and a folder found inside a folder or by a glob
-    (named like an image, or `x.jpg/` would vanish without a word; other folders a glob matches
-    are left out), which is never walked. `s3://` URIs pass through. FileNotFoundError for a path
+    one error row: a dangling link, a link loop, and a folder named like an image (`x.jpg`, as a
+    shell's `*.jpg` passes it), which is never walked; other folders a glob matches are left out. `s3://` URIs pass through. FileNotFoundError for a path
     or glob that matches nothing, so a typo is not an empty answer.
     """
     seen = set() if seen is None else seen
@@ -77,7 +76,7 @@ def expand_paths(paths: Sequence[str], *, seen: set[Any] | None = None) -> list[
     for path in paths:
         if "://" in path:
             keep(path)
-        elif os.path.isdir(path):
+        elif os.path.isdir(path) and not path.lower().endswith(IMAGE_SUFFIXES):  # `x.jpg/` is walked
             found = sorted(os.path.join(path, n) for n in os.listdir(path) if n.lower().endswith(IMAGE_SUFFIXES))
             if not found:
                 raise FileNotFoundError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in the folder {path}")
