@@ -11,11 +11,16 @@ and a bundle folder holds one network folder each for `classifier/`, `reconstruc
 a hash of its three weight files, so every result can name exactly which models produced it.
 URIs are local paths, `file://` or `s3://` (read and written through `attrgan.data.storage`).
 
-A bundle may come from anywhere a job can read, so loading trusts nothing in it: config.json is
-at most `MAX_CONFIG_BYTES` and `MAX_JSON_DEPTH` deep; the network it describes is sized on the
-meta device and refused above `MAX_NETWORK_BYTES` before anything is allocated; the weight file
-is read only up to that size and must match `weights_sha256`; thresholds are finite and in
-[0, 1]; attribute ids never collide with results columns.
+A bundle may come from anywhere a job can read, so loading trusts nothing in it. One validator,
+`check_network` (and `check_bundle` over a bundle's networks), is what every reader goes through
+(the extraction's driver, its actors, `predict`, `export`, `evaluate`): config.json is at most
+`MAX_CONFIG_BYTES` and `MAX_JSON_DEPTH` deep; the network it describes is built from it with the
+settings' strict types, its input at most `MAX_INPUT_PIXELS`, sized on the meta device and
+refused above `MAX_NETWORK_BYTES` before anything is allocated; attribute ids are at most
+`MAX_ATTRIBUTES` snake_case ids that never collide with results columns; thresholds are JSON
+numbers (not booleans, not strings), finite and in [0, 1]; the weight file is read only up to the
+network's size, must match `weights_sha256`, and its tensors' shapes must be the network's. Every
+refusal is a one-line `BundleError`.
 """
 
 from __future__ import annotations
@@ -34,9 +39,10 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from torch import nn
 
-from attrgan.config import StorageConfig, to_dict
+from attrgan.config import StorageConfig, from_dict, to_dict
 from attrgan.data.storage import ObjectRefusedError, join, read_bytes, write_bytes
-from attrgan.models import ARCHITECTURES, architecture_of, build_network
+from attrgan.models import ARCHITECTURES, architecture_of, config_class
+from attrgan.proof import GAIN_KEY
 from attrgan.results import BASE_COLUMNS
 
 CONFIG_FILE = "config.json"
@@ -46,6 +52,9 @@ VERSION_CHARS = 12
 MAX_CONFIG_BYTES = 1 << 20
 MAX_JSON_DEPTH = 32
 MAX_NETWORK_BYTES = 1 << 30  # parameters + buffers; the paper's largest network holds ~143 MB
+MAX_INPUT_PIXELS = 1 << 20  # H x W of a network's input; the paper's largest is 320 x 128 (40,960)
+MAX_ATTRIBUTES = 1024  # the datasets bring 17-52
+ATTRIBUTE_ID = re.compile(r"[a-z][a-z0-9_]{0,63}", re.ASCII)  # snake_case: a results column and a file-safe name
 _SAFETENSORS_HEADER_BYTES = 1 << 20  # room for the weight file's JSON header beyond the tensors
 
 
@@ -95,16 +104,17 @@ def _parse_config(data: bytes, config_uri: str) -> dict[str, Any]:
         raise BundleError(f"{config_uri} nests deeper than {MAX_JSON_DEPTH} levels: not a config.json written by save_network")
     try:
         meta = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
-        raise BundleError(f"{config_uri} is not valid JSON: {str(exc)[:200]}") from None
-    if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict) or "architecture" not in meta:
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, or an integer over Python's digit limit
+        raise BundleError(f"{config_uri} is not valid JSON: {_short(exc, 200)}") from None
+    if not isinstance(meta, dict):
         raise BundleError(f"{config_uri} must be a JSON object with 'architecture' and a 'config' object")
-    if not isinstance(meta["architecture"], str) or meta["architecture"] not in ARCHITECTURES:
-        raise BundleError(f"{config_uri}: architecture must be one of {sorted(ARCHITECTURES)}, "
-                          f"got {str(meta['architecture'])[:80]!r}")
-    if not isinstance(meta.get("weights_sha256"), str):
-        raise BundleError(f"{config_uri} has no 'weights_sha256': the weight file cannot be checked, so it is not loaded")
     return meta
+
+
+def _short(value: Any, n: int = 80) -> str:
+    """`value` on one line and at most `n` characters: what a refusal may quote of a config.json."""
+    text = " ".join(str(value).split())
+    return text if len(text) <= n else text[:n] + "…"
 
 
 def check_attributes(attributes: Any, where: str) -> tuple[str, ...]:
@@ -112,6 +122,12 @@ def check_attributes(attributes: Any, where: str) -> tuple[str, ...]:
     column or another attribute's `<attr>_score` column."""
     if not isinstance(attributes, (list, tuple)) or not all(isinstance(a, str) and a for a in attributes):
         raise BundleError(f"{where}: attributes must be a list of non-empty strings")
+    if not 1 <= len(attributes) <= MAX_ATTRIBUTES:
+        raise BundleError(f"{where}: a classifier has 1 to {MAX_ATTRIBUTES} attributes, got {len(attributes)}")
+    bad = [a for a in attributes if not ATTRIBUTE_ID.fullmatch(a)]
+    if bad:
+        raise BundleError(f"{where}: attribute ids are snake_case (a-z, 0-9, _; at most 64 characters), "
+                          f"got {_short(repr(bad[0]))}")
     columns: dict[str, str] = {c: "a results column" for c in BASE_COLUMNS}
     for a in attributes:
         for column in (a, f"{a}_score"):
@@ -122,17 +138,24 @@ def check_attributes(attributes: Any, where: str) -> tuple[str, ...]:
 
 
 def check_thresholds(thresholds: Any, n: int, where: str) -> None:
-    """Per-attribute decision thresholds: n finite numbers in [0, 1] (NaN would turn every decision off)."""
+    """Per-attribute decision thresholds: n finite numbers in [0, 1] (NaN would turn every decision off).
+    Strings and booleans are refused though numpy would read them ("0.5" as 0.5, true as 1)."""
+    if isinstance(thresholds, np.ndarray) and thresholds.dtype.kind in "fiu":
+        thresholds = thresholds.tolist()
+    if not isinstance(thresholds, (list, tuple)) or not all(
+            isinstance(t, (int, float, np.integer, np.floating)) and not isinstance(t, (bool, np.bool_))
+            for t in thresholds):
+        raise BundleError(f"{where}: thresholds must be a list of numbers, got {_short(thresholds)}")
     try:
         values = np.asarray(thresholds, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise BundleError(f"{where}: thresholds must be numbers, got {str(thresholds)[:80]}") from None
+    except OverflowError:  # an integer beyond any float
+        raise BundleError(f"{where}: thresholds must be finite and in [0, 1], got {_short(thresholds)}") from None
     if values.shape != (n,):
         got = len(values) if values.ndim == 1 else f"shape {values.shape}"
         raise BundleError(f"{where}: thresholds must have one value per attribute ({n}), got {got}")
     bad = ~(np.isfinite(values) & (values >= 0) & (values <= 1))
     if bad.any():
-        raise BundleError(f"{where}: thresholds must be finite and in [0, 1], got {values[bad][:5].tolist()}")
+        raise BundleError(f"{where}: thresholds must be finite and in [0, 1], got {_short(values[bad][:5].tolist())}")
 
 
 def _state_bytes(model: nn.Module) -> int:
@@ -177,74 +200,160 @@ def save_network(uri: str | Path, model: nn.Module, meta: Mapping[str, Any] | No
     return json.loads(text)
 
 
-def _check_state(state: Mapping[str, torch.Tensor], model: nn.Module, weights_uri: str) -> None:
+def _check_state(shapes: Mapping[str, tuple[int, ...]], expected: Mapping[str, tuple[int, ...]],
+                 weights_uri: str) -> None:
     """BundleError naming every tensor that config.json's network and the weight file disagree on."""
-    expected = model.state_dict()
     # In the network's layer order, so the first problem named is the first layer that differs.
-    problems = [f"missing {k} {tuple(v.shape)}" for k, v in expected.items() if k not in state]
-    problems += [f"unexpected {k} {tuple(v.shape)}" for k, v in state.items() if k not in expected]
-    problems += [f"{k}: {tuple(state[k].shape)} in {WEIGHTS_FILE}, {tuple(v.shape)} from {CONFIG_FILE}"
-                 for k, v in expected.items() if k in state and state[k].shape != v.shape]
+    problems = [f"missing {k} {v}" for k, v in expected.items() if k not in shapes]
+    problems += [f"unexpected {k} {v}" for k, v in shapes.items() if k not in expected]
+    problems += [f"{k}: {shapes[k]} in {WEIGHTS_FILE}, {v} from {CONFIG_FILE}"
+                 for k, v in expected.items() if k in shapes and shapes[k] != v]
     if problems:
         shown = "; ".join(problems[:5]) + (f"; … {len(problems) - 5} more" if len(problems) > 5 else "")
         raise BundleError(f"{weights_uri} does not match the network {CONFIG_FILE} describes "
                           f"({len(problems)} tensor(s)): {shown}")
 
 
-def load_network(uri: str | Path, storage: StorageConfig | None = None,
-                 device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild a network saved by `save_network`: returns (model in eval mode on `device`, meta)."""
+def _check_gain(stored: Any, where: str) -> None:
+    """A generator's stored validation gain (`attrgan.proof`): absent, or an object whose gain and
+    interval bounds, where given, are numbers (the gate compares and prints them)."""
+    if stored is None:
+        return
+    if not isinstance(stored, dict):
+        raise BundleError(f"{where}: {GAIN_KEY} must be an object, got {_short(stored)}")
+    for key in ("gain_ma", "low", "high"):
+        if key in stored and (isinstance(stored[key], bool) or not isinstance(stored[key], (int, float))):
+            raise BundleError(f"{where}: {GAIN_KEY}.{key} must be a number, got {_short(stored[key])}")
+    if not isinstance(stored.get("classifier_version", ""), (str, type(None))):
+        raise BundleError(f"{where}: {GAIN_KEY}.classifier_version must be a string")
+
+
+class _SkipInit(torch.overrides.TorchFunctionMode):
+    """Weight initialisers do nothing: on the meta device there is nothing to fill, and torch's
+    meta kernels for random fills import torch._dynamo (~6 s of a fresh process)."""
+
+    INITIALISERS = frozenset({"normal_", "uniform_", "fill_", "zero_", "constant_", "ones_", "zeros_",
+                              "kaiming_normal_", "kaiming_uniform_", "xavier_normal_", "xavier_uniform_",
+                              "trunc_normal_", "orthogonal_"})
+
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        if getattr(func, "__name__", "") in self.INITIALISERS:
+            return args[0] if args else kwargs["tensor"]
+        return func(*args, **(kwargs or {}))
+
+
+def check_meta(meta: Any, where: str) -> tuple[Any, dict[str, tuple[int, ...]], int]:
+    """The check of a network's config.json: everything that can be known without its weights.
+
+    Returns (the architecture's config dataclass, tensor name → shape, bytes of parameters and
+    buffers) and fills in meta's top-level "attributes" (classifier) and "input_size" from the
+    checked config; BundleError (one line) for anything else. Nothing is allocated: the network
+    is built on the meta device.
+    """
+    if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict) or "architecture" not in meta:
+        raise BundleError(f"{where} must be a JSON object with 'architecture' and a 'config' object")
+    architecture = meta["architecture"]
+    if not isinstance(architecture, str) or architecture not in ARCHITECTURES:
+        raise BundleError(f"{where}: architecture must be one of {sorted(ARCHITECTURES)}, got {_short(architecture)!r}")
+    if not isinstance(meta.get("weights_sha256"), str) or not re.fullmatch(r"[0-9a-f]{64}", meta["weights_sha256"]):
+        raise BundleError(f"{where} has no 'weights_sha256' (64 hex digits): the weight file cannot be checked, so it is not loaded")
+    values = dict(meta["config"])
+    attributes: tuple[str, ...] = ()
+    if architecture == "classifier":
+        values["weights"] = None  # the saved state dict replaces any initial trunk weights
+        # Before the config's own checks, whose cost grows with the square of the list's length.
+        attributes = check_attributes(values.get("attributes"), where)
+        if "attributes" in meta and meta["attributes"] != list(attributes):
+            raise BundleError(f"{where}: the top-level 'attributes' differ from the classifier config's; "
+                              "a bundle has one attribute list")
+        if meta.get("thresholds") is not None:
+            check_thresholds(meta["thresholds"], len(attributes), where)
+    try:
+        config = from_dict(config_class(architecture), values)
+    except (ValueError, TypeError) as exc:
+        raise BundleError(f"{where}: {_short(exc, 200)}") from None
+    h, w = config.input_size
+    if h * w > MAX_INPUT_PIXELS:
+        raise BundleError(f"{where}: input_size {h}x{w} is over the {MAX_INPUT_PIXELS:,}-pixel limit "
+                          "(the paper's classifier takes 320x128)")
+    if "input_size" in meta and meta["input_size"] != [h, w]:
+        raise BundleError(f"{where}: the top-level 'input_size' differs from the network config's {[h, w]}")
+    _check_gain(meta.get(GAIN_KEY), where)
+    try:
+        with torch.device("meta"), _SkipInit():  # sized before any memory is allocated
+            network = ARCHITECTURES[architecture][1](config)
+    except (ValueError, TypeError, RuntimeError, OverflowError) as exc:
+        raise BundleError(f"{where}: {_short(exc, 200)}") from None
+    size = _state_bytes(network)
+    if size > MAX_NETWORK_BYTES:
+        raise BundleError(f"{where} describes a {size / 1e9:.1f} GB network, over the "
+                          f"{MAX_NETWORK_BYTES / 1e9:.1f} GB limit for one network")
+    meta.update(input_size=[h, w], **({"attributes": list(attributes)} if attributes else {}))
+    return config, {k: tuple(v.shape) for k, v in network.state_dict().items()}, size
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckedNetwork:
+    """A network folder that passed `check_network`: its config.json (with "version" set from the
+    weight file), the architecture's config, and the weights, whose shapes are the network's."""
+
+    meta: dict[str, Any]
+    config: Any
+    state: dict[str, torch.Tensor]
+
+    def build(self, device: str | torch.device = "cpu") -> nn.Module:
+        """The network with these weights, in eval mode on `device`."""
+        model = ARCHITECTURES[self.meta["architecture"]][1](self.config)
+        model.load_state_dict(self.state)
+        return model.to(device).eval()
+
+
+def check_network(uri: str | Path, storage: StorageConfig | None = None) -> CheckedNetwork:
+    """The one validator of a network folder (see the module docstring): config.json through
+    `check_meta`, then the weight file, read up to the network's size, parsed as safetensors,
+    its tensor shapes compared with the network's and its sha256 with `weights_sha256`."""
     uri = str(uri)
     config_uri, weights_uri = join(uri, CONFIG_FILE), join(uri, WEIGHTS_FILE)
     meta = _parse_config(_read(config_uri, storage, CONFIG_FILE, MAX_CONFIG_BYTES), config_uri)
-    architecture = meta["architecture"]
-    config = dict(meta["config"])
-    if architecture == "classifier":
-        config["weights"] = None  # the saved state dict replaces any initial trunk weights
-        attributes = check_attributes(config.get("attributes"), config_uri)
-        if "attributes" in meta and meta["attributes"] != list(attributes):
-            raise BundleError(f"{config_uri}: the top-level 'attributes' differ from the classifier config's; "
-                              "a bundle has one attribute list")
-        if meta.get("thresholds") is not None:
-            check_thresholds(meta["thresholds"], len(attributes), config_uri)
-    try:
-        with torch.device("meta"):  # sized before any memory is allocated
-            size = _state_bytes(build_network(architecture, config))
-        if size > MAX_NETWORK_BYTES:
-            raise BundleError(f"{config_uri} describes a {size / 1e9:.1f} GB network, over the "
-                              f"{MAX_NETWORK_BYTES / 1e9:.1f} GB limit for one network")
-        model = build_network(architecture, config)
-    except (ValueError, TypeError, KeyError, AttributeError) as exc:
-        if isinstance(exc, BundleError):
-            raise
-        raise BundleError(f"{config_uri}: {exc}") from None
-
+    config, shapes, size = check_meta(meta, config_uri)
     data = _read(weights_uri, storage, WEIGHTS_FILE, size + _SAFETENSORS_HEADER_BYTES)
     try:
         state = load_safetensors(data)
     except Exception as exc:  # safetensors raises its own error types for malformed bytes
-        raise BundleError(f"{weights_uri} is not a safetensors file ({exc})") from None
-    _check_state(state, model, weights_uri)
+        raise BundleError(f"{weights_uri} is not a safetensors file ({_short(exc, 200)})") from None
+    _check_state({k: tuple(v.shape) for k, v in state.items()}, shapes, weights_uri)
     digest = _digest(data)
     if meta["weights_sha256"] != digest:
         raise BundleError(f"{weights_uri} has sha256 {digest}, but {config_uri} was written for "
-                          f"{meta['weights_sha256'][:80]}: the two files come from different saves")
-    model.load_state_dict(state)
-    meta.update(version=digest[:VERSION_CHARS], weights_sha256=digest)
-    return model.to(device).eval(), meta
+                          f"{meta['weights_sha256']}: the two files come from different saves")
+    meta.update(version=digest[:VERSION_CHARS])
+    return CheckedNetwork(meta=meta, config=config, state=state)
+
+
+def load_network(uri: str | Path, storage: StorageConfig | None = None,
+                 device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a network saved by `save_network`: returns (model in eval mode on `device`, meta)."""
+    checked = check_network(uri, storage)
+    return checked.build(device), checked.meta
+
+
+def check_bundle(uri: str | Path, storage: StorageConfig | None = None,
+                 networks: tuple[str, ...] = NETWORKS) -> dict[str, CheckedNetwork]:
+    """The one validator of a bundle: each of `networks` through `check_network`, each holding the
+    architecture its folder names. Every job runs it before any other work."""
+    checked = {}
+    for name in networks:
+        checked[name] = check_network(join(str(uri), name), storage)
+        if checked[name].meta["architecture"] != name:
+            raise BundleError(f"{join(str(uri), name)} holds a {checked[name].meta['architecture']!r} network, "
+                              f"expected {name!r}")
+    return checked
 
 
 def bundle_info(uri: str, storage: StorageConfig | None = None) -> tuple[str, dict[str, dict[str, Any]]]:
-    """(bundle version, network name → meta) from the bundle's config.json files alone, without
-    the weights: what a job's driver needs to plan a run. BundleError for a missing or bad config."""
-    metas = {}
-    for name in NETWORKS:
-        config_uri = join(str(uri), name, CONFIG_FILE)
-        metas[name] = _parse_config(_read(config_uri, storage, CONFIG_FILE, MAX_CONFIG_BYTES), config_uri)
-    classifier = metas["classifier"]
-    check_attributes(classifier["config"].get("attributes"), join(str(uri), "classifier", CONFIG_FILE))
-    if not isinstance(classifier["config"].get("input_size"), list):
-        raise BundleError(f"{uri}: the classifier config has no input_size")
+    """(bundle version, network name → meta) of a bundle `check_bundle` accepts, without building
+    its networks: what a job's driver checks and plans a run with."""
+    metas = {name: checked.meta for name, checked in check_bundle(uri, storage).items()}
     return bundle_version(metas), metas
 
 
@@ -295,12 +404,7 @@ def save_bundle(uri: str | Path, bundle: Bundle, storage: StorageConfig | None =
 
 
 def load_bundle(uri: str | Path, storage: StorageConfig | None = None, device: str | torch.device = "cpu") -> Bundle:
-    """Load the three networks of the bundle at `uri` (eval mode, on `device`)."""
-    uri = str(uri)
-    models: dict[str, nn.Module] = {}
-    metas: dict[str, dict[str, Any]] = {}
-    for name in NETWORKS:
-        models[name], metas[name] = load_network(join(uri, name), storage=storage, device=device)
-        if metas[name]["architecture"] != name:
-            raise BundleError(f"{join(uri, name)} holds a {metas[name]['architecture']!r} network, expected {name!r}")
-    return Bundle(**models, metas=metas, version=bundle_version(metas))
+    """Load the three networks of the bundle at `uri` (eval mode, on `device`), all checked first."""
+    checked = check_bundle(uri, storage)
+    metas = {name: c.meta for name, c in checked.items()}
+    return Bundle(**{name: c.build(device) for name, c in checked.items()}, metas=metas, version=bundle_version(metas))

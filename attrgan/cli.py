@@ -43,13 +43,6 @@ def _parser(name: str, doc: str) -> argparse.ArgumentParser:
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
-def init_ray() -> None:
-    """Join the cluster named by RAY_ADDRESS (or the submitting job's), else start a local Ray."""
-    from attrgan.runtime import init_ray as start
-
-    start()
-
-
 def _logging(level: int = logging.INFO) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -168,8 +161,7 @@ def run_extract(args: argparse.Namespace) -> None:
 
     _logging()
     config = extract_config(args)
-    init_ray()
-    extract(config)  # logs its summary: rows, errors by kind, restorations, crops/s
+    extract(config)  # checks the bundle and the manifest, then joins or starts Ray; logs its summary
 
 
 # --- evaluate -------------------------------------------------------------------------------------

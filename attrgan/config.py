@@ -7,6 +7,7 @@ code that uses them and share the helpers here. `StorageConfig` is shared by eve
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import types
@@ -17,6 +18,13 @@ from typing import Any, TypeVar
 import yaml
 
 T = TypeVar("T")
+
+MAX_SETTINGS_BYTES = 1 << 20  # a settings file; real ones are a few hundred bytes
+MAX_SETTINGS_DEPTH = 16  # nesting of a settings document; the deepest setting is 3 levels down
+MAX_INT = (1 << 63) - 1  # what Arrow, numpy and torch hold; every integer setting is within ±this
+MAX_WAIT_S = 3600.0  # a timeout or a wait between retries
+MAX_OBJECT_BYTES = 16 << 30
+MAX_RETRIES = 100
 
 
 class ConfigError(ValueError):
@@ -57,6 +65,12 @@ class StorageConfig:
         for name in ("retries", "retry_backoff_s", "retry_max_wait_s"):
             if not getattr(self, name) >= 0:
                 raise ConfigError(f"storage.{name} must be >= 0, got {getattr(self, name)!r}")
+        # Every wait and size is bounded: `.inf` or a typo's extra digits would hang or exhaust a job.
+        for name, most in (("connect_timeout_s", MAX_WAIT_S), ("request_timeout_s", MAX_WAIT_S),
+                           ("retry_backoff_s", MAX_WAIT_S), ("retry_max_wait_s", MAX_WAIT_S),
+                           ("retries", MAX_RETRIES), ("max_object_bytes", MAX_OBJECT_BYTES)):
+            if not getattr(self, name) <= most:
+                raise ConfigError(f"storage.{name} must be at most {most:g}, got {getattr(self, name)!r}")
         if self.endpoint_url and "@" in self.endpoint_url.partition("://")[2].partition("/")[0]:
             # Never echo it: the part before '@' is a credential.
             raise ConfigError("storage.endpoint_url must not carry user:password@; credentials come from the "
@@ -71,11 +85,11 @@ class StorageConfig:
             "endpoint_url": env.get("ATTRGAN_S3_ENDPOINT_URL") or env.get("AWS_ENDPOINT_URL_S3")
             or env.get("AWS_ENDPOINT_URL"),
             "region": env.get("ATTRGAN_S3_REGION") or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION"),
-            "anonymous": _parse_bool(env.get("ATTRGAN_S3_ANONYMOUS", "false")),
+            "anonymous": _coerce("ATTRGAN_S3_ANONYMOUS", bool, env.get("ATTRGAN_S3_ANONYMOUS") or "false"),
             "profile": env.get("AWS_PROFILE"),
         }
         if "ATTRGAN_S3_PATH_STYLE" in env:
-            values["path_style"] = _parse_bool(env["ATTRGAN_S3_PATH_STYLE"])
+            values["path_style"] = _coerce("ATTRGAN_S3_PATH_STYLE", bool, env["ATTRGAN_S3_PATH_STYLE"])
         if env.get("ATTRGAN_ALLOWED_PREFIXES"):
             values["allowed_prefixes"] = tuple(p.strip() for p in env["ATTRGAN_ALLOWED_PREFIXES"].split(",") if p.strip())
         values.update({k: v for k, v in overrides.items() if v is not None})
@@ -112,14 +126,22 @@ def _check_prefix(prefix: str) -> None:
 
 
 def _parse_bool(value: Any) -> bool:
+    """true or false only: 1, yes and on are a number and words, not a switch's state."""
     if isinstance(value, bool):
         return value
-    text = str(value).strip().lower()
-    if text in {"1", "true", "yes", "on"}:
-        return True
-    if text in {"0", "false", "no", "off", ""}:
-        return False
-    raise ConfigError(f"expected a boolean (true/false), got {value!r}")
+    text = value.strip().lower() if isinstance(value, str) else None
+    if text in ("true", "false"):
+        return text == "true"
+    raise ConfigError(f"expected a boolean (true/false), got {_short(value)}")
+
+
+def _short(value: Any) -> str:
+    """repr of a refused value, on one line and at most 80 characters."""
+    text = repr(value)
+    return text if len(text) <= 80 and "\n" not in text else text.replace("\n", " ")[:80] + "…"
+
+
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?", re.ASCII)
 
 
 def _coerce(name: str, tp: Any, value: Any) -> Any:
@@ -175,32 +197,40 @@ def _coerce(name: str, tp: Any, value: Any) -> Any:
             raise ConfigError(f"{name}: expected {tp.__name__}, got {value!r}")
         if tp is int:
             return _parse_int(name, value)
+        if isinstance(value, str) and not _DECIMAL.fullmatch(value.strip()):
+            # float() would also take "1_0.0", "inf" and non-ASCII digits such as "１６".
+            raise ConfigError(f"{name}: expected a decimal number, got {_short(value)}")
         try:
             number = float(value)
-        except (TypeError, ValueError, OverflowError):
-            raise ConfigError(f"{name}: expected {tp.__name__}, got {value!r}") from None
+        except OverflowError:
+            number = math.inf
         if number != number:
             raise ConfigError(f"{name}: expected a number, got NaN")
+        if not math.isfinite(number):
+            raise ConfigError(f"{name}: expected a finite number, got {_short(value)}")
         return number
     return value
 
 
 def _parse_int(name: str, value: int | float | str) -> int:
-    """Decimal integers only: 16, 16.0 and "16" are 16; 0x10, 1e3 as text, 16.5 and inf are refused."""
+    """Decimal integers of ASCII digits only, within ±MAX_INT: 16 and "16" are 16; 16.0, 1e3, 0x10,
+    "１６" and inf are refused (a number written with a point or an exponent is not a count)."""
     if isinstance(value, float):
-        if not value.is_integer():
-            raise ConfigError(f"{name}: expected an integer, got {value!r}")
-        return int(value)
+        raise ConfigError(f"{name}: expected an integer, got {_short(value)}")
     if isinstance(value, str):
-        if not re.fullmatch(r"\s*[+-]?\d+\s*", value):
-            raise ConfigError(f"{name}: expected a decimal integer, got {value!r}")
-        return int(value)
-    return int(value)
+        if not re.fullmatch(r"\s*[+-]?[0-9]{1,19}\s*", value, re.ASCII):
+            raise ConfigError(f"{name}: expected a decimal integer, got {_short(value)}")
+        value = int(value)
+    if not -MAX_INT <= value <= MAX_INT:
+        raise ConfigError(f"{name}: {_short(value)} is out of range (at most {MAX_INT})")
+    return value
 
 
 def from_dict(cls: type[T], values: typing.Mapping[str, Any], *, prefix: str = "") -> T:
     """Build dataclass `cls` from a mapping; unknown keys and bad types raise ConfigError."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    if not isinstance(values, typing.Mapping) or not all(isinstance(k, str) for k in values):
+        raise ConfigError(f"{prefix.rstrip('.') or cls.__name__}: expected a mapping of setting names")
     unknown = sorted(set(values) - set(fields))
     if unknown:
         raise ConfigError(f"unknown setting(s) {[prefix + k for k in unknown]}; known: {sorted(fields)}")
@@ -212,22 +242,63 @@ def from_dict(cls: type[T], values: typing.Mapping[str, Any], *, prefix: str = "
         raise ConfigError(f"{cls.__name__}: {exc}") from None
 
 
+class _Refused(yaml.YAMLError):
+    """YAML that is valid but not allowed in settings."""
+
+
 class _Loader(yaml.SafeLoader):
-    """YAML 1.1's safe loader, except that only decimal numerals are integers: `0x10`, `0o20`,
-    `1_000` and `1:30` stay strings (and are then refused where a number is expected)."""
+    """YAML 1.1's safe loader for settings, stricter where YAML 1.1 surprises:
+
+    - integers are ASCII decimal numerals and floats decimal ones with a point or an exponent
+      (and .inf / .nan, refused later as not finite): `0x10`, `0o20`, `1_000`, `1:30` (base 60)
+      and `1_0.0` stay strings, and are then refused where a number is expected;
+    - booleans are only true / false: `yes`, `on`, `y` and `no` stay strings;
+    - dates stay strings (`since: 2026-11-01` is the string the setting takes);
+    - anchors and aliases are refused: an alias bomb of a few hundred bytes expands to billions of
+      values; and documents nest at most MAX_SETTINGS_DEPTH levels.
+    """
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise _Refused(f"anchors and aliases (&name, *name) are not allowed in settings (line {event.start_mark.line + 1})")
+        self._depth += 1
+        if self._depth > MAX_SETTINGS_DEPTH:
+            raise _Refused(f"nests deeper than {MAX_SETTINGS_DEPTH} levels (line {event.start_mark.line + 1})")
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
 
+_RESOLVED_HERE = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float", "tag:yaml.org,2002:bool",
+                  "tag:yaml.org,2002:timestamp")
 _Loader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:int"]
+    first: [(tag, regexp) for tag, regexp in resolvers if tag not in _RESOLVED_HERE]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
-_Loader.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(r"^[-+]?(0|[1-9][0-9]*)$"), list("-+0123456789"))
+_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                              list("tTfF"))
+_Loader.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(r"^[-+]?(?:0|[1-9][0-9]*)$"), list("-+0123456789"))
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^(?:[-+]?(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?|[-+]?[0-9]+[eE][-+]?[0-9]+"
+               r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    list("-+0123456789."))
 
 
 def _yaml(text: str, where: str) -> Any:
     try:
         return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    except _Refused as exc:
+        raise ConfigError(f"{where}: {exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{where}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    except RecursionError:  # the scanner's own recursion, before any node is composed
+        raise ConfigError(f"{where}: nests deeper than {MAX_SETTINGS_DEPTH} levels") from None
 
 
 def parse_overrides(items: typing.Iterable[str]) -> dict[str, Any]:
@@ -241,6 +312,8 @@ def parse_overrides(items: typing.Iterable[str]) -> dict[str, Any]:
         *parents, leaf = key.strip().split(".")
         for p in parents:
             node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {key.strip()!r}: {p!r} is given a value elsewhere, so it has no settings")
         node[leaf] = _yaml(raw, item)
     return out
 
@@ -262,9 +335,13 @@ def load(cls: type[T], path: str | Path | None = None, overrides: typing.Mapping
     values: dict[str, Any] = dict(base or {})
     if path is not None:
         try:
-            text = Path(path).read_text()
+            with open(path, "rb") as f:
+                data = f.read(MAX_SETTINGS_BYTES + 1)
+            if len(data) > MAX_SETTINGS_BYTES:
+                raise ConfigError(f"the settings file {path} is over {MAX_SETTINGS_BYTES} bytes: not a settings file")
+            text = data.decode("utf-8")
         except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"cannot read the settings file {path}: {exc.strerror or exc}") from None
+            raise ConfigError(f"cannot read the settings file {path}: {getattr(exc, 'strerror', None) or exc}") from None
         loaded = _yaml(text, str(path)) or {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: expected a YAML mapping at the top level")

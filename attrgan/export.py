@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from attrgan.bundle import NETWORKS, load_network
+from attrgan.bundle import NETWORKS, check_bundle
 from attrgan.config import ConfigError, StorageConfig, load, parse_overrides
 from attrgan.data import storage as st
 
@@ -107,10 +107,10 @@ def export_bundle(bundle_uri: str, out_dir: str, *, storage: StorageConfig | Non
         raise ExportError(f"ONNX export needs the export extra (pip install 'attrgan[export]'): {exc}") from None
     config = config or ExportConfig()
     storage = storage or StorageConfig.from_env()
+    checked = check_bundle(bundle_uri, storage, networks=config.networks)  # refused whole, before any export
     results: dict[str, Any] = {}
     for name in config.networks:
-        net, meta = load_network(st.join(bundle_uri, name), storage=storage, device="cpu")
-        net = net.eval()
+        net, meta = checked[name].build("cpu"), checked[name].meta
         h, w = meta["input_size"]
         generator = torch.Generator().manual_seed(0)
         example = torch.rand(2, 3, h, w, generator=generator) * 2 - 1

@@ -366,7 +366,7 @@ def _setup(config: ExtractConfig, run_id: str) -> tuple[str, dict[str, dict[str,
                                                       tuple[str, ...] | None]:
     """Everything checked before any partition is touched. Returns (bundle version, network name →
     meta, manifest scan, allowed image prefixes)."""
-    from attrgan.bundle import BundleError, bundle_info
+    from attrgan.bundle import bundle_info
 
     storage = config.storage
     out, manifest = (filesystem(u, storage)[1].rstrip("/") + "/" for u in (config.out, config.manifest))
@@ -375,12 +375,10 @@ def _setup(config: ExtractConfig, run_id: str) -> tuple[str, dict[str, dict[str,
                          "deletes files the results prefix does not list; give them separate prefixes")
     endpoint = f"storage.endpoint_url={storage.endpoint_url!r}" if storage.endpoint_url else "the default S3 endpoint"
     try:
-        model_version, metas = bundle_info(config.bundle, storage)
+        model_version, metas = bundle_info(config.bundle, storage)  # the actors' own check: BundleError here, not there
     except OSError as exc:
         raise SetupError(f"cannot read the bundle {config.bundle} ({short_reason(exc)}); check {endpoint} and the "
                          "credentials") from None
-    except (KeyError, TypeError) as exc:
-        raise BundleError(f"bundle {config.bundle}: unexpected config.json content ({short_reason(exc)})") from None
     try:
         scan = scan_manifest(config.manifest, storage)
     except OSError as exc:

@@ -50,40 +50,73 @@ class PredictConfig:
             raise ValueError(f"PredictConfig.batch_size must be an integer >= 1, got {self.batch_size!r}")
 
 
-def expand_paths(paths: Sequence[str]) -> list[str]:
+def expand_paths(paths: Sequence[str], *, seen: set[Any] | None = None) -> list[str]:
     """Files as given, folders as their image files (sorted, not recursive), globs expanded (sorted).
 
-    `s3://` URIs pass through. FileNotFoundError for a path or glob that matches nothing, so a
-    typo is not an empty answer.
+    Each file once: a file reached again (through a symlink, a hard link, or a folder given twice)
+    is left out; `seen` carries that across calls. What cannot be read is kept, so that it becomes
+    one error row: a dangling link, a link loop, and a folder named like an image (`x.jpg`, as a
+    shell's `*.jpg` passes it), which is never walked; other folders a glob matches are left out. `s3://` URIs pass through. FileNotFoundError for a path
+    or glob that matches nothing, so a typo is not an empty answer.
     """
+    seen = set() if seen is None else seen
     out: list[str] = []
+
+    def first_time(path: str) -> bool:
+        key = _identity(path)
+        if key in seen:
+            return False
+        seen.add(key)
+        return True
+
+    def keep(path: str) -> None:
+        if first_time(path):
+            out.append(path)
+
     for path in paths:
         if "://" in path:
-            out.append(path)
-        elif os.path.isdir(path):
+            keep(path)
+        elif os.path.isdir(path) and not path.lower().endswith(IMAGE_SUFFIXES):  # `x.jpg/` is walked
             found = sorted(os.path.join(path, n) for n in os.listdir(path) if n.lower().endswith(IMAGE_SUFFIXES))
             if not found:
                 raise FileNotFoundError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in the folder {path}")
-            out += found
+            if first_time(path):  # a folder reached again (a link to it) is not walked again
+                for p in found:
+                    keep(p)
         elif glob.has_magic(path):
-            found = sorted(p for p in glob.glob(path) if os.path.isfile(p))
+            found = sorted(p for p in glob.glob(path) if not os.path.isdir(p) or p.lower().endswith(IMAGE_SUFFIXES))
             if not found:
                 raise FileNotFoundError(f"no file matches {path}")
-            out += found
-        elif os.path.exists(path):
-            out.append(path)
+            for p in found:
+                keep(p)
+        elif os.path.lexists(path):  # a dangling link or a loop included
+            keep(path)
         else:
             raise FileNotFoundError(f"no such file or folder: {path}")
     return out
+
+
+def _identity(path: str) -> Any:
+    """What makes two names one file or folder: its device and inode, following links; for a name
+    that cannot be followed (dangling, a loop), the name in its real folder."""
+    try:
+        st = os.stat(path)
+        return st.st_dev, st.st_ino
+    except OSError:
+        return os.path.join(os.path.realpath(os.path.dirname(path) or "."), os.path.basename(path))
 
 
 def _expand(images: Sequence[str | np.ndarray] | str | np.ndarray) -> list[str | np.ndarray]:
     if isinstance(images, (str, np.ndarray)):
         images = [images]
     items: list[str | np.ndarray] = []
+    seen: set[Any] = set()
     for item in images:
-        items += expand_paths([item]) if isinstance(item, (str, os.PathLike)) else [item]
-    return [os.fspath(i) if isinstance(i, os.PathLike) else i for i in items]
+        if isinstance(item, (str, os.PathLike)):
+            items += expand_paths([os.fspath(item)], seen=seen)
+        else:
+            items.append(item)
+    return items
 
 
 class Predictor:

@@ -110,7 +110,7 @@ def test_config_disagreeing_with_weights_names_the_tensor(tmp_path):
         load_network(tmp_path / "g_r")
 
     meta["architecture"] = "superres"
-    meta["config"] = {"width": 0.0625}
+    meta["config"], meta["input_size"] = {"width": 0.0625}, [80, 32]
     config_path.write_text(json.dumps(meta))
     with pytest.raises(BundleError, match=r"missing decoder\.4\.0\.weight \(8, 8, 5, 5\)"):
         load_network(tmp_path / "g_r")

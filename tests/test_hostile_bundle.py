@@ -7,6 +7,8 @@ import json
 import numpy as np
 import pytest
 from hostile import write_json
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from attrgan.bundle import MAX_CONFIG_BYTES, BundleError, load_network, save_network
 from attrgan.models import AttributeClassifier, ClassifierConfig, SuperResConfig, SuperResGenerator
@@ -108,3 +110,144 @@ def test_weight_file_larger_than_the_network_is_refused(saved):
         f.write(np.zeros(2 << 20, np.uint8).tobytes())
     with pytest.raises(BundleError, match="model.safetensors refused: .* over the .*-byte limit"):
         load_network(folder)
+
+
+# --- One validator for the driver, the actors, predict, export and evaluate ----------------------
+
+BUNDLE_ATTRS = ("female", "hat", "occlusion_down")
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory):
+    """A saved bundle of tiny random networks, and its three config.json bodies as saved."""
+    from attrgan.bundle import Bundle, save_bundle
+    from attrgan.models import ReconstructionConfig, ReconstructionGenerator
+
+    bundle = Bundle(classifier=AttributeClassifier(ClassifierConfig(attributes=BUNDLE_ATTRS, backbone="small",
+                                                                    width=1 / 16, input_size=(64, 32))),
+                    reconstruction=ReconstructionGenerator(ReconstructionConfig(width=1 / 32, input_size=(32, 16))),
+                    superres=SuperResGenerator(SuperResConfig(width=1 / 64, input_size=(16, 8))),
+                    metas={"classifier": {"thresholds": [0.5, 0.5, 0.5]}})
+    path = tmp_path_factory.mktemp("bundle") / "bundle"
+    save_bundle(path, bundle)
+    return path, {n: (path / n / "config.json").read_text() for n in ("classifier", "reconstruction", "superres")}
+
+
+def _refused_alike(path, match):
+    """The driver's pre-flight and the actors' loader refuse `path` with the same one-line BundleError."""
+    from attrgan.bundle import bundle_info, load_bundle
+
+    with pytest.raises(BundleError, match=match) as driver:
+        bundle_info(str(path))
+    with pytest.raises(BundleError) as actor:
+        load_bundle(path)
+    assert str(driver.value) == str(actor.value) and "\n" not in str(driver.value)
+
+
+@pytest.mark.parametrize(("network", "change", "match"), [
+    ("classifier", {"thresholds": [0.5, float("nan"), 0.5]}, r"thresholds must be finite and in \[0, 1\]"),
+    ("classifier", {"thresholds": ["0.5", "0.5", "0.5"]}, "thresholds must be a list of numbers"),
+    ("classifier", {"thresholds": [True, False, 0.5]}, "thresholds must be a list of numbers"),
+    ("classifier", {"attributes": ["../../etc", "hat", "occlusion_down"],
+                    "config.attributes": ["../../etc", "hat", "occlusion_down"]}, "attribute ids are snake_case"),
+    ("classifier", {"config.width": 2000.0}, r"describes a .* GB network, over the 1\.1 GB limit"),
+    ("classifier", {"input_size": [60000, 60000], "config.input_size": [60000, 60000]}, "over the 1,048,576-pixel"),
+    ("superres", {"config.width": 1e15}, "superres/config.json"),
+    ("classifier", {"config.attributes": [f"a{i}" for i in range(5000)]}, "1 to 1024 attributes"),
+    ("reconstruction", {"validation_gain": {"gain_ma": 0.1, "low": "x"}}, "validation_gain.low must be a number"),
+])
+def test_bundle_findings_are_refused_by_the_driver_and_the_actors_alike(bundle_dir, network, change, match):
+    path, saved = bundle_dir
+    meta = json.loads(saved[network])
+    for key, value in change.items():
+        *parents, leaf = key.split(".")
+        node = meta
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    try:
+        write_json(path / network / "config.json", meta)
+        _refused_alike(path, match)
+    finally:
+        (path / network / "config.json").write_text(saved[network])
+
+
+def test_a_refused_bundle_stops_extract_before_ray_and_predict_before_decoding(bundle_dir, tmp_path, capsys,
+                                                                                monkeypatch):
+    import attrgan.extract
+    from attrgan import cli
+
+    path, saved = bundle_dir
+    meta = json.loads(saved["classifier"])
+    meta["thresholds"] = [0.5, "NaN", 0.5]
+    monkeypatch.setattr(attrgan.extract, "init_ray", lambda: pytest.fail("Ray started for a refused bundle"))
+    try:
+        write_json(path / "classifier" / "config.json", meta)
+        (tmp_path / "m").mkdir()
+        (tmp_path / "x.png").write_bytes(b"")
+        for argv in (["extract", "--manifest", str(tmp_path / "m"), "--bundle", str(path), "--out", str(tmp_path / "o")],
+                     ["predict", str(tmp_path / "x.png"), "--bundle", str(path)]):
+            with pytest.raises(SystemExit) as exit_:
+                cli.main(argv)
+            err = capsys.readouterr().err.strip()
+            assert exit_.value.code == 2 and len(err.splitlines()) == 1, err
+            assert err.startswith(f"attrgan {argv[0]}: error: ") and "thresholds must be a list of numbers" in err
+    finally:
+        (path / "classifier" / "config.json").write_text(saved["classifier"])
+
+
+# Values a hand-edited or hostile config.json might hold.
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-(10**30), 10**30) | st.floats(allow_nan=True, allow_infinity=True)
+    | st.sampled_from(["", "0.5", "../../etc", "hat", "female", "NaN", "small", "resnet50", "classifier", "x" * 300])
+    | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=8)
+_paths = st.sampled_from([
+    ("thresholds",), ("attributes",), ("input_size",), ("architecture",), ("weights_sha256",), ("version",),
+    ("config",), ("config", "width"), ("config", "input_size"), ("config", "attributes"), ("config", "backbone"),
+    ("config", "weights"), ("config", "residual"), ("config", "scale"), ("config", "masked"), ("validation_gain",),
+    ("validation_gain", "gain_ma"), ("validation_gain", "low"), ("validation_gain", "classifier_version"),
+    ("thresholds", 0), ("config", "input_size", 0), ("config", "attributes", 1), ("extra",)])
+_sized = st.sampled_from([[64, 32], [32, 16], [16, 8], [64, 16], [10, 1], [80, 32], [2048, 2048]])
+
+
+def _set(meta, keys, value):
+    """meta[k0][k1]... = value where the path's parents exist (an int key is a list index)."""
+    node = meta
+    for k in keys[:-1]:
+        ok = isinstance(node, dict) and isinstance(k, str) or isinstance(node, list) and isinstance(k, int) and k < len(node)
+        node = node[k] if ok and not isinstance(node, dict) else node.get(k) if ok else None
+    last = keys[-1]
+    if isinstance(node, dict) and isinstance(last, str) or isinstance(node, list) and isinstance(last, int) and last < len(node):
+        node[last] = value
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(network=st.sampled_from(["classifier", "reconstruction", "superres"]),
+       mutations=st.lists(st.tuples(_paths, _json | _sized), min_size=1, max_size=3))
+def test_mutated_bundle_metadata_is_refused_clearly_or_loads(bundle_dir, network, mutations):
+    """Any change to a network's config.json: BundleError from the validator, or a bundle that loads
+    and runs the pipeline; never another exception."""
+    from attrgan.bundle import bundle_info, load_bundle
+    from attrgan.pipeline import Pipeline, PipelineConfig
+
+    path, saved = bundle_dir
+    meta = json.loads(saved[network])
+    for keys, value in mutations:
+        _set(meta, keys, value)
+    try:
+        (path / network / "config.json").write_text(json.dumps(meta))
+        try:
+            version, _ = bundle_info(str(path))
+        except BundleError as exc:
+            assert "\n" not in str(exc) and len(str(exc)) < 600, str(exc)
+            return
+        bundle = load_bundle(path)
+        assert bundle.version == version
+        pipe = Pipeline(bundle, PipelineConfig(device="cpu"))
+        h, w = pipe.input_size
+        out = pipe(np.zeros((1, h, w, 3), np.uint8), np.array([h]))
+        assert out["scores"].shape == (1, len(bundle.attributes))
+    finally:
+        (path / network / "config.json").write_text(saved[network])

@@ -94,6 +94,35 @@ def test_expand_paths_globs_and_missing(folder):
         expand_paths([str(folder / "missing.png")])
 
 
+def test_links_in_folders_give_one_row_per_file_and_one_error_row_per_unreadable_name(bundle_dir, folder):
+    import os
+
+    os.symlink(folder / "gone.png", folder / "dangling.png")
+    os.symlink("loop.png", folder / "loop.png")
+    os.symlink(folder, folder / "again.jpg")  # the folder itself, under an image's name
+    os.link(folder / "a.png", folder / "hard.png")  # a.png under a second name
+    os.symlink(folder / "b.png", folder / "soft.png")
+    other = folder / "other"
+    other.mkdir()
+    os.symlink(folder, other / "up.jpg")
+    os.symlink(other, folder / "dir.jpg")  # another folder named like an image
+    names = ["a.png", "b.png", "c.jpg", "dangling.png", "dir.jpg", "loop.png"]
+    # The folder, and again through a link: each file once, each unreadable name once, dir.jpg reported.
+    assert expand_paths([str(folder), str(folder / "again.jpg/")]) == [str(folder / n) for n in names]
+    # As a shell's `*` passes it: every name, the folders named like images reported, not walked.
+    shell = sorted(str(p) for p in folder.iterdir())
+    given = sorted(names + ["again.jpg", "notes.txt", "other"])
+    assert expand_paths(shell) == [str(folder / n) for n in given if n != "other"]  # other/up.jpg: the folder again
+    assert expand_paths([str(folder / "*.*")]) == [str(folder / n) for n in given if n != "other"]
+    df = attrgan.load_pipeline(bundle_dir).predict(shell)
+    assert df["crop_id"].is_unique and len(df) == 8
+    errors = dict(zip(df["crop_id"], df["error"]))
+    assert errors[str(folder / "dangling.png")].startswith("missing object: ")
+    assert errors[str(folder / "loop.png")].startswith("unreadable object: ")
+    assert errors[str(folder / "dir.jpg")].startswith("unreadable object: ") and "folder" in errors[str(folder / "dir.jpg")]
+    assert df.loc[df["crop_id"] == str(folder / "a.png"), "status"].item() == "ok"
+
+
 def test_predict_command_lines_json_and_csv(bundle_dir, folder, capsys, tmp_path):
     paths = [str(folder / "a.png"), str(folder / "b.png")]
     cli.main(["predict", *paths, "--bundle", bundle_dir])
