@@ -141,7 +141,7 @@ def _short(value: Any) -> str:
     return text if len(text) <= 80 and "\n" not in text else text.replace("\n", " ")[:80] + "…"
 
 
-_DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?", re.ASCII)
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?", re.ASCII)  # unambiguous: linear
 
 
 def _coerce(name: str, tp: Any, value: Any) -> Any:
