@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import glob
 import importlib
 import importlib.util
 import io
@@ -300,6 +301,95 @@ def test_every_kind_of_command_is_found():
     assert {"attrgan", "make", "ray"} <= kinds and any(PYTHON.fullmatch(k) for k in kinds), kinds
     assert any(c.inline for c in COMMANDS) and any(not c.inline for c in COMMANDS)
 
+
+
+# --- running the cheap ones -----------------------------------------------------------------------
+
+DEMO_BUNDLE = "demo-out/bundle"  # what `make demo` leaves: documented commands on it run for real
+FRAME = (240, 160)  # images big enough for the README's --bbox 40,10,64,160
+# Added to a real run to keep it small; the documented flags run as written.
+SMALLER = {"export": ["--set", "networks=superres"]}
+
+
+def image_at(path: Path, seed: int = 0) -> None:
+    from PIL import Image
+
+    from test_pipeline import random_images  # pytest puts tests/ on sys.path
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(random_images(1, size=FRAME, seed=seed)[0]).save(path)
+
+
+def predict_inputs(args: argparse.Namespace, root: Path) -> None:
+    """An image for each path the command names: in a folder, matching a glob, or the file itself."""
+    for path in args.paths:
+        if glob.has_magic(path):
+            image_at(root / re.sub(r"[*?]", "a", path))
+        else:
+            image_at(root / path / "a.png" if path.endswith("/") else root / path)
+
+
+def extract_inputs(args: argparse.Namespace, root: Path) -> None:
+    """A two-crop manifest where the command reads one, images beside it."""
+    import pandas as pd
+
+    from attrgan.data.manifest import write_manifest
+
+    manifest = root / args.manifest
+    folder = manifest.parent if manifest.suffix == ".parquet" else manifest
+    for i in range(2):
+        image_at(folder / f"crop{i}.png", seed=i)
+    write_manifest(pd.DataFrame({"crop_id": ["c0", "c1"], "image_uri": ["crop0.png", "crop1.png"]}), str(manifest))
+
+
+def wrote(args: argparse.Namespace, root: Path) -> bool:
+    """Output the command's --out / --csv names exists (predict without either prints its rows)."""
+    from attrgan.results import SUCCESS_MARKER
+
+    target = getattr(args, "out", None) or getattr(args, "csv", None)
+    if target is None:
+        return True
+    path = root / target
+    return path.is_file() or any(p.name in (SUCCESS_MARKER, "model.onnx") for p in path.rglob("*"))
+
+
+RUNS = {"predict": predict_inputs, "extract": extract_inputs, "export": lambda args, root: None}
+
+
+def runs_for_real(command: DocCommand) -> bool:
+    argv = command.argv
+    return (ATTRGAN.fullmatch(argv[0]) is not None and len(argv) > 2 and argv[1] in RUNS
+            and not ELISION & set(argv) and (DEMO_BUNDLE,) == tuple(b for a, b in zip(argv, argv[1:]) if a == "--bundle"))
+
+
+REAL = [c for c in COMMANDS if runs_for_real(c)]
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+@pytest.mark.parametrize("command", REAL, ids=[f"{c.where} {' '.join(c.argv[:3])}" for c in REAL])
+def test_documented_command_runs_on_a_tiny_bundle(command, tmp_path, monkeypatch, capsys, request):
+    from attrgan.bundle import save_bundle
+    from test_pipeline import tiny_bundle
+
+    name, argv = command.argv[1], [*command.argv[2:], *SMALLER.get(command.argv[1], [])]
+    save_bundle(str(tmp_path / DEMO_BUNDLE), tiny_bundle())
+    (args,) = check(command.argv, inline=command.inline)
+    RUNS[name](args, tmp_path)
+    if name == "extract":
+        request.getfixturevalue("ray_local")
+    monkeypatch.chdir(tmp_path)
+    try:
+        cli.main([name, *argv])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    err = capsys.readouterr().err.strip()
+    assert code == 0, f"{command.where}: `{shlex.join(command.argv)}` exited {code}: {err[-2000:]}"
+    assert wrote(args, tmp_path), f"{command.where}: `{shlex.join(command.argv)}` wrote nothing"
+
+
+def test_the_readme_commands_on_the_demo_bundle_run_for_real():
+    assert {"predict", "extract", "export"} <= {c.argv[1] for c in REAL}
 
 SAMPLE = """Run it:
 
