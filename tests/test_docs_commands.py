@@ -9,7 +9,7 @@ checked without anyone adding it here, and the test fails when it does not parse
   recipe hands to a project script (`DEMO_ARGS=--small`) parses with that script's parser;
 - `ray job submit … -- ENTRYPOINT`: the options parse with ray's own CLI and the entrypoint is a
   project command that parses (without `--` only ray's options are shown, and checked).
-Every parser also formats its --help. The docs' notation: `...` / `…` stands for arguments not
+Every parser also formats its --help (what `--help` prints). The docs' notation: `...` / `…` stands for arguments not
 shown (flags are then not required), `{a,b}` for one of a or b (each is checked), `[--flag x]` for
 optional arguments (checked as written), and `<x>`, `UPPERCASE` or a trailing `:` in the command
 word for a pattern or output (`attrgan <command>: error: …`), which is skipped. An inline span
@@ -17,7 +17,7 @@ without arguments (`attrgan predict`) names a command: its parser must exist.
 
 The cheap commands on the demo's bundle (`--bundle demo-out/bundle`: predict, export, extract)
 then run for real in a scratch folder holding a tiny bundle of random networks and the inputs they
-name; every documented `attrgan` command's --help runs.
+name (RUNS says how to make a command's inputs; a command without an entry there is parsed only).
 """
 
 from __future__ import annotations
@@ -157,7 +157,8 @@ def module_parser(name: str) -> argparse.ArgumentParser:
 
 
 def relax(parser: argparse.ArgumentParser) -> None:
-    """Nothing required (the doc elides arguments), in subcommands too."""
+    """Nothing required (the doc elides arguments), in subcommands too. argparse has no public way
+    to list a parser's actions, so this reads `_actions`."""
     for action in parser._actions:
         action.required = False
         if isinstance(action.choices, dict):  # subparsers
@@ -302,13 +303,12 @@ def test_every_kind_of_command_is_found():
     assert any(c.inline for c in COMMANDS) and any(not c.inline for c in COMMANDS)
 
 
-
 # --- running the cheap ones -----------------------------------------------------------------------
 
 DEMO_BUNDLE = "demo-out/bundle"  # what `make demo` leaves: documented commands on it run for real
 FRAME = (240, 160)  # images big enough for the README's --bbox 40,10,64,160
 # Added to a real run to keep it small; the documented flags run as written.
-SMALLER = {"export": ["--set", "networks=superres"]}
+SMALLER = {"export": ["--set", "networks=superres"], "extract": ["--actors", "1"]}
 
 
 def image_at(path: Path, seed: int = 0) -> None:
@@ -354,19 +354,23 @@ def wrote(args: argparse.Namespace, root: Path) -> bool:
 
 
 RUNS = {"predict": predict_inputs, "extract": extract_inputs, "export": lambda args, root: None}
+ON_RAY = frozenset({"extract"})
 
 
 def runs_for_real(command: DocCommand) -> bool:
+    """An attrgan command RUNS knows, written in full, on the demo's bundle."""
     argv = command.argv
+    bundles = tuple(value for flag, value in zip(argv, argv[1:]) if flag == "--bundle")
     return (ATTRGAN.fullmatch(argv[0]) is not None and len(argv) > 2 and argv[1] in RUNS
-            and not ELISION & set(argv) and (DEMO_BUNDLE,) == tuple(b for a, b in zip(argv, argv[1:]) if a == "--bundle"))
+            and not ELISION & set(argv) and bundles == (DEMO_BUNDLE,))
 
 
 REAL = [c for c in COMMANDS if runs_for_real(c)]
 
 
 @pytest.mark.usefixtures("one_torch_thread")
-@pytest.mark.parametrize("command", REAL, ids=[f"{c.where} {' '.join(c.argv[:3])}" for c in REAL])
+@pytest.mark.parametrize("command", [pytest.param(c, marks=[pytest.mark.ray] if c.argv[1] in ON_RAY else [],
+                                                  id=f"{c.where} {' '.join(c.argv[:3])}") for c in REAL])
 def test_documented_command_runs_on_a_tiny_bundle(command, tmp_path, monkeypatch, capsys, request):
     from attrgan.bundle import save_bundle
     from test_pipeline import tiny_bundle
@@ -375,7 +379,7 @@ def test_documented_command_runs_on_a_tiny_bundle(command, tmp_path, monkeypatch
     save_bundle(str(tmp_path / DEMO_BUNDLE), tiny_bundle())
     (args,) = check(command.argv, inline=command.inline)
     RUNS[name](args, tmp_path)
-    if name == "extract":
+    if name in ON_RAY:
         request.getfixturevalue("ray_local")
     monkeypatch.chdir(tmp_path)
     try:
@@ -390,6 +394,9 @@ def test_documented_command_runs_on_a_tiny_bundle(command, tmp_path, monkeypatch
 
 def test_the_readme_commands_on_the_demo_bundle_run_for_real():
     assert {"predict", "extract", "export"} <= {c.argv[1] for c in REAL}
+
+
+# --- the finder and the checker on commands written for them ----------------------------------------
 
 SAMPLE = """Run it:
 
