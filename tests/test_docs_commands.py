@@ -38,11 +38,11 @@ import pytest
 from attrgan import cli
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 MAKEFILE = ROOT / "Makefile"
 ELISION = frozenset({"...", "…"})
 SHELL_FENCES = frozenset({"", "sh", "bash", "shell", "console"})
-FENCE = re.compile(r"^```([\w-]*)[^\n]*\n(.*?)^```", re.M | re.S)
+FENCE = re.compile(r"^(`{3,}|~{3,})([\w-]*)[^\n]*\n(.*?)^\1", re.M | re.S)
 INLINE = re.compile(r"(?<!`)`([^`]+)`(?!`)")
 ASSIGNMENT = re.compile(r"[A-Za-z_]\w*=.*")
 ATTRGAN = re.compile(r"(?:\S*/bin/)?attrgan")  # not `attrgan/`, the package folder in a tree
@@ -115,10 +115,10 @@ def doc_commands(text: str, name: str) -> list[DocCommand]:
 
     prose = text
     for fence in FENCE.finditer(text):
-        first = text.count("\n", 0, fence.start(2)) + 1
-        block = fence.group(2)
+        first = text.count("\n", 0, fence.start(3)) + 1
+        block = fence.group(3)
         prose = prose[:fence.start()] + re.sub(r"[^\n]", " ", fence.group()) + prose[fence.end():]
-        if fence.group(1) not in SHELL_FENCES:
+        if fence.group(2) not in SHELL_FENCES:
             continue
         pending, start = "", first
         for offset, line in enumerate(block.splitlines()):
@@ -411,6 +411,10 @@ attrgan export: error: this is output, not a command
 attrgan = "not shell"
 ```
 
+~~~bash
+make test
+~~~
+
 Then `attrgan convert --dataset {rap1,peta} …`, `attrgan <command>: failed: …`, `attrgan predict`,
 `python -m attrgan.bench --only train [--bundle
 DIR]` and `ray job submit --working-dir . -- python jobs/train.py …`; `pip install x` is not ours.
@@ -423,10 +427,11 @@ def test_commands_are_found_with_their_lines():
         ("x.md:4", (".venv/bin/attrgan", "predict", "a.jpg", "--bundle", "b"), False),
         ("x.md:5", ("attrgan", "extract", "--manifest", "m", "--bundle", "b", "--out", "o"), False),
         ("x.md:5", ("make", "demo", "DEMO_ARGS=--small"), False),
-        ("x.md:14", ("attrgan", "convert", "--dataset", "{rap1,peta}", "…"), True),
-        ("x.md:14", ("attrgan", "predict"), True),
-        ("x.md:15", ("python", "-m", "attrgan.bench", "--only", "train", "[--bundle", "DIR]"), True),
-        ("x.md:16", ("ray", "job", "submit", "--working-dir", ".", "--", "python", "jobs/train.py", "…"), True),
+        ("x.md:15", ("make", "test"), False),
+        ("x.md:18", ("attrgan", "convert", "--dataset", "{rap1,peta}", "…"), True),
+        ("x.md:18", ("attrgan", "predict"), True),
+        ("x.md:19", ("python", "-m", "attrgan.bench", "--only", "train", "[--bundle", "DIR]"), True),
+        ("x.md:20", ("ray", "job", "submit", "--working-dir", ".", "--", "python", "jobs/train.py", "…"), True),
     ]
     for command in found:
         check(command.argv, inline=command.inline)
