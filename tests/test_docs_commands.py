@@ -56,6 +56,7 @@ class DocCommand:
     where: str  # file:line
     argv: tuple[str, ...]
     inline: bool  # an inline span, not a line of a fenced block
+    problem: str | None = None  # why the shell could not read it
 
 
 # --- finding the commands -------------------------------------------------------------------------
@@ -71,6 +72,14 @@ def split_commands(line: str) -> list[list[str]]:
         else:
             commands[-1].append(word)
     return [c for c in commands if c]
+
+
+def unclosed(text: str) -> bool:
+    try:
+        shlex.split(text, comments=True)
+    except ValueError:
+        return True
+    return False
 
 
 def is_pattern(word: str) -> bool:
@@ -108,7 +117,14 @@ def doc_commands(text: str, name: str) -> list[DocCommand]:
     def add(source: str, line: int, inline: bool) -> None:
         if not re.match(r"\s*(\$\s+)?([A-Za-z_]\w*=\S*\s+)*(\S*attrgan|make|\S*python|ray)\b", source):
             return  # not one of ours: leave other tools' syntax alone
-        for argv in split_commands(source):
+        try:
+            commands = split_commands(source)
+        except ValueError as exc:  # an unclosed quote
+            command = project_command(source.split())
+            if command and not names_a_pattern(command):
+                found.append(DocCommand(f"{name}:{line}", tuple(command), inline, f"the shell cannot read it: {exc}"))
+            return
+        for argv in commands:
             command = project_command(argv)
             if command and not names_a_pattern(command):
                 found.append(DocCommand(f"{name}:{line}", tuple(command), inline))
@@ -126,9 +142,13 @@ def doc_commands(text: str, name: str) -> list[DocCommand]:
                 start = first + offset
             if line.rstrip().endswith("\\"):
                 pending += line.rstrip()[:-1] + " "
-                continue
-            add(pending + line, start, inline=False)
-            pending = ""
+            elif unclosed(pending + line):  # a quoted argument that goes on over lines
+                pending += line + "\n"
+            else:
+                add(pending + line, start, inline=False)
+                pending = ""
+        if pending:
+            add(pending, start, inline=False)
     for span in INLINE.finditer(prose):
         if "\n\n" not in span.group(1):
             add(" ".join(span.group(1).split()), prose.count("\n", 0, span.start()) + 1, inline=True)
@@ -287,11 +307,12 @@ COMMANDS = all_doc_commands()
 
 @pytest.mark.parametrize("command", COMMANDS, ids=[f"{c.where} {' '.join(c.argv[:3])}" for c in COMMANDS])
 def test_documented_command_parses(command):
-    try:
-        check(command.argv, inline=command.inline)
-        problem = None
-    except AssertionError as exc:
-        problem = str(exc).splitlines()[0]
+    problem = command.problem
+    if problem is None:
+        try:
+            check(command.argv, inline=command.inline)
+        except AssertionError as exc:
+            problem = str(exc).splitlines()[0]
     if problem:
         pytest.fail(f"{command.where}: `{shlex.join(command.argv)}` does not work as documented: {problem}",
                     pytrace=False)
@@ -413,11 +434,14 @@ attrgan = "not shell"
 
 ~~~bash
 make test
+python -c 'import attrgan
+print(attrgan)'
 ~~~
 
 Then `attrgan convert --dataset {rap1,peta} …`, `attrgan <command>: failed: …`, `attrgan predict`,
 `python -m attrgan.bench --only train [--bundle
-DIR]` and `ray job submit --working-dir . -- python jobs/train.py …`; `pip install x` is not ours.
+DIR]` and `ray job submit --working-dir . -- python jobs/train.py …`; `pip install x` is not ours;
+`attrgan predict 'a b.jpg --bundle b` misses a quote.
 """
 
 
@@ -428,12 +452,14 @@ def test_commands_are_found_with_their_lines():
         ("x.md:5", ("attrgan", "extract", "--manifest", "m", "--bundle", "b", "--out", "o"), False),
         ("x.md:5", ("make", "demo", "DEMO_ARGS=--small"), False),
         ("x.md:15", ("make", "test"), False),
-        ("x.md:18", ("attrgan", "convert", "--dataset", "{rap1,peta}", "…"), True),
-        ("x.md:18", ("attrgan", "predict"), True),
-        ("x.md:19", ("python", "-m", "attrgan.bench", "--only", "train", "[--bundle", "DIR]"), True),
-        ("x.md:20", ("ray", "job", "submit", "--working-dir", ".", "--", "python", "jobs/train.py", "…"), True),
+        ("x.md:20", ("attrgan", "convert", "--dataset", "{rap1,peta}", "…"), True),
+        ("x.md:20", ("attrgan", "predict"), True),
+        ("x.md:21", ("python", "-m", "attrgan.bench", "--only", "train", "[--bundle", "DIR]"), True),
+        ("x.md:22", ("ray", "job", "submit", "--working-dir", ".", "--", "python", "jobs/train.py", "…"), True),
+        ("x.md:23", ("attrgan", "predict", "'a", "b.jpg", "--bundle", "b"), True),
     ]
-    for command in found:
+    assert [c.problem is not None for c in found] == [False] * 8 + [True]
+    for command in found[:-1]:
         check(command.argv, inline=command.inline)
 
 
