@@ -22,7 +22,6 @@ import os
 import re
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 from attrgan.config import StorageConfig, load, merge, parse_overrides, to_dict
@@ -461,42 +460,36 @@ def run_predict(args: argparse.Namespace) -> int:
 
 # --- export ---------------------------------------------------------------------------------------
 
-EXPORT_DOC = """Export a model bundle for serving (attrgan.export).
+EXPORT_DOC = """Export a model bundle as ONNX for serving outside Python, each network checked with onnxruntime.
 
-    attrgan export ARGS...     (see `attrgan export --help` where the export is installed)
+    attrgan export --bundle demo-out/bundle --out onnx-out [--set networks=classifier] [--set opset=18]
+
+writes `<out>/{classifier,reconstruction,superres}/model.onnx + config.json` (the bundle's
+config.json plus an "onnx" section) and prints each network's largest difference to PyTorch; an
+export that differs by more than `tolerance` is not written. `--set` reaches every ExportConfig
+setting (networks, opset, check_batch, tolerance) and storage.* (attrgan.export).
+Needs the export extra: pip install 'attrgan[export]' (onnx, onnxruntime, onnxscript).
 """
 
 
 def export_parser() -> argparse.ArgumentParser:
     parser = _parser("export", EXPORT_DOC)
-    parser.add_argument("args", nargs=argparse.REMAINDER, help="the export job's own arguments")
+    parser.add_argument("--bundle", required=True, help="model bundle URI (local folder or s3://)")
+    parser.add_argument("--out", required=True, help="output folder (local or s3://)")
+    _add_set(parser, "networks=classifier")
     return parser
 
 
-def _export_main() -> Callable[[list[str]], Any] | None:
-    """The export job's `main(argv)`: attrgan.export's, else jobs/export.py's in a checkout."""
-    try:
-        from attrgan import export
-    except ImportError:
-        export = None
-    if export is not None and hasattr(export, "main"):
-        return export.main
-    script = Path(__file__).resolve().parents[1] / "jobs" / "export.py"
-    if script.is_file():
-        import importlib.util
-
-        spec = importlib.util.spec_from_file_location("attrgan_jobs_export", script)
-        module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-        spec.loader.exec_module(module)  # type: ignore[union-attr]
-        return module.main
-    return None
-
-
 def run_export(args: argparse.Namespace) -> None:
-    main_ = _export_main()
-    if main_ is None:
-        raise RuntimeError("bundle export is not available in this version of attrgan")
-    main_(list(args.args))
+    from attrgan.export import ExportConfig, export_bundle, require_export_tools
+
+    require_export_tools()  # before the bundle loads: a missing extra fails fast, naming the pip install
+    overrides = parse_overrides(args.overrides)
+    storage = StorageConfig.from_env(**overrides.pop("storage", {}))
+    result = export_bundle(args.bundle, args.out, storage=storage, config=load(ExportConfig, overrides=overrides))
+    for name, r in result["networks"].items():
+        print(f"{name:<15} {r['uri']}  {r['bytes'] / 2**20:.1f} MiB  max abs difference vs PyTorch "
+              f"{r['max_abs_diff']:.3g}")
 
 
 # --- dispatch -------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Export a model bundle as ONNX, for serving the networks outside Python.
 
-    python jobs/export.py --bundle s3://models/attrgan/v1 --out exported/v1 [--set opset=18 ...]
+    attrgan export --bundle s3://models/attrgan/v1 --out exported/v1 [--set opset=18 ...]
 
 writes `<out>/{classifier,reconstruction,superres}/` with `model.onnx` and `config.json` (the
 bundle's config.json plus an "onnx" section: file, opset, input and output names and shapes,
@@ -16,13 +16,15 @@ G^R is exported as its composite at its own input size; the pipeline instead com
 and weight over the full-size crop (`attrgan.pipeline.full_size`), which the ONNX model does not
 expose, so outside callers add its change resized up (not yet the pipeline's compositing).
 
-Needs the `export` extra: pip install 'attrgan[export]' (onnx, onnxruntime, onnxscript).
+Needs the `export` extra: pip install 'attrgan[export]' (onnx, onnxruntime, onnxscript). The
+command's flags live with the others in attrgan.cli (`attrgan export --help`); `python
+jobs/export.py` is the same command.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
+import importlib
 import json
 import logging
 import tempfile
@@ -33,7 +35,7 @@ import numpy as np
 import torch
 
 from attrgan.bundle import NETWORKS, check_bundle
-from attrgan.config import ConfigError, StorageConfig, load, parse_overrides
+from attrgan.config import ConfigError, StorageConfig
 from attrgan.data import storage as st
 
 log = logging.getLogger(__name__)
@@ -42,10 +44,28 @@ MODEL_FILE = "model.onnx"
 CONFIG_FILE = "config.json"
 INPUT_NAME = "images"
 OUTPUT_NAMES = {"classifier": "logits", "reconstruction": "restored", "superres": "restored"}
+EXTRA_MODULES = ("onnx", "onnxruntime", "onnxscript")  # pyproject.toml's `export` extra
 
 
 class ExportError(RuntimeError):
-    """An exported network disagrees with PyTorch, or the export tools are missing."""
+    """An exported network disagrees with PyTorch."""
+
+
+class ExportToolsMissing(ConfigError):
+    """The `export` extra is not installed: a setup problem, found before any work (exit 2 in the CLI)."""
+
+
+def require_export_tools() -> None:
+    """Raise ExportToolsMissing, naming the pip install, unless onnx, onnxruntime and onnxscript import."""
+    missing = []
+    for name in EXTRA_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    if missing:
+        raise ExportToolsMissing(f"ONNX export needs the export extra ({', '.join(missing)} not installed): "
+                                 "pip install 'attrgan[export]' (in a checkout: pip install -e '.[export]')")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,13 +118,10 @@ def export_bundle(bundle_uri: str, out_dir: str, *, storage: StorageConfig | Non
     """Export the bundle at `bundle_uri` to `out_dir` (local or s3://); see the module docstring.
 
     Returns {"bundle", "out", "networks": {name: {"uri", "bytes", "max_abs_diff", "input_shape",
-    "output"}}}. Raises ExportError when a network differs from PyTorch by more than the tolerance.
+    "output"}}}. Raises ExportError when a network differs from PyTorch by more than the tolerance,
+    ExportToolsMissing when the export extra is not installed.
     """
-    try:
-        import onnxruntime  # noqa: F401
-        import onnxscript  # noqa: F401
-    except ImportError as exc:
-        raise ExportError(f"ONNX export needs the export extra (pip install 'attrgan[export]'): {exc}") from None
+    require_export_tools()
     config = config or ExportConfig()
     storage = storage or StorageConfig.from_env()
     checked = check_bundle(bundle_uri, storage, networks=config.networks)  # refused whole, before any export
@@ -137,25 +154,3 @@ def export_bundle(bundle_uri: str, out_dir: str, *, storage: StorageConfig | Non
         log.info("exported %s to %s (max abs difference %.3g)", name, uri, diff)
     return {"bundle": bundle_uri, "out": out_dir, "networks": results}
 
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="attrgan export", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--bundle", required=True, help="model bundle URI (folder or s3://)")
-    parser.add_argument("--out", required=True, help="output folder (local or s3://)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="ExportConfig overrides (networks, opset, check_batch, tolerance) and storage.* "
-                             "settings, e.g. --set networks=classifier --set storage.endpoint_url=http://...")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = build_parser().parse_args(argv)
-    overrides = parse_overrides(args.set)
-    storage = StorageConfig.from_env(**overrides.pop("storage", {}))
-    config = load(ExportConfig, overrides=overrides)
-    result = export_bundle(args.bundle, args.out, storage=storage, config=config)
-    for name, r in result["networks"].items():
-        print(f"{name:<15} {r['uri']}  {r['bytes'] / 2**20:.1f} MiB  max abs difference vs PyTorch "
-              f"{r['max_abs_diff']:.3g}")
-    return result

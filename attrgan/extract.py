@@ -52,7 +52,7 @@ import ray.data
 from attrgan.config import ConfigError, StorageConfig, to_dict
 from attrgan.data.manifest import (PARTITION_INDEX, ManifestError, ManifestScan, allowed_prefixes, read_manifest_files,
                                    scan_manifest)
-from attrgan.data.storage import filesystem, is_s3, join, split_s3, write_bytes
+from attrgan.data.storage import absolute, filesystem, is_s3, join, split_s3, write_bytes
 from attrgan.pipeline import Pipeline, PipelineConfig
 from attrgan.proof import restoration_plan
 from attrgan.results import clean_partition, clean_staging, new_run_id, read_success, results_schema, staging_uri
@@ -417,6 +417,8 @@ def run_extract(config: ExtractConfig) -> Summary:
     """
     start = time.perf_counter()
     run_id = new_run_id()
+    config = dataclasses.replace(config, manifest=absolute(config.manifest), bundle=absolute(config.bundle),
+                                 out=absolute(config.out))  # the same places for the cluster's workers
     storage = config.storage
     model_version, metas, scan, prefixes = _setup(config, run_id)
     classifier_meta = metas["classifier"]

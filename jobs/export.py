@@ -1,7 +1,8 @@
-"""Export a model bundle as ONNX: `python jobs/export.py --bundle URI --out DIR [--set key=value ...]`.
+"""Export a model bundle as ONNX: the classifier and both generators, each checked against PyTorch.
 
-Writes the classifier and both generators as ONNX with their config.json, each checked against
-PyTorch with onnxruntime (attrgan.export; needs `pip install -e '.[export]'`).
+`python jobs/export.py ...` is `attrgan export ...` for `ray job submit --working-dir . -- python jobs/export.py`
+and for checkouts without installing; `--help` lists the flags (attrgan.cli). Needs the export
+extra: `pip install -e '.[export]'`.
 """
 
 from __future__ import annotations
@@ -11,12 +12,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from attrgan.export import build_parser, export_bundle  # noqa: E402,F401
-from attrgan.export import main as _main  # noqa: E402
+from attrgan import cli  # noqa: E402
+
+build_parser = cli.export_parser
 
 
 def main(argv: list[str] | None = None) -> None:
-    _main(sys.argv[1:] if argv is None else argv)
+    cli.main(["export", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ def test_every_subcommand_has_help(command, capsys):
     assert exit_.value.code == 0
     out = capsys.readouterr().out
     assert out.startswith(f"usage: attrgan {command}")
-    if command not in ("synth", "export"):  # synth's settings are flags of its two subcommands
+    if command != "synth":  # synth's settings are flags of its two subcommands
         assert "--set KEY=VALUE" in out or command in ("convert",)
 
 
@@ -46,6 +46,7 @@ BAD_INPUT = {
                 "missing.mat"),
     "demo": (["--small", "--crops", "5"], "crops must be >= 20"),
     "predict": (["{tmp}/missing.png", "--bundle", "b"], "no such file"),
+    "export": (["--bundle", "{tmp}/missing", "--out", "{tmp}/o"], "no config.json"),
 }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,8 @@ import torch
 from attrgan.attributes import OCCLUSION_DOWN
 from attrgan.bundle import NETWORKS, Bundle, save_bundle
 from attrgan.config import ConfigError
-from attrgan.export import ExportConfig, export_bundle
+from attrgan import cli
+from attrgan.export import ExportConfig, ExportToolsMissing, export_bundle
 from attrgan.models import (AttributeClassifier, ClassifierConfig, ReconstructionConfig, ReconstructionGenerator,
                             SuperResConfig, SuperResGenerator)
 
@@ -70,3 +72,21 @@ def test_export_of_one_network_and_bad_settings(bundle_uri, tmp_path):
         ExportConfig(networks=("discriminator",))
     with pytest.raises(ConfigError, match="opset"):
         ExportConfig(opset=11)
+
+
+def test_cli_export_takes_its_flags_and_names_the_missing_extra(bundle_uri, tmp_path, monkeypatch, capsys):
+    """`attrgan export --bundle B --out O --set ...` as the README writes it; without the export
+    extra it stops before loading the bundle with one line naming the pip install, exit 2."""
+    cli.main(["export", "--bundle", bundle_uri, "--out", str(tmp_path / "one"), "--set", "networks=classifier",
+              "--set", "check_batch=1"])
+    assert capsys.readouterr().out.startswith("classifier ") and (tmp_path / "one/classifier/model.onnx").is_file()
+    assert not (tmp_path / "one" / "superres").exists()
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` now fails as if not installed
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["export", "--bundle", str(tmp_path / "missing"), "--out", str(tmp_path / "two")])
+    err = capsys.readouterr().err.strip()
+    assert exit_.value.code == 2 and err == ("attrgan export: error: ONNX export needs the export extra (onnxruntime "
+                                             "not installed): pip install 'attrgan[export]' (in a checkout: "
+                                             "pip install -e '.[export]')")
+    with pytest.raises(ExportToolsMissing, match="onnxruntime"):
+        export_bundle(bundle_uri, str(tmp_path / "three"))

@@ -110,6 +110,12 @@ def _path(uri: str) -> str:
     return os.path.abspath(uri)
 
 
+def absolute(uri: str) -> str:
+    """`uri` with a plain relative path made absolute; URIs with a scheme unchanged. Jobs pass their
+    locations through this on the driver: Ray workers do not share its working directory."""
+    return uri if "://" in uri else os.path.abspath(uri)
+
+
 def _config(storage: StorageConfig | None) -> StorageConfig:
     if storage is None:
         return StorageConfig()
