@@ -533,7 +533,11 @@ def _one_line(exc: BaseException) -> str:
     cause = getattr(exc, "cause", None)  # ray.exceptions.RayTaskError
     if isinstance(cause, BaseException):
         exc = cause
-    return " ".join(re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", str(exc)).split()) or type(exc).__name__
+    from attrgan.data.storage import MESSAGE_CHARS, redact
+
+    text = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", str(exc))
+    # Redacted before whitespace is folded: a URL's user-info may hold a newline.
+    return " ".join(redact(text, MESSAGE_CHARS).split()) or type(exc).__name__
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -71,10 +71,13 @@ class StorageConfig:
                            ("retries", MAX_RETRIES), ("max_object_bytes", MAX_OBJECT_BYTES)):
             if not getattr(self, name) <= most:
                 raise ConfigError(f"storage.{name} must be at most {most:g}, got {getattr(self, name)!r}")
-        if self.endpoint_url and "@" in self.endpoint_url.partition("://")[2].partition("/")[0]:
-            # Never echo it: the part before '@' is a credential.
-            raise ConfigError("storage.endpoint_url must not carry user:password@; credentials come from the "
-                              "standard AWS environment, profile or instance role")
+        if self.endpoint_url and any(c in self.endpoint_url for c in "@?#"):
+            # Never echo it: it may carry a credential. Any '@' counts, not only one before the
+            # first '/': a secret key may hold '/' ('http://AKIA…:wJal/K7MD@host'), and what
+            # parsers take for the user-info differs. A query or fragment may carry a signature.
+            raise ConfigError("storage.endpoint_url must be http(s)://host[:port] with no user:password@, '@', "
+                              "query or fragment; credentials come from the standard AWS environment, profile "
+                              "or instance role")
         for prefix in self.allowed_prefixes:
             _check_prefix(prefix)
 

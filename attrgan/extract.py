@@ -52,7 +52,7 @@ import ray.data
 from attrgan.config import ConfigError, StorageConfig, to_dict
 from attrgan.data.manifest import (PARTITION_INDEX, ManifestError, ManifestScan, allowed_prefixes, read_manifest_files,
                                    scan_manifest)
-from attrgan.data.storage import absolute, filesystem, is_s3, join, split_s3, write_bytes
+from attrgan.data.storage import absolute, filesystem, is_s3, join, redact, split_s3, write_bytes
 from attrgan.pipeline import Pipeline, PipelineConfig
 from attrgan.proof import restoration_plan
 from attrgan.results import clean_partition, clean_staging, new_run_id, read_success, results_schema, staging_uri
@@ -373,7 +373,8 @@ def _setup(config: ExtractConfig, run_id: str) -> tuple[str, dict[str, dict[str,
     if is_s3(config.out) == is_s3(config.manifest) and (out.startswith(manifest) or manifest.startswith(out)):
         raise SetupError(f"out={config.out} and manifest={config.manifest} overlap: committing results "
                          "deletes files the results prefix does not list; give them separate prefixes")
-    endpoint = f"storage.endpoint_url={storage.endpoint_url!r}" if storage.endpoint_url else "the default S3 endpoint"
+    endpoint = (f"storage.endpoint_url={redact(storage.endpoint_url)!r}" if storage.endpoint_url
+                else "the default S3 endpoint")
     try:
         model_version, metas = bundle_info(config.bundle, storage)  # the actors' own check: BundleError here, not there
     except OSError as exc:

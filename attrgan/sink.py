@@ -28,7 +28,7 @@ import ray.data
 
 from attrgan.config import StorageConfig
 from attrgan.data.manifest import PARTITION_INDEX, crop_id_problem, read_blocks, text_column
-from attrgan.data.storage import filesystem, join, write_bytes
+from attrgan.data.storage import filesystem, join, redact, write_bytes
 from attrgan.results import TRANSIENT, drill, error_kind, promote, staging_uri
 from attrgan.scoring import IO_TASK_CPUS
 
@@ -217,6 +217,7 @@ def commit_groups(partitions: Sequence[str], rows: Mapping[str, int], limit: int
 
 
 def short_reason(exc: BaseException) -> str:
-    """An exception in a few words: its type and its first line, cut short (no payloads)."""
-    text = str(exc).splitlines()[0][:160] if str(exc) else ""
+    """An exception in a few words: its type and its first line, redacted and cut short (no
+    payloads, no credentials)."""
+    text = redact(str(exc), 160).splitlines()[0] if str(exc) else ""
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

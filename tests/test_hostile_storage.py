@@ -9,6 +9,8 @@ import threading
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as hs
 
 from attrgan.config import ConfigError, StorageConfig
 from attrgan.data import storage as st
@@ -105,7 +107,7 @@ class Flaky:
 def flaky(monkeypatch):
     def install(errors, data=b"ok"):
         fs = Flaky(errors, data)
-        monkeypatch.setattr(st, "filesystem", lambda uri, storage=None: (fs, "b/k"))
+        monkeypatch.setattr(st, "filesystem", lambda uri, storage=None, sdk_retries=True: (fs, "b/k"))
         return fs
     return install
 
@@ -155,10 +157,78 @@ def test_writes_retry_transient_failures(flaky):
 
 
 def test_endpoint_user_info_is_refused_and_redacted():
-    with pytest.raises(ConfigError) as info:
-        StorageConfig(endpoint_url="http://AKIAEXAMPLE:s3cr3t@127.0.0.1:9000")
-    assert "AKIAEXAMPLE" not in str(info.value) and "s3cr3t" not in str(info.value)
-    assert st.redact("failed: http://key:secret@host:9/b and s3://u@b/k") == "failed: http://host:9/b and s3://b/k"
+    for endpoint in ("http://AKIAEXAMPLE:s3cr3t@127.0.0.1:9000",
+                     "http://AKIAEXAMPLE:wJalrXUtn/K7MDENG@127.0.0.1:1",  # a secret key with '/'
+                     "http://AKIAEXAMPLE:p@ss@127.0.0.1:1", "http://127.0.0.1:1/?X-Amz-Signature=s3cr3t"):
+        with pytest.raises(ConfigError) as info:
+            StorageConfig(endpoint_url=endpoint)
+        assert "AKIAEXAMPLE" not in str(info.value) and "s3cr3t" not in str(info.value)
+        assert "wJalrXUtn" not in str(info.value) and "ss@" not in str(info.value)
+    assert st.redact("failed: http://key:secret@host:9/b and s3://u@b/k") == "failed: http://***@host:9/b and s3://***@b/k"
+
+
+def test_redaction_hides_user_info_that_holds_slashes_and_at_signs():
+    assert st.redact("ftp://user:secret/with/slash@host/x") == "ftp://***@host/x"
+    assert st.redact("gs://AKIA:p@ss@h/x") == "gs://***@h/x"  # user-info ends at the last '@'
+    assert st.redact("http://AKIA:wJalrXUtn/K7MDENG@127.0.0.1:1 timed out") == "http://***@127.0.0.1:1 timed out"
+    assert st.redact("s3://k:se\ncret@b/k") == "s3://***@b/k"  # urllib deletes newlines from a URL
+    assert st.redact("HTTPS://k:p%40ss@h/x") == "HTTPS://***@h/x" and st.redact("://k:p@h") == "://***@h"
+    presigned = ("https://b.s3.amazonaws.com/k.jpg?X-Amz-Algorithm=AWS4-HMAC-SHA256&x-amz-credential=AKIA%2F2026"
+                 "&X-Amz-Security-Token=tok&X-AMZ-SIGNATURE=abc#f")
+    assert st.redact(presigned) == ("https://b.s3.amazonaws.com/k.jpg?X-Amz-Algorithm=AWS4-HMAC-SHA256"
+                                    "&x-amz-credential=***&X-Amz-Security-Token=***&X-AMZ-SIGNATURE=***#f")
+    assert st.redact("s3://b/k?AWSAccessKeyId=AKIA&Signature=c2ln&Expires=1") == \
+        "s3://b/k?AWSAccessKeyId=***&Signature=***&Expires=1"
+    # A parameter's value that holds an '@' cannot hide the user-info before it, nor the reverse.
+    assert st.redact("s3://u?sig=VAL@host/k") == "s3://***" and st.redact("s3://u:pw&sig=v@h/k") == "s3://***"
+
+
+# Credentials are built around a marker that no other part of the text holds: if any character of
+# one survived, its marker would too (a redacted span is contiguous).
+SECRET, SIGNATURE = "\u00a7", "\u00b6"
+_text = hs.text(hs.characters(blacklist_characters=SECRET + SIGNATURE), max_size=40)
+_no_space = hs.text(hs.characters(blacklist_characters=" " + SECRET + SIGNATURE), max_size=20)
+_param_value = hs.text(hs.characters(blacklist_characters=" &#\t\n\r\x0b\x0c" + SECRET + SIGNATURE), max_size=20)
+
+
+@hs.composite
+def _with_credentials(draw) -> str:
+    parts = []
+    for _ in range(draw(hs.integers(1, 3))):
+        scheme = draw(hs.sampled_from(["s3", "http", "HTTPS", "ftp", "gs", "file", "x+y.z", ""]))
+        user_info = draw(_no_space) + SECRET + draw(_no_space) + SECRET  # any character but a space
+        host = draw(hs.text(hs.characters(blacklist_characters=" @" + SECRET + SIGNATURE), max_size=15))
+        url = f"{scheme}://{user_info}@{host}{draw(_no_space)}"
+        if draw(hs.booleans()):
+            name = draw(hs.sampled_from(["X-Amz-Signature", "x-amz-credential", "X-Amz-Security-Token",
+                                         "Signature", "AWSAccessKeyId", "sig", "X-Goog-Signature"]))
+            value = draw(_param_value) + SIGNATURE + draw(_param_value) + SIGNATURE
+            url += f"{draw(hs.sampled_from('?&;'))}{name}={value}{draw(hs.sampled_from(['', '&x=1', '#f', ' ']))}"
+        parts += [draw(_text), url]
+    return "".join(parts + [draw(_text)])
+
+
+@settings(max_examples=200, deadline=None)
+@given(_with_credentials(), hs.integers(0, 300))
+def test_no_credential_survives_redaction(text, max_chars):
+    for shown in (st.redact(text, max_chars), st.redact(text, len(text) + 1)):
+        assert SECRET not in shown and SIGNATURE not in shown, (text, shown)
+    assert len(st.redact(text, max_chars)) <= 3 * max_chars + 40  # each '***' may stand for less
+
+
+@pytest.mark.timeout(60)
+def test_redacting_10_mb_values_takes_linear_time():
+    """A 10 MB URI (the old regex did not finish one in 300 s), and 1 MB of shapes that made it
+    quadratic (about half an hour each) or that hold a URL or a parameter every few characters."""
+    assert st.redact("s3://" + "a" * 10_000_000 + "@h/k") == "s3://***… (10000009 characters in all)"
+    size = 1_000_000
+    shapes = {"plain": "a" * size, "no @": "s3://" + "a/" * (size // 2), "at signs": "s3://" + "@" * size,
+              "schemes": "://" * (size // 3), "urls": "s3://k:s@b/x " * (size // 13), "params": "SiG=&" * (size // 5),
+              "unicode": "\u00e9\U0001f600" * (size // 2)}
+    for name, text in shapes.items():
+        shown = st.redact(text)
+        assert len(shown) < 300 and f"({len(text)} characters in all)" in shown, name
+    assert st.redact("s3://k:s@b/x " * 20_000, size) == "s3://***@b/x " * 20_000  # nothing cut
 
 
 def test_allowed_local_prefixes(tmp_path):
@@ -174,3 +244,31 @@ def test_allowed_local_prefixes(tmp_path):
     assert not st.allowed("s3:///key", prefixes) and not st.allowed("ftp://h/x", prefixes)
     assert st.allowed("s3://bucket/images/x.jpg", prefixes) and not st.allowed("s3://bucket/imagesX/x", prefixes)
     assert st.allowed("/anything", ("file://",))
+
+
+def test_credentials_reach_no_row_error_and_no_command_line(flaky, monkeypatch, capsys):
+    from attrgan import cli
+
+    secret = "wJalrXUtn/K7MDENG"
+    flaky([OSError(f"AWS Error ACCESS_DENIED at http://AKIA:{secret}@127.0.0.1:1/b/k\nDetails: s3://k:{secret}@b")])
+    long_uri = "s3://b/" + "k" * 10_000_000
+    out = decode_batch({"image_uri": ["s3://b/k", f"gs://AKIA:{secret}@h/x", long_uri]}, size=(8, 4), storage=FAST)
+    assert out["error"][0] == "access denied: s3://b/k (check the job's credentials and bucket policy)"
+    assert out["error"][1] == "unsupported uri: unsupported URI scheme 'gs://' in 'gs://***@h/x'; supported: s3://, " \
+                              "file://, plain local paths"
+    assert out["error"][2] == (f"bad uri: s3://b/{'k' * 193}… (10000007 characters in all) has a key over S3's "
+                               "1024-byte limit")
+
+    def fail(args):
+        raise OSError(f"cannot reach http://AKIA:{secret}@127.0.0.1:1\n{'x' * 10_000_000}")
+
+    monkeypatch.setitem(cli.RUNNERS, "synth", fail)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["synth", "generate", "--out", "x", "-n", "1"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 1 and len(err.splitlines()) == 1 and len(err) < 1100 and secret not in err
+    assert err.startswith("attrgan synth: failed: cannot reach http://***@127.0.0.1:1 xxx")
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["predict", "x.png", "--bundle", "b", "--set", f"storage.endpoint_url=http://AKIA:{secret}@127.0.0.1:1"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "storage.endpoint_url must be" in err and secret not in err and "AKIA" not in err

@@ -53,7 +53,8 @@ from PIL import Image, ImageFile, UnidentifiedImageError
 
 from attrgan.config import StorageConfig
 from attrgan.data.manifest import text_problem
-from attrgan.data.storage import ObjectRefusedError, TransientStorageError, allowed, read_bytes, redact, scheme
+from attrgan.data.storage import (MESSAGE_CHARS, ObjectRefusedError, TransientStorageError, allowed, read_bytes, redact,
+                                  scheme)
 from attrgan.results import TRANSIENT  # the kind of a row whose read may pass later: its partition is redone
 
 if TYPE_CHECKING:
@@ -493,6 +494,9 @@ def resize(image: np.ndarray, size: Sequence[int]) -> np.ndarray:
 # fetch + decode + crop, sharing one decode between the crops of a frame
 
 
+S3_MAX_KEY_BYTES = 1024  # the longest object key S3 stores (UTF-8)
+
+
 def uri_problem(uri: Any) -> str | None:
     """Why `uri` cannot name an image ("missing uri: …", "unsupported uri: …", "bad uri: …"), or None.
     Text that is not UTF-8 (bytes here) or is longer than the manifest's limit is a "bad uri"
@@ -507,7 +511,7 @@ def uri_problem(uri: Any) -> str | None:
     try:
         kind = scheme(uri)
     except ValueError as exc:
-        return f"unsupported uri: {redact(str(exc))}"
+        return f"unsupported uri: {redact(str(exc), MESSAGE_CHARS)}"
     if kind == "s3":
         bucket, _, key = uri[5:].partition("/")
         if not bucket:
@@ -516,6 +520,9 @@ def uri_problem(uri: Any) -> str | None:
             return f"bad uri: {redact(uri)} names no object key (expected s3://bucket/key)"
         if ".." in key.split("/"):
             return f"bad uri: {redact(uri)} has a '..' path segment"
+        if len(key) > S3_MAX_KEY_BYTES or len(key.encode("utf-8", "surrogatepass")) > S3_MAX_KEY_BYTES:
+            # Never sent: the SDK would sign and send every byte of it, to be refused.
+            return f"bad uri: {redact(uri)} has a key over S3's {S3_MAX_KEY_BYTES}-byte limit"
     return None
 
 
@@ -541,10 +548,11 @@ def fetch(uri: str, storage: StorageConfig | None = None) -> bytes:
     except IsADirectoryError:
         raise ImageError(f"unreadable object: {shown} is a folder, not an image") from None
     except OSError as exc:
-        text = redact(str(exc).splitlines()[0]) if str(exc) else type(exc).__name__
+        # Redacted before the first line is taken: a URL's user-info may hold a newline.
+        text = redact(str(exc)).splitlines()[0] if str(exc) else type(exc).__name__
         if "ACCESS_DENIED" in text or "AccessDenied" in text or "403" in text:
             raise ImageError(f"access denied: {shown} (check the job's credentials and bucket policy)") from None
-        raise ImageError(f"unreadable object: {shown}: {text[:200]}") from None
+        raise ImageError(f"unreadable object: {shown}: {text}") from None
 
 
 def _crops_from(data: bytes, bboxes: Sequence[Sequence[int] | None], size: tuple[int, int] | None,
@@ -729,7 +737,7 @@ def decode_batch(batch: Any, *, size: Sequence[int] = (320, 128), storage: Stora
         shown = redact(uri)
         for (i, _), result in zip(rows, results):
             if isinstance(result, ImageError):
-                message = redact(str(result))
+                message = redact(str(result), MESSAGE_CHARS)
                 errors[i] = message if shown in message else f"{message} ({shown})"
             else:
                 images[i] = result[0]

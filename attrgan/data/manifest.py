@@ -732,7 +732,7 @@ def read_manifest_files(batch: pa.Table, *, manifest: str, storage: StorageConfi
     Not `ray.data.read_parquet`: Ray Data 2.60 lists the files and starts footer-reader actors for
     every read (7-11 s per run on 2 CPUs, against 0.3-0.5 s here), and the driver has already read
     the footers (`scan_manifest`)."""
-    fs, _ = filesystem(manifest, storage)
+    fs, _ = filesystem(manifest, storage, sdk_retries=False)  # `retrying` is the one retry loop
     for path in batch["path"].to_pylist():
         for table in read_blocks(fs, path, INPUT_COLUMNS, storage):
             table = table.append_column("path", pa.array([path] * table.num_rows, pa.string()))

@@ -27,6 +27,7 @@ never carry URL user-info.
 
 from __future__ import annotations
 
+import heapq
 import os
 import posixpath
 import random
@@ -48,7 +49,7 @@ if TYPE_CHECKING:
 SUPPORTED_SCHEMES = ("s3://", "file://", "plain local paths")
 
 _lock = threading.Lock()
-_pyarrow_cache: dict[tuple[int, StorageConfig], pafs.FileSystem] = {}
+_pyarrow_cache: dict[tuple[int, StorageConfig, bool], pafs.FileSystem] = {}
 _fsspec_cache: dict[tuple[int, StorageConfig], "fsspec.AbstractFileSystem"] = {}
 _LOCAL = pafs.LocalFileSystem()
 _CHUNK = 8 << 20  # bytes read at a time, so a size limit stops a read within one chunk
@@ -66,22 +67,96 @@ class ObjectRefusedError(OSError):
     """An object that is never read: larger than `max_object_bytes`, or not a regular file."""
 
 
-def redact(text: str) -> str:
-    """`text` with the user-info of every URL removed ('http://key:secret@host' → 'http://host')."""
-    return re.sub(r"([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]*@", r"\1", text)
+# Redaction finds what to hide with `find` / `rfind` over UTF-8 bytes (no regex that could
+# backtrack), so its time is linear in the length of the text.
+# Names of query parameters and header fields whose value is a credential or a signature, matched
+# in any case as the end of a name before '=': X-Amz-Signature, X-Amz-Credential,
+# X-Amz-Security-Token, Signature, AWSAccessKeyId, X-Goog-Signature, sig (Azure SAS), ...
+_SECRET_PARAMS = tuple(f"{name}=".encode() for name in (
+    "signature", "credential", "token", "accesskeyid", "sig", "password", "secret", "secretkey",
+    "secret_key", "secret_access_key", "apikey", "api_key"))
+# Lower-cases ASCII letters and turns the characters that end a parameter's value ('&', '#',
+# whitespace) into spaces, byte for byte (so offsets stay those of the text).
+_FOLD = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ&#\t\n\r\x0b\x0c", b"abcdefghijklmnopqrstuvwxyz       ")
+REDACTED = "***"
+SHOWN_CHARS = 200  # a value (a URI) shown in a message is cut to this many characters
+MESSAGE_CHARS = 1000  # a whole message (a row error, a command's error line) is cut to this many
+
+
+def redact(text: str, max_chars: int = SHOWN_CHARS) -> str:
+    """`text` safe for a message or a log: the user-info of every URL replaced by '***'
+    ('s3://key:se/cr@t@host/k' → 's3://***@host/k'), the value of every credential-like
+    parameter too ('X-Amz-Signature=***'), cut to `max_chars` characters.
+
+    A URL starts at '://' (any scheme, or none) and runs to the next space; its user-info is
+    everything before its last '@', whatever it holds ('/', ':', '@', '%', tabs and newlines,
+    which urllib deletes from a URL). So a key with an '@' in it ('s3://b/a@b.jpg') is shown
+    as 's3://***@b.jpg': a message may say less, never a credential. Linear in the length of
+    `text`: past the cut only `find` / `rfind` run over it, so the Python work is bounded by
+    `max_chars`."""
+    raw = text.encode("utf-8", "surrogatepass")
+    cut = len(text) > max_chars
+    stop = len(text[:max_chars].encode("utf-8", "surrogatepass")) if cut else len(raw)
+    # Both kinds of span are found in the original text, so hiding one cannot hide the other.
+    out, done = [], 0
+    for begin, end in sorted(_user_info_spans(raw, stop) + _param_spans(raw, stop)):
+        if out and begin <= done:  # overlaps or touches the span before
+            done = max(done, end)
+            continue
+        out += [raw[done:begin], REDACTED.encode()]
+        done = end
+    out.append(raw[done:stop])
+    shown = b"".join(out).decode("utf-8", "surrogatepass")
+    return f"{shown}… ({len(text)} characters in all)" if cut else shown
+
+
+def _user_info_spans(raw: bytes, stop: int) -> list[tuple[int, int]]:
+    """(begin, end) of the user-info of every URL whose '://' starts before `stop`."""
+    spans = []
+    start = raw.find(b"://")
+    while start != -1 and start < stop:
+        begin = start + 3
+        end = raw.find(b" ", begin)
+        end = len(raw) if end == -1 else end
+        at = raw.rfind(b"@", begin, end)
+        if at > begin:
+            spans.append((begin, at))
+        start = raw.find(b"://", end)  # a '://' inside this URL has no '@' after it: nothing left
+    return spans
+
+
+def _param_spans(raw: bytes, stop: int) -> list[tuple[int, int]]:
+    """(begin, end) of the value of every credential-like parameter named before `stop`."""
+    folded = raw.translate(_FOLD)
+    spans: list[tuple[int, int]] = []
+    done = 0
+    found = [(at, name) for name in _SECRET_PARAMS if (at := folded.find(name)) != -1]
+    heapq.heapify(found)
+    while found:  # the names in order of position; one inside a value already found is skipped
+        at, name = heapq.heappop(found)
+        if at >= stop:
+            break
+        if at >= done:
+            end = folded.find(b" ", at + len(name))
+            done = len(raw) if end == -1 else end
+            spans.append((at + len(name), done))
+        if (at := folded.find(name, max(done, at + 1))) != -1:
+            heapq.heappush(found, (at, name))
+    return [(begin, end) for begin, end in spans if end > begin]
 
 
 def scheme(uri: str) -> str:
     """'s3' or 'file' ('file' for plain paths); ValueError for any other scheme."""
     if not isinstance(uri, str) or not uri:
-        raise ValueError(f"expected a non-empty URI string, got {uri!r}")
+        raise ValueError(f"expected a non-empty URI string, got {redact(repr(uri))}")
     head, sep, _ = uri.partition("://")
     if not sep:
         return "file"
     head = head.lower()
     if head in ("s3", "file"):
         return head
-    raise ValueError(f"unsupported URI scheme {head + '://'!r} in {uri!r}; supported: {', '.join(SUPPORTED_SCHEMES)}")
+    raise ValueError(f"unsupported URI scheme {redact(head + '://')!r} in {redact(uri)!r}; "
+                     f"supported: {', '.join(SUPPORTED_SCHEMES)}")
 
 
 def is_s3(uri: str) -> bool:
@@ -92,7 +167,7 @@ def is_s3(uri: str) -> bool:
 def split_s3(uri: str) -> tuple[str, str]:
     """`s3://bucket/a/b` → ('bucket', 'a/b'); ValueError without a bucket."""
     if not is_s3(uri):
-        raise ValueError(f"expected an s3:// URI, got {uri!r}")
+        raise ValueError(f"expected an s3:// URI, got {redact(uri)!r}")
     bucket, _, key = uri[5:].partition("/")
     if not bucket:
         raise ValueError(f"s3 URI has no bucket: {redact(uri)!r}")
@@ -124,7 +199,7 @@ def _config(storage: StorageConfig | None) -> StorageConfig:
     return storage
 
 
-def _pyarrow_s3(storage: StorageConfig) -> pafs.FileSystem:
+def _pyarrow_s3(storage: StorageConfig, sdk_retries: bool) -> pafs.FileSystem:
     kwargs: dict = {
         "anonymous": storage.anonymous,
         "region": storage.region,
@@ -136,30 +211,37 @@ def _pyarrow_s3(storage: StorageConfig) -> pafs.FileSystem:
         # pyarrow ignores AWS_ENDPOINT_URL, and wants host[:port] and the scheme separately.
         parsed = urlparse(storage.endpoint_url)
         if not parsed.scheme or not parsed.netloc:
-            raise ValueError(f"storage.endpoint_url must look like http(s)://host[:port], got {storage.endpoint_url!r}")
+            raise ValueError(f"storage.endpoint_url must look like http(s)://host[:port], got "
+                             f"{redact(storage.endpoint_url)!r}")
         kwargs["scheme"] = parsed.scheme
         kwargs["endpoint_override"] = parsed.netloc + parsed.path.rstrip("/")
     # `profile` is not a pyarrow option: the AWS SDK underneath reads AWS_PROFILE itself.
-    # request_timeout bounds a stalled transfer (the SDK's low-speed limit on Linux).
+    # request_timeout bounds a stalled transfer (the SDK's low-speed limit on Linux). The SDK's
+    # own retry loop makes `storage.retries` + 1 attempts, or one where `retrying` is the loop.
+    attempts = storage.retries + 1 if sdk_retries else 1
     return pafs.S3FileSystem(**kwargs, connect_timeout=storage.connect_timeout_s,
-                             request_timeout=storage.request_timeout_s)
+                             request_timeout=storage.request_timeout_s,
+                             retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=attempts))
 
 
-def filesystem(uri: str, storage: StorageConfig | None = None) -> tuple[pafs.FileSystem, str]:
+def filesystem(uri: str, storage: StorageConfig | None = None, *,
+               sdk_retries: bool = True) -> tuple[pafs.FileSystem, str]:
     """(pyarrow filesystem, path inside it) for `uri`.
 
-    S3: `pyarrow.fs.S3FileSystem` built from `storage` and path 'bucket/key'. Local: the local
+    S3: `pyarrow.fs.S3FileSystem` built from `storage` and path 'bucket/key'; its SDK retries a
+    failed request up to `storage.retries` times, or never with `sdk_retries=False`: the client
+    for calls wrapped in `retrying`, whose loop must be the only one. Local: the local
     filesystem and an absolute path. ValueError for unsupported schemes.
     """
     path = _path(uri)
     if not is_s3(uri):
         return _LOCAL, path
     storage = _config(storage)
-    key = (os.getpid(), storage)
+    key = (os.getpid(), storage, sdk_retries)
     with _lock:
         fs = _pyarrow_cache.get(key)
         if fs is None:
-            fs = _pyarrow_cache[key] = _pyarrow_s3(storage)
+            fs = _pyarrow_cache[key] = _pyarrow_s3(storage, sdk_retries)
     return fs, path
 
 
@@ -182,8 +264,11 @@ def fsspec_filesystem(uri: str, storage: StorageConfig | None = None) -> tuple["
                 client_kwargs["endpoint_url"] = storage.endpoint_url
             if storage.region:
                 client_kwargs["region_name"] = storage.region
+            # botocore's retry loop is the only one: `storage.retries` + 1 attempts (its
+            # standard mode retries timeouts, dropped connections, 5xx and throttling).
             config_kwargs: dict = {"connect_timeout": storage.connect_timeout_s,
-                                   "read_timeout": storage.request_timeout_s}
+                                   "read_timeout": storage.request_timeout_s,
+                                   "retries": {"mode": "standard", "total_max_attempts": storage.retries + 1}}
             if storage.use_path_style:
                 config_kwargs["s3"] = {"addressing_style": "path"}
             fs = _fsspec_cache[key] = s3fs.S3FileSystem(
@@ -192,6 +277,9 @@ def fsspec_filesystem(uri: str, storage: StorageConfig | None = None) -> tuple["
                 client_kwargs=client_kwargs,
                 config_kwargs=config_kwargs,
             )
+            # s3fs wraps each call in a loop of its own (5 tries of botocore's loop): one try.
+            # Not a constructor option, so a copy of this object unpickled elsewhere loses it.
+            fs.retries = 1
     return fs, path
 
 
@@ -244,7 +332,8 @@ def _short_reason(exc: BaseException) -> str:
 
 def retrying(uri: str, storage: StorageConfig, call: Callable[[], T]) -> T:
     """`call()`, retried on transient failures with exponential backoff and jitter, within
-    `storage.retries` and `storage.retry_max_wait_s` of waiting in all."""
+    `storage.retries` and `storage.retry_max_wait_s` of waiting in all. `call` must use a client
+    from `filesystem(..., sdk_retries=False)`, so that this loop is the only one."""
     waited = 0.0
     for attempt in range(storage.retries + 1):
         try:
@@ -287,15 +376,15 @@ def _read_local(path: str, uri: str, limit: int) -> bytes:
     real = os.path.realpath(path)
     for root in _PSEUDO_ROOTS:
         if _under(real, root):
-            raise ObjectRefusedError(f"{uri} lies under {root}, which holds devices and kernel state, not images")
+            raise ObjectRefusedError(f"{redact(uri)} lies under {root}, which holds devices and kernel state, not images")
     # O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused just below).
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     with os.fdopen(fd, "rb", buffering=0) as f:
         info = os.fstat(fd)
         if stat.S_ISDIR(info.st_mode):
-            raise IsADirectoryError(f"{uri} is a folder")
+            raise IsADirectoryError(f"{redact(uri)} is a folder")
         if not stat.S_ISREG(info.st_mode):
-            raise ObjectRefusedError(f"{uri} is a {_file_kind(info.st_mode)}, not a regular file")
+            raise ObjectRefusedError(f"{redact(uri)} is a {_file_kind(info.st_mode)}, not a regular file")
         return _read_limited(f, info.st_size, uri, limit)  # type: ignore[arg-type]
 
 
@@ -307,12 +396,12 @@ def read_bytes(uri: str, storage: StorageConfig | None = None, *, max_bytes: int
     """
     storage = _config(storage)
     limit = storage.max_object_bytes if max_bytes is None else max_bytes
-    fs, path = filesystem(uri, storage)
+    fs, path = filesystem(uri, storage, sdk_retries=False)
     if not is_s3(uri):
         try:
             return _read_local(path, uri, limit)
         except FileNotFoundError:
-            raise FileNotFoundError(f"{uri} not found") from None
+            raise FileNotFoundError(f"{redact(uri)} not found") from None
 
     def read() -> bytes:
         with fs.open_input_file(path) as f:  # a HEAD first: the size is known before any byte is read
@@ -321,13 +410,13 @@ def read_bytes(uri: str, storage: StorageConfig | None = None, *, max_bytes: int
     try:
         return retrying(uri, storage, read)
     except FileNotFoundError:
-        raise FileNotFoundError(f"{uri} not found") from None
+        raise FileNotFoundError(f"{redact(uri)} not found") from None
     except (TransientStorageError, ObjectRefusedError):
         raise
     except OSError as exc:
         # pyarrow reports a missing S3 key as a generic OSError on some code paths.
         if is_not_found(exc):
-            raise FileNotFoundError(f"{uri} not found") from None
+            raise FileNotFoundError(f"{redact(uri)} not found") from None
         raise OSError(redact(str(exc))) from None
 
 
@@ -342,7 +431,7 @@ def write_bytes(uri: str, data: bytes, storage: StorageConfig | None = None) -> 
     """Write `data` to `uri`, replacing it; local parent folders are created. Transient
     object-store failures are retried like reads (a rewrite of the whole object is idempotent)."""
     storage = _config(storage)
-    fs, path = filesystem(uri, storage)
+    fs, path = filesystem(uri, storage, sdk_retries=False)
     if not is_s3(uri):
         fs.create_dir(os.path.dirname(path), recursive=True)
 
@@ -392,14 +481,14 @@ def delete_prefix(uri: str, storage: StorageConfig | None = None) -> None:
     if is_s3(uri):
         _, key = split_s3(uri)
         if not key.strip("/"):
-            raise ValueError(f"refusing to delete a whole bucket, got {uri!r}; name a prefix inside it")
+            raise ValueError(f"refusing to delete a whole bucket, got {redact(uri)!r}; name a prefix inside it")
     elif os.path.dirname(path) == path:
-        raise ValueError(f"refusing to delete a filesystem root, got {uri!r}")
+        raise ValueError(f"refusing to delete a filesystem root, got {redact(uri)!r}")
     info = fs.get_file_info(path)
     if info.type == pafs.FileType.NotFound:
         return
     if info.type == pafs.FileType.File:
-        raise ValueError(f"delete_prefix expects a folder/prefix, got the file {uri!r}")
+        raise ValueError(f"delete_prefix expects a folder/prefix, got the file {redact(uri)!r}")
     fs.delete_dir(path)
 
 
