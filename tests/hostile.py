@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import socket
 import subprocess
 import sys
 import textwrap
+import threading
 
 import numpy as np
 from PIL import Image
@@ -100,3 +103,26 @@ def jpeg_variant(kind: str, pixels: np.ndarray, quality: int = 90) -> bytes:
         return bytes(data)
     assert kind == "baseline", kind
     return encode(rgb, "JPEG", quality=quality)
+
+
+@contextlib.contextmanager
+def hanging_endpoint():
+    """An endpoint on 127.0.0.1 that accepts connections and never answers: yields its URL and a
+    function giving how many connections it has accepted."""
+    server = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                held.append(server.accept()[0])
+            except OSError:  # closed
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}", lambda: len(held)
+    finally:
+        server.close()
+        for conn in held:
+            conn.close()

@@ -21,8 +21,10 @@ object's size before any byte is read, and again while reading), only regular lo
 devices, FIFOs, /proc or /sys), with connect / request timeouts on every object-store call. Reads
 and writes retry timeouts, dropped connections, 5xx and throttling with exponential backoff and
 jitter (`retries`, `retry_backoff_s`, `retry_max_wait_s`); a failure that outlasts them raises
-`TransientStorageError`, permanent ones (missing, denied, too large) raise at once. Messages
-never carry URL user-info.
+`TransientStorageError`, permanent ones (missing, denied, too large) raise at once. The SDKs do
+not retry inside that loop (`filesystem(..., sdk_retries=False)`), so one call is bounded by
+attempts x (connect + request timeout) + the waits (docs/security.md). Messages go through
+`redact`: no credential, no unbounded length.
 """
 
 from __future__ import annotations
