@@ -112,7 +112,7 @@ def test_values_far_over_the_limits_are_error_rows_of_bounded_size(tmp_path):
     prepared, out = prepared_and_decoded(table, tmp_path)
     assert out["status"].tolist() == ["error", "error"]
     assert out["error"][0].startswith("bad crop_id: crop_id is longer than 1,024 bytes (cccc")
-    assert out["error"][1].startswith("bad uri: image_uri is longer than 4,096 bytes (s3://b/xxx")  # redacted
+    assert out["error"][1].startswith("bad uri: image_uri is longer than 4,096 bytes (s3://***@b/xxx")  # redacted
     assert all(len(e) < 300 for e in out["error"]) and max(len(k) for k in prepared["crop_id"].to_pylist()) < 100
 
 

@@ -494,10 +494,6 @@ def resize(image: np.ndarray, size: Sequence[int]) -> np.ndarray:
 # fetch + decode + crop, sharing one decode between the crops of a frame
 
 
-S3_MAX_KEY_BYTES = 1024  # the longest object key S3 stores (UTF-8)
-LOCAL_MAX_PATH_BYTES = 4096  # PATH_MAX on Linux: the kernel refuses longer paths
-
-
 def uri_problem(uri: Any) -> str | None:
     """Why `uri` cannot name an image ("missing uri: …", "unsupported uri: …", "bad uri: …"), or None.
     Text that is not UTF-8 (bytes here) or is longer than the manifest's limit is a "bad uri"
@@ -521,17 +517,7 @@ def uri_problem(uri: Any) -> str | None:
             return f"bad uri: {redact(uri)} names no object key (expected s3://bucket/key)"
         if ".." in key.split("/"):
             return f"bad uri: {redact(uri)} has a '..' path segment"
-        if _over(key, S3_MAX_KEY_BYTES):
-            # Never sent: the SDK would sign and send every byte of it, to be refused.
-            return f"bad uri: {redact(uri)} has a key over S3's {S3_MAX_KEY_BYTES}-byte limit"
-    elif _over(uri[7:] if uri[:7].lower() == "file://" else uri, LOCAL_MAX_PATH_BYTES):
-        # Never resolved: resolving symlinks costs a lookup per folder of the path, each as long as the path.
-        return f"bad uri: {redact(uri)} is a path over the {LOCAL_MAX_PATH_BYTES}-byte limit of local paths"
     return None
-
-
-def _over(text: str, limit: int) -> bool:
-    return len(text) > limit or len(text.encode("utf-8", "surrogatepass")) > limit
 
 
 def fetch(uri: str, storage: StorageConfig | None = None) -> bytes:

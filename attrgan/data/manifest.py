@@ -37,7 +37,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from attrgan.config import StorageConfig
-from attrgan.data.storage import filesystem, is_s3, parent, redact, retrying, split_s3
+from attrgan.data.storage import filesystem, is_s3, parent, redact, redacted_head, retrying, split_s3
 
 MANIFEST_SCHEMA = pa.schema([
     pa.field("crop_id", pa.string(), nullable=False),
@@ -642,12 +642,12 @@ _VALUE_KINDS = {"image_uri": "bad uri", "crop_id": "bad crop_id", "camera_id": "
 
 
 def stand_in(raw: bytes | pa.Buffer) -> str:
-    """What stands in for a text value that is not UTF-8 or too long: its first STAND_IN_BYTES,
-    bytes that are not UTF-8 as \\xNN escapes, then "…#" and 16 hex digits of the SHA-256 of the
+    """What stands in for a text value that is not UTF-8 or too long: its first STAND_IN_BYTES
+    characters, bytes that are not UTF-8 as \\xNN escapes, redacted with the whole value in view
+    (a URL's user-info may end past them), then "…#" and 16 hex digits of the SHA-256 of the
     whole value, so distinct values keep distinct stand-ins (a crop_id stays a key)."""
-    head = raw[:STAND_IN_BYTES]
-    head = (head.to_pybytes() if isinstance(head, pa.Buffer) else bytes(head)).decode("utf-8", "backslashreplace")
-    return f"{head}…#{hashlib.sha256(raw).hexdigest()[:16]}"
+    text = (raw.to_pybytes() if isinstance(raw, pa.Buffer) else bytes(raw)).decode("utf-8", "backslashreplace")
+    return f"{redacted_head(text, STAND_IN_BYTES)}…#{hashlib.sha256(raw).hexdigest()[:16]}"
 
 
 def text_problem(name: str, value: str | bytes | pa.Buffer) -> tuple[str | None, str]:
@@ -655,7 +655,8 @@ def text_problem(name: str, value: str | bytes | pa.Buffer) -> tuple[str | None,
 
     problem: None for UTF-8 text within the column's limit, else the row's error ("bad uri:
     image_uri is not UTF-8 text (…)", "bad crop_id: crop_id is longer than 1,024 bytes (…)");
-    usable value: the value as str, or its `stand_in`. Costs O(limit) beyond hashing a bad value."""
+    usable value: the value as str, or its `stand_in`. Costs O(limit) beyond hashing and redacting
+    a bad value."""
     limit, kind = MAX_VALUE_BYTES[name], _VALUE_KINDS[name]
     if isinstance(value, str):
         if len(value) <= limit:  # characters: never fewer than bytes

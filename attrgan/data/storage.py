@@ -88,17 +88,23 @@ MESSAGE_CHARS = 1000  # a whole message (a row error, a command's error line) is
 def redact(text: str, max_chars: int = SHOWN_CHARS) -> str:
     """`text` safe for a message or a log: the user-info of every URL replaced by '***'
     ('s3://key:se/cr@t@host/k' → 's3://***@host/k'), the value of every credential-like
-    parameter too ('X-Amz-Signature=***'), cut to `max_chars` characters.
+    parameter too ('X-Amz-Signature=***'), cut to `max_chars` characters, saying how long it was.
 
     A URL starts at '://' (any scheme, or none) and runs to the next space; its user-info is
     everything before its last '@', whatever it holds ('/', ':', '@', '%', tabs and newlines,
     which urllib deletes from a URL). So a key with an '@' in it ('s3://b/a@b.jpg') is shown
-    as 's3://***@b.jpg': a message may say less, never a credential. Linear in the length of
-    `text`: past the cut only `find` / `rfind` run over it, so the Python work is bounded by
-    `max_chars`."""
+    as 's3://***@b.jpg': a message may say less, never a credential."""
+    head = redacted_head(text, max_chars)
+    return f"{head}… ({len(text)} characters in all)" if len(text) > max_chars else head
+
+
+def redacted_head(text: str, max_chars: int) -> str:
+    """The first `max_chars` characters of `text` redacted like `redact` does, with the whole text
+    in view: a user-info whose '@' lies past the cut is hidden too (cutting first would show it).
+    Linear in the length of `text`: past the cut only `find` / `rfind` run over it, so the
+    Python work is bounded by `max_chars`."""
     raw = text.encode("utf-8", "surrogatepass")
-    cut = len(text) > max_chars
-    stop = len(text[:max_chars].encode("utf-8", "surrogatepass")) if cut else len(raw)
+    stop = len(text[:max_chars].encode("utf-8", "surrogatepass")) if len(text) > max_chars else len(raw)
     # Both kinds of span are found in the original text, so hiding one cannot hide the other.
     out, done = [], 0
     for begin, end in sorted(_user_info_spans(raw, stop) + _param_spans(raw, stop)):
@@ -108,8 +114,7 @@ def redact(text: str, max_chars: int = SHOWN_CHARS) -> str:
         out += [raw[done:begin], REDACTED.encode()]
         done = end
     out.append(raw[done:stop])
-    shown = b"".join(out).decode("utf-8", "surrogatepass")
-    return f"{shown}… ({len(text)} characters in all)" if cut else shown
+    return b"".join(out).decode("utf-8", "surrogatepass")
 
 
 def _user_info_spans(raw: bytes, stop: int) -> list[tuple[int, int]]:
