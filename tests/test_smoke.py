@@ -12,10 +12,11 @@ def test_rap_ids():
 
 
 def test_storage_from_env():
-    cfg = StorageConfig.from_env({"AWS_ENDPOINT_URL": "http://x:1", "ATTRGAN_S3_ANONYMOUS": "yes"})
+    cfg = StorageConfig.from_env({"AWS_ENDPOINT_URL": "http://x:1", "ATTRGAN_S3_ANONYMOUS": "true"})
     assert cfg.endpoint_url == "http://x:1" and cfg.anonymous and cfg.use_path_style
-    with pytest.raises(ConfigError, match="boolean"):
-        StorageConfig.from_env({"ATTRGAN_S3_ANONYMOUS": "maybe"})
+    for value in ("maybe", "yes", "1"):  # booleans are true or false, nothing a user must guess
+        with pytest.raises(ConfigError, match="boolean"):
+            StorageConfig.from_env({"ATTRGAN_S3_ANONYMOUS": value})
     assert parse_overrides(["a.b=1", "c=x"]) == {"a": {"b": 1}, "c": "x"}
 
 
