@@ -258,7 +258,8 @@ class _Loader(yaml.SafeLoader):
     - booleans are only true / false: `yes`, `on`, `y` and `no` stay strings;
     - dates stay strings (`since: 2026-11-01` is the string the setting takes);
     - anchors and aliases are refused: an alias bomb of a few hundred bytes expands to billions of
-      values; and documents nest at most MAX_SETTINGS_DEPTH levels.
+      values; so are explicit tags (`!!int 0x10`), which would bring YAML 1.1's typing back;
+      documents nest at most MAX_SETTINGS_DEPTH levels.
     """
 
     def __init__(self, stream: Any) -> None:
@@ -269,6 +270,8 @@ class _Loader(yaml.SafeLoader):
         event = self.peek_event()
         if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
             raise _Refused(f"anchors and aliases (&name, *name) are not allowed in settings (line {event.start_mark.line + 1})")
+        if getattr(event, "tag", None) is not None:  # `!!int 0x10`, `!!bool yes`: the typing below, bypassed
+            raise _Refused(f"explicit tags ({event.tag}) are not allowed in settings (line {event.start_mark.line + 1})")
         self._depth += 1
         if self._depth > MAX_SETTINGS_DEPTH:
             raise _Refused(f"nests deeper than {MAX_SETTINGS_DEPTH} levels (line {event.start_mark.line + 1})")
@@ -302,6 +305,8 @@ def _yaml(text: str, where: str) -> Any:
         raise ConfigError(f"{where}: not valid YAML ({str(exc).splitlines()[0]})") from None
     except RecursionError:  # the scanner's own recursion, before any node is composed
         raise ConfigError(f"{where}: nests deeper than {MAX_SETTINGS_DEPTH} levels") from None
+    except ValueError:  # an integer of more digits than Python converts
+        raise ConfigError(f"{where}: holds a number too long to be a setting") from None
 
 
 def parse_overrides(items: typing.Iterable[str]) -> dict[str, Any]:

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from attrgan.config import StorageConfig
+from attrgan.data.storage import redact
 from attrgan.pipeline import PipelineConfig
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
@@ -191,12 +192,19 @@ def _decoded(items: list[str | np.ndarray], offset: int, bbox: Sequence[int] | N
 
 def summary_line(row: pd.Series, *, attributes: Sequence[str] | None = None) -> str:
     """One human line for a result row: `path: ok female 0.91, backpack 0.77 [super-resolved]`."""
+    name = printable(redact(str(row["crop_id"])))
     if row["status"] != "ok":
-        return f"{row['crop_id']}: error: {row['error']}"
+        return f"{name}: error: {printable(str(row['error']))}"
     names = attributes if attributes is not None else [c[:-6] for c in row.index if c.endswith("_score")
                                                        and c != "occlusion_score"]
     positives = sorted(((row[f"{a}_score"], a) for a in names if bool(row[a])), reverse=True)
     restored = [flag for flag, column in (("super-resolved", "super_resolved"), ("reconstructed", "reconstructed"))
                 if bool(row[column])]
     text = ", ".join(f"{a} {s:.2f}" for s, a in positives) or "no attribute above its threshold"
-    return f"{row['crop_id']}: ok {text}" + (f" [{', '.join(restored)}]" if restored else "")
+    return f"{name}: ok {text}" + (f" [{', '.join(restored)}]" if restored else "")
+
+
+def printable(text: str) -> str:
+    """`text` with every character a terminal would act on (escape sequences, newlines) written as
+    its Python escape: a file name from a walked folder is shown, never run."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

@@ -196,7 +196,7 @@ def verify_staged(files: Sequence[str], expected: int, storage: StorageConfig) -
 def check_ids(files: Sequence[str], manifest: str, storage: StorageConfig) -> str | None:
     """A partition's crop_ids: no nulls, no repeated keys (`crop_id_problem`). None when fine, else
     what is wrong."""
-    fs, _ = filesystem(manifest, storage)
+    fs, _ = filesystem(manifest, storage, sdk_retries=False)  # `read_blocks` retries: the one retry loop
     keys = [text_column(block["crop_id"], "crop_id")[0]
             for f in files for block in read_blocks(fs, f, ["crop_id"], storage)]
     return crop_id_problem(pa.chunked_array(keys, pa.string()))

@@ -129,6 +129,14 @@ def test_alias_bombs_and_deep_documents_are_bad_input(tmp_path, capsys):
         assert exit_.value.code == 2 and len(err.splitlines()) == 1 and "error:" in err, err
 
 
+def test_explicit_tags_cannot_bring_yaml_11_typing_back(tmp_path):
+    for i, line in enumerate(("count: !!int 0x10", "flag: !!bool yes", "ratio: !!float 1_0.0", "name: !!str 1")):
+        path = tmp_path / f"tagged{i}.yaml"
+        path.write_text(line + "\n")
+        with pytest.raises(ConfigError, match=r"explicit tags \(tag:yaml.org,2002:\w+\) are not allowed"):
+            load(Typed, path)
+
+
 def _expected(field: str, text: str):
     """What a user writing `field=text` means, or None where the value is to be refused."""
     import math

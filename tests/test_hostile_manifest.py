@@ -116,6 +116,24 @@ def test_values_far_over_the_limits_are_error_rows_of_bounded_size(tmp_path):
     assert all(len(e) < 300 for e in out["error"]) and max(len(k) for k in prepared["crop_id"].to_pylist()) < 100
 
 
+def test_a_uri_climbing_out_of_its_bucket_is_a_redacted_bounded_row_error():
+    table = pa.table({"crop_id": ["a", "b"],
+                      "image_uri": ["../../x.jpg?X-Amz-Signature=SECRETSIG&X-Amz-Credential=AKIAXX",
+                                    "../" * 1300 + "y?token=SECRET"],
+                      "path": ["m.parquet"] * 2})
+    errors = prepare_rows(table, base="s3://bucket/m", partition_of={"m.parquet": 0})[ROW_ERROR].to_pylist()
+    assert all(e.startswith("bad uri: image_uri") for e in errors), errors
+    assert not any("SECRET" in e or "AKIAXX" in e for e in errors) and all(len(e) < 1100 for e in errors)
+
+
+def test_a_half_float_box_is_whole_pixels_or_a_bad_bbox_row(tmp_path):
+    good = png(tmp_path / "a.png")
+    box = {name: pa.array(np.array(values, np.float16))
+           for name, values in (("bbox_x", [0, 1.5]), ("bbox_y", [0, 0]), ("bbox_w", [10, 10]), ("bbox_h", [20, 20]))}
+    _, out = prepared_and_decoded(pa.table({"crop_id": ["a", "b"], "image_uri": [good, good], **box}), tmp_path)
+    assert out["status"].tolist() == ["ok", "error"] and out["error"][1].startswith("bad bbox: bbox_x"), out["error"]
+
+
 def test_crop_ids_are_checked_for_repeats_by_their_row_keys():
     assert crop_id_problem(pa.chunked_array([text([b"a", b"\xff", b"b"])])) is None
     problem = crop_id_problem(pa.chunked_array([text([b"\xff", b"a", b"\xff"])]))

@@ -17,7 +17,7 @@ from attrgan.attributes import OCCLUSION_DOWN
 from attrgan.bundle import Bundle, save_bundle
 from attrgan.models import (AttributeClassifier, ClassifierConfig, ReconstructionConfig, ReconstructionGenerator,
                             SuperResConfig, SuperResGenerator)
-from attrgan.predict import expand_paths
+from attrgan.predict import expand_paths, summary_line
 
 ATTRS = ("female", "hat", OCCLUSION_DOWN)
 
@@ -156,3 +156,11 @@ def test_predict_command_bad_input_is_one_line_and_exit_2(bundle_dir, folder, ca
         err = capsys.readouterr().err.strip()
         assert exit_.value.code == 2 and len(err.splitlines()) == 1, (argv, err)
         assert err.startswith("attrgan predict: error: ") and expected in err, err
+
+
+def test_summary_lines_show_names_without_credentials_or_terminal_codes():
+    row = pd.Series({"crop_id": "s3://AKIA:secret@b/evil\x1b]0;title\x07\n.jpg", "status": "error",
+                     "error": "missing object"})
+    line = summary_line(row)
+    assert "secret" not in line and not any(c in line for c in "\x1b\x07\n"), line
+    assert line == "s3://***@b/evil\\x1b]0;title\\x07\\n.jpg: error: missing object"

@@ -53,8 +53,8 @@ from PIL import Image, ImageFile, UnidentifiedImageError
 
 from attrgan.config import StorageConfig
 from attrgan.data.manifest import text_problem
-from attrgan.data.storage import (MESSAGE_CHARS, ObjectRefusedError, TransientStorageError, allowed, read_bytes, redact,
-                                  scheme)
+from attrgan.data.storage import (MESSAGE_CHARS, S3_BUCKET, ObjectRefusedError, TransientStorageError, allowed, read_bytes,
+                                  redact, scheme)
 from attrgan.results import TRANSIENT  # the kind of a row whose read may pass later: its partition is redone
 
 if TYPE_CHECKING:
@@ -505,6 +505,8 @@ def uri_problem(uri: Any) -> str | None:
     problem = text_problem("image_uri", uri)[0]
     if problem is not None:
         return problem
+    if "\x00" in uri:  # no file system or object store takes one; os.path would raise on it
+        return f"bad uri: {redact(uri)} holds a NUL character"
     try:
         kind = scheme(uri)
     except ValueError as exc:
@@ -513,6 +515,8 @@ def uri_problem(uri: Any) -> str | None:
         bucket, _, key = uri[5:].partition("/")
         if not bucket:
             return f"bad uri: {redact(uri)} names no bucket (expected s3://bucket/key)"
+        if not S3_BUCKET.fullmatch(bucket):  # user-info ('key:secret@bucket') included: never sent
+            return f"bad uri: {redact(uri)} names no valid bucket (letters, digits, '.', '_', '-')"
         if not key.strip("/"):
             return f"bad uri: {redact(uri)} names no object key (expected s3://bucket/key)"
         if ".." in key.split("/"):

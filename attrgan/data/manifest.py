@@ -37,7 +37,8 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from attrgan.config import StorageConfig
-from attrgan.data.storage import filesystem, is_s3, parent, redact, redacted_head, retrying, split_s3
+from attrgan.data.storage import (MESSAGE_CHARS, filesystem, is_s3, parent, redact, redacted_head, retrying,
+                                  split_s3)
 
 MANIFEST_SCHEMA = pa.schema([
     pa.field("crop_id", pa.string(), nullable=False),
@@ -549,7 +550,7 @@ def resolve_uri(value: str, base: str) -> str:
         bucket, key = split_s3(base)
         joined = posixpath.normpath(posixpath.join(key, value))
         if joined == ".." or joined.startswith("../") or joined == ".":
-            raise ManifestError(f"image_uri {value!r} points outside the bucket of {base}")
+            raise ManifestError(f"image_uri {redact(value)!r} points outside the bucket of {redact(base)}")
         return f"s3://{bucket}/{joined}"
     if base[:7].lower() == "file://":
         return "file://" + os.path.normpath(os.path.join(base[7:], value))
@@ -797,7 +798,7 @@ def prepare_rows(table: pa.Table, *, base: str, partition_of: Mapping[str, int])
             problems.append(None)
         except (ManifestError, ValueError) as exc:
             resolved.append("")
-            problems.append(f"bad uri: {exc}")
+            problems.append(f"bad uri: {redact(str(exc), MESSAGE_CHARS)}")
     types = {"crop_id": pa.string(), "bbox_x": pa.int64(), "bbox_y": pa.int64(), "bbox_w": pa.int64(),
              "bbox_h": pa.int64(), "camera_id": pa.string(), "captured_at": pa.timestamp("us", tz="UTC")}
     row_error = pc.coalesce(text["crop_id"][1], uri_problems, pc.take(pa.array(problems, pa.string()), uris.indices),
@@ -813,6 +814,7 @@ def prepare_rows(table: pa.Table, *, base: str, partition_of: Mapping[str, int])
             if pa.types.is_dictionary(column.type):
                 column = column.dictionary_decode()
             if pa.types.is_floating(column.type):  # a bbox written by pandas: whole numbers or a row error
+                column = column.cast(pa.float64())  # float16 has no floor kernel; float64 holds each exactly
                 bad = pc.fill_null(pc.invert(pc.equal(column, pc.floor(column))), False)
                 message = pa.scalar(f"bad bbox: {name} is not a whole number of pixels", pa.string())
                 row_error = pc.if_else(pc.and_(bad, pc.is_null(row_error)), message, row_error)

@@ -41,6 +41,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlparse
 
+import pyarrow as pa
 import pyarrow.fs as pafs
 
 from attrgan.config import StorageConfig
@@ -90,10 +91,11 @@ def redact(text: str, max_chars: int = SHOWN_CHARS) -> str:
     ('s3://key:se/cr@t@host/k' → 's3://***@host/k'), the value of every credential-like
     parameter too ('X-Amz-Signature=***'), cut to `max_chars` characters, saying how long it was.
 
-    A URL starts at '://' (any scheme, or none) and runs to the next space; its user-info is
-    everything before its last '@', whatever it holds ('/', ':', '@', '%', tabs and newlines,
-    which urllib deletes from a URL). So a key with an '@' in it ('s3://b/a@b.jpg') is shown
-    as 's3://***@b.jpg': a message may say less, never a credential."""
+    A URL starts at '://' (any scheme, or none) and runs to the next '://'; its user-info is
+    everything before its last '@', whatever it holds ('/', ':', '@', '%', spaces, tabs and
+    newlines, which urllib deletes from a URL). So a key with an '@' in it ('s3://b/a@b.jpg'), or
+    an '@' in the text after a URL, is shown as 's3://***@b.jpg': a message may say less, never a
+    credential."""
     head = redacted_head(text, max_chars)
     return f"{head}… ({len(text)} characters in all)" if len(text) > max_chars else head
 
@@ -123,12 +125,14 @@ def _user_info_spans(raw: bytes, stop: int) -> list[tuple[int, int]]:
     start = raw.find(b"://")
     while start != -1 and start < stop:
         begin = start + 3
-        end = raw.find(b" ", begin)
+        # Up to the next URL: a secret may hold spaces too, and hiding a later '@' of plain text
+        # says less, never too much.
+        end = raw.find(b"://", begin)
         end = len(raw) if end == -1 else end
         at = raw.rfind(b"@", begin, end)
         if at > begin:
             spans.append((begin, at))
-        start = raw.find(b"://", end)  # a '://' inside this URL has no '@' after it: nothing left
+        start = end if end < len(raw) else -1
     return spans
 
 
@@ -425,6 +429,8 @@ def read_bytes(uri: str, storage: StorageConfig | None = None, *, max_bytes: int
         if is_not_found(exc):
             raise FileNotFoundError(f"{redact(uri)} not found") from None
         raise OSError(redact(str(exc))) from None
+    except pa.ArrowException as exc:  # e.g. ArrowInvalid, a ValueError: its text may quote the URI unredacted
+        raise OSError(f"{redact(uri)}: unreadable ({type(exc).__name__})") from None
 
 
 def is_not_found(exc: OSError) -> bool:
@@ -504,6 +510,12 @@ def _under(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder + "/")
 
 
+# What an S3 bucket name may hold, looser than AWS's own rules (any S3-compatible store's names
+# fit), so that a user-info ('key:secret@bucket') or a port is never taken for one. One character
+# class: matching is linear.
+S3_BUCKET = re.compile(r"[A-Za-z0-9._-]{1,255}", re.ASCII)
+
+
 def allowed(uri: str, prefixes: Sequence[str]) -> bool:
     """True when `uri` lies under one of `prefixes`: `s3://bucket[/prefix]` entries for objects,
     absolute local folders for local paths (compared after resolving symlinks and '..'), or the
@@ -519,5 +531,8 @@ def allowed(uri: str, prefixes: Sequence[str]) -> bool:
         return any(is_s3(p) and _under(uri, p) for p in prefixes)
     if "file://" in prefixes:
         return True
-    real = os.path.realpath(_path(uri))
+    try:
+        real = os.path.realpath(_path(uri))
+    except ValueError:  # a NUL character: no such file
+        return False
     return any(p.startswith("/") and _under(real, os.path.realpath(p)) for p in prefixes)
