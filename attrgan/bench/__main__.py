@@ -10,7 +10,7 @@ import time
 
 import torch
 
-SECTIONS = ("models", "data", "train", "extract", "precision", "agreement", "dataplane", "manifest")
+SECTIONS = ("models", "data", "train", "layout", "extract", "precision", "agreement", "dataplane", "manifest")
 # Sections that measure a trained bundle rather than random networks take --bundle.
 BUNDLE_SECTIONS = frozenset({"agreement"})
 

@@ -52,20 +52,6 @@ def run(quick: bool = False) -> None:
                     table = pd.read_csv(io.BytesIO(st.read_bytes(st.join(result.run_uri, "epochs.csv"))))
                     print(f"{label:<22} {workers:>7} {table['images_per_s'].iloc[-1]:>10.1f} {wall:>8.1f}",
                           flush=True)
-            # The demo's layout (attrgan.demo.TRAIN_WORKERS) against the one it replaced, on the same
-            # cores and global batch: one worker with every thread, or single-threaded workers that
-            # split the batch (DDP). Alternated twice, so a slow stretch of the machine hits both.
-            threads = max(1, int(cpus) // 2 * 2)
-            print(f"\nclassifier, {threads} threads, global batch 32: one worker vs {threads} single-threaded workers")
-            for repeat in range(2):
-                for workers in (1, threads):
-                    config = load_train_config("classifier", overrides={
-                        "epochs": epochs, "workers": workers, "max_steps_per_epoch": steps,
-                        "cpus_per_worker": float(threads // workers), "batch_size": 32 // workers})
-                    result = train_network(config, manifest=manifest, bundle=os.path.join(root, f"layout{repeat}{workers}"),
-                                           run_name=f"layout-{repeat}-{workers}")
-                    table = pd.read_csv(io.BytesIO(st.read_bytes(st.join(result.run_uri, "epochs.csv"))))
-                    print(f"{'classifier':<22} {workers:>7} {table['images_per_s'].iloc[-1]:>10.1f}", flush=True)
     finally:
         if started_ray:
             ray.shutdown()
