@@ -60,7 +60,8 @@ TRAIN_SETTINGS: dict[str, dict[str, Any]] = {
     # With the preset's skip connections both beat their baseline in validation PSNR within fewer
     # steps than these epochs (reconstruction 17.3 dB vs 14.2 for the occluded input after 176
     # steps; super-resolution up to 35.2 dB vs 33.2 for bilinear, unsteady at lr 2e-3).
-    # The GANs see 1,400 of the training crops: their steps, not more crops, bound what they learn.
+    # The GANs see 1,120 of the training crops: their steps, not more crops, bound what they learn
+    # (1,400 took the demo past 15 minutes on a 2-core CPU without bf16; docs/demo.md).
     # G^R at λ 0.01 (λ 0.1 also changed the unoccluded head), trained against the classifier with
     # the attribute-agreement loss: on pixels and λ alone it did not raise the occluded mA
     # (-0.12), with μ 100 it does (+1.87 after 6 epochs, +2.41 after 10, which would take the demo
@@ -68,9 +69,9 @@ TRAIN_SETTINGS: dict[str, dict[str, Any]] = {
     # same mA, and the visible rows change 2.8 dB less (docs/demo.md); 12 epochs or twice the width
     # gained nothing more. A quarter of its inputs left unoccluded teaches it to leave alone a crop
     # the pipeline wrongly takes for occluded (complete experiment -0.27 -> +0.54 on seed 2).
-    "reconstruction": {"epochs": 6, "pool": 1, "lam": 0.01, "agreement_weight": 100.0, "max_train_crops": 1400,
+    "reconstruction": {"epochs": 6, "pool": 1, "lam": 0.01, "agreement_weight": 100.0, "max_train_crops": 1120,
                        "masked": True, "residual": False, "clean_share": 0.25},
-    "superres": {"epochs": 4, "pool": 1, "lam": 0.1, "max_train_crops": 1400},
+    "superres": {"epochs": 4, "pool": 1, "lam": 0.1, "max_train_crops": 1120},
 }
 # --small: a minute or two, for CI. The numbers mean nothing; the path is what is tested.
 SMALL_TRAIN_SETTINGS: dict[str, dict[str, Any]] = {

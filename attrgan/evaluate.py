@@ -101,7 +101,8 @@ class EvaluateConfig:
     limit: evaluate only the first `limit` rows of the split (quick looks); None = all.
     batch_size: rows per decode and scoring batch.
     actors / cpus_per_actor / gpus_per_actor: the scoring actor pool, sized by
-        `attrgan.scoring.plan_actors` exactly like extraction's (on CPUs the actors decode).
+        `attrgan.scoring.plan_actors` exactly like extraction's, with the same default (on CPUs the
+        actors decode).
     examples: image triplets per contact sheet.
     pipeline: the pipeline settings the "pipeline" variant runs with (as extraction would).
     bootstrap_resamples: resamples of each gain's paired bootstrap interval (>= 1; cheap: 1,000
@@ -116,7 +117,7 @@ class EvaluateConfig:
     seed: int = 0
     limit: int | None = None
     batch_size: int = 32
-    actors: int = 1
+    actors: int = 2  # as extraction's: on a 2-core machine one single-threaded actor left a core idle
     cpus_per_actor: float | None = None
     gpus_per_actor: float = 1.0
     examples: int = 6
@@ -305,7 +306,13 @@ def score_sets(tables: Mapping[str, pa.Table], *, input_size: tuple[int, int], c
         for v in VARIANTS:
             frame[v] = list(np.asarray(batch[v], dtype=np.float32))
         frames.append(frame)
-    return pd.concat(frames, ignore_index=True)
+    # The actors finish batches in any order; the rows go back to the sets' order, so that every
+    # bootstrap resample, which draws row positions, is the same on every run.
+    scored = pd.concat(frames, ignore_index=True)
+    keys = zip(combined["eval_set"].to_pylist(), combined["crop_id"].to_pylist())
+    position = {key: i for i, key in enumerate(keys)}
+    order = np.argsort([position[key] for key in zip(scored["eval_set"], scored["crop_id"])], kind="stable")
+    return scored.iloc[order].reset_index(drop=True)
 
 
 # ---------------------------------------------------------------------------------------------
