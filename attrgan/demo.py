@@ -43,9 +43,10 @@ from attrgan.runtime import start_local_ray
 BUCKET = "attrgan-demo"
 SPLITS = (0.8, 0.1, 0.1)  # train / val / test shares of the archive
 QUERY_ATTRIBUTE = "backpack"
-# Every demo network trains data-parallel on two single-threaded workers (DDP over gloo): on two
-# cores that is faster than one worker with two threads (docs/demo.md), and the recipe, hence the
-# numbers, are the same on a machine with more cores.
+# Every demo network trains data-parallel on two single-threaded workers (DDP over gloo). On two
+# cores that trains the classifier as fast as one worker with two threads and G^S 1.14x faster
+# (`python -m attrgan.bench --only layout`), each worker fetches half the crops, and the recipe,
+# hence the numbers, are the same on a machine with more cores.
 TRAIN_WORKERS = 2
 
 # Settings on top of the cpu-small preset (attrgan.train.config), per network; docs/demo.md has the
