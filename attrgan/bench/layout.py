@@ -9,13 +9,10 @@ machine hits both.
 
 from __future__ import annotations
 
-import io
 import os
 import tempfile
 
-import pandas as pd
-
-from attrgan.data import storage as st
+from attrgan.bench.train import last_images_per_s
 from attrgan.train.config import load_train_config
 
 GLOBAL_BATCH = 32
@@ -49,8 +46,7 @@ def run(quick: bool = False) -> None:
                             "cpus_per_worker": float(threads // workers), "batch_size": GLOBAL_BATCH // workers})
                         result = train_network(config, manifest=manifest, run_name=f"{model}-{repeat}-{workers}",
                                                bundle=os.path.join(root, f"bundle-{repeat}-{workers}"))
-                        epochs = pd.read_csv(io.BytesIO(st.read_bytes(st.join(result.run_uri, "epochs.csv"))))
-                        rates[workers].append(float(epochs["images_per_s"].iloc[-1]))
+                        rates[workers].append(last_images_per_s(result))
                 for workers, values in rates.items():
                     layout = (f"1 worker x {threads} threads" if workers == 1
                               else f"{workers} workers x 1 thread")

@@ -11,11 +11,18 @@ import io
 import os
 import tempfile
 import time
+from typing import Any
 
 import pandas as pd
 
 from attrgan.data import storage as st
 from attrgan.train.config import NETWORKS, load_train_config
+
+
+def last_images_per_s(result: Any) -> float:
+    """The last epoch's images/s over all workers of a `train_network` result (its epochs.csv)."""
+    epochs = pd.read_csv(io.BytesIO(st.read_bytes(st.join(result.run_uri, "epochs.csv"))))
+    return float(epochs["images_per_s"].iloc[-1])
 
 
 def run(quick: bool = False) -> None:
@@ -49,8 +56,7 @@ def run(quick: bool = False) -> None:
                     result = train_network(config, manifest=manifest, bundle=os.path.join(root, f"b{workers}"),
                                            run_name=f"{label}-{workers}")
                     wall = time.perf_counter() - start
-                    table = pd.read_csv(io.BytesIO(st.read_bytes(st.join(result.run_uri, "epochs.csv"))))
-                    print(f"{label:<22} {workers:>7} {table['images_per_s'].iloc[-1]:>10.1f} {wall:>8.1f}",
+                    print(f"{label:<22} {workers:>7} {last_images_per_s(result):>10.1f} {wall:>8.1f}",
                           flush=True)
     finally:
         if started_ray:

@@ -241,11 +241,10 @@ def _jpeg_image_end(img: Image.Image, data: bytes) -> int:
             if pos >= n:
                 raise _truncated("the file ends before the end-of-image marker")
             raise _corrupt(f"expected a marker at byte {pos}")
-        while pos < n and data[pos] == 0xFF:  # fill bytes
-            pos += 1
-        if pos >= n:
+        after = _NOT_FF.search(data, pos)  # past the fill bytes, without a Python step per byte
+        if after is None:
             raise _truncated("the file ends before the end-of-image marker")
-        marker, pos = data[pos], pos + 1
+        marker, pos = data[after.start()], after.start() + 1
         if marker == 0xD9:
             break
         if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # no length
