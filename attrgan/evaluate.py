@@ -311,7 +311,8 @@ def score_sets(tables: Mapping[str, pa.Table], *, input_size: tuple[int, int], c
     scored = pd.concat(frames, ignore_index=True)
     keys = zip(combined["eval_set"].to_pylist(), combined["crop_id"].to_pylist())
     position = {key: i for i, key in enumerate(keys)}
-    order = np.argsort([position[key] for key in zip(scored["eval_set"], scored["crop_id"])], kind="stable")
+    order = np.argsort([position.get(key, len(position)) for key in zip(scored["eval_set"], scored["crop_id"])],
+                       kind="stable")
     return scored.iloc[order].reset_index(drop=True)
 
 
