@@ -37,9 +37,9 @@ import logging
 import os
 import uuid
 from urllib.parse import unquote
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
 import pyarrow as pa
@@ -58,6 +58,8 @@ STAGING_DIR = "_staging"
 # Error kind (the text before the first ':' of a row's `error`) of a read that failed for a reason
 # that may pass (timeouts, throttling, 5xx): such rows never complete a partition.
 TRANSIENT = "transient"
+# Times a reader starts again from the markers when a file it was given is gone (`_consistently`).
+READ_ATTEMPTS = 3
 # Hive keys whose values the reader understands well enough to skip folders.
 DATE_KEYS = frozenset({"date"})
 CAMERA_KEYS = frozenset({"camera", "camera_id"})
@@ -101,6 +103,7 @@ def error_kind(message: str) -> str:
 
 
 TimeLike = dt.datetime | dt.date | pd.Timestamp | str
+T = TypeVar("T")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -111,11 +114,12 @@ TimeLike = dt.datetime | dt.date | pd.Timestamp | str
 #   1. writes new files under `<out>/_staging/<run>/<partition>/` (readers skip `_` paths);
 #   2. verifies them (one row per manifest row, no duplicate crop_id);
 #   3. moves them into the partition folder under names no committed file has;
-#   4. replaces `_SUCCESS` in one write (an S3 PUT, a rename locally): the switch to the new files;
-#   5. deletes the files the new marker does not list.
+#   4. replaces `_SUCCESS` in one write (an S3 PUT, a rename locally): the switch to the new files.
 # Killed at any moment, a partition's marker names either its complete old files or its complete
-# new ones, and `load_results` reads exactly those. Leftovers (staged files, unlisted files) are
-# deleted by the next run.
+# new ones, and `load_results` reads exactly those. The files the switch superseded stay one
+# generation: a reader that read the old marker a moment before the switch still finds every file
+# it names. The next run deletes them at its start (`clean_partition`), with any other leftovers
+# (staged files, files moved in by a run killed before its switch).
 
 
 def new_run_id() -> str:
@@ -179,10 +183,11 @@ def _write_atomically(fs: pafs.FileSystem, path: str, data: bytes) -> None:
 
 
 def clean_partition(uri: str, storage: StorageConfig | None = None) -> int:
-    """Delete what a killed run left in output partition `uri`: data files its `_SUCCESS` does
-    not list and temporary markers. A partition without a marker listing its files keeps its
-    data files (an older layout, or never committed: nothing to protect, nothing to trust).
-    Returns the number of files deleted."""
+    """Delete, at the start of a run, what earlier runs left in output partition `uri`: data
+    files its `_SUCCESS` does not list (the generation the last switch superseded, files of a run
+    killed before its switch) and temporary markers. A partition without a marker listing its
+    files keeps its data files (an older layout, or never committed: nothing to protect, nothing
+    to trust). Returns the number of files deleted."""
     fs, path = _filesystem(uri, storage)
     listed = _marker_files(_read_marker(fs, f"{path}/{SUCCESS_MARKER}"))
     infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
@@ -209,8 +214,9 @@ def staging_uri(out: str, run_id: str, partition: str) -> str:
 
 def promote(uri: str, staged: Sequence[str], marker: Mapping[str, Any], *, run_id: str,
             storage: StorageConfig | None = None, fault: str | None = None) -> list[str]:
-    """Make the verified files `staged` (URIs) partition `uri`'s committed results (steps 3-5
-    above); `marker` becomes its `_SUCCESS` with the file list added. Returns the file names.
+    """Make the verified files `staged` (URIs) partition `uri`'s committed results (steps 3-4
+    above); `marker` becomes its `_SUCCESS` with the file list added. The files it supersedes stay
+    for readers of the old marker until the next run's `clean_partition`. Returns the file names.
 
     fault: a step name ("promoting", "before_success", "after_success") at which to kill this
     process with SIGKILL, for the failure drills in the tests.
@@ -225,10 +231,6 @@ def promote(uri: str, staged: Sequence[str], marker: Mapping[str, Any], *, run_i
     drill(fault, "before_success")
     _write_atomically(fs, f"{path}/{SUCCESS_MARKER}", json.dumps({**marker, "files": names}, indent=2).encode())
     drill(fault, "after_success")
-    try:
-        clean_partition(uri, storage)
-    except OSError as exc:  # committed already; the next run cleans what is left
-        log.warning("%s: committed, but cleaning superseded files failed (%s)", uri, type(exc).__name__)
     return names
 
 
@@ -377,6 +379,26 @@ def results_filter(*, start: TimeLike | None = None, end: TimeLike | None = None
     return expr
 
 
+def _gone(exc: OSError) -> bool:
+    return isinstance(exc, FileNotFoundError) or is_not_found(exc) or "No such file or directory" in str(exc)
+
+
+def _consistently(read: Callable[[], T]) -> T:
+    """`read()`, started again from the markers when a file it was given is gone: a reader that
+    read a partition's `_SUCCESS` before the previous switch can find the files it names deleted by
+    a run that started since (superseded files stay one generation). Each attempt reads one
+    generation per partition, never a mix."""
+    for _ in range(READ_ATTEMPTS - 1):
+        try:
+            return read()
+        except OSError as exc:
+            if not _gone(exc):
+                raise
+            log.info("a committed file was replaced while reading (%s); reading the markers again",
+                     type(exc).__name__)
+    return read()
+
+
 def results_dataset(uri: str, *, start: TimeLike | None = None, end: TimeLike | None = None,
                     cameras: Iterable[str] | None = None,
                     storage: StorageConfig | None = None) -> ds.Dataset:
@@ -384,8 +406,14 @@ def results_dataset(uri: str, *, start: TimeLike | None = None, end: TimeLike | 
 
     One fragment per file. Apply `results_filter(...)` of the same query when scanning it; the
     dataset only prunes whole partitions. The schema unites every partition's (one footer read
-    per partition: partitions written by different bundles may hold different attributes).
+    per partition: partitions written by different bundles may hold different attributes). Its
+    files stay readable until a run that starts after the next commit of their partition.
     """
+    return _consistently(lambda: _results_dataset(uri, start=start, end=end, cameras=cameras, storage=storage))
+
+
+def _results_dataset(uri: str, *, start: TimeLike | None, end: TimeLike | None, cameras: Iterable[str] | None,
+                     storage: StorageConfig | None) -> ds.Dataset:
     import pyarrow.parquet as pq
 
     fs, _ = _filesystem(uri, storage)
@@ -433,16 +461,18 @@ def load_results(uri: str, *, start: TimeLike | None = None, end: TimeLike | Non
     `results_to_pandas`). An existing prefix with no matching partition gives an empty
     DataFrame; a missing one raises FileNotFoundError; an unknown column raises ValueError.
     """
-    dataset = results_dataset(uri, start=start, end=end, cameras=cameras, storage=storage)
-    if not dataset.files:
-        if columns is None and attributes is None:
-            return pd.DataFrame()
-        names = list(columns or BASE_COLUMNS) + [f"{a}{s}" for a in attributes or () for s in ("", "_score")]
-        return pd.DataFrame(columns=list(dict.fromkeys(names)))
-    selected = _select(dataset.schema, columns, attributes)
-    table = dataset.to_table(columns=selected,
-                             filter=results_filter(start=start, end=end, cameras=cameras))
-    return results_to_pandas(table)
+    def read() -> pd.DataFrame:
+        dataset = _results_dataset(uri, start=start, end=end, cameras=cameras, storage=storage)
+        if not dataset.files:
+            if columns is None and attributes is None:
+                return pd.DataFrame()
+            names = list(columns or BASE_COLUMNS) + [f"{a}{s}" for a in attributes or () for s in ("", "_score")]
+            return pd.DataFrame(columns=list(dict.fromkeys(names)))
+        selected = _select(dataset.schema, columns, attributes)
+        table = dataset.to_table(columns=selected, filter=results_filter(start=start, end=end, cameras=cameras))
+        return results_to_pandas(table)
+
+    return _consistently(read)
 
 
 # Error rows hold nulls in `<attr>` / `<attr>_score`: pandas' nullable dtypes keep them as <NA>

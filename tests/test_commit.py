@@ -10,15 +10,18 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from attrgan.data.storage import list_dir
+from attrgan.config import StorageConfig
+from attrgan.data.storage import list_dir, write_bytes
 from attrgan.results import (SUCCESS_MARKER, STAGING_DIR, clean_partition, clean_staging, load_results, promote,
-                             read_success, results_schema, staging_uri)
+                             read_success, results_dataset, results_schema, staging_uri)
 
 
 def results_rows(crop_ids: list[str], version: str) -> pa.Table:
@@ -62,7 +65,12 @@ def test_promote_switches_partitions_whole_and_readers_see_only_committed_files(
     promote(part, stage(out, "run3", "day=1", [results_rows(new, "v2")]), {"model_version": "v2"}, run_id="run3")
     frame = load_results(out)
     assert sorted(frame["crop_id"]) == new and set(frame["model_version"]) == {"v2"}
-    assert sorted(os.listdir(part)) == [SUCCESS_MARKER, "part-run3-00000.parquet"]  # old files deleted
+    # The superseded files stay one generation, for readers of the old marker; the next run's
+    # clean-up deletes them.
+    assert sorted(os.listdir(part)) == [SUCCESS_MARKER, "part-run1-00000.parquet", "part-run1-00001.parquet",
+                                        "part-run3-00000.parquet"]
+    assert clean_partition(part) == 2
+    assert sorted(os.listdir(part)) == [SUCCESS_MARKER, "part-run3-00000.parquet"]
     assert json.loads(Path(part, SUCCESS_MARKER).read_text())["model_version"] == "v2"
 
     # Staging is not results: readers skip it, and a run removes what others left there.
@@ -81,7 +89,85 @@ def test_partitions_written_before_file_lists_still_read_whole(tmp_path):
     assert sorted(load_results(str(tmp_path / "out"))["crop_id"]) == ["a", "b"]
     promote(str(part), stage(str(tmp_path / "out"), "r", "day=1", [results_rows(["a", "b"], "v1")]),
             {"model_version": "v1"}, run_id="r")
+    assert clean_partition(str(part)) == 1  # the next run: the old layout's file was superseded
     assert sorted(os.listdir(part)) == [SUCCESS_MARKER, "part-r-00000.parquet"]
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_readers_during_repeated_commits_see_one_whole_generation(tmp_path, where, request):
+    """Runs commit a partition again and again (each run cleaning up first, as `run_extract`
+    does) while a reader loops: every read gives one generation's rows, whole, and never fails,
+    also through a dataset handed on (to DuckDB) and scanned after the next switch."""
+    if where == "s3":
+        storage = request.getfixturevalue("storage")
+        out = f"s3://{request.getfixturevalue('s3_bucket')}/out"
+    else:
+        storage, out = StorageConfig(), str(tmp_path / "out")
+    part, ids = f"{out}/day=1", [f"c{i}" for i in range(30)]
+
+    def commit(generation: int) -> None:
+        run = f"run{generation:03d}"
+        clean_partition(part, storage)
+        staged = []
+        for i in range(3):  # three files: a reader mixing generations would see it
+            sink = pa.BufferOutputStream()
+            pq.write_table(results_rows(ids[i::3], f"v{generation}"), sink)
+            staged.append(f"{staging_uri(out, run, 'day=1')}/part-{i}.parquet")
+            write_bytes(staged[-1], sink.getvalue().to_pybytes(), storage)
+        promote(part, staged, {"model_version": f"v{generation}"}, run_id=run, storage=storage)
+
+    commit(0)
+    done, seen, failures = threading.Event(), [], []
+
+    def read_in_a_loop() -> None:
+        while not done.is_set():
+            try:
+                frame = load_results(out, storage=storage, columns=["crop_id", "model_version"])
+                seen.append((sorted(frame["crop_id"]), set(frame["model_version"])))
+                dataset = results_dataset(out, storage=storage)  # what DuckDB is handed: read a moment later
+                seen.append((sorted(dataset.to_table(columns=["crop_id"])["crop_id"].to_pylist()),
+                             set(dataset.to_table(columns=["model_version"])["model_version"].to_pylist())))
+            except Exception as exc:  # noqa: BLE001 (any failure is what the test looks for)
+                failures.append(repr(exc))
+
+    reader = threading.Thread(target=read_in_a_loop)
+    reader.start()
+    try:
+        for generation in range(1, 11):
+            commit(generation)
+            time.sleep(0.2)  # a run's other work: a read takes less than that here
+    finally:
+        done.set()
+        reader.join()
+    assert failures == []
+    assert len(seen) > 10  # the reads really overlapped the commits
+    assert [s for s in seen if not (s[0] == sorted(ids) and len(s[1]) == 1)] == []
+    assert len({v for _, versions in seen for v in versions}) > 1
+
+
+def test_a_reader_whose_files_went_away_reads_the_markers_again(tmp_path, monkeypatch):
+    """A reader that read a marker before the previous switch finds its files deleted by a run
+    started since: it starts again from the markers and gets the new generation whole."""
+    import attrgan.results as results
+
+    out = str(tmp_path / "out")
+    promote(f"{out}/day=1", stage(out, "r1", "day=1", [results_rows(["a", "b"], "v1")]), {"model_version": "v1"},
+            run_id="r1")
+    listed, calls = results._data_files, []
+
+    def stale_then_fresh(fs, partitions):
+        calls.append(1)
+        if len(calls) == 1:  # the first attempt read the marker, then two runs came by
+            files = listed(fs, partitions)
+            promote(f"{out}/day=1", stage(out, "r2", "day=1", [results_rows(["a", "b", "c"], "v2")]),
+                    {"model_version": "v2"}, run_id="r2")
+            clean_partition(f"{out}/day=1")
+            return files
+        return listed(fs, partitions)
+
+    monkeypatch.setattr(results, "_data_files", stale_then_fresh)
+    frame = load_results(out)
+    assert len(calls) == 2 and sorted(frame["crop_id"]) == ["a", "b", "c"] and set(frame["model_version"]) == {"v2"}
 
 
 # ---------------------------------------------------------------------------------------------
