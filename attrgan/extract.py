@@ -22,7 +22,8 @@ most `rows_per_commit` rows: each group is one Ray Data run that commits when it
 failure costs at most one group's work. An incremental run skips the partitions whose `_SUCCESS`
 names the same bundle version. A row whose image read failed for a transient reason (timeouts,
 throttling, 5xx, after the storage retries) leaves its partition uncommitted: the next run redoes
-it, and this run ends with `IncompleteRun`. A setup problem (unreachable endpoint, credentials,
+it, and this run ends with `IncompleteRun`; the run that fails the same crop for the
+`max_transient_runs`-th time in a row gives up on it (a "gave up" error row) and commits. A setup problem (unreachable endpoint, credentials,
 missing bucket, unreadable bundle, unwritable output) stops the job with a `SetupError` naming
 the setting before any partition is touched.
 
@@ -55,7 +56,8 @@ from attrgan.data.manifest import (PARTITION_INDEX, ManifestError, ManifestScan,
 from attrgan.data.storage import absolute, filesystem, is_s3, join, redact, split_s3, write_bytes
 from attrgan.pipeline import Pipeline, PipelineConfig
 from attrgan.proof import restoration_plan
-from attrgan.results import clean_partition, clean_staging, new_run_id, read_success, results_schema, staging_uri
+from attrgan.results import (TransientHistory, clean_partition, clean_staging, new_run_id, read_success, read_transient,
+                             results_schema, staging_uri)
 from attrgan.runtime import init_ray
 from attrgan.scoring import IO_TASK_CPUS, DecodingActor, load_actor_bundle, plan_actors, score_stream
 from attrgan.sink import (PRECISION, CommitGroup, ExtractError, PartitionSummary, ResultsSink, check_ids, commit_groups,
@@ -108,6 +110,9 @@ class ExtractConfig:
     rows_per_file: rows each write task gathers before writing (a file per partition it holds).
     rows_per_commit: most rows per commit group (a single larger partition is a group of its own).
     since: ISO date; only `date=` partitions from that day on (needs a `date=`-partitioned manifest).
+    max_transient_runs: runs in a row a crop may fail for a transient reason, holding its partition
+        back, before the run that fails it again gives up on it (a permanent "gave up" error row)
+        and commits the partition (`attrgan.results`' transient record).
     """
 
     manifest: str
@@ -126,6 +131,7 @@ class ExtractConfig:
     rows_per_file: int = 100_000
     rows_per_commit: int = 2_000_000
     since: str | None = None
+    max_transient_runs: int = 3
     pipeline: PipelineConfig = dataclasses.field(default_factory=PipelineConfig)
     storage: StorageConfig = dataclasses.field(default_factory=StorageConfig)
 
@@ -134,7 +140,7 @@ class ExtractConfig:
         for name in ("manifest", "bundle", "out"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise ValueError(f"ExtractConfig.{name} must be a URI, got {getattr(self, name)!r}")
-        for name in ("actors", "min_actors", "batch_size", "rows_per_file", "rows_per_commit"):
+        for name in ("actors", "min_actors", "batch_size", "rows_per_file", "rows_per_commit", "max_transient_runs"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"ExtractConfig.{name} must be an integer >= 1, got {value!r}")
@@ -466,13 +472,15 @@ def run_extract(config: ExtractConfig) -> Summary:
               "pipeline": to_dict(config.pipeline), "restorations": restorations}
     committed, incomplete, nodes, precisions = [], [], set(), set()
     for group in groups:
+        transient = TransientHistory(max_runs=config.max_transient_runs, runs={
+            i: runs for i, p in enumerate(group.partitions) if (runs := read_transient(join(config.out, p), storage))})
         sink = ResultsSink(out=config.out, storage=config.storage, rows_per_file=config.rows_per_file, group=group,
-                           run_id=run_id, schema=schema, marker=marker, start=start)
+                           run_id=run_id, schema=schema, marker=marker, start=start, transient=transient)
         if sum(group.rows) == 0:  # nothing to score: commit the empty partitions directly
             sink.commit([])
         else:
             stream = _results_stream(config, scan, group, plan=plan, model_version=model_version,
-                                     input_size=input_size, allowed=prefixes)
+                                     input_size=input_size, allowed=prefixes, transient=transient)
             stream.write_datasink(sink, ray_remote_args={"num_cpus": IO_TASK_CPUS})
         committed += sink.committed
         incomplete += sink.incomplete
@@ -497,7 +505,8 @@ def rows_per_block(rows: int, *, batch_size: int, actors: int) -> int:
 
 
 def _results_stream(config: ExtractConfig, scan: ManifestScan, group: CommitGroup, *, plan: Any, model_version: str,
-                    input_size: tuple[int, int], allowed: tuple[str, ...] | None) -> Any:
+                    input_size: tuple[int, int], allowed: tuple[str, ...] | None,
+                    transient: TransientHistory) -> Any:
     """One Ray Data dataset over a commit group's manifest files: read and prepare the rows
     (`read_manifest_files`, cluster tasks) → `attrgan.scoring.score_stream` with the pipeline actors."""
     partition_of = {f: i for i, p in enumerate(group.partitions) for f, _ in scan.files[p]}
@@ -513,7 +522,7 @@ def _results_stream(config: ExtractConfig, scan: ManifestScan, group: CommitGrou
     env = {FAULT_ENV: os.environ[FAULT_ENV]} if os.environ.get(FAULT_ENV) else {}
     return score_stream(
         ds, PipelineActor, plan=plan, batch_size=config.batch_size,
-        decode={"size": input_size, "storage": config.storage, "allowed_prefixes": allowed},
+        decode={"size": input_size, "storage": config.storage, "allowed_prefixes": allowed, "transient": transient},
         actor_kwargs={"bundle_uri": config.bundle, "storage": config.storage, "pipeline_config": config.pipeline,
                       "model_version": model_version},
         runtime_env={"env_vars": env} if env else None,

@@ -47,7 +47,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
 from attrgan.config import StorageConfig
-from attrgan.data.storage import filesystem, is_not_found, join
+from attrgan.data.storage import filesystem, is_not_found, join, read_bytes, write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -232,6 +232,80 @@ def promote(uri: str, staged: Sequence[str], marker: Mapping[str, Any], *, run_i
     _write_atomically(fs, f"{path}/{SUCCESS_MARKER}", json.dumps({**marker, "files": names}, indent=2).encode())
     drill(fault, "after_success")
     return names
+
+
+# ---------------------------------------------------------------------------------------------
+# Crops that fail for a transient reason night after night
+#
+# A partition with a `transient` row is held back: the next run redoes it. So that one object that
+# times out on every read cannot hold its partition back forever, a held-back partition keeps
+# `<out>/<partition>/_transient.json`: {"runs": {crop_id: runs in a row that failed it}, "run",
+# "updated_at"}. A run that fails such a crop for a transient reason again in its
+# `max_transient_runs`-th run in a row gives up on it: the row becomes a permanent error
+# ("gave up: …", `gave_up_error`) and the partition commits. A commit deletes the record.
+
+TRANSIENT_RECORD = "_transient.json"
+GAVE_UP = "gave up"
+# Crops a partition's record tracks at most: more transient failures than that is an outage, not
+# a few poison objects, and the record stays bounded.
+MAX_TRACKED_CROPS = 10_000
+
+
+@dataclass(frozen=True)
+class TransientHistory:
+    """What the decode step needs to give up on a crop: the run count after which it does, and per
+    partition (its index in the commit group) the crops that reach it if they fail again."""
+
+    max_runs: int
+    runs: Mapping[int, Mapping[str, int]]
+
+    def gives_up(self, partition: int, crop_id: str) -> int | None:
+        """The runs in a row this one would make, when they reach `max_runs`; else None."""
+        runs = self.runs.get(partition, {}).get(crop_id, 0) + 1
+        return runs if runs >= self.max_runs else None
+
+
+def gave_up_error(error: str, runs: int) -> str:
+    """The permanent error of a crop that failed for a transient reason in `runs` runs in a row."""
+    return f"{GAVE_UP}: its image read failed for a transient reason in {runs} runs in a row ({error})"
+
+
+def read_transient(uri: str, storage: StorageConfig | None = None) -> dict[str, int]:
+    """Output partition `uri`'s record: crop_id → runs in a row that failed it ({} when none, or
+    when it is not a record this code wrote)."""
+    try:
+        record = json.loads(read_bytes(join(uri, TRANSIENT_RECORD), storage, max_bytes=16 << 20))
+    except FileNotFoundError:
+        return {}
+    except (ValueError, UnicodeDecodeError):
+        log.warning("%s/%s is not valid JSON: starting its count again", uri, TRANSIENT_RECORD)
+        return {}
+    runs = record.get("runs") if isinstance(record, dict) else None
+    if not isinstance(runs, dict):
+        return {}
+    return {k: v for k, v in runs.items() if isinstance(k, str) and isinstance(v, int) and v > 0}
+
+
+def write_transient(uri: str, failing: Iterable[str], prior: Mapping[str, int], *, run_id: str,
+                    storage: StorageConfig | None = None) -> dict[str, int]:
+    """Record that the crops `failing` failed for a transient reason once more (crops that did not
+    fail this time drop out: runs count in a row). Returns the new counts."""
+    runs = {c: prior.get(c, 0) + 1 for c in sorted(set(failing))[:MAX_TRACKED_CROPS]}
+    record = {"runs": runs, "run": run_id, "updated_at": dt.datetime.now(dt.timezone.utc).isoformat()}
+    write_bytes(join(uri, TRANSIENT_RECORD), json.dumps(record, indent=1).encode(), storage)
+    return runs
+
+
+def forget_transient(uri: str, storage: StorageConfig | None = None) -> None:
+    """Delete partition `uri`'s record (it committed: nothing is held back any more)."""
+    fs, path = _filesystem(join(uri, TRANSIENT_RECORD), storage)
+    try:
+        fs.delete_file(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        if not is_not_found(exc):
+            raise
 
 
 def drill(fault: str | None, step: str) -> None:

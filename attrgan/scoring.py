@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from attrgan.config import StorageConfig
-from attrgan.data.manifest import ROW_ERROR
+from attrgan.data.manifest import PARTITION_INDEX, ROW_ERROR
+from attrgan.results import TRANSIENT, TransientHistory, error_kind, gave_up_error
 
 if TYPE_CHECKING:  # torch: only the actors import the pipeline (the write tasks import this module)
     from attrgan.pipeline import PipelineConfig
@@ -105,22 +106,36 @@ class DecodingActor:
         return decode_rows(batch, **self.decode) if self.decode is not None else batch
 
 
-def decode_rows(batch: dict[str, np.ndarray], **decode: Any) -> dict[str, np.ndarray]:
-    """`decode_batch`, except that rows with a ROW_ERROR are not fetched and keep that error."""
+def decode_rows(batch: dict[str, np.ndarray], *, transient: TransientHistory | None = None,
+                **decode: Any) -> dict[str, np.ndarray]:
+    """`decode_batch`, except that rows with a ROW_ERROR are not fetched and keep that error, and
+    that a crop `transient` gives up on gets a permanent error instead of a transient one."""
     from attrgan.data.images import decode_batch
 
     problems = batch.get(ROW_ERROR)
-    if problems is None:
-        return decode_batch(batch, **decode)
-    failed = np.array([p is not None and p == p for p in problems], dtype=bool)  # None or NaN: no problem
-    if not failed.any():
-        return decode_batch(batch, **decode)
-    given = np.asarray(batch["image_uri"], dtype=object)
-    out = decode_batch({**batch, "image_uri": np.where(failed, "", given)}, **decode)
-    out["image_uri"] = given
-    out["status"] = np.where(failed, "error", np.asarray(out["status"], dtype=object)).astype(object)
-    out["error"] = np.where(failed, np.asarray(problems, dtype=object), np.asarray(out["error"], dtype=object))
+    failed = None if problems is None else np.array([p is not None and p == p for p in problems], dtype=bool)
+    if failed is None or not failed.any():  # (None or NaN: no problem)
+        out = decode_batch(batch, **decode)
+    else:
+        given = np.asarray(batch["image_uri"], dtype=object)
+        out = decode_batch({**batch, "image_uri": np.where(failed, "", given)}, **decode)
+        out["image_uri"] = given
+        out["status"] = np.where(failed, "error", np.asarray(out["status"], dtype=object)).astype(object)
+        out["error"] = np.where(failed, np.asarray(problems, dtype=object), np.asarray(out["error"], dtype=object))
+    if transient is not None and PARTITION_INDEX in out:
+        out["error"] = give_up(out["error"], out["crop_id"], out[PARTITION_INDEX], transient)
     return out
+
+
+def give_up(errors: Any, crop_ids: Any, partitions: Any, transient: TransientHistory) -> np.ndarray:
+    """`errors` with each transient one that `transient` gives up on made permanent."""
+    errors = np.asarray(errors, dtype=object).copy()
+    for i, error in enumerate(errors):
+        if isinstance(error, str) and error_kind(error) == TRANSIENT:
+            runs = transient.gives_up(int(partitions[i]), str(crop_ids[i]))
+            if runs is not None:
+                errors[i] = gave_up_error(error, runs)
+    return errors
 
 
 def score_stream(ds: Any, actor: type[DecodingActor], *, plan: ActorPlan, batch_size: int,

@@ -29,7 +29,8 @@ import ray.data
 from attrgan.config import StorageConfig
 from attrgan.data.manifest import PARTITION_INDEX, crop_id_problem, read_blocks, text_column
 from attrgan.data.storage import filesystem, join, redact, write_bytes
-from attrgan.results import TRANSIENT, drill, error_kind, promote, staging_uri
+from attrgan.results import (MAX_TRACKED_CROPS, TRANSIENT, TransientHistory, drill, error_kind, forget_transient,
+                             promote, staging_uri, write_transient)
 from attrgan.scoring import IO_TASK_CPUS
 
 log = logging.getLogger(__name__)
@@ -72,12 +73,15 @@ class ResultsSink(ray.data.Datasink):
     """
 
     def __init__(self, *, out: str, storage: StorageConfig, rows_per_file: int, group: CommitGroup, run_id: str,
-                 schema: pa.Schema, marker: Mapping[str, Any], start: float) -> None:
+                 schema: pa.Schema, marker: Mapping[str, Any], start: float,
+                 transient: TransientHistory | None = None) -> None:
         # Plain values, not the ExtractConfig: the sink is pickled into every write task, and the
         # config's module would bring torch along.
         self.out, self.storage, self.rows_per_file = out, storage, rows_per_file
         self.group, self.run_id, self.schema = group, run_id, schema
         self.marker, self.start = dict(marker), start
+        # The group's crops that failed for a transient reason in earlier runs (`read_transient`).
+        self.transient = transient or TransientHistory(max_runs=1, runs={})
         self.committed: list[PartitionSummary] = []
         self.incomplete: list[tuple[str, str]] = []
         self.nodes: set[str] = set()
@@ -109,7 +113,9 @@ class ResultsSink(ray.data.Datasink):
             uri = f"{staging_uri(self.out, self.run_id, self.group.partitions[i])}/part-{uuid.uuid4().hex}.parquet"
             write_bytes(uri, sink.getvalue().to_pybytes(), self.storage)
             errors = Counter(error_kind(e) for e in part["error"].drop_null().to_pylist())
+            transient = part.filter(pc.starts_with(part["error"], f"{TRANSIENT}:"))["crop_id"]
             out.append({"partition": i, "file": uri, "rows": part.num_rows, "errors": dict(errors),
+                        "transient_ids": transient.slice(0, MAX_TRACKED_CROPS).to_pylist(),
                         "super_resolved": pc.sum(part["super_resolved"]).as_py() or 0,
                         "reconstructed": pc.sum(part["reconstructed"]).as_py() or 0, "node": node,
                         "precision": precisions})
@@ -132,8 +138,10 @@ class ResultsSink(ray.data.Datasink):
         files: dict[int, list[str]] = {i: [] for i in range(len(self.group.partitions))}
         precisions: dict[int, set[str]] = {i: set() for i in files}
         counts: dict[int, Counter[str]] = {i: Counter() for i in files}
+        transient_ids: dict[int, list[str]] = {i: [] for i in files}
         for r in returns:
             files[r["partition"]].append(r["file"])
+            transient_ids[r["partition"]] += r["transient_ids"]
             precisions[r["partition"]].update(r["precision"])
             counts[r["partition"]].update({"rows": r["rows"], "super_resolved": r["super_resolved"],
                                            "reconstructed": r["reconstructed"]})
@@ -147,8 +155,11 @@ class ResultsSink(ray.data.Datasink):
             if rows != expected:
                 self.incomplete.append((partition, f"{rows} results rows for {expected} manifest rows"))
             elif transient:
-                self.incomplete.append((partition, f"{transient} row(s) failed for a transient reason "
-                                                   "(storage timeouts, throttling or 5xx)"))
+                runs = self._count_transient(i, transient_ids[i])
+                self.incomplete.append((partition, f"held back: {transient} row(s) failed for a transient reason "
+                                                   "(storage timeouts, throttling or 5xx); the most tried has "
+                                                   f"failed in {runs} run(s) in a row, "
+                                                   f"given up after {self.transient.max_runs}"))
             else:
                 ready.append(i)
         problems = ray.get([verify_staged.remote(files[i], self.group.rows[i], self.storage)
@@ -172,9 +183,27 @@ class ResultsSink(ray.data.Datasink):
             except OSError as exc:  # its previous results stay committed; the next run redoes it
                 self.incomplete.append((partition, f"commit failed ({short_reason(exc)})"))
                 continue
+            if self.transient.runs.get(i):
+                try:
+                    forget_transient(join(self.out, partition), self.storage)
+                except OSError as exc:  # committed already; a stale count only gives up a run early
+                    log.warning("extract: %s: deleting its transient record failed (%s)", partition,
+                                short_reason(exc))
             self.committed.append(PartitionSummary(
                 partition=partition, rows=c["rows"], errors=errors, super_resolved=c["super_resolved"],
                 reconstructed=c["reconstructed"], seconds=time.perf_counter() - self.start))
+
+
+    def _count_transient(self, index: int, failing: Sequence[str]) -> int:
+        """Record the partition's transient failures for the next run; the most runs in a row."""
+        partition = self.group.partitions[index]
+        try:
+            runs = write_transient(join(self.out, partition), failing, self.transient.runs.get(index, {}),
+                                   run_id=self.run_id, storage=self.storage)
+        except OSError as exc:  # the next run counts from its last record: it gives up a run later
+            log.warning("extract: %s: recording its transient failures failed (%s)", partition, short_reason(exc))
+            return 0
+        return max(runs.values(), default=0)
 
 
 @ray.remote(num_cpus=IO_TASK_CPUS)

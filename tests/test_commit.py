@@ -247,13 +247,14 @@ def test_a_driver_killed_at_each_commit_step_leaves_whole_results(ray_local, loc
     for partition in partitions:
         listed = read_success(f"{out}/{partition}")["files"]
         assert sorted(os.listdir(f"{out}/{partition}")) == sorted([SUCCESS_MARKER, *listed])
+    superseded = {p: read_success(f"{out}/{p}")["files"] for p in partitions}
     again = run_extract(config)
     assert [p.partition for p in again.processed] == partitions and again.errors == {"missing object": 2}
     assert sorted(load_results(out)["crop_id"]) == expected
     assert not list_dir(f"{out}/{STAGING_DIR}")
-    for partition in partitions:
+    for partition in partitions:  # the superseded generation stays until the next run starts
         listed = read_success(f"{out}/{partition}")["files"]
-        assert sorted(os.listdir(f"{out}/{partition}")) == sorted([SUCCESS_MARKER, *listed])
+        assert sorted(os.listdir(f"{out}/{partition}")) == sorted([SUCCESS_MARKER, *listed, *superseded[partition]])
 
 
 def test_readers_never_guess_a_partitions_files(tmp_path):
@@ -286,3 +287,40 @@ def test_write_and_check_tasks_start_without_torch(tmp_path):
                           env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
     assert proc.returncode == 0, proc.stderr.decode()[-2000:]
     assert proc.stdout.decode().strip() == "[]"
+
+
+# ---------------------------------------------------------------------------------------------
+# crops that fail for a transient reason run after run
+
+
+def test_the_decode_step_gives_up_on_a_crop_only_at_its_last_allowed_run():
+    from attrgan.results import TransientHistory
+    from attrgan.scoring import give_up
+
+    history = TransientHistory(max_runs=3, runs={0: {"a": 2, "b": 1}, 1: {"a": 1}})
+    errors = ["transient: timeout", "transient: timeout", "transient: 503", "missing object: x", None]
+    out = give_up(errors, ["a", "b", "a", "a", "a"], [0, 0, 1, 0, 0], history)
+    assert out[0] == "gave up: its image read failed for a transient reason in 3 runs in a row (transient: timeout)"
+    assert list(out[1:]) == errors[1:]  # a second run in a row, the other partition's 'a', other kinds, ok rows
+    assert give_up(["transient: x"], ["new"], [0], TransientHistory(max_runs=1, runs={}))[0].startswith("gave up:")
+
+
+def test_the_transient_record_counts_runs_in_a_row(tmp_path):
+    from attrgan.results import MAX_TRACKED_CROPS, TRANSIENT_RECORD, forget_transient, read_transient, write_transient
+
+    part = str(tmp_path / "out" / "day=1")
+    assert read_transient(part) == {}
+    assert write_transient(part, ["a", "b", "a"], {}, run_id="r1") == {"a": 1, "b": 1}
+    # 'b' read fine this time: it drops out; 'a' failed again; 'c' is new.
+    assert write_transient(part, ["a", "c"], read_transient(part), run_id="r2") == {"a": 2, "c": 1}
+    assert read_transient(part) == {"a": 2, "c": 1}
+    assert len(write_transient(part, (f"x{i}" for i in range(MAX_TRACKED_CROPS + 5)), {}, run_id="r3")) \
+        == MAX_TRACKED_CROPS  # an outage, not poison: the record stays bounded
+    Path(part, TRANSIENT_RECORD).write_text('{"runs": {"a": "many", "b": 2, "c": -1}}')
+    assert read_transient(part) == {"b": 2}  # what this code did not write counts for nothing
+    Path(part, TRANSIENT_RECORD).write_text("{not json")
+    assert read_transient(part) == {}
+    forget_transient(part)
+    forget_transient(part)  # twice: gone is gone
+    assert not Path(part, TRANSIENT_RECORD).exists()
+    assert load_results(str(tmp_path / "out")).empty  # a record is no commit, and readers skip it

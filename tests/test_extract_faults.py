@@ -25,7 +25,7 @@ from attrgan.data.manifest import write_manifest
 from attrgan.data.storage import list_dir, write_bytes
 from attrgan.extract import ExtractConfig, IncompleteRun, SetupError, run_extract
 from attrgan.pipeline import PipelineConfig
-from attrgan.results import load_results, read_success
+from attrgan.results import load_results, read_success, read_transient
 from test_pipeline import tiny_bundle  # pytest puts tests/ on sys.path
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -181,13 +181,23 @@ def test_flaky_endpoint_gives_the_clean_results_and_lasting_failures_wait_for_th
         after = {p: read_success(f"{s3_scene['base']}/results/{p}", clean)["run"] for p in first}
         assert after["date=2026-11-25"] == first["date=2026-11-25"] != after["date=2026-11-24"]
 
-        # Into a new output: the partition stays undone until a run reads every row.
-        with pytest.raises(IncompleteRun):
-            run_extract(config_for(s3_scene, flaky, out=f"{s3_scene['base']}/fresh"))
-    assert read_success(f"{s3_scene['base']}/fresh/date=2026-11-25", clean) is None
-    rerun = run_extract(config_for(s3_scene, clean, out=f"{s3_scene['base']}/fresh"))
-    assert [p.partition for p in rerun.processed] == ["date=2026-11-25"] and rerun.errors == {}
-    assert sorted(load_results(f"{s3_scene['base']}/fresh", storage=clean)["crop_id"]) == s3_scene["ids"]
+        # Into a new output: the partition stays undone until a run reads every row, or until the
+        # run that fails the same crop for the max_transient_runs-th time in a row gives up on it.
+        fresh = f"{s3_scene['base']}/fresh"
+        with pytest.raises(IncompleteRun, match="held back: 1 row.* failed in 1 run.* given up after 2"):
+            run_extract(config_for(s3_scene, flaky, out=fresh, max_transient_runs=2))
+        assert read_success(f"{fresh}/date=2026-11-25", clean) is None
+        assert read_transient(f"{fresh}/date=2026-11-25", clean) == {"2026-11-25-flaky": 1}
+        gave_up = run_extract(config_for(s3_scene, flaky, out=fresh, max_transient_runs=2))
+    assert [p.partition for p in gave_up.processed] == ["date=2026-11-25"] and gave_up.errors == {"gave up": 1}
+    row = load_results(fresh, storage=clean).set_index("crop_id").loc["2026-11-25-flaky"]
+    assert row["status"] == "error" and row["error"].startswith("gave up: its image read failed for a transient "
+                                                                "reason in 2 runs in a row (transient: ")
+    assert read_transient(f"{fresh}/date=2026-11-25", clean) == {}  # committed: the record is gone
+    rerun = run_extract(config_for(s3_scene, clean, out=fresh, incremental=False))  # an operator's full rerun
+    assert rerun.errors == {} and sorted(p.partition for p in rerun.processed) == ["date=2026-11-24", "date=2026-11-25"]
+    frame = load_results(fresh, storage=clean)
+    assert sorted(frame["crop_id"]) == s3_scene["ids"] and (frame["status"] == "ok").all()
 
 
 @pytest.mark.ray
