@@ -42,13 +42,10 @@ from torch import nn
 from attrgan.config import StorageConfig, from_dict, to_dict
 from attrgan.data.storage import ObjectRefusedError, join, read_bytes, write_bytes
 from attrgan.models import ARCHITECTURES, architecture_of, config_class
-from attrgan.proof import GAIN_KEY
-from attrgan.results import BASE_COLUMNS
+from attrgan.contracts import BASE_COLUMNS, GAIN_KEY, NETWORKS, VERSION_CHARS, BundleInfo, bundle_version
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
-NETWORKS = ("classifier", "reconstruction", "superres")
-VERSION_CHARS = 12
 MAX_CONFIG_BYTES = 1 << 20
 MAX_JSON_DEPTH = 32
 MAX_NETWORK_BYTES = 1 << 30  # parameters + buffers; the paper's largest network holds ~143 MB
@@ -352,17 +349,10 @@ def check_bundle(uri: str | Path, storage: StorageConfig | None = None,
     return checked
 
 
-def bundle_info(uri: str, storage: StorageConfig | None = None) -> tuple[str, dict[str, dict[str, Any]]]:
-    """(bundle version, network name → meta) of a bundle `check_bundle` accepts, without building
-    its networks: what a job's driver checks and plans a run with."""
-    metas = {name: checked.meta for name, checked in check_bundle(uri, storage).items()}
-    return bundle_version(metas), metas
-
-
-def bundle_version(metas: Mapping[str, Mapping[str, Any]]) -> str:
-    """Content hash of a bundle: a hash over its networks' weight hashes, in NETWORKS order."""
-    text = "\n".join(f"{name}:{metas[name]['weights_sha256']}" for name in NETWORKS)
-    return _digest(text.encode())[:VERSION_CHARS]
+def bundle_info(uri: str, storage: StorageConfig | None = None) -> BundleInfo:
+    """The metadata of a bundle `check_bundle` accepts, without building its networks: what a
+    job's driver checks and plans a run with."""
+    return BundleInfo.from_metas({name: checked.meta for name, checked in check_bundle(uri, storage).items()})
 
 
 @dataclasses.dataclass
@@ -380,10 +370,15 @@ class Bundle:
         return tuple(self.classifier.config.attributes)
 
     @property
+    def info(self) -> BundleInfo:
+        """The stored metadata, with the classifier's attributes (a bundle not saved yet has none stored)."""
+        return dataclasses.replace(BundleInfo.from_metas(self.metas), attributes=self.attributes)
+
+    @property
     def thresholds(self) -> np.ndarray:
         """(A,) float32 decision thresholds on the classifier's probabilities; 0.5 where none stored."""
-        stored = self.metas.get("classifier", {}).get("thresholds")
-        if stored is None:
+        stored = self.info.thresholds
+        if not stored:
             return np.full(len(self.attributes), 0.5, dtype=np.float32)
         return np.asarray(stored, dtype=np.float32)
 

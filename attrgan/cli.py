@@ -63,7 +63,8 @@ joins that cluster.
 
 
 def train_parser() -> argparse.ArgumentParser:
-    from attrgan.train.config import NETWORKS, PRESETS
+    from attrgan.contracts import NETWORKS
+    from attrgan.train.config import PRESETS
 
     parser = _parser("train", TRAIN_DOC)
     parser.add_argument("--model", required=True, choices=NETWORKS)
@@ -326,7 +327,7 @@ def demo_parser() -> argparse.ArgumentParser:
 def demo_config(args: argparse.Namespace) -> Any:
     from attrgan.config import from_dict
     from attrgan.demo import DemoConfig
-    from attrgan.train.config import NETWORKS
+    from attrgan.contracts import NETWORKS
 
     base = DemoConfig.small() if args.small else DemoConfig()
     overrides = parse_overrides(args.overrides)

@@ -34,7 +34,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from attrgan.bundle import NETWORKS, check_bundle
+from attrgan.bundle import check_bundle
+from attrgan.contracts import NETWORKS, BundleInfo
 from attrgan.config import ConfigError, StorageConfig
 from attrgan.data import storage as st
 
@@ -126,9 +127,10 @@ def export_bundle(bundle_uri: str, out_dir: str, *, storage: StorageConfig | Non
     storage = storage or StorageConfig.from_env()
     checked = check_bundle(bundle_uri, storage, networks=config.networks)  # refused whole, before any export
     results: dict[str, Any] = {}
+    sizes = BundleInfo.from_metas({name: c.meta for name, c in checked.items()}).input_sizes
     for name in config.networks:
         net, meta = checked[name].build("cpu"), checked[name].meta
-        h, w = meta["input_size"]
+        h, w = sizes[name]
         generator = torch.Generator().manual_seed(0)
         example = torch.rand(2, 3, h, w, generator=generator) * 2 - 1
         output = OUTPUT_NAMES[name]

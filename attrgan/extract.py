@@ -55,9 +55,8 @@ from attrgan.data.manifest import (PARTITION_INDEX, ManifestError, ManifestScan,
                                    scan_manifest)
 from attrgan.data.storage import absolute, filesystem, is_s3, join, redact, split_s3, write_bytes
 from attrgan.pipeline import Pipeline, PipelineConfig
-from attrgan.proof import restoration_plan
-from attrgan.results import (TransientHistory, clean_partition, clean_staging, new_run_id, read_success, read_transient,
-                             results_schema, staging_uri)
+from attrgan.contracts import BundleInfo, TransientHistory, results_schema
+from attrgan.results import clean_partition, clean_staging, new_run_id, read_success, read_transient, staging_uri
 from attrgan.runtime import init_ray
 from attrgan.scoring import IO_TASK_CPUS, DecodingActor, load_actor_bundle, plan_actors, score_stream
 from attrgan.sink import (PRECISION, CommitGroup, ExtractError, PartitionSummary, ResultsSink, check_ids, commit_groups,
@@ -173,7 +172,7 @@ class Summary:
     incomplete: tuple[tuple[str, str], ...] = ()
     write_nodes: tuple[str, ...] = ()  # the Ray nodes whose tasks wrote result files
     precision: str = ""  # what the actors computed in: "fp32", "bf16" (or "bf16+fp32" on mixed nodes)
-    # Per generator: {"runs": bool, "reason": str} (`attrgan.proof.restoration_plan`).
+    # Per generator: {"runs": bool, "reason": str} (`attrgan.contracts.BundleInfo.restorations`).
     restorations: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
 
     @property
@@ -368,10 +367,9 @@ def newest_first(partitions: Sequence[str], *, since: str | None = None) -> list
     return dated + [p for p in partitions if days[p] is None]
 
 
-def _setup(config: ExtractConfig, run_id: str) -> tuple[str, dict[str, dict[str, Any]], ManifestScan,
-                                                      tuple[str, ...] | None]:
-    """Everything checked before any partition is touched. Returns (bundle version, network name →
-    meta, manifest scan, allowed image prefixes)."""
+def _setup(config: ExtractConfig, run_id: str) -> tuple[BundleInfo, ManifestScan, tuple[str, ...] | None]:
+    """Everything checked before any partition is touched. Returns (the bundle's metadata, manifest
+    scan, allowed image prefixes)."""
     from attrgan.bundle import bundle_info
 
     storage = config.storage
@@ -382,7 +380,7 @@ def _setup(config: ExtractConfig, run_id: str) -> tuple[str, dict[str, dict[str,
     endpoint = (f"storage.endpoint_url={redact(storage.endpoint_url)!r}" if storage.endpoint_url
                 else "the default S3 endpoint")
     try:
-        model_version, metas = bundle_info(config.bundle, storage)  # the actors' own check: BundleError here, not there
+        info = bundle_info(config.bundle, storage)  # the actors' own check: BundleError here, not there
     except OSError as exc:
         raise SetupError(f"cannot read the bundle {config.bundle} ({short_reason(exc)}); check {endpoint} and the "
                          "credentials") from None
@@ -411,7 +409,7 @@ def _setup(config: ExtractConfig, run_id: str) -> tuple[str, dict[str, dict[str,
         fs.delete_dir(path.rsplit("/", 1)[0])
     except (OSError, ValueError) as exc:
         raise SetupError(f"cannot write under the output out={config.out} ({short_reason(exc)})") from None
-    return model_version, metas, scan, prefixes
+    return info, scan, prefixes
 
 
 def run_extract(config: ExtractConfig) -> Summary:
@@ -427,12 +425,10 @@ def run_extract(config: ExtractConfig) -> Summary:
     config = dataclasses.replace(config, manifest=absolute(config.manifest), bundle=absolute(config.bundle),
                                  out=absolute(config.out))  # the same places for the cluster's workers
     storage = config.storage
-    model_version, metas, scan, prefixes = _setup(config, run_id)
-    classifier_meta = metas["classifier"]
-    input_size = tuple(classifier_meta["config"]["input_size"])
-    restorations = {name: r.to_dict() for name, r in restoration_plan(
-        metas, attributes=classifier_meta["config"]["attributes"], use_superres=config.pipeline.use_superres,
-        use_reconstruction=config.pipeline.use_reconstruction,
+    info, scan, prefixes = _setup(config, run_id)
+    model_version, input_size = info.version, info.input_size
+    restorations = {name: r.to_dict() for name, r in info.restorations(
+        use_superres=config.pipeline.use_superres, use_reconstruction=config.pipeline.use_reconstruction,
         require_proven=config.pipeline.require_proven).items()}
     partitions = newest_first(select_partitions(scan.partitions, config.partitions), since=config.since)
     todo, skipped = [], []
@@ -467,7 +463,7 @@ def run_extract(config: ExtractConfig) -> Summary:
     if not sys.stdout.isatty():
         ctx.enable_progress_bars = False
 
-    schema = results_schema(classifier_meta["attributes"])
+    schema = results_schema(info.attributes)
     marker = {"model_version": model_version, "manifest": config.manifest, "run": run_id,
               "pipeline": to_dict(config.pipeline), "restorations": restorations}
     committed, incomplete, nodes, precisions = [], [], set(), set()

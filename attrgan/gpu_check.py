@@ -130,7 +130,8 @@ def run_gpu_tests(timeout_s: int = 300) -> dict[str, Any]:
 
 def train_networks(manifest: str, bundle: str, *, gpus: int, steps: int) -> dict[str, Any]:
     """Each network at the paper preset for `steps` steps on every GPU (DDP over NCCL, bf16)."""
-    from attrgan.train.config import NETWORKS, load_train_config
+    from attrgan.contracts import NETWORKS
+    from attrgan.train.config import load_train_config
     from attrgan.train.ray_train import train_network
 
     out: dict[str, Any] = {}
@@ -180,13 +181,14 @@ def classifier_share(bundle: str, *, peak_tflops: float | None, extraction_rate_
     from torch.utils.flop_counter import FlopCounterMode
 
     from attrgan.bundle import load_network
+    from attrgan.contracts import BundleInfo
     from attrgan.data import storage as st
     from attrgan.models.inference import inference_copy
     from attrgan.precision import autocast
 
     net, meta = load_network(st.join(bundle, "classifier"), device="cpu")
     net = inference_copy(net, device="cuda", memory_format=torch.channels_last)  # as the pipeline runs it
-    h, w = meta["input_size"]
+    h, w = BundleInfo.from_metas({"classifier": meta}).input_size
     with torch.inference_mode(), FlopCounterMode(display=False) as counter:
         net(torch.zeros(1, 3, h, w, device="cuda"))
     flops = counter.get_total_flops()  # per crop (a multiply-add counts 2)

@@ -31,7 +31,6 @@ from attrgan.attributes import OCCLUSION_DOWN
 from attrgan.models.inference import inference_copy
 from attrgan.models.reconstruction import Layers
 from attrgan.precision import PRECISIONS, Precision, autocast, resolve_precision
-from attrgan.proof import restoration_plan
 
 if TYPE_CHECKING:
     from attrgan.bundle import Bundle
@@ -181,10 +180,9 @@ class Pipeline:
                              f"got shape {self.thresholds.shape}")
 
         # Which restorations run: switched on and, with require_proven, proven on validation data.
-        self.restorations = restoration_plan(getattr(bundle, "metas", {}) or {}, attributes=self.attributes,
-                                             use_superres=self.config.use_superres,
-                                             use_reconstruction=self.config.use_reconstruction,
-                                             require_proven=self.config.require_proven)
+        self.restorations = bundle.info.restorations(use_superres=self.config.use_superres,
+                                                     use_reconstruction=self.config.use_reconstruction,
+                                                     require_proven=self.config.require_proven)
         for name, plan in self.restorations.items():
             if self.config.use_superres if name == "superres" else self.config.use_reconstruction:
                 # A classifier that cannot trigger reconstruction is a warning; the gate's choices are not.

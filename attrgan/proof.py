@@ -9,30 +9,25 @@ into the generator's config.json under GAIN_KEY:
     {"split": "val", "crops": 500, "gain_ma": 0.0183, "low": 0.0071, "high": 0.0290,
      "level": 0.95, "resamples": 1000, "seed": 0, "classifier_version": "3f2a..."}
 
-`restoration_plan` reads it back: with `require_proven` (the pipeline's default) a restoration
-runs only where its stored gain is above 0. A bundle without the field (written before it
-existed, or trained without a validation split), or whose gain was measured against another
-classifier, keeps running the restoration as before: nothing was measured against this one.
+`attrgan.contracts.BundleInfo.restorations` reads it back: the gate of extraction, prediction and
+evaluation.
 
 Plain PyTorch and numpy, no Ray: `attrgan.train.ray_train` runs `measure_gain` in a Ray task.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from attrgan.attributes import OCCLUSION_DOWN
+from attrgan.contracts import GENERATORS
 
 if TYPE_CHECKING:
     from attrgan.bundle import Bundle
     from attrgan.pipeline import PipelineConfig
 
-GAIN_KEY = "validation_gain"
-GENERATORS = ("superres", "reconstruction")
 _BATCH = 64  # crops per pipeline call: bounds the activations held at once
 
 
@@ -89,44 +84,3 @@ def measure_gain(bundle: Bundle, kind: str, images: np.ndarray, labels: np.ndarr
     return {"split": split, "crops": interval.crops, "gain_ma": interval.gain, "low": interval.low,
             "high": interval.high, "level": interval.level, "resamples": interval.resamples, "seed": seed,
             "classifier_version": bundle.metas.get("classifier", {}).get("version", "")}
-
-
-@dataclasses.dataclass(frozen=True)
-class Restoration:
-    """Whether one generator runs, and why (for logs, run summaries and `_SUCCESS`)."""
-
-    runs: bool
-    reason: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"runs": self.runs, "reason": self.reason}
-
-
-def restoration_plan(metas: Mapping[str, Mapping[str, Any]], *, attributes: Sequence[str], use_superres: bool,
-                     use_reconstruction: bool, require_proven: bool) -> dict[str, Restoration]:
-    """{"superres": Restoration, "reconstruction": Restoration} from the bundle's config.json metas
-    (network name → meta), its classifier's attributes and the pipeline's switches. See the module
-    docstring for the rule."""
-    classifier_version = metas.get("classifier", {}).get("version")
-    plan = {}
-    for name, wanted in (("superres", use_superres), ("reconstruction", use_reconstruction)):
-        stored = metas.get(name, {}).get(GAIN_KEY)
-        if not wanted:
-            plan[name] = Restoration(False, "switched off")
-            continue
-        if name == "reconstruction" and OCCLUSION_DOWN not in attributes:
-            plan[name] = Restoration(False, f"the classifier has no {OCCLUSION_DOWN!r} to trigger it")
-            continue
-        if not isinstance(stored, Mapping) or not isinstance(stored.get("gain_ma"), (int, float)):
-            plan[name] = Restoration(True, "no validation gain stored")
-            continue
-        measured = (f"validation gain {100 * stored['gain_ma']:+.2f} mA "
-                    f"({100 * stored.get('low', float('nan')):+.2f} to {100 * stored.get('high', float('nan')):+.2f}, "
-                    f"{stored.get('crops', '?')} crops)")
-        if classifier_version and stored.get("classifier_version") not in (None, "", classifier_version):
-            plan[name] = Restoration(True, f"{measured} against another classifier: not measured for this one")
-        elif stored["gain_ma"] > 0 or not require_proven:
-            plan[name] = Restoration(True, measured + ("" if stored["gain_ma"] > 0 else ", forced on"))
-        else:
-            plan[name] = Restoration(False, f"{measured} is not above 0 (pipeline.require_proven=false forces it)")
-    return plan

@@ -47,61 +47,16 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
 from attrgan.config import StorageConfig
+from attrgan.contracts import BASE_COLUMNS, STAGING_DIR, SUCCESS_MARKER, TRANSIENT_RECORD
 from attrgan.data.storage import filesystem, is_not_found, join, read_bytes, write_bytes
 
 log = logging.getLogger(__name__)
 
-SUCCESS_MARKER = "_SUCCESS"
-# Where a run stages its files under the output base before promoting them; readers (pyarrow,
-# pandas, DuckDB, `load_results`) skip paths whose parts start with '_'.
-STAGING_DIR = "_staging"
-# Error kind (the text before the first ':' of a row's `error`) of a read that failed for a reason
-# that may pass (timeouts, throttling, 5xx): such rows never complete a partition.
-TRANSIENT = "transient"
 # Times a reader starts again from the markers when a file it was given is gone (`_consistently`).
 READ_ATTEMPTS = 3
 # Hive keys whose values the reader understands well enough to skip folders.
 DATE_KEYS = frozenset({"date"})
 CAMERA_KEYS = frozenset({"camera", "camera_id"})
-# The results table of DESIGN.md "Results": these, `<attr>` bool and `<attr>_score` float32 per
-# attribute in model order, then the trailing fields.
-FIXED_RESULT_FIELDS = (
-    pa.field("crop_id", pa.string(), nullable=False),
-    pa.field("image_uri", pa.string(), nullable=False),
-    pa.field("camera_id", pa.string()),
-    pa.field("captured_at", pa.timestamp("us", tz="UTC")),
-    pa.field("status", pa.string(), nullable=False),
-    pa.field("error", pa.string()),
-    pa.field("super_resolved", pa.bool_(), nullable=False),
-    pa.field("reconstructed", pa.bool_(), nullable=False),
-    pa.field("occlusion_score", pa.float32()),
-)
-TRAILING_RESULT_FIELDS = (
-    pa.field("model_version", pa.string(), nullable=False),
-    pa.field("processed_at", pa.timestamp("us", tz="UTC"), nullable=False),
-)
-# Columns every result row carries; with `attributes=` these come first, then `<attr>, <attr>_score`.
-BASE_COLUMNS = tuple(f.name for f in FIXED_RESULT_FIELDS + TRAILING_RESULT_FIELDS)
-
-
-def results_schema(attributes: Sequence[str]) -> pa.Schema:
-    """The results table of DESIGN.md: fixed columns, `<attr>` bool and `<attr>_score` float32 per
-    attribute (in model order), then model_version and processed_at."""
-    fixed = set(BASE_COLUMNS)
-    attr_fields = []
-    for a in attributes:
-        for field in (pa.field(a, pa.bool_()), pa.field(f"{a}_score", pa.float32())):
-            if field.name in fixed or any(f.name == field.name for f in attr_fields):
-                raise ValueError(f"attribute {a!r} collides with the results column {field.name!r}")
-            attr_fields.append(field)
-    return pa.schema([*FIXED_RESULT_FIELDS, *attr_fields, *TRAILING_RESULT_FIELDS])
-
-
-def error_kind(message: str) -> str:
-    """The kind of an error message: its text up to the first ':' ("missing object: s3://…")."""
-    return message.split(":", 1)[0].strip() or "error"
-
-
 TimeLike = dt.datetime | dt.date | pd.Timestamp | str
 T = TypeVar("T")
 
@@ -244,30 +199,9 @@ def promote(uri: str, staged: Sequence[str], marker: Mapping[str, Any], *, run_i
 # `max_transient_runs`-th run in a row gives up on it: the row becomes a permanent error
 # ("gave up: …", `gave_up_error`) and the partition commits. A commit deletes the record.
 
-TRANSIENT_RECORD = "_transient.json"
-GAVE_UP = "gave up"
 # Crops a partition's record tracks at most: more transient failures than that is an outage, not
 # a few poison objects, and the record stays bounded.
 MAX_TRACKED_CROPS = 10_000
-
-
-@dataclass(frozen=True)
-class TransientHistory:
-    """What the decode step needs to give up on a crop: the run count after which it does, and per
-    partition (its index in the commit group) the crops that reach it if they fail again."""
-
-    max_runs: int
-    runs: Mapping[int, Mapping[str, int]]
-
-    def gives_up(self, partition: int, crop_id: str) -> int | None:
-        """The runs in a row this one would make, when they reach `max_runs`; else None."""
-        runs = self.runs.get(partition, {}).get(crop_id, 0) + 1
-        return runs if runs >= self.max_runs else None
-
-
-def gave_up_error(error: str, runs: int) -> str:
-    """The permanent error of a crop that failed for a transient reason in `runs` runs in a row."""
-    return f"{GAVE_UP}: its image read failed for a transient reason in {runs} runs in a row ({error})"
 
 
 def read_transient(uri: str, storage: StorageConfig | None = None) -> dict[str, int]:

@@ -22,7 +22,7 @@ import numpy as np
 
 from attrgan.config import StorageConfig
 from attrgan.data.manifest import PARTITION_INDEX, ROW_ERROR
-from attrgan.results import TRANSIENT, TransientHistory, error_kind, gave_up_error
+from attrgan.contracts import TRANSIENT, TransientHistory, error_kind, gave_up_error
 
 if TYPE_CHECKING:  # torch: only the actors import the pipeline (the write tasks import this module)
     from attrgan.pipeline import PipelineConfig

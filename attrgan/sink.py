@@ -29,8 +29,8 @@ import ray.data
 from attrgan.config import StorageConfig
 from attrgan.data.manifest import PARTITION_INDEX, crop_id_problem, read_blocks, text_column
 from attrgan.data.storage import filesystem, join, redact, write_bytes
-from attrgan.results import (MAX_TRACKED_CROPS, TRANSIENT, TransientHistory, drill, error_kind, forget_transient,
-                             promote, staging_uri, write_transient)
+from attrgan.contracts import TRANSIENT, TransientHistory, error_kind
+from attrgan.results import MAX_TRACKED_CROPS, drill, forget_transient, promote, staging_uri, write_transient
 from attrgan.scoring import IO_TASK_CPUS
 
 log = logging.getLogger(__name__)

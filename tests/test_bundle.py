@@ -84,8 +84,9 @@ def test_bundle_round_trip_and_content_version(tmp_path):
 
     loaded = load_bundle(tmp_path / "bundle")
     assert loaded.version == saved.version and len(saved.version) == 12
-    version, metas = bundle_info(str(tmp_path / "bundle"))  # from the config files alone
-    assert version == saved.version and metas["classifier"]["attributes"] == list(ATTRS)
+    info = bundle_info(str(tmp_path / "bundle"))  # from the config files alone
+    assert info.version == saved.version and info.attributes == ATTRS and info.input_size == loaded.classifier.config.input_size
+    assert info.thresholds == (0.5, 0.4, 0.6, 0.7) and info == loaded.info
     assert loaded.attributes == ATTRS
     np.testing.assert_allclose(loaded.thresholds, [0.5, 0.4, 0.6, 0.7])
     before, after = outputs(bundle), outputs(loaded)

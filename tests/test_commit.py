@@ -20,8 +20,9 @@ import pytest
 
 from attrgan.config import StorageConfig
 from attrgan.data.storage import list_dir, write_bytes
-from attrgan.results import (SUCCESS_MARKER, STAGING_DIR, clean_partition, clean_staging, load_results, promote,
-                             read_success, results_dataset, results_schema, staging_uri)
+from attrgan.contracts import STAGING_DIR, SUCCESS_MARKER, results_schema
+from attrgan.results import (clean_partition, clean_staging, load_results, promote, read_success, results_dataset,
+                             staging_uri)
 
 
 def results_rows(crop_ids: list[str], version: str) -> pa.Table:
@@ -269,20 +270,24 @@ def test_readers_never_guess_a_partitions_files(tmp_path):
     assert sorted(load_results(str(out))["model_version"]) == ["v1", "v1", "v2", "v2"]
 
 
-def test_write_and_check_tasks_start_without_torch(tmp_path):
+def test_write_decode_and_check_tasks_start_without_torch(tmp_path):
     # A Ray worker imports the modules of what it runs: the datasink (pickled into every write
-    # task) and the check tasks must not bring in torch and the models (~3.5 s per fresh worker).
+    # task), the decode and check tasks must not bring in torch and the models (~3.5 s per fresh
+    # worker); nor may the torch-free layer they stand on (DESIGN.md's module map).
     from ray import cloudpickle
 
     from attrgan.config import StorageConfig
-    from attrgan.results import results_schema
+    from attrgan.scoring import decode_rows
     from attrgan.sink import CommitGroup, ResultsSink, check_ids, verify_staged
 
     sink = ResultsSink(out=str(tmp_path), storage=StorageConfig(), rows_per_file=10,
                        group=CommitGroup(("date=2026-11-25",), (3,)), run_id="r1", schema=results_schema(["hat"]),
                        marker={"model_version": "v1", "pipeline": {"device": "cpu"}}, start=0.0)
-    payload = cloudpickle.dumps((sink, check_ids._function, verify_staged._function))
-    load = "import pickle, sys; pickle.loads(sys.stdin.buffer.read()); print(sorted({'torch', 'attrgan.extract'} & set(sys.modules)))"
+    payload = cloudpickle.dumps((sink, check_ids._function, verify_staged._function, decode_rows))
+    layer = ["attrgan.contracts", "attrgan.results", "attrgan.data.images", "attrgan.data.manifest"]
+    load = ("import importlib, pickle, sys; pickle.loads(sys.stdin.buffer.read()); "
+            f"[importlib.import_module(m) for m in {layer}]; "
+            "print(sorted({'torch', 'attrgan.extract'} & set(sys.modules)))")
     proc = subprocess.run([sys.executable, "-c", load], input=payload, capture_output=True, timeout=120,
                           env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
     assert proc.returncode == 0, proc.stderr.decode()[-2000:]
@@ -294,7 +299,7 @@ def test_write_and_check_tasks_start_without_torch(tmp_path):
 
 
 def test_the_decode_step_gives_up_on_a_crop_only_at_its_last_allowed_run():
-    from attrgan.results import TransientHistory
+    from attrgan.contracts import TransientHistory
     from attrgan.scoring import give_up
 
     history = TransientHistory(max_runs=3, runs={0: {"a": 2, "b": 1}, 1: {"a": 1}})
@@ -306,7 +311,8 @@ def test_the_decode_step_gives_up_on_a_crop_only_at_its_last_allowed_run():
 
 
 def test_the_transient_record_counts_runs_in_a_row(tmp_path):
-    from attrgan.results import MAX_TRACKED_CROPS, TRANSIENT_RECORD, forget_transient, read_transient, write_transient
+    from attrgan.contracts import TRANSIENT_RECORD
+    from attrgan.results import MAX_TRACKED_CROPS, forget_transient, read_transient, write_transient
 
     part = str(tmp_path / "out" / "day=1")
     assert read_transient(part) == {}

@@ -365,7 +365,7 @@ def extract_inputs(args: argparse.Namespace, root: Path) -> None:
 
 def wrote(args: argparse.Namespace, root: Path) -> bool:
     """Output the command's --out / --csv names exists (predict without either prints its rows)."""
-    from attrgan.results import SUCCESS_MARKER
+    from attrgan.contracts import SUCCESS_MARKER
 
     target = getattr(args, "out", None) or getattr(args, "csv", None)
     if target is None:

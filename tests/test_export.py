@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from attrgan.attributes import OCCLUSION_DOWN
-from attrgan.bundle import NETWORKS, Bundle, save_bundle
+from attrgan.bundle import Bundle, save_bundle
+from attrgan.contracts import NETWORKS
 from attrgan.config import ConfigError
 from attrgan import cli
 from attrgan.export import ExportConfig, ExportToolsMissing, export_bundle

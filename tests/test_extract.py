@@ -25,8 +25,8 @@ from attrgan.data.storage import filesystem, list_dir, read_bytes, write_bytes
 from attrgan.data.manifest import INPUT_COLUMNS, PARTITION_INDEX, ROW_ERROR, prepare_rows
 from attrgan.extract import (FAULT_ENV, ExtractConfig, PipelineActor, newest_first, results_batch, rows_per_block,
                              run_extract, select_partitions)
-from attrgan.results import SUCCESS_MARKER as SUCCESS_FILE
-from attrgan.results import error_kind, results_schema
+from attrgan.contracts import SUCCESS_MARKER as SUCCESS_FILE
+from attrgan.contracts import error_kind, results_schema
 from attrgan.scoring import decode_rows, plan_actors
 from attrgan.sink import PRECISION, commit_groups
 from attrgan.pipeline import Pipeline, PipelineConfig

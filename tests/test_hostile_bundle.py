@@ -239,7 +239,7 @@ def test_mutated_bundle_metadata_is_refused_clearly_or_loads(bundle_dir, network
     try:
         (path / network / "config.json").write_text(json.dumps(meta))
         try:
-            version, _ = bundle_info(str(path))
+            version = bundle_info(str(path)).version
         except BundleError as exc:
             assert "\n" not in str(exc) and len(str(exc)) < 600, str(exc)
             return

@@ -13,7 +13,8 @@ from attrgan.bundle import Bundle, load_bundle, save_bundle
 from attrgan.models import (AttributeClassifier, ClassifierConfig, ReconstructionConfig, ReconstructionGenerator,
                             SuperResConfig, SuperResGenerator)
 from attrgan.pipeline import Pipeline, PipelineConfig
-from attrgan.proof import GAIN_KEY, corrupted_inputs, measure_gain, restoration_plan
+from attrgan.contracts import GAIN_KEY, BundleInfo
+from attrgan.proof import corrupted_inputs, measure_gain
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -36,29 +37,35 @@ def stored(gain: float, classifier_version: str = "c1") -> dict:
                        "level": 0.95, "resamples": 1000, "seed": 0, "classifier_version": classifier_version}}
 
 
+def plan_of(metas, *, attributes, **switches):
+    """The restorations a bundle with these metas and a classifier of `attributes` runs."""
+    classifier = {**metas.get("classifier", {}), "attributes": list(attributes)}
+    return BundleInfo.from_metas({**metas, "classifier": classifier}).restorations(**switches)
+
+
 def test_plan_runs_only_what_is_proven_or_unmeasured():
     metas = {"classifier": {"version": "c1"}, "superres": stored(0.008), "reconstruction": stored(-0.002)}
-    plan = restoration_plan(metas, attributes=ATTRS, use_superres=True, use_reconstruction=True, require_proven=True)
+    plan = plan_of(metas, attributes=ATTRS, use_superres=True, use_reconstruction=True, require_proven=True)
     assert plan["superres"].runs and "+0.80 mA" in plan["superres"].reason
     assert not plan["reconstruction"].runs and "not above 0" in plan["reconstruction"].reason
 
-    forced = restoration_plan(metas, attributes=ATTRS, use_superres=True, use_reconstruction=True, require_proven=False)
+    forced = plan_of(metas, attributes=ATTRS, use_superres=True, use_reconstruction=True, require_proven=False)
     assert forced["reconstruction"].runs and "forced on" in forced["reconstruction"].reason
 
-    zero = restoration_plan(metas | {"reconstruction": stored(0.0)}, attributes=ATTRS, use_superres=True, use_reconstruction=True,
+    zero = plan_of(metas | {"reconstruction": stored(0.0)}, attributes=ATTRS, use_superres=True, use_reconstruction=True,
                             require_proven=True)
     assert not zero["reconstruction"].runs  # "above 0" is strict
 
-    old = restoration_plan({"classifier": {"version": "c1"}}, attributes=ATTRS, use_superres=True, use_reconstruction=True,
+    old = plan_of({"classifier": {"version": "c1"}}, attributes=ATTRS, use_superres=True, use_reconstruction=True,
                            require_proven=True)
     assert all(r.runs and r.reason == "no validation gain stored" for r in old.values())
 
-    retrained = restoration_plan(metas | {"reconstruction": stored(-0.02, classifier_version="c0")},
+    retrained = plan_of(metas | {"reconstruction": stored(-0.02, classifier_version="c0")},
                                  attributes=ATTRS, use_superres=False, use_reconstruction=True, require_proven=True)
     assert retrained["reconstruction"].runs and "another classifier" in retrained["reconstruction"].reason
     assert not retrained["superres"].runs and retrained["superres"].reason == "switched off"
 
-    blind = restoration_plan(metas, attributes=("female",), use_superres=True, use_reconstruction=True,
+    blind = plan_of(metas, attributes=("female",), use_superres=True, use_reconstruction=True,
                              require_proven=False)
     assert not blind["reconstruction"].runs and "no 'occlusion_down' to trigger it" in blind["reconstruction"].reason
 

@@ -19,7 +19,7 @@ from attrgan.attributes import SYNTH_ATTRIBUTES
 from attrgan.bundle import load_network
 from attrgan.config import ConfigError, StorageConfig
 from attrgan.data import storage as st
-from attrgan.proof import GAIN_KEY
+from attrgan.contracts import GAIN_KEY
 from attrgan.runtime import STATE_API_ENV
 from attrgan.train.config import load_train_config
 from attrgan.train.data import TrainDataError

@@ -16,7 +16,8 @@ from typing import Any
 import pandas as pd
 
 from attrgan.data import storage as st
-from attrgan.train.config import NETWORKS, load_train_config
+from attrgan.contracts import NETWORKS
+from attrgan.train.config import load_train_config
 
 
 def last_images_per_s(result: Any) -> float:

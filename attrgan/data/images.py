@@ -55,7 +55,7 @@ from attrgan.config import StorageConfig
 from attrgan.data.manifest import text_problem
 from attrgan.data.storage import (MESSAGE_CHARS, S3_BUCKET, ObjectRefusedError, TransientStorageError, allowed, read_bytes,
                                   redact, scheme)
-from attrgan.results import TRANSIENT  # the kind of a row whose read may pass later: its partition is redone
+from attrgan.contracts import TRANSIENT  # the kind of a row whose read may pass later: its partition is redone
 
 if TYPE_CHECKING:
     import torch

@@ -25,18 +25,12 @@ from typing import Any, Literal
 
 from attrgan.attributes import validate_attributes
 from attrgan.config import ConfigError, load
+from attrgan.contracts import DEFAULT_INPUT_SIZES, NETWORKS
 from attrgan.precision import PRECISIONS
 
 log = logging.getLogger(__name__)
 
-NETWORKS = ("classifier", "reconstruction", "superres")
 PRESETS = ("paper", "cpu-small")
-# The networks' default input sizes (H, W); the super-resolution target is 4× its input.
-DEFAULT_INPUT_SIZES: dict[str, tuple[int, int]] = {
-    "classifier": (320, 128),
-    "reconstruction": (160, 64),
-    "superres": (80, 32),
-}
 IMAGENET_WEIGHTS = "IMAGENET1K_V2"
 
 

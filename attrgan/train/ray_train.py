@@ -31,7 +31,7 @@ from attrgan.attributes import OCCLUSION_DOWN
 from attrgan.config import ConfigError, StorageConfig, to_dict
 from attrgan.data import storage as st
 from attrgan.precision import resolve_precision
-from attrgan.proof import GAIN_KEY
+from attrgan.contracts import GAIN_KEY, GENERATORS, BundleInfo
 from attrgan.train.config import TrainConfig
 from attrgan.train.curves import Curves, write_curves
 from attrgan.train.data import (CropSet, TrainDataError, classifier_batch, classifier_validation, epoch_indices,
@@ -184,7 +184,9 @@ def train_network(config: TrainConfig, *, manifest: str, bundle: str, run_name: 
             raise ConfigError(f"agreement_weight {config.agreement_weight:g} needs the bundle's trained classifier "
                               f"at {classifier_uri}: train the classifier into this bundle first")
         # The agreement loss classifies crops at the classifier's size; G^R gets them shrunk.
-        crop_size = tuple(_read_json(st.join(classifier_uri, "config.json"), storage)["input_size"])
+        from attrgan.bundle import check_network
+
+        crop_size = BundleInfo.from_metas({"classifier": check_network(classifier_uri, storage).meta}).input_size
 
     run_info = {"model": config.model, "attributes": list(attributes) if attributes else None,
                 "manifest": manifest, "bundle": network_uri}
@@ -277,8 +279,6 @@ def _validation_gain(state: dict[str, Any], config: TrainConfig, *, bundle: str,
     worker's resources; None for the classifier, without a validation split or without the
     bundle's classifier to measure against."""
     import ray
-
-    from attrgan.proof import GENERATORS
 
     classifier_uri = st.join(bundle, "classifier")
     if config.model not in GENERATORS or config.val_split is None:

@@ -1,0 +1,193 @@
+"""The shared contracts (docs/DESIGN.md): the networks of a bundle and what a driver reads of its
+metadata, the results table and its folder layout, and the error kinds of a results row.
+
+Free of torch on purpose (it imports only `attrgan.attributes` of the project): the write, check and decode tasks
+that run in plain Ray task workers import this, and a worker imports the module of the code it
+runs (tests/test_commit.py holds that they start without torch). `BundleInfo` is the one reader of
+a bundle's config.json metadata; `attrgan.bundle` validates and writes it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pyarrow as pa
+
+from attrgan.attributes import OCCLUSION_DOWN
+
+# ---------------------------------------------------------------------------------------------
+# networks
+
+NETWORKS = ("classifier", "reconstruction", "superres")
+GENERATORS = ("superres", "reconstruction")  # in the order the pipeline runs them
+# Each network's default input size (H, W); the super-resolution target is 4× its input.
+DEFAULT_INPUT_SIZES: Mapping[str, tuple[int, int]] = {
+    "classifier": (320, 128),
+    "reconstruction": (160, 64),
+    "superres": (80, 32),
+}
+# A generator's measured effect on its bundle's classifier, in its config.json (`attrgan.train.gain`).
+GAIN_KEY = "validation_gain"
+VERSION_CHARS = 12
+
+
+def bundle_version(metas: Mapping[str, Mapping[str, Any]]) -> str:
+    """Content hash of a bundle: a hash over its networks' weight hashes, in NETWORKS order."""
+    text = "\n".join(f"{name}:{metas[name]['weights_sha256']}" for name in NETWORKS)
+    return hashlib.sha256(text.encode()).hexdigest()[:VERSION_CHARS]
+
+
+@dataclasses.dataclass(frozen=True)
+class Restoration:
+    """Whether one generator runs, and why (for logs, run summaries and `_SUCCESS`)."""
+
+    runs: bool
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"runs": self.runs, "reason": self.reason}
+
+
+@dataclasses.dataclass(frozen=True)
+class BundleInfo:
+    """What jobs read of a bundle's metadata (config.json per network), typed.
+
+    version: the bundle's content hash ("" while a network is not stored yet, as during training);
+    attributes, thresholds, classifier_version: the classifier's; input_sizes: per network;
+    gains: per generator, its stored GAIN_KEY record (None when none was stored).
+    """
+
+    version: str
+    attributes: tuple[str, ...]
+    thresholds: tuple[float, ...]
+    classifier_version: str
+    input_sizes: Mapping[str, tuple[int, int]]
+    gains: Mapping[str, Mapping[str, Any] | None]
+
+    @classmethod
+    def from_metas(cls, metas: Mapping[str, Mapping[str, Any]]) -> BundleInfo:
+        """From network name → meta as `attrgan.bundle` checked it (a network may be absent)."""
+        classifier = metas.get("classifier", {})
+        return cls(
+            version=bundle_version(metas) if all("weights_sha256" in metas.get(n, {}) for n in NETWORKS) else "",
+            attributes=tuple(classifier.get("attributes") or ()),
+            thresholds=tuple(classifier.get("thresholds") or ()),  # none stored: 0.5 each (`Bundle.thresholds`)
+            classifier_version=classifier.get("version", ""),
+            input_sizes={name: tuple(meta["input_size"]) for name, meta in metas.items() if "input_size" in meta},
+            gains={name: metas.get(name, {}).get(GAIN_KEY) for name in GENERATORS})
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """The classifier's input size: what crops are decoded to."""
+        return self.input_sizes["classifier"]
+
+    def restorations(self, *, use_superres: bool, use_reconstruction: bool,
+                     require_proven: bool) -> dict[str, Restoration]:
+        """{"superres": Restoration, "reconstruction": Restoration}: the pipeline's switches, then
+        the rule for a stored gain. With `require_proven` a restoration runs only where its stored
+        gain is above 0. A bundle without the record (written before it existed, or trained without
+        a validation split), or whose gain was measured against another classifier, keeps running
+        the restoration: nothing was measured against this one."""
+        plan = {}
+        for name, wanted in (("superres", use_superres), ("reconstruction", use_reconstruction)):
+            stored = self.gains.get(name)
+            if not wanted:
+                plan[name] = Restoration(False, "switched off")
+                continue
+            if name == "reconstruction" and OCCLUSION_DOWN not in self.attributes:
+                plan[name] = Restoration(False, f"the classifier has no {OCCLUSION_DOWN!r} to trigger it")
+                continue
+            if not isinstance(stored, Mapping) or not isinstance(stored.get("gain_ma"), (int, float)):
+                plan[name] = Restoration(True, "no validation gain stored")
+                continue
+            measured = (f"validation gain {100 * stored['gain_ma']:+.2f} mA "
+                        f"({100 * stored.get('low', math.nan):+.2f} to {100 * stored.get('high', math.nan):+.2f}, "
+                        f"{stored.get('crops', '?')} crops)")
+            if self.classifier_version and stored.get("classifier_version") not in (None, "", self.classifier_version):
+                plan[name] = Restoration(True, f"{measured} against another classifier: not measured for this one")
+            elif stored["gain_ma"] > 0 or not require_proven:
+                plan[name] = Restoration(True, measured + ("" if stored["gain_ma"] > 0 else ", forced on"))
+            else:
+                plan[name] = Restoration(False, f"{measured} is not above 0 (pipeline.require_proven=false forces it)")
+        return plan
+
+
+# ---------------------------------------------------------------------------------------------
+# results: the table and its folders (the commit protocol: `attrgan.results`)
+
+SUCCESS_MARKER = "_SUCCESS"
+# Where a run stages its files under the output base before promoting them; readers (pyarrow,
+# pandas, DuckDB, `load_results`) skip paths whose parts start with '_'.
+STAGING_DIR = "_staging"
+# A held-back partition's count of crops that failed for a transient reason, run after run.
+TRANSIENT_RECORD = "_transient.json"
+# The results table of DESIGN.md "Results": these, `<attr>` bool and `<attr>_score` float32 per
+# attribute in model order, then the trailing fields.
+FIXED_RESULT_FIELDS = (
+    pa.field("crop_id", pa.string(), nullable=False),
+    pa.field("image_uri", pa.string(), nullable=False),
+    pa.field("camera_id", pa.string()),
+    pa.field("captured_at", pa.timestamp("us", tz="UTC")),
+    pa.field("status", pa.string(), nullable=False),
+    pa.field("error", pa.string()),
+    pa.field("super_resolved", pa.bool_(), nullable=False),
+    pa.field("reconstructed", pa.bool_(), nullable=False),
+    pa.field("occlusion_score", pa.float32()),
+)
+TRAILING_RESULT_FIELDS = (
+    pa.field("model_version", pa.string(), nullable=False),
+    pa.field("processed_at", pa.timestamp("us", tz="UTC"), nullable=False),
+)
+# Columns every result row carries; with `attributes=` these come first, then `<attr>, <attr>_score`.
+BASE_COLUMNS = tuple(f.name for f in FIXED_RESULT_FIELDS + TRAILING_RESULT_FIELDS)
+
+
+def results_schema(attributes: Sequence[str]) -> pa.Schema:
+    """The results table of DESIGN.md: fixed columns, `<attr>` bool and `<attr>_score` float32 per
+    attribute (in model order), then model_version and processed_at."""
+    fixed = set(BASE_COLUMNS)
+    attr_fields = []
+    for a in attributes:
+        for field in (pa.field(a, pa.bool_()), pa.field(f"{a}_score", pa.float32())):
+            if field.name in fixed or any(f.name == field.name for f in attr_fields):
+                raise ValueError(f"attribute {a!r} collides with the results column {field.name!r}")
+            attr_fields.append(field)
+    return pa.schema([*FIXED_RESULT_FIELDS, *attr_fields, *TRAILING_RESULT_FIELDS])
+
+
+# ---------------------------------------------------------------------------------------------
+# error kinds: a results row's `error` is "<kind>: <what>"
+
+# A read that failed for a reason that may pass (timeouts, throttling, 5xx): its partition is held
+# back and redone by the next run.
+TRANSIENT = "transient"
+# A crop that failed for a transient reason in `max_transient_runs` runs in a row: given up on.
+GAVE_UP = "gave up"
+
+
+def error_kind(message: str) -> str:
+    """The kind of an error message: its text up to the first ':' ("missing object: s3://…")."""
+    return message.split(":", 1)[0].strip() or "error"
+
+
+@dataclasses.dataclass(frozen=True)
+class TransientHistory:
+    """What the decode step needs to give up on a crop: the run count after which it does, and per
+    partition (its index in the commit group) the crops that reach it if they fail again."""
+
+    max_runs: int
+    runs: Mapping[int, Mapping[str, int]]
+
+    def gives_up(self, partition: int, crop_id: str) -> int | None:
+        """The runs in a row this one would make, when they reach `max_runs`; else None."""
+        runs = self.runs.get(partition, {}).get(crop_id, 0) + 1
+        return runs if runs >= self.max_runs else None
+
+
+def gave_up_error(error: str, runs: int) -> str:
+    """The permanent error of a crop that failed for a transient reason in `runs` runs in a row."""
+    return f"{GAVE_UP}: its image read failed for a transient reason in {runs} runs in a row ({error})"
