@@ -214,7 +214,7 @@ def _check_state(shapes: Mapping[str, tuple[int, ...]], expected: Mapping[str, t
 
 
 def _check_gain(stored: Any, where: str) -> None:
-    """A generator's stored validation gain (`attrgan.proof`): absent, or an object whose gain and
+    """A generator's stored validation gain (`attrgan.train.gain`): absent, or an object whose gain and
     interval bounds, where given, are numbers (the gate compares and prints them)."""
     if stored is None:
         return

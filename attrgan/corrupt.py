@@ -1,4 +1,5 @@
-"""The paper's two corruptions (§4, Fig. 4): lower-body occlusion and ×4 downsampling.
+"""The paper's two corruptions (§4, Fig. 4): lower-body occlusion and ×4 downsampling (with what
+G^S and the classifier see of a low-resolution crop: `lowres_input`, `lowres_view`).
 
 - Occlusion: the bottom 50–80 % of a crop is covered by the upper body of another person from
   the same split: the donor crop is scaled to the person's width (plus a little jitter) and its
@@ -24,6 +25,7 @@ from PIL import Image
 
 from attrgan.attributes import OCCLUSION_DOWN
 from attrgan.config import StorageConfig
+from attrgan.data.images import resize
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -184,6 +186,31 @@ def downsample(image: np.ndarray, factor: int = 4) -> np.ndarray:
 
 # --------------------------------------------------------------------------------------------
 # Corrupted copies of a manifest
+
+
+def lowres_input(image: np.ndarray, crop_size: Sequence[int] | None, factor: int = 4) -> np.ndarray:
+    """What G^S gets for a crop once that crop is ×`factor` low-resolution: (H, W, 3) uint8 →
+    (H/factor, W/factor, 3) uint8.
+
+    `image` is the crop resized to the training size (H, W); crop_size (h, w) its size in the
+    stored image. A low-resolution crop holds only h/factor × w/factor pixels, and the pipeline
+    brings them up to G^S's input, so the input is that many pixels resized to H/factor × W/factor.
+    Crops stored at H × W or more (and crop_size None) give the plain ×factor downsample.
+    """
+    h, w = image.shape[:2]
+    size = (h // factor, w // factor)
+    if crop_size is None:
+        return downsample(image, factor=factor)
+    kept = (max(1, min(size[0], round(crop_size[0] / factor))), max(1, min(size[1], round(crop_size[1] / factor))))
+    if kept == size:
+        return downsample(image, factor=factor)
+    return resize(resize(image, kept), size)
+
+
+def lowres_view(image: np.ndarray, crop_size: Sequence[int] | None, factor: int = 4) -> np.ndarray:
+    """What the classifier sees of a crop once it is ×`factor` low resolution: `lowres_input`
+    brought back up to the crop's (H, W) as the decoder resizes it. (H, W, 3) uint8 → same."""
+    return resize(lowres_input(image, crop_size, factor), image.shape[:2])
 
 
 def _file_name(crop_id: str) -> str:

@@ -60,7 +60,7 @@ class PipelineConfig:
     fold_batchnorm: run copies of the networks with each BatchNorm folded into its convolution
         (`attrgan.models.inference`: the same function, one pass over the activations fewer).
     require_proven: run a restoration only where the gain its config.json stores (measured on the
-        validation split when it was trained, `attrgan.proof`) is above 0; bundles without a stored
+        validation split when it was trained, `attrgan.train.gain`) is above 0; bundles without a stored
         gain run it as before. False runs every switched-on restoration.
     """
 

@@ -12,6 +12,7 @@ import torch
 
 from attrgan.attributes import OCCLUSION_DOWN
 from attrgan.config import ConfigError
+from attrgan.corrupt import lowres_input, lowres_view
 from attrgan.losses import attribute_agreement_loss
 from attrgan.pipeline import full_size, resize
 from attrgan.train import data as tdata
@@ -245,7 +246,7 @@ def test_information_ceilings_train_on_corrupted_crops_with_every_label():
 
     low, y = tdata.corrupted_crops(images, labels, sizes, rng=rng, train_on="lowres", occlusion_index=2)
     assert (y == labels).all() and low.shape == images.shape
-    assert all(np.array_equal(a, tdata.lowres_view(b, s)) for a, b, s in zip(low, images, sizes))
+    assert all(np.array_equal(a, lowres_view(b, s)) for a, b, s in zip(low, images, sizes))
 
     mixed, y = tdata.corrupted_crops(images, labels, sizes, rng=np.random.default_rng(3), train_on="corrupted",
                                      occlusion_index=2)
@@ -304,11 +305,11 @@ def test_superres_input_holds_only_the_pixels_a_low_res_crop_has():
 
     image = np.random.default_rng(0).integers(0, 256, (64, 32, 3), dtype=np.uint8)
     # Stored at the training size or larger: the plain x4 downsample.
-    assert np.array_equal(tdata.lowres_input(image, (64, 32)), downsample(image, 4))
-    assert np.array_equal(tdata.lowres_input(image, (300, 120)), downsample(image, 4))
-    assert np.array_equal(tdata.lowres_input(image, None), downsample(image, 4))
+    assert np.array_equal(lowres_input(image, (64, 32)), downsample(image, 4))
+    assert np.array_equal(lowres_input(image, (300, 120)), downsample(image, 4))
+    assert np.array_equal(lowres_input(image, None), downsample(image, 4))
     # Stored at half the training size: a x4 low-res copy has 8x4 pixels, brought up to 16x8.
-    low = tdata.lowres_input(image, (32, 16))
+    low = lowres_input(image, (32, 16))
     assert low.shape == (16, 8, 3) and np.array_equal(low, resize(resize(image, (8, 4)), (16, 8)))
     assert np.abs(low.astype(int) - downsample(image, 4)).mean() > 5  # less detail than the plain one
     batch, _ = tdata.superres_batch(np.stack([image, image]), np.array([[64, 32], [32, 16]], np.int32))

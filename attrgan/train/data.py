@@ -25,8 +25,8 @@ import torch
 
 from attrgan.attributes import OCCLUSION_DOWN
 from attrgan.config import StorageConfig
-from attrgan.corrupt import downsample, occlude, occlude_batch
-from attrgan.data.images import decode_batch, resize, to_tensor
+from attrgan.corrupt import lowres_input, lowres_view, occlude, occlude_batch
+from attrgan.data.images import decode_batch, to_tensor
 from attrgan.data.manifest import label_columns, manifest_attributes, read_manifest
 from attrgan.losses import UNKNOWN
 
@@ -270,31 +270,6 @@ def reconstruction_batch(images: np.ndarray, *, rng: np.random.Generator,
         keep = rng.random(len(images)) < clean_share
         occluded[keep] = images[keep]
     return to_tensor(occluded), to_tensor(images)
-
-
-def lowres_input(image: np.ndarray, crop_size: Sequence[int] | None, factor: int = 4) -> np.ndarray:
-    """What G^S gets for a crop once that crop is ×`factor` low-resolution: (H, W, 3) uint8 →
-    (H/factor, W/factor, 3) uint8.
-
-    `image` is the crop resized to the training size (H, W); crop_size (h, w) its size in the
-    stored image. A low-resolution crop holds only h/factor × w/factor pixels, and the pipeline
-    brings them up to G^S's input, so the input is that many pixels resized to H/factor × W/factor.
-    Crops stored at H × W or more (and crop_size None) give the plain ×factor downsample.
-    """
-    h, w = image.shape[:2]
-    size = (h // factor, w // factor)
-    if crop_size is None:
-        return downsample(image, factor=factor)
-    kept = (max(1, min(size[0], round(crop_size[0] / factor))), max(1, min(size[1], round(crop_size[1] / factor))))
-    if kept == size:
-        return downsample(image, factor=factor)
-    return resize(resize(image, kept), size)
-
-
-def lowres_view(image: np.ndarray, crop_size: Sequence[int] | None, factor: int = 4) -> np.ndarray:
-    """What the classifier sees of a crop once it is ×`factor` low resolution: `lowres_input`
-    brought back up to the crop's (H, W) as the decoder resizes it. (H, W, 3) uint8 → same."""
-    return resize(lowres_input(image, crop_size, factor), image.shape[:2])
 
 
 def superres_batch(images: np.ndarray, crop_sizes: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:

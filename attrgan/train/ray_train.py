@@ -224,9 +224,9 @@ def train_network(config: TrainConfig, *, manifest: str, bundle: str, run_name: 
         raise RuntimeError(f"run {run_uri} ended without a checkpoint")
     with result.checkpoint.as_directory() as folder:
         state = torch.load(Path(folder) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
-    proof = _validation_gain(state, config, bundle=bundle, manifest=manifest, storage=storage)
+    gain = _validation_gain(state, config, bundle=bundle, manifest=manifest, storage=storage)
     meta = export_network(state, config, network_uri, manifest=manifest, run_uri=run_uri, storage=storage,
-                          extra={GAIN_KEY: proof} if proof else None)
+                          extra={GAIN_KEY: gain} if gain else None)
     _write_json(st.join(run_uri, FINISHED_FILE), {"bundle": network_uri, "metrics": meta.get("metrics", {}),
                                                   "version": meta.get("version")}, storage)
     return TrainResult(config.model, network_uri, run_uri, trained=True, metrics=meta.get("metrics", {}))
@@ -275,7 +275,7 @@ def export_network(state: dict[str, Any], config: TrainConfig, network_uri: str,
 
 def _validation_gain(state: dict[str, Any], config: TrainConfig, *, bundle: str, manifest: str,
                      storage: StorageConfig) -> dict[str, Any] | None:
-    """A trained generator's `attrgan.proof` record, measured in a Ray task with one training
+    """A trained generator's `attrgan.train.gain` record, measured in a Ray task with one training
     worker's resources; None for the classifier, without a validation split or without the
     bundle's classifier to measure against."""
     import ray
@@ -287,18 +287,18 @@ def _validation_gain(state: dict[str, Any], config: TrainConfig, *, bundle: str,
         log.warning("%s: no classifier in %s, so its validation gain is not measured", config.model, bundle)
         return None
     task = ray.remote(_measure_gain).options(num_cpus=config.cpus_per_worker, num_gpus=1 if config.use_gpu else 0)
-    proof = ray.get(task.remote(state["net_g"], config, classifier_uri, manifest, storage))
-    if proof is not None:
+    gain = ray.get(task.remote(state["net_g"], config, classifier_uri, manifest, storage))
+    if gain is not None:
         log.info("%s: validation gain %+.2f mA (%+.2f to %+.2f) over %d crops", config.model,
-                 100 * proof["gain_ma"], 100 * proof["low"], 100 * proof["high"], proof["crops"])
-    return proof
+                 100 * gain["gain_ma"], 100 * gain["low"], 100 * gain["high"], gain["crops"])
+    return gain
 
 
 def _measure_gain(net_state: dict[str, torch.Tensor], config: TrainConfig, classifier_uri: str, manifest: str,
                   storage: StorageConfig) -> dict[str, Any] | None:
     from attrgan.bundle import Bundle, load_network
     from attrgan.pipeline import PipelineConfig
-    from attrgan.proof import measure_gain
+    from attrgan.train.gain import measure_gain
     from attrgan.train.gan import build_gan
 
     torch.set_num_threads(config.torch_threads)

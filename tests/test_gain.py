@@ -14,7 +14,7 @@ from attrgan.models import (AttributeClassifier, ClassifierConfig, Reconstructio
                             SuperResConfig, SuperResGenerator)
 from attrgan.pipeline import Pipeline, PipelineConfig
 from attrgan.contracts import GAIN_KEY, BundleInfo
-from attrgan.proof import corrupted_inputs, measure_gain
+from attrgan.train.gain import corrupted_inputs, measure_gain
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -1,4 +1,4 @@
-"""Restoration that is proven or off: a GAN's measured effect on its bundle's classifier.
+"""A generator's measured effect on its bundle's classifier: what makes a restoration proven or off.
 
 When a generator is trained into a bundle, `measure_gain` scores the validation split's crops,
 corrupted the way that generator's test set is (occluded for G^R, ×4 low resolution for G^S),
@@ -41,8 +41,7 @@ def corrupted_inputs(kind: str, images: np.ndarray, crop_sizes: np.ndarray,
     downsample of its stored size, brought back up to (H, W) as the decoder would; heights / 4.
     Returns (images (N, H, W, 3) uint8, crop heights (N,) int64).
     """
-    from attrgan.corrupt import occlude_batch
-    from attrgan.train.data import lowres_view
+    from attrgan.corrupt import lowres_view, occlude_batch
 
     heights = crop_sizes[:, 0].astype(np.int64)
     if kind == "reconstruction":
