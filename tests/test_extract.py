@@ -27,6 +27,7 @@ from attrgan.extract import (FAULT_ENV, ExtractConfig, PipelineActor, newest_fir
                              run_extract, select_partitions)
 from attrgan.contracts import SUCCESS_MARKER as SUCCESS_FILE
 from attrgan.contracts import error_kind, results_schema
+from attrgan.results import results_dataset
 from attrgan.scoring import decode_rows, plan_actors
 from attrgan.sink import PRECISION, commit_groups
 from attrgan.pipeline import Pipeline, PipelineConfig
@@ -268,8 +269,11 @@ def config_for(scene, out: str, **overrides) -> ExtractConfig:
 
 
 def read_results(scene, out: str) -> pd.DataFrame:
+    """The committed results with their hive partition columns (`day`)."""
     fs, path = filesystem(out, scene["storage"])
-    return pads.dataset(path, filesystem=fs, format="parquet", partitioning="hive").to_table().to_pandas()
+    files = results_dataset(out, storage=scene["storage"]).files
+    return pads.dataset(files, filesystem=fs, format="parquet", partitioning="hive",
+                        partition_base_dir=path).to_table().to_pandas()
 
 
 @pytest.fixture(scope="module")
