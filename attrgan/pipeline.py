@@ -24,12 +24,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from attrgan.attributes import OCCLUSION_DOWN
 from attrgan.models.inference import inference_copy
-from attrgan.models.reconstruction import Layers
+from attrgan.models.ops import full_size, resize_batch
 from attrgan.precision import PRECISIONS, Precision, autocast, resolve_precision
 
 if TYPE_CHECKING:
@@ -110,32 +109,6 @@ def resolve_device(device: str) -> torch.device:
         return torch.device(device)
     except RuntimeError:
         raise ValueError(f"PipelineConfig.device must be 'auto', 'cpu' or 'cuda[:N]', got {device!r}") from None
-
-
-def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Resize a (B, 3, H, W) float batch: area filter when shrinking (no aliasing), bilinear otherwise."""
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    if x.shape[-2] >= size[0] and x.shape[-1] >= size[1]:
-        return F.interpolate(x, size=size, mode="area")
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
-
-
-def full_size(original: torch.Tensor, small: torch.Tensor, out: torch.Tensor,
-              layers: Layers | None = None) -> torch.Tensor:
-    """A same-size generator's (G^R's) restoration of `original` at its full size, where `small` is
-    `original` shrunk to the generator's input and `out` the generator's output for it.
-
-    With a masked generator's `layers`, its paint and weight are resized up and composited over
-    `original`: where α ≈ 1 nothing of the original (the occluder's edges included) survives, where
-    α ≈ 0 the crop keeps its full detail. Otherwise what the generator changed (`out - small`) is
-    resized up and added to `original`. (B, 3, H, W) and (B, 3, h, w) batches in [-1, 1] → (B, 3, H, W).
-    """
-    size = tuple(original.shape[-2:])
-    if layers is not None:  # float32, whatever precision the generator ran in
-        weight = resize(layers.weight.float(), size)
-        return (original + weight * (resize(layers.paint.float(), size) - original)).clamp(-1, 1)
-    return (original + resize(out.float() - small, size)).clamp(-1, 1)
 
 
 def _generator_input(net: nn.Module, name: str) -> tuple[int, int]:
@@ -303,8 +276,8 @@ class Pipeline:
         """
         rows = torch.from_numpy(np.flatnonzero(mask)).to(self.device)
         original = x.index_select(0, rows)
-        small = resize(original, in_size)
+        small = resize_batch(original, in_size)
         if not as_correction:
-            return x.index_copy(0, rows, resize(net(small).float(), self.input_size).clamp(-1, 1))
+            return x.index_copy(0, rows, resize_batch(net(small).float(), self.input_size).clamp(-1, 1))
         out, layers = net(small, with_layers=True) if getattr(net, "masked", False) else (net(small), None)
         return x.index_copy(0, rows, full_size(original, small, out, layers))

@@ -431,14 +431,14 @@ def test_masked_reconstruction_composites_its_painting_with_a_predicted_weight(t
 
 
 def test_masked_reconstruction_composites_at_full_size_without_the_occluders_edges():
-    from attrgan.pipeline import full_size, resize
+    from attrgan.models.ops import full_size, resize_batch
 
     g = ReconstructionGenerator(ReconstructionConfig(width=0.125, masked=True, input_size=(32, 16))).eval()
     with torch.no_grad():
         g.head[0].weight.zero_()
         g.head[0].bias.copy_(torch.tensor([0.5, 0.5, 0.5, 20.0]))  # paint tanh(0.5) with α ≈ 1
         original = images(2, (64, 32))
-        small = resize(original, (32, 16))
+        small = resize_batch(original, (32, 16))
         out, layers = g(small, with_layers=True)
         assert torch.equal(out, g(small)) and layers.weight.shape == (2, 1, 32, 16)
         painted = full_size(original, small, out, layers)

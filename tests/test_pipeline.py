@@ -12,7 +12,8 @@ from attrgan.attributes import OCCLUSION_DOWN
 from attrgan.bundle import Bundle
 from attrgan.models import (AttributeClassifier, ClassifierConfig, ReconstructionConfig, ReconstructionGenerator,
                             SuperResConfig, SuperResGenerator)
-from attrgan.pipeline import Pipeline, PipelineConfig, resize
+from attrgan.models.ops import resize_batch
+from attrgan.pipeline import Pipeline, PipelineConfig
 
 ATTRS = ("female", "hat", OCCLUSION_DOWN)
 INPUT = (64, 32)  # tiny classifier input; G^S 16×8 → 64×32, G^R works at 32×16
@@ -51,14 +52,14 @@ def probabilities(bundle: Bundle, x: torch.Tensor) -> np.ndarray:
 def super_resolve(bundle: Bundle, x: torch.Tensor) -> torch.Tensor:
     """The SR rule by hand: area-downsample to G^S's input, G^S, resize to the classifier input."""
     low = torch.nn.functional.interpolate(x, size=(16, 8), mode="area")
-    return resize(bundle.superres(low), INPUT).clamp(-1, 1)
+    return resize_batch(bundle.superres(low), INPUT).clamp(-1, 1)
 
 
 @torch.inference_mode()
 def reconstruct(bundle: Bundle, x: torch.Tensor) -> torch.Tensor:
     """G^R's change at its input size (32x16), added to the crop at the classifier's size."""
     half = torch.nn.functional.interpolate(x, size=(32, 16), mode="area")
-    return (x + resize(bundle.reconstruction(half) - half, INPUT)).clamp(-1, 1)
+    return (x + resize_batch(bundle.reconstruction(half) - half, INPUT)).clamp(-1, 1)
 
 
 def count_rows(module: torch.nn.Module) -> list[int]:
@@ -196,11 +197,11 @@ def test_config_validation():
 
 def test_resize_filters():
     x = torch.arange(16, dtype=torch.float32).view(1, 1, 4, 4).expand(1, 3, 4, 4)
-    down = resize(x, (2, 2))
+    down = resize_batch(x, (2, 2))
     # area filter: each output pixel is the mean of a 2×2 block
     np.testing.assert_allclose(down[0, 0].numpy(), [[2.5, 4.5], [10.5, 12.5]])
-    assert resize(x, (4, 4)) is x
-    assert resize(x, (8, 8)).shape == (1, 3, 8, 8)
+    assert resize_batch(x, (4, 4)) is x
+    assert resize_batch(x, (8, 8)).shape == (1, 3, 8, 8)
 
 
 def test_a_reconstruction_that_changes_nothing_keeps_the_full_resolution_crop():

@@ -14,7 +14,7 @@ from attrgan.attributes import OCCLUSION_DOWN
 from attrgan.config import ConfigError
 from attrgan.corrupt import lowres_input, lowres_view
 from attrgan.losses import attribute_agreement_loss
-from attrgan.pipeline import full_size, resize
+from attrgan.models.ops import full_size, resize_batch
 from attrgan.train import data as tdata
 from attrgan.train.classifier import build_classifier, build_optimizer, train_classifier
 from attrgan.train.config import TrainConfig, load_train_config, preset
@@ -118,7 +118,7 @@ def test_agreement_loss_adds_to_the_generator_step_and_leaves_the_classifier_alo
     opt_g, opt_d = build_gan_optimizers(cfg, net_g, net_d)
     occluded = torch.rand(4, 3, 64, 32) * 2 - 1
     clean = occluded.flip(0)
-    lq, gt = resize(occluded, (32, 16)), resize(clean, (32, 16))
+    lq, gt = resize_batch(occluded, (32, 16)), resize_batch(clean, (32, 16))
 
     # What the classifier reads is the pipeline's restoration: a generator output equal to the
     # clean crop brings back (nearly) the clean crop, which agrees better than the occluded one.
@@ -144,7 +144,7 @@ def test_agreement_for_a_masked_generator_reads_its_full_size_composite():
     opt_g, opt_d = build_gan_optimizers(cfg, net_g, net_d)
     occluded = torch.rand(4, 3, 64, 32) * 2 - 1
     clean = occluded.flip(0)
-    lq, gt = resize(occluded, (32, 16)), resize(clean, (32, 16))
+    lq, gt = resize_batch(occluded, (32, 16)), resize_batch(clean, (32, 16))
     fake, layers = net_g(lq, with_layers=True)
     # The loss of the layers is the classifier reading the pipeline's full-size composite.
     expected = attribute_agreement_loss(classifier(full_size(occluded, lq, fake, layers)), classifier(clean))
@@ -158,10 +158,10 @@ def test_agreement_for_super_resolution_reads_the_output_at_the_classifier_size(
                                   ATTRS)
     agreement = AgreementLoss(classifier, weight=5.0, as_correction=False)
     clean = torch.rand(4, 3, 64, 32) * 2 - 1
-    low = resize(clean, (16, 8))
+    low = resize_batch(clean, (16, 8))
     # G^S's output replaces the crop: the clean crop itself agrees better than its blurred upsampling.
-    assert float(agreement(clean, low, clean, clean)) < float(agreement(resize(low, (64, 32)), low, clean, clean))
-    assert torch.isfinite(agreement(resize(clean, (32, 16)), low, clean, clean))  # resized to the classifier input
+    assert float(agreement(clean, low, clean, clean)) < float(agreement(resize_batch(low, (64, 32)), low, clean, clean))
+    assert torch.isfinite(agreement(resize_batch(clean, (32, 16)), low, clean, clean))  # resized to the classifier input
 
 
 def test_agreement_weight_is_for_the_gans_only_and_non_negative():

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from attrgan.models.reconstruction import LEAKY_SLOPE, check_images, check_size, conv_block, scaled
+from attrgan.models.ops import LEAKY_SLOPE, check_images, check_size, conv_block, scaled
 
 
 class _ConvDiscriminator(nn.Module):

@@ -15,75 +15,28 @@ map of its resolution (and the input), so the output can place edges at pixel pr
 α in (0, 1), and G^R(x) = x + α·(paint − x), so the visible body stays as it is where α ≈ 0 and
 the occluder is painted over where α ≈ 1.
 
-The super-resolution generator and both discriminators are built from the same blocks
-(`conv_block`, `EncoderDecoderGenerator`), as the paper defines them "in the same way".
+The super-resolution generator is the same `EncoderDecoderGenerator`, and both discriminators use
+the same blocks (`attrgan.models.ops`), as the paper defines them "in the same way".
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-KERNEL = 5
-# padding 2 with stride 2 halves an even size exactly; output_padding 1 makes the transposed
-# conv double it exactly, so encoder and decoder sizes mirror each other.
-PADDING = KERNEL // 2
-LEAKY_SLOPE = 0.2
+from attrgan.models.ops import (KERNEL, LEAKY_SLOPE, PADDING, Layers, check_flag, check_images, check_size, conv_block,
+                                scaled)
+
 # Residual generators: the tanh head's output times the value range 2, so the correction can move
 # any pixel anywhere in [-1, 1]; the final conv starts at this scale of its default init (near zero).
 RESIDUAL_SCALE = 2.0
 RESIDUAL_INIT_GAIN = 1e-2
 # Masked generators start with α = sigmoid(-3) ≈ 0.05 everywhere: almost the identity, like a residual one.
 MASK_INIT_BIAS = -3.0
-
-
-def scaled(channels: int, width: float) -> int:
-    """The paper's channel count `channels` under width multiplier `width` (at least 1)."""
-    return max(1, round(channels * width))
-
-
-def check_size(input_size: Sequence[int], *, divisor: int, name: str) -> tuple[int, int]:
-    """Validate an (H, W) size whose sides must be positive multiples of `divisor`."""
-    size = tuple(input_size)
-    if len(size) != 2 or any(not isinstance(s, int) or s <= 0 or s % divisor for s in size):
-        raise ValueError(f"{name}: input_size must be two positive multiples of {divisor} (H, W), "
-                         f"got {input_size!r}")
-    return size  # type: ignore[return-value]
-
-
-def check_images(x: torch.Tensor, size: tuple[int, int], *, name: str) -> None:
-    """Raise ValueError unless `x` is a (B, 3, H, W) float batch with (H, W) == `size`."""
-    if x.ndim != 4 or x.shape[1] != 3 or tuple(x.shape[2:]) != size or not x.is_floating_point():
-        raise ValueError(f"{name} expects a (B, 3, {size[0]}, {size[1]}) float tensor in [-1, 1], "
-                         f"got {tuple(x.shape)} {x.dtype}")
-
-
-def conv_block(in_channels: int, out_channels: int, *, transposed: bool = False,
-               norm: bool = True, activation: nn.Module) -> nn.Sequential:
-    """5×5 stride-2 (transposed) conv → optional BatchNorm → activation.
-
-    A conv followed by BatchNorm carries no bias: BatchNorm's shift makes it redundant.
-    """
-    if transposed:
-        conv: nn.Module = nn.ConvTranspose2d(in_channels, out_channels, KERNEL, stride=2, padding=PADDING,
-                                             output_padding=1, bias=not norm)
-    else:
-        conv = nn.Conv2d(in_channels, out_channels, KERNEL, stride=2, padding=PADDING, bias=not norm)
-    layers = [conv] + ([nn.BatchNorm2d(out_channels)] if norm else []) + [activation]
-    return nn.Sequential(*layers)
-
-
-class Layers(NamedTuple):
-    """What a masked generator composites: paint (B, 3, h, w) in [-1, 1] and weight α (B, 1, h, w)
-    in (0, 1); its output is x + α·(paint − x)."""
-
-    paint: torch.Tensor
-    weight: torch.Tensor
 
 
 class EncoderDecoderGenerator(nn.Module):
@@ -191,12 +144,6 @@ class EncoderDecoderGenerator(nn.Module):
             if level is not None:
                 h = torch.cat([h, levels[level]], dim=1)
         return self.head(h)
-
-
-def check_flag(value: object, *, name: str) -> None:
-    """Raise ValueError unless `value` is a bool (config.json could hold 0/1 or strings)."""
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} must be true or false, got {value!r}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from attrgan.models.reconstruction import EncoderDecoderGenerator, check_flag, check_size
+from attrgan.models.ops import check_flag, check_size
+from attrgan.models.reconstruction import EncoderDecoderGenerator
 
 SCALE = 4
 

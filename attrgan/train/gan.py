@@ -20,8 +20,7 @@ from torch import nn
 from attrgan.losses import attribute_agreement_loss, discriminator_loss, generator_loss
 from attrgan.models import build_network
 from attrgan.models.discriminator import ReconstructionDiscriminator, SuperResDiscriminator
-from attrgan.models.reconstruction import Layers
-from attrgan.pipeline import full_size, resize
+from attrgan.models.ops import Layers, full_size, resize_batch
 from attrgan.train.config import TrainConfig
 from attrgan.train.loop import Report, autocast, run_epochs, unwrap
 
@@ -87,7 +86,7 @@ class AgreementLoss:
                                  f"{self.input_size}, got {tuple(x.shape[-2:])}")
         with torch.no_grad():
             target = self.classifier(clean)
-        restored = full_size(corrupted, lq, fake, layers) if self.as_correction else resize(fake, self.input_size)
+        restored = full_size(corrupted, lq, fake, layers) if self.as_correction else resize_batch(fake, self.input_size)
         return attribute_agreement_loss(self.classifier(restored), target)
 
 

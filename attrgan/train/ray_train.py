@@ -460,7 +460,7 @@ def _gan_pairs(cfg: TrainConfig, crops: CropSet, idx: Any, rng: np.random.Genera
     input size) (lq, gt, corrupted, clean) with lq and gt shrunk from the last two as the pipeline
     shrinks (G^S: the corrupted crop is not needed, the clean one stands in). Validation pairs
     (`training=False`) are all occluded: unoccluded ones would measure nothing."""
-    from attrgan.pipeline import resize
+    from attrgan.models.ops import resize_batch
 
     images = crops.images[idx]
     if cfg.model == "reconstruction":
@@ -469,12 +469,12 @@ def _gan_pairs(cfg: TrainConfig, crops: CropSet, idx: Any, rng: np.random.Genera
         size = cfg.network_input_size
         if tuple(occluded.shape[-2:]) == size:
             return occluded, clean
-        return resize(occluded, size), resize(clean, size), occluded, clean
+        return resize_batch(occluded, size), resize_batch(clean, size), occluded, clean
     low, clean = superres_batch(images, crops.crop_sizes[idx] if crops.crop_sizes is not None else None)
     if not with_classifier:
         return low, clean
     # G^S trains at its own sizes; the classifier reads the crop at its input size (loaded so).
-    return resize(low, cfg.network_input_size), resize(clean, cfg.target_size), clean, clean
+    return resize_batch(low, cfg.network_input_size), resize_batch(clean, cfg.target_size), clean, clean
 
 
 def _run_gan(job: _WorkerJob, train: CropSet, val: CropSet | None, state: dict[str, Any],
