@@ -19,6 +19,7 @@ from attrgan.pipeline import Pipeline, PipelineConfig
 from attrgan.precision import CPU_BF16_ENV, autocast, cpu_has_bf16, resolve_precision
 from attrgan.train.classifier import build_classifier, build_optimizer, train_classifier
 from attrgan.train.config import TrainConfig
+from attrgan.train.loop import LoopSpec
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -85,7 +86,7 @@ def trained_bundle() -> tuple[Bundle, np.ndarray, np.ndarray]:
         order = torch.randperm(len(x), generator=torch.Generator().manual_seed(epoch))
         return [(x[order[i:i + 32]], y[order[i:i + 32]]) for i in range(0, len(x), 32)]
 
-    train_classifier(net, opt, batches, ratios=positive_ratios(train_y), epochs=6, report=lambda m, s: None)
+    train_classifier(net, opt, batches, LoopSpec(epochs=6), ratios=positive_ratios(train_y), report=lambda m, s: None)
     bundle = Bundle(classifier=net.eval(),
                     reconstruction=ReconstructionGenerator(ReconstructionConfig(width=1 / 32, input_size=(32, 16))),
                     superres=SuperResGenerator(SuperResConfig(width=1 / 64, input_size=(16, 8))), version="t")
@@ -155,7 +156,7 @@ def tiny_training_setup(model: str, device: str = "cpu"):
         torch.manual_seed(0)
         net_g, net_d = (n.to(device) for n in build_gan(cfg))
         opt_g, opt_d = build_gan_optimizers(cfg, net_g, net_d)
-        losses = gan_step(net_g, net_d, opt_g, opt_d, lq, gt, lam=cfg.adversarial_weight, amp=amp)
+        losses = gan_step(net_g, net_d, opt_g, opt_d, lq, gt, cfg.gan, amp=amp)
         return losses | {"grads_finite": all(p.grad is None or bool(p.grad.isfinite().all())
                                              for n in (net_g, net_d) for p in n.parameters())}
     return step

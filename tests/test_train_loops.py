@@ -17,11 +17,11 @@ from attrgan.losses import attribute_agreement_loss
 from attrgan.models.ops import full_size, resize_batch
 from attrgan.train import data as tdata
 from attrgan.train.classifier import build_classifier, build_optimizer, train_classifier
-from attrgan.train.config import TrainConfig, load_train_config, preset
+from attrgan.train.config import GanConfig, TrainConfig, load_train_config, preset
 from attrgan.train.curves import Curves, write_curves
 from attrgan.train.gan import (AgreementLoss, build_gan, build_gan_optimizers, gan_step, psnr, train_gan,
                                validate_gan)
-from attrgan.train.loop import run_epochs
+from attrgan.train.loop import LoopSpec, run_epochs
 
 ATTRS = ("female", "hat", OCCLUSION_DOWN)
 
@@ -56,8 +56,8 @@ def test_classifier_loop_learns_a_fixed_batch_and_reports_each_epoch():
     report = Recorder()
     val_images = np.random.default_rng(0).integers(0, 256, (6, 40, 16, 3), dtype=np.uint8)
     val_labels = np.array([[1, 0, 0], [0, 1, 1], [1, -1, 0]] * 2, dtype=np.int8)
-    train_classifier(net, opt, lambda epoch: [(x, y)] * 5, ratios=np.full(3, 0.5, np.float32), epochs=3,
-                     report=report, val_images=val_images, val_labels=val_labels, log_every=2)
+    train_classifier(net, opt, lambda epoch: [(x, y)] * 5, LoopSpec(epochs=3, log_every=2),
+                     ratios=np.full(3, 0.5, np.float32), report=report, val_images=val_images, val_labels=val_labels)
 
     assert [m["epoch"] for m in report.metrics] == [0, 1, 2]
     assert [m["step"] for m in report.metrics] == [5, 10, 15]
@@ -81,8 +81,8 @@ def test_gan_loop_lowers_pixel_loss_on_a_fixed_batch(model, size, residual, skip
     gt = torch.rand(4, 3, *cfg.target_size) * 2 - 1
     lq = torch.nn.functional.avg_pool2d(gt, 4) if model == "superres" else gt * torch.tensor([1.0, 0.0]).repeat_interleave(size[0] // 2).view(1, 1, -1, 1)
     report = Recorder()
-    train_gan(net_g, net_d, opt_g, opt_d, lambda epoch: [(lq, gt)] * 10, lam=cfg.adversarial_weight, epochs=2,
-              report=report, val=(lq, gt), log_every=1)
+    train_gan(net_g, net_d, opt_g, opt_d, lambda epoch: [(lq, gt)] * 10, cfg.gan, LoopSpec(epochs=2, log_every=1),
+              report=report, val=(lq, gt))
 
     log = [p for m in report.metrics for p in m["step_log"]]
     assert len(log) == 20 and log[-1]["step"] == 20
@@ -99,7 +99,7 @@ def test_gan_step_updates_both_nets_and_leaves_d_trainable():
     g0 = [p.detach().clone() for p in net_g.parameters()]
     d0 = [p.detach().clone() for p in net_d.parameters()]
     x = torch.rand(4, 3, 32, 16) * 2 - 1
-    losses = gan_step(net_g, net_d, opt_g, opt_d, x, x.flip(0), lam=0.1, d_steps=2)
+    losses = gan_step(net_g, net_d, opt_g, opt_d, x, x.flip(0), GanConfig(lam=0.1, d_steps=2))
 
     assert math.isclose(losses["l_d_total"], losses["l_d_real"] + losses["l_d_fake"], rel_tol=1e-5)
     assert math.isclose(losses["l_g_total"], losses["l_g_pix"] + 0.1 * losses["l_g_adv"], rel_tol=1e-5)
@@ -126,8 +126,8 @@ def test_agreement_loss_adds_to_the_generator_step_and_leaves_the_classifier_alo
     with pytest.raises(ValueError, match="classifier's input size"):
         agreement(lq, lq, lq, gt)
     with pytest.raises(ValueError, match="needs `full`"):
-        gan_step(net_g, net_d, opt_g, opt_d, lq, gt, lam=0.1, agreement=agreement)
-    losses = gan_step(net_g, net_d, opt_g, opt_d, lq, gt, lam=0.1, agreement=agreement, full=(occluded, clean))
+        gan_step(net_g, net_d, opt_g, opt_d, lq, gt, GanConfig(lam=0.1), agreement=agreement)
+    losses = gan_step(net_g, net_d, opt_g, opt_d, lq, gt, GanConfig(lam=0.1), agreement=agreement, full=(occluded, clean))
     assert losses["l_g_agree"] > 0
     assert math.isclose(losses["l_g_total"], losses["l_g_pix"] + 0.1 * losses["l_g_adv"] + 5.0 * losses["l_g_agree"],
                         rel_tol=1e-5)
@@ -149,7 +149,7 @@ def test_agreement_for_a_masked_generator_reads_its_full_size_composite():
     # The loss of the layers is the classifier reading the pipeline's full-size composite.
     expected = attribute_agreement_loss(classifier(full_size(occluded, lq, fake, layers)), classifier(clean))
     assert torch.allclose(agreement(fake, lq, occluded, clean, layers=layers), expected)
-    losses = gan_step(net_g, net_d, opt_g, opt_d, lq, gt, lam=0.1, agreement=agreement, full=(occluded, clean))
+    losses = gan_step(net_g, net_d, opt_g, opt_d, lq, gt, GanConfig(lam=0.1), agreement=agreement, full=(occluded, clean))
     assert losses["l_g_agree"] > 0 and all(p.grad is not None for p in net_g.parameters())
 
 
@@ -204,9 +204,9 @@ def test_run_epochs_resumes_without_repeating_and_honours_step_budget():
         seen.append(batch)
         return {"loss": float(batch)}
 
-    run_epochs(step=step, batches=lambda e: range(10 * e, 10 * e + 10), batch_images=lambda b: 2, epochs=4,
-               report=report, state=lambda nxt, s: {"epoch": nxt, "step": s}, start_epoch=2, start_step=6,
-               max_steps_per_epoch=3, log_every=2)
+    run_epochs(LoopSpec(epochs=4, start_epoch=2, start_step=6, max_steps_per_epoch=3, log_every=2), step=step,
+               batches=lambda e: range(10 * e, 10 * e + 10), batch_images=lambda b: 2, report=report,
+               state=lambda nxt, s: {"epoch": nxt, "step": s})
     assert seen == [20, 21, 22, 30, 31, 32]
     assert [m["epoch"] for m in report.metrics] == [2, 3]
     assert report.states == [{"epoch": 3, "step": 9}, {"epoch": 4, "step": 12}]

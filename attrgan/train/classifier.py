@@ -20,7 +20,7 @@ from attrgan.losses import weighted_bce
 from attrgan.metrics import attribute_metrics, calibrate_thresholds
 from attrgan.models import build_network
 from attrgan.train.config import TrainConfig
-from attrgan.train.loop import Report, autocast, run_epochs, unwrap
+from attrgan.train.loop import LoopSpec, Report, autocast, run_epochs, unwrap
 
 SUMMARY_METRICS = ("ma", "accuracy", "precision", "recall", "f1")
 
@@ -83,14 +83,11 @@ def validation_metrics(labels: np.ndarray, scores: np.ndarray, *, attributes: Se
 
 
 def train_classifier(net: nn.Module, opt: torch.optim.Optimizer,
-                     batches: Callable[[int], Iterable[tuple[torch.Tensor, torch.Tensor]]], *,
-                     ratios: np.ndarray | torch.Tensor, epochs: int, report: Report,
+                     batches: Callable[[int], Iterable[tuple[torch.Tensor, torch.Tensor]]], loop: LoopSpec, *,
+                     ratios: np.ndarray | torch.Tensor, report: Report,
                      val_images: np.ndarray | None = None, val_labels: np.ndarray | None = None,
-                     threshold_objective: str = "ma", start_epoch: int = 0, start_step: int = 0,
-                     max_steps_per_epoch: int | None = None, should_stop: Callable[[], bool] | None = None,
-                     device: torch.device | str = "cpu", amp: bool = False, log_every: int = 10,
-                     ) -> dict[str, Any]:
-    """Train `net` (possibly DDP-wrapped) for epochs start_epoch..epochs-1.
+                     threshold_objective: str = "ma") -> dict[str, Any]:
+    """Train `net` (possibly DDP-wrapped) for the epochs `loop` gives.
 
     batches(epoch) yields (x (B,3,H,W) float32 in [-1,1], y (B,A) int8) on the CPU; ratios (A,)
     are eq. (2)'s positive ratios. With val_images (N,H,W,3) uint8 and val_labels (N,A), every
@@ -98,7 +95,7 @@ def train_classifier(net: nn.Module, opt: torch.optim.Optimizer,
     "val_metrics". Checkpoint state: epoch (next to run), step, net, opt, thresholds, val_metrics.
     Returns the last epoch's metrics.
     """
-    device = torch.device(device)
+    device, amp = torch.device(loop.device), loop.amp
     ratios_t = torch.as_tensor(np.asarray(ratios), dtype=torch.float32, device=device)
     attributes = unwrap(net).config.attributes
     latest: dict[str, Any] = {"thresholds": None, "val_metrics": {}}
@@ -120,7 +117,5 @@ def train_classifier(net: nn.Module, opt: torch.optim.Optimizer,
                 "opt": opt.state_dict(), **latest}
 
     has_val = val_images is not None and val_labels is not None and len(val_images) > 0
-    return run_epochs(step=step, batches=batches, batch_images=lambda b: len(b[0]), epochs=epochs,
-                      report=report, state=state, validate=validate if has_val else None,
-                      start_epoch=start_epoch, start_step=start_step, max_steps_per_epoch=max_steps_per_epoch,
-                      should_stop=should_stop, log_every=log_every)
+    return run_epochs(loop, step=step, batches=batches, batch_images=lambda b: len(b[0]), report=report,
+                      state=state, validate=validate if has_val else None)

@@ -35,6 +35,17 @@ IMAGENET_WEIGHTS = "IMAGENET1K_V2"
 
 
 @dataclasses.dataclass(frozen=True)
+class GanConfig:
+    """What one GAN step needs (paper §3.2, §3.3): λ of the adversarial term, the average-pool factor
+    before the pixel SSE, K discriminator updates per generator update, and the adversarial form."""
+
+    lam: float
+    pool: int = 4
+    d_steps: int = 1
+    adversarial: Literal["paper", "non_saturating"] = "paper"
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """Everything one training run needs besides its data and output locations."""
 
@@ -173,6 +184,12 @@ class TrainConfig:
         if self.lam is not None:
             return self.lam
         return 1.0 if self.model == "superres" else 0.1
+
+    @property
+    def gan(self) -> GanConfig:
+        """The GAN step's settings of this run (for "reconstruction" and "superres")."""
+        return GanConfig(lam=self.adversarial_weight, pool=self.pool, d_steps=self.d_steps,
+                         adversarial=self.adversarial)
 
     @property
     def resources_per_worker(self) -> dict[str, float]:

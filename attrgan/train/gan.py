@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -21,8 +21,8 @@ from attrgan.losses import attribute_agreement_loss, discriminator_loss, generat
 from attrgan.models import build_network
 from attrgan.models.discriminator import ReconstructionDiscriminator, SuperResDiscriminator
 from attrgan.models.ops import Layers, full_size, resize_batch
-from attrgan.train.config import TrainConfig
-from attrgan.train.loop import Report, autocast, run_epochs, unwrap
+from attrgan.train.config import GanConfig, TrainConfig
+from attrgan.train.loop import LoopSpec, Report, autocast, run_epochs, unwrap
 
 
 def build_gan(config: TrainConfig) -> tuple[nn.Module, nn.Module]:
@@ -91,11 +91,10 @@ class AgreementLoss:
 
 
 def gan_step(net_g: nn.Module, net_d: nn.Module, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer,
-             lq: torch.Tensor, gt: torch.Tensor, *, lam: float, pool: int = 4, d_steps: int = 1,
-             adversarial: Literal["paper", "non_saturating"] = "paper", amp: bool = False,
+             lq: torch.Tensor, gt: torch.Tensor, gan: GanConfig, *, amp: bool = False,
              agreement: AgreementLoss | None = None,
              full: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, float]:
-    """One generator update, then `d_steps` discriminator updates (the paper's K) on the same batch.
+    """One generator update, then `gan.d_steps` discriminator updates (the paper's K) on the same batch.
 
     lq: generator input (B, 3, h, w), gt: target (B, 3, H, W), float32 in [-1, 1] on the nets'
     device. With `agreement`, `full` holds the (occluded, clean) batch at the classifier's input
@@ -117,7 +116,7 @@ def gan_step(net_g: nn.Module, net_d: nn.Module, opt_g: torch.optim.Optimizer, o
         fake, layers = net_g(lq, with_layers=True) if with_layers else (net_g(lq), None)
         d_fake = unwrap(net_d)(fake)
         l_agree = agreement(fake, lq, *full, layers=layers) if agreement is not None else None
-    g_losses = generator_loss(fake.float(), gt, d_fake.float(), lam=lam, pool=pool, adversarial=adversarial)
+    g_losses = generator_loss(fake.float(), gt, d_fake.float(), lam=gan.lam, pool=gan.pool, adversarial=gan.adversarial)
     if l_agree is not None:
         g_losses["l_g_agree"] = l_agree
         g_losses["l_g_total"] = g_losses["l_g_total"] + agreement.weight * l_agree
@@ -127,7 +126,7 @@ def gan_step(net_g: nn.Module, net_d: nn.Module, opt_g: torch.optim.Optimizer, o
     # Optimise D on the real batch and the detached fake.
     _set_requires_grad(net_d, True)
     fake = fake.detach()
-    for _ in range(d_steps):
+    for _ in range(gan.d_steps):
         opt_d.zero_grad(set_to_none=True)
         with autocast(lq.device, amp):
             d_real, d_fake = net_d(gt), net_d(fake)
@@ -175,26 +174,21 @@ def validate_gan(net_g: nn.Module, lq: torch.Tensor, gt: torch.Tensor, *, batch_
 
 
 def train_gan(net_g: nn.Module, net_d: nn.Module, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer,
-              batches: Callable[[int], Iterable[tuple[torch.Tensor, torch.Tensor]]], *, lam: float,
-              epochs: int, report: Report, pool: int = 4, d_steps: int = 1,
-              adversarial: Literal["paper", "non_saturating"] = "paper",
-              val: tuple[torch.Tensor, torch.Tensor] | None = None, start_epoch: int = 0, start_step: int = 0,
-              max_steps_per_epoch: int | None = None, should_stop: Callable[[], bool] | None = None,
-              device: torch.device | str = "cpu", amp: bool = False, log_every: int = 10,
+              batches: Callable[[int], Iterable[tuple[torch.Tensor, torch.Tensor]]], gan: GanConfig, loop: LoopSpec, *,
+              report: Report, val: tuple[torch.Tensor, torch.Tensor] | None = None,
               agreement: AgreementLoss | None = None) -> dict[str, Any]:
-    """Train a GAN for epochs start_epoch..epochs-1.
+    """Train a GAN for the epochs `loop` gives.
 
     batches(epoch) yields (lq, gt) float32 in [-1, 1] on the CPU (occluded/clean or low/high
     resolution), or (lq, gt, occluded, clean) with the last two at the classifier's input size for
     `agreement`; `val` is a fixed (lq, gt) pair of tensors scored every epoch. Checkpoint state:
     epoch (next to run), step, net_g, net_d, opt_g, opt_d. Returns the last epoch's metrics.
     """
-    device = torch.device(device)
+    device, amp = torch.device(loop.device), loop.amp
 
     def step(batch: tuple[torch.Tensor, ...]) -> dict[str, float]:
         lq, gt, *full = (t.to(device, non_blocking=True) for t in batch)
-        return gan_step(net_g, net_d, opt_g, opt_d, lq, gt, lam=lam, pool=pool, d_steps=d_steps,
-                        adversarial=adversarial, amp=amp, agreement=agreement, full=tuple(full) or None)
+        return gan_step(net_g, net_d, opt_g, opt_d, lq, gt, gan, amp=amp, agreement=agreement, full=tuple(full) or None)
 
     def validate(epoch: int) -> dict[str, float]:
         return validate_gan(net_g, val[0], val[1], device=device, amp=amp)
@@ -203,7 +197,5 @@ def train_gan(net_g: nn.Module, net_d: nn.Module, opt_g: torch.optim.Optimizer, 
         return {"epoch": next_epoch, "step": step_count, "net_g": unwrap(net_g).state_dict(),
                 "net_d": unwrap(net_d).state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict()}
 
-    return run_epochs(step=step, batches=batches, batch_images=lambda b: len(b[0]), epochs=epochs,
-                      report=report, state=state, validate=validate if val is not None else None,
-                      start_epoch=start_epoch, start_step=start_step, max_steps_per_epoch=max_steps_per_epoch,
-                      should_stop=should_stop, log_every=log_every)
+    return run_epochs(loop, step=step, batches=batches, batch_images=lambda b: len(b[0]), report=report,
+                      state=state, validate=validate if val is not None else None)

@@ -8,6 +8,7 @@ its named losses, `report(metrics, checkpoint_state)` is called once per epoch.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -33,31 +34,50 @@ def autocast(device: torch.device | str, enabled: bool) -> contextlib.AbstractCo
     return precision_autocast(device, "bf16" if enabled else "fp32")
 
 
-def run_epochs(*, step: Callable[[Any], dict[str, float]], batches: Callable[[int], Iterable[Any]],
-               batch_images: Callable[[Any], int], epochs: int, report: Report,
-               state: Callable[[int, int], dict[str, Any]],
-               validate: Callable[[int], dict[str, Any]] | None = None,
-               start_epoch: int = 0, start_step: int = 0, max_steps_per_epoch: int | None = None,
-               should_stop: Callable[[], bool] | None = None, log_every: int = 10) -> dict[str, Any]:
-    """Train epochs `start_epoch .. epochs-1`; returns the last epoch's metrics ({} if none ran).
+@dataclasses.dataclass(frozen=True)
+class LoopSpec:
+    """How a network's epochs run, the same for the three loops.
+
+    epochs: the last epoch + 1; start_epoch / start_step: where a resumed run goes on;
+    max_steps_per_epoch: cut an epoch short (None: every batch); device and amp (bf16 autocast)
+    for the steps; log_every: steps between points of the loss curve; should_stop() is asked
+    after each epoch.
+    """
+
+    epochs: int
+    start_epoch: int = 0
+    start_step: int = 0
+    max_steps_per_epoch: int | None = None
+    device: torch.device | str = "cpu"
+    amp: bool = False
+    log_every: int = 10
+    should_stop: Callable[[], bool] | None = None
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or not 0 <= self.start_epoch <= self.epochs:
+            raise ValueError(f"need 0 <= start_epoch <= epochs and epochs >= 1, got {self.start_epoch} and {self.epochs}")
+        if self.log_every < 1:
+            raise ValueError(f"log_every must be >= 1, got {self.log_every}")
+
+
+def run_epochs(loop: LoopSpec, *, step: Callable[[Any], dict[str, float]], batches: Callable[[int], Iterable[Any]],
+               batch_images: Callable[[Any], int], report: Report, state: Callable[[int, int], dict[str, Any]],
+               validate: Callable[[int], dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Train epochs `loop.start_epoch .. loop.epochs-1`; returns the last epoch's metrics ({} if none ran).
 
     Per epoch, report() gets epoch, step (global, after the epoch), images, images_per_s,
     train_<loss> (mean over the epoch), the validation metrics and step_log; and
-    state(next_epoch, step) as the checkpoint state. `should_stop()` is asked after each epoch.
+    state(next_epoch, step) as the checkpoint state.
     """
-    if epochs < 1 or not 0 <= start_epoch <= epochs:
-        raise ValueError(f"need 0 <= start_epoch <= epochs and epochs >= 1, got {start_epoch} and {epochs}")
-    if log_every < 1:
-        raise ValueError(f"log_every must be >= 1, got {log_every}")
-    global_step = start_step
+    global_step = loop.start_step
     metrics: dict[str, Any] = {}
-    for epoch in range(start_epoch, epochs):
+    for epoch in range(loop.start_epoch, loop.epochs):
         sums: dict[str, float] = {}
         step_log: list[dict[str, float]] = []
         images = steps = 0
         start = time.perf_counter()
         for batch in batches(epoch):
-            if max_steps_per_epoch is not None and steps >= max_steps_per_epoch:
+            if loop.max_steps_per_epoch is not None and steps >= loop.max_steps_per_epoch:
                 break
             losses = step(batch)
             steps += 1
@@ -65,7 +85,7 @@ def run_epochs(*, step: Callable[[Any], dict[str, float]], batches: Callable[[in
             images += batch_images(batch)
             for name, value in losses.items():
                 sums[name] = sums.get(name, 0.0) + value
-            if steps == 1 or global_step % log_every == 0:
+            if steps == 1 or global_step % loop.log_every == 0:
                 step_log.append({"epoch": epoch, "step": global_step, **losses})
         elapsed = time.perf_counter() - start
         if steps == 0:
@@ -76,6 +96,6 @@ def run_epochs(*, step: Callable[[Any], dict[str, float]], batches: Callable[[in
         if validate is not None:
             metrics |= validate(epoch)
         report(metrics | {"step_log": step_log}, state(epoch + 1, global_step))
-        if should_stop is not None and should_stop():
+        if loop.should_stop is not None and loop.should_stop():
             break
     return metrics

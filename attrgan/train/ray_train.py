@@ -34,6 +34,7 @@ from attrgan.precision import resolve_precision
 from attrgan.contracts import GAIN_KEY, GENERATORS, BundleInfo
 from attrgan.train.config import TrainConfig
 from attrgan.train.curves import Curves, write_curves
+from attrgan.train.loop import LoopSpec, Report
 from attrgan.train.data import (CropSet, TrainDataError, classifier_batch, classifier_validation, epoch_indices,
                                 label_array, load_crops, read_split, reconstruction_batch, resolve_attributes,
                                 superres_batch)
@@ -411,17 +412,16 @@ def _train_worker(loop_config: dict[str, Any]) -> None:
         rng = np.random.default_rng([cfg.seed, rank, epoch])  # per epoch: a resumed epoch sees the same batches
         return rng, epoch_indices(len(train), cfg.batch_size, rng=rng)
 
-    common = dict(epochs=cfg.epochs, report=report, start_epoch=state.get("epoch", 0),
-                  start_step=state.get("step", 0), max_steps_per_epoch=steps, device=device, amp=amp,
-                  log_every=cfg.log_every)
+    loop = LoopSpec(epochs=cfg.epochs, start_epoch=state.get("epoch", 0), start_step=state.get("step", 0),
+                    max_steps_per_epoch=steps, device=device, amp=amp, log_every=cfg.log_every)
     if cfg.model == "classifier":
-        _run_classifier(job, train, val, state, common, indices)
+        _run_classifier(job, train, val, state, loop, report, indices)
     else:
-        _run_gan(job, train, val, state, common, indices)
+        _run_gan(job, train, val, state, loop, report, indices)
 
 
-def _run_classifier(job: _WorkerJob, train: CropSet, val: CropSet | None, state: dict[str, Any],
-                    common: dict[str, Any], indices: Any) -> None:
+def _run_classifier(job: _WorkerJob, train: CropSet, val: CropSet | None, state: dict[str, Any], loop: LoopSpec,
+                    report: Report, indices: Any) -> None:
     import ray.train.torch
 
     from attrgan.train.classifier import build_classifier, build_optimizer, train_classifier
@@ -449,9 +449,9 @@ def _run_classifier(job: _WorkerJob, train: CropSet, val: CropSet | None, state:
                                    occluded_attribute_labels=cfg.occluded_attribute_labels, train_on=cfg.train_on,
                                    crop_sizes=train.crop_sizes[idx] if train.crop_sizes is not None else None)
 
-    train_classifier(net, opt, batches, ratios=np.asarray(job.ratios, np.float32),
+    train_classifier(net, opt, batches, loop, ratios=np.asarray(job.ratios, np.float32), report=report,
                      val_images=val.images if val else None, val_labels=val.labels if val else None,
-                     threshold_objective=cfg.threshold_objective, **common)
+                     threshold_objective=cfg.threshold_objective)
 
 
 def _gan_pairs(cfg: TrainConfig, crops: CropSet, idx: Any, rng: np.random.Generator, *,
@@ -477,8 +477,8 @@ def _gan_pairs(cfg: TrainConfig, crops: CropSet, idx: Any, rng: np.random.Genera
     return resize_batch(low, cfg.network_input_size), resize_batch(clean, cfg.target_size), clean, clean
 
 
-def _run_gan(job: _WorkerJob, train: CropSet, val: CropSet | None, state: dict[str, Any],
-             common: dict[str, Any], indices: Any) -> None:
+def _run_gan(job: _WorkerJob, train: CropSet, val: CropSet | None, state: dict[str, Any], loop: LoopSpec,
+             report: Report, indices: Any) -> None:
     import ray.train.torch
 
     from attrgan.bundle import load_network
@@ -487,7 +487,7 @@ def _run_gan(job: _WorkerJob, train: CropSet, val: CropSet | None, state: dict[s
     cfg = job.config
     agreement = None
     if job.classifier_uri is not None:
-        classifier, _ = load_network(job.classifier_uri, storage=job.storage, device=common["device"])
+        classifier, _ = load_network(job.classifier_uri, storage=job.storage, device=loop.device)
         agreement = AgreementLoss(classifier, cfg.agreement_weight, as_correction=cfg.model == "reconstruction")
     net_g, net_d = build_gan(cfg)
     if state:
@@ -508,5 +508,4 @@ def _run_gan(job: _WorkerJob, train: CropSet, val: CropSet | None, state: dict[s
         for idx in order:
             yield _gan_pairs(cfg, train, idx, rng, with_classifier=agreement is not None)
 
-    train_gan(net_g, net_d, opt_g, opt_d, batches, lam=cfg.adversarial_weight, pool=cfg.pool, d_steps=cfg.d_steps,
-              adversarial=cfg.adversarial, val=val_pairs, agreement=agreement, **common)
+    train_gan(net_g, net_d, opt_g, opt_d, batches, cfg.gan, loop, report=report, val=val_pairs, agreement=agreement)
