@@ -91,8 +91,9 @@ class LeaseInfo:
         return (now - heartbeat).total_seconds() > float(self.ttl_s)
 
     def describe(self) -> str:
-        return (f"run {redact(str(self.run_id), 80)} on host {redact(str(self.host), 80)} (pid {self.pid}), "
-                f"started {redact(str(self.started_at), 40)}, last heartbeat {redact(str(self.heartbeat_at), 40)}")
+        return (f"run {redact(str(self.run_id), 80)} on host {redact(str(self.host), 80)} "
+                f"(pid {redact(str(self.pid), 20)}), started {redact(str(self.started_at), 40)}, "
+                f"last heartbeat {redact(str(self.heartbeat_at), 40)}")
 
 
 def _now() -> dt.datetime:
@@ -256,7 +257,7 @@ class Lease:
                  ttl_s: float = DEFAULT_TTL_S) -> None:
         if not ttl_s > 0:
             raise ValueError(f"lease ttl_s must be > 0, got {ttl_s!r}")
-        self.uri = join(out, LEASE_NAME)
+        self.out, self.uri = out, join(out, LEASE_NAME)
         self.run_id, self.ttl_s = run_id, float(ttl_s)
         storage = storage if storage is not None else StorageConfig()
         self._store: _S3Store | _LocalStore = _S3Store(self.uri, storage) if is_s3(out) else _LocalStore(self.uri)
@@ -275,7 +276,8 @@ class Lease:
     def _refused(self, holder: LeaseInfo | None) -> LeaseHeld:
         who = holder.describe() if holder else "an unreadable lease object"
         ttl = float(holder.ttl_s) if holder else self.ttl_s
-        return LeaseHeld(f"the output {redact(self.uri)} is leased to {who}; one run writes an output at a time. "
+        return LeaseHeld(f"the output {redact(self.out)} is leased to {who} ({LEASE_NAME}); one run writes an "
+                         "output at a time. "
                          f"Wait for it to end (a dead holder's lease is taken over {ttl:g} s after its last "
                          "heartbeat), or rerun with --break-lease when sure that it is dead")
 
@@ -403,7 +405,7 @@ class Lease:
     def __getstate__(self) -> dict[str, Any]:
         # The results sink is pickled into every write task; only the driver's object holds the
         # lease (its thread, lock and client stay there). A copy knows the lease it names, no more.
-        return {"uri": self.uri, "run_id": self.run_id}
+        return {"out": self.out, "uri": self.uri, "run_id": self.run_id}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)

@@ -178,7 +178,7 @@ def test_a_second_extraction_on_a_leased_output_exits_2_before_writing(tmp_path,
         main(args)
     assert stopped.value.code == 2
     line = capsys.readouterr().err.strip().splitlines()[-1]
-    assert line.startswith(f"attrgan extract: error: the output {out}/{LEASE_NAME} is leased to run "
+    assert line.startswith(f"attrgan extract: error: the output {out} is leased to run "
                            "20261125T010000-nightly on host ")
     assert "started " in line and "last heartbeat " in line and "--break-lease" in line
     assert os.listdir(out) == [LEASE_NAME]  # no staging folder, no probe, no results
