@@ -159,7 +159,8 @@ class ExtractConfig:
                 dt.date.fromisoformat(str(self.since))
             except ValueError:
                 raise ValueError(f"ExtractConfig.since must be a date YYYY-MM-DD, got {self.since!r}") from None
-        if not isinstance(self.lease_ttl_s, (int, float)) or not 1 <= self.lease_ttl_s <= 86_400:
+        ttl = self.lease_ttl_s
+        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not 1 <= ttl <= 86_400:
             raise ValueError(f"ExtractConfig.lease_ttl_s must be seconds in [1, 86400], got {self.lease_ttl_s!r}")
         if not isinstance(self.max_restarts, int) or self.max_restarts < 0:
             raise ValueError(f"ExtractConfig.max_restarts must be an integer >= 0, got {self.max_restarts!r}")

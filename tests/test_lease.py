@@ -172,6 +172,10 @@ def test_a_second_extraction_on_a_leased_output_exits_2_before_writing(tmp_path,
     args = ["extract", "--manifest", str(tmp_path / "manifest"), "--bundle", str(tmp_path / "bundle"), "--out", out]
     assert extract_config(extract_parser().parse_args(args[1:] + ["--break-lease"])).break_lease
     assert not extract_config(extract_parser().parse_args(args[1:])).break_lease
+    assert extract_config(extract_parser().parse_args(args[1:] + ["--set", "lease_ttl_s=60"])).lease_ttl_s == 60
+    with pytest.raises(SystemExit) as bad:
+        main(args + ["--set", "lease_ttl_s=0"])
+    assert bad.value.code == 2 and "lease_ttl_s must be seconds in [1, 86400], got 0" in capsys.readouterr().err
 
     running = Lease(out, run_id="20261125T010000-nightly").acquire(heartbeat=False)
     with pytest.raises(SystemExit) as stopped:
