@@ -85,19 +85,23 @@ def test_of_racing_runs_exactly_one_takes_the_lease_and_the_others_name_it(place
         assert list_dir(out, storage, recursive=True) == []
 
 
-def test_a_crashed_holders_lease_is_taken_over_by_one_of_two_takers(place, monkeypatch):
+def test_a_crashed_holders_lease_is_taken_over_by_one_of_three_takers(place, monkeypatch):
     out, storage = place
-    crashed = Lease(out, storage, run_id="crashed", ttl_s=1).acquire(heartbeat=False)
-    with pytest.raises(LeaseHeld, match="leased to run crashed"):  # its heartbeat is fresh
-        Lease(out, storage, run_id="early").acquire(heartbeat=False)
-    later(monkeypatch, 2)  # no heartbeat for longer than its 1 s TTL
-    won, refused = race(out, storage, ["taker-a", "taker-b"])
-    assert len(won) == 1 and len(refused) == 1 and f"run {won[0].run_id} " in str(refused[0])
-    assert f"now held by run {won[0].run_id} " in crashed.lost()
-    crashed.release()  # no longer its lease: left alone
-    assert won[0].lost() is None
-    won[0].release()
-    assert list_dir(out, storage, recursive=True) == []
+    now = lease_module._now
+    for round_ in range(2 if storage else 20):
+        monkeypatch.setattr(lease_module, "_now", now)
+        crashed = Lease(out, storage, run_id=f"crashed-{round_}", ttl_s=1).acquire(heartbeat=False)
+        with pytest.raises(LeaseHeld, match=f"leased to run crashed-{round_} "):  # its heartbeat is fresh
+            Lease(out, storage, run_id="early").acquire(heartbeat=False)
+        later(monkeypatch, 2)  # no heartbeat for longer than its 1 s TTL
+        won, refused = race(out, storage, [f"taker-{round_}-{i}" for i in range(3)])
+        assert len(won) == 1 and len(refused) == 2
+        assert all(f"run {won[0].run_id} " in str(exc) for exc in refused)
+        assert f"now held by run {won[0].run_id} " in crashed.lost()
+        crashed.release()  # no longer its lease: left alone
+        assert won[0].lost() is None
+        won[0].release()
+        assert list_dir(out, storage, recursive=True) == []
 
 
 def test_a_heartbeat_that_finds_the_lease_taken_marks_it_lost_and_the_commit_refuses(place, monkeypatch):
