@@ -11,8 +11,8 @@ skip '_' paths). Every change to it is conditional, so two runs can never both b
   run last wrote; local: check the file still holds what this run wrote, then replace it
   atomically. A renewal that finds another run's lease (or none) marks the lease lost;
 - take over a lease whose heartbeat is older than its ttl_s (a crashed holder): S3: PutObject with
-  `If-Match` on the stale ETag; local: rename the stale file to a unique name, check it is the one
-  judged stale, then create as above. Of two takers one wins, the other is refused;
+  `If-Match` on the stale ETag; local: under a lock file created with O_CREAT|O_EXCL, replace the
+  file only if it still holds the stale bytes judged. Of two takers one wins, the other is refused;
 - give back at the end of the run, only if still ours (S3: DeleteObject with `If-Match`);
 - break (`--break-lease`, for operators who know the holder is dead): delete whatever is there,
   logging who held it.
@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 LEASE_NAME = "_lease.json"
 DEFAULT_TTL_S = 300.0
 MAX_LEASE_BYTES = 64 << 10  # a lease is ~200 bytes; anything larger is not one of ours
+TAKEOVER_WAIT_S = 2.0  # how long a local taker waits for another taker's lock (held for a read and a rename)
 
 
 class LeaseHeld(SetupError):
@@ -176,6 +177,7 @@ class _LocalStore:
     def __init__(self, uri: str) -> None:
         self.uri = uri
         self.path = filesystem(uri)[1]
+        self.lock = f"{self.path}.takeover"
 
     def read(self) -> tuple[bytes, bytes] | None:
         try:
@@ -211,22 +213,28 @@ class _LocalStore:
         return data
 
     def take_over(self, data: bytes, token: bytes) -> bytes:
-        aside = f"{self.path}.{uuid.uuid4().hex}.stale"
-        try:
-            os.rename(self.path, aside)  # atomic: of two takers one moves the file, the other finds none
-        except FileNotFoundError:
-            raise _Conflict() from None
-        with open(aside, "rb") as f:
-            moved = f.read(MAX_LEASE_BYTES + 1)
-        if moved != token:  # renewed, or another taker's fresh lease, since it was judged: put it back
+        # One taker at a time, under a lock file created exclusively; under it the lease is replaced
+        # only if it still holds the stale bytes that were judged. (Renaming the stale file aside
+        # first is not enough: a slower taker's rename can move the winner's fresh lease away.)
+        # The lock is held for a read and a rename; a taker killed inside leaves it behind, and
+        # --break-lease removes it.
+        deadline = time.monotonic() + TAKEOVER_WAIT_S
+        while True:
             try:
-                os.link(aside, self.path)
+                os.close(os.open(self.lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+                break
             except FileExistsError:
-                pass  # yet another run created one meanwhile; the moved one's holder finds it lost
-            os.unlink(aside)
-            raise _Conflict()
-        os.unlink(aside)
-        return self.create(data)
+                if time.monotonic() > deadline:
+                    raise _Conflict() from None
+                time.sleep(0.01)
+        try:
+            current = self.read()
+            if current is None or current[1] != token:
+                raise _Conflict()
+            os.replace(self._temporary(data), self.path)
+            return data
+        finally:
+            os.unlink(self.lock)
 
     def delete(self, token: bytes) -> None:
         # Check, then delete: the same window as `replace`.
@@ -238,10 +246,11 @@ class _LocalStore:
         os.unlink(self.path)
 
     def remove(self) -> None:
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
+        for path in (self.path, self.lock):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
 
 
 # ---------------------------------------------------------------------------------------------

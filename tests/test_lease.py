@@ -158,9 +158,11 @@ def test_an_unreadable_lease_object_is_refused_until_broken(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / LEASE_NAME).write_bytes(b"not json")
+    (out / f"{LEASE_NAME}.takeover").write_bytes(b"")  # the lock of a taker that died holding it
     with pytest.raises(LeaseHeld, match="leased to an unreadable lease object"):
         Lease(str(out), run_id="next").acquire(heartbeat=False)
     Lease(str(out), run_id="next").acquire(break_lease=True, heartbeat=False).release()
+    assert list(out.iterdir()) == []
 
 
 def test_a_second_extraction_on_a_leased_output_exits_2_before_writing(tmp_path, capsys):
