@@ -111,6 +111,8 @@ EXTRACT_DOC = """Nightly extraction: restore-and-classify every crop of a manife
 
 Each manifest partition is written to `<out>/<partition path>/` with a `_SUCCESS` marker; by
 default partitions already done with the same bundle version are skipped (`--full` redoes them).
+One run writes an output at a time: a second one stops with the holder of `<out>/_lease.json`
+(`--break-lease` removes it, for a holder known to be dead).
 Locally it starts its own Ray; under `ray job submit` (or with RAY_ADDRESS) it joins the cluster.
 The S3 endpoint comes from the environment (AWS_ENDPOINT_URL, ATTRGAN_S3_*) and the YAML `storage:`.
 """
@@ -131,6 +133,8 @@ def extract_parser() -> argparse.ArgumentParser:
     parser.add_argument("--allow-prefix", dest="allowed_prefixes", action="append", metavar="URI",
                         help="prefix image_uri values may lie under, e.g. s3://frames (repeatable; default: "
                              "ATTRGAN_ALLOWED_PREFIXES, else an S3 manifest's own bucket); other rows are refused")
+    parser.add_argument("--break-lease", action="store_true",
+                        help="remove the output's lease first, whoever holds it (only when sure that run is dead)")
     parser.add_argument("--config", help="YAML file with ExtractConfig settings")
     _add_set(parser, "pipeline.sr_max_height=100")
     return parser
@@ -151,6 +155,7 @@ def extract_config(args: argparse.Namespace) -> Any:
         "manifest": args.manifest, "bundle": args.bundle, "out": args.out, "partitions": args.partitions,
         "since": args.since, "gpus_per_actor": args.gpus_per_actor, "actors": args.actors,
         "batch_size": args.batch_size, "incremental": False if args.full else None,
+        "break_lease": True if args.break_lease else None,
         "storage": {"allowed_prefixes": args.allowed_prefixes} if args.allowed_prefixes else None}
     base = {"storage": to_dict(StorageConfig.from_env())}
     return load(ExtractConfig, args.config, _with_flags(args.overrides, flags), base=base)

@@ -31,6 +31,10 @@ class ConfigError(ValueError):
     """A configuration value is missing, unknown or of the wrong type."""
 
 
+class SetupError(ConfigError):
+    """Storage, bundle or output cannot be reached or used as configured; nothing was touched."""
+
+
 @dataclasses.dataclass(frozen=True)
 class StorageConfig:
     """How to reach object storage. Shared by every job.

@@ -50,10 +50,11 @@ import pyarrow as pa
 import ray
 import ray.data
 
-from attrgan.config import ConfigError, StorageConfig, to_dict
+from attrgan.config import SetupError, StorageConfig, to_dict
 from attrgan.data.manifest import (PARTITION_INDEX, ManifestError, ManifestScan, allowed_prefixes, read_manifest_files,
                                    scan_manifest)
 from attrgan.data.storage import absolute, filesystem, is_s3, join, redact, split_s3, write_bytes
+from attrgan.lease import DEFAULT_TTL_S, Lease
 from attrgan.pipeline import Pipeline, PipelineConfig
 from attrgan.contracts import BundleInfo, TransientHistory, results_schema
 from attrgan.results import clean_partition, clean_staging, new_run_id, read_success, read_transient, staging_uri
@@ -71,10 +72,6 @@ FAULT_ENV = "ATTRGAN_EXTRACT_FAULT_MARKER"
 BATCHES_PER_BLOCK = 4
 # Manifest rows each read task reads (a manifest row is a few hundred bytes).
 ROWS_PER_READ = 100_000
-
-
-class SetupError(ConfigError):
-    """Storage, bundle or output cannot be reached as configured; nothing was touched."""
 
 
 class IncompleteRun(ExtractError):
@@ -112,6 +109,10 @@ class ExtractConfig:
     max_transient_runs: runs in a row a crop may fail for a transient reason, holding its partition
         back, before the run that fails it again gives up on it (a permanent "gave up" error row)
         and commits the partition (`attrgan.results`' transient record).
+    lease_ttl_s: how long after this run's last heartbeat another run may take its output's lease
+        over (`attrgan.lease`; it renews every third of that).
+    break_lease: remove the output's lease first, whoever holds it (for an operator who knows that
+        run is dead; two live runs on one output race).
     """
 
     manifest: str
@@ -131,6 +132,8 @@ class ExtractConfig:
     rows_per_commit: int = 2_000_000
     since: str | None = None
     max_transient_runs: int = 3
+    lease_ttl_s: float = DEFAULT_TTL_S
+    break_lease: bool = False
     pipeline: PipelineConfig = dataclasses.field(default_factory=PipelineConfig)
     storage: StorageConfig = dataclasses.field(default_factory=StorageConfig)
 
@@ -156,6 +159,9 @@ class ExtractConfig:
                 dt.date.fromisoformat(str(self.since))
             except ValueError:
                 raise ValueError(f"ExtractConfig.since must be a date YYYY-MM-DD, got {self.since!r}") from None
+        ttl = self.lease_ttl_s
+        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not 1 <= ttl <= 86_400:
+            raise ValueError(f"ExtractConfig.lease_ttl_s must be seconds in [1, 86400], got {self.lease_ttl_s!r}")
         if not isinstance(self.max_restarts, int) or self.max_restarts < 0:
             raise ValueError(f"ExtractConfig.max_restarts must be an integer >= 0, got {self.max_restarts!r}")
 
@@ -367,9 +373,9 @@ def newest_first(partitions: Sequence[str], *, since: str | None = None) -> list
     return dated + [p for p in partitions if days[p] is None]
 
 
-def _setup(config: ExtractConfig, run_id: str) -> tuple[BundleInfo, ManifestScan, tuple[str, ...] | None]:
-    """Everything checked before any partition is touched. Returns (the bundle's metadata, manifest
-    scan, allowed image prefixes)."""
+def _setup(config: ExtractConfig) -> tuple[BundleInfo, ManifestScan, tuple[str, ...] | None]:
+    """Everything checked before anything is written. Returns (the bundle's metadata, manifest scan,
+    allowed image prefixes)."""
     from attrgan.bundle import bundle_info
 
     storage = config.storage
@@ -401,7 +407,22 @@ def _setup(config: ExtractConfig, run_id: str) -> tuple[BundleInfo, ManifestScan
             if missing:
                 raise SetupError(f"the image bucket {bucket!r} of the allowed prefix {prefix} does not exist; "
                                  "check storage.allowed_prefixes and the manifest's image_uri values")
-    # Last, as it is the one check that writes: an object in this run's staging folder.
+    return info, scan, prefixes
+
+
+def _take_lease(config: ExtractConfig, run_id: str) -> Lease:
+    """The output's lease (`attrgan.lease`), the run's first write under `out`: LeaseHeld, naming
+    the holder, when another live run holds it."""
+    try:
+        return Lease(config.out, config.storage, run_id=run_id, ttl_s=config.lease_ttl_s).acquire(
+            break_lease=config.break_lease)
+    except OSError as exc:
+        raise SetupError(f"cannot write under the output out={config.out} ({short_reason(exc)})") from None
+
+
+def _probe_output(config: ExtractConfig, run_id: str) -> None:
+    """That this run can write its staging folder: an object written and deleted there."""
+    storage = config.storage
     probe = staging_uri(config.out, run_id, "") + "/_probe"
     try:
         write_bytes(probe, b"", storage)
@@ -409,23 +430,31 @@ def _setup(config: ExtractConfig, run_id: str) -> tuple[BundleInfo, ManifestScan
         fs.delete_dir(path.rsplit("/", 1)[0])
     except (OSError, ValueError) as exc:
         raise SetupError(f"cannot write under the output out={config.out} ({short_reason(exc)})") from None
-    return info, scan, prefixes
 
 
 def run_extract(config: ExtractConfig) -> Summary:
     """Run the extraction described by `config`; returns (and logs) a `Summary`.
 
-    Uses the current Ray runtime, starting a local one if none is up. Raises SetupError or
-    BundleError / ManifestError (a schema problem, or crop_ids null or repeated in a partition)
-    before any partition is touched; IncompleteRun (with the summary) when partitions were left
-    for the next run; ExtractError when staged results fail their checks.
+    Uses the current Ray runtime, starting a local one if none is up. Raises SetupError (LeaseHeld
+    when another run holds the output's lease) or BundleError / ManifestError (a schema problem, or
+    crop_ids null or repeated in a partition) before any partition is touched; IncompleteRun (with
+    the summary) when partitions were left for the next run; ExtractError when staged results fail
+    their checks or the output's lease was lost to another run.
     """
     start = time.perf_counter()
     run_id = new_run_id()
     config = dataclasses.replace(config, manifest=absolute(config.manifest), bundle=absolute(config.bundle),
                                  out=absolute(config.out))  # the same places for the cluster's workers
+    setup = _setup(config)
+    with _take_lease(config, run_id) as lease:  # given back however the run ends
+        _probe_output(config, run_id)
+        return _extract(config, run_id, start, lease, *setup)
+
+
+def _extract(config: ExtractConfig, run_id: str, start: float, lease: Lease, info: BundleInfo, scan: ManifestScan,
+             prefixes: tuple[str, ...] | None) -> Summary:
+    """The run once its checks passed and it holds the output's lease."""
     storage = config.storage
-    info, scan, prefixes = _setup(config, run_id)
     model_version, input_size = info.version, info.input_size
     restorations = {name: r.to_dict() for name, r in info.restorations(
         use_superres=config.pipeline.use_superres, use_reconstruction=config.pipeline.use_reconstruction,
@@ -471,7 +500,8 @@ def run_extract(config: ExtractConfig) -> Summary:
         transient = TransientHistory(max_runs=config.max_transient_runs, runs={
             i: runs for i, p in enumerate(group.partitions) if (runs := read_transient(join(config.out, p), storage))})
         sink = ResultsSink(out=config.out, storage=config.storage, rows_per_file=config.rows_per_file, group=group,
-                           run_id=run_id, schema=schema, marker=marker, start=start, transient=transient)
+                           run_id=run_id, schema=schema, marker=marker, start=start, transient=transient,
+                           lease=lease)
         if sum(group.rows) == 0:  # nothing to score: commit the empty partitions directly
             sink.commit([])
         else:

@@ -48,7 +48,7 @@ import pyarrow.fs as pafs
 
 from attrgan.config import StorageConfig
 from attrgan.contracts import BASE_COLUMNS, STAGING_DIR, SUCCESS_MARKER, TRANSIENT_RECORD
-from attrgan.data.storage import filesystem, is_not_found, join, read_bytes, write_bytes
+from attrgan.data.storage import filesystem, is_not_found, join, read_bytes, write_bytes, write_durably
 
 log = logging.getLogger(__name__)
 
@@ -125,12 +125,8 @@ def _write_atomically(fs: pafs.FileSystem, path: str, data: bytes) -> None:
     over the target, so a power loss cannot leave an empty marker."""
     if isinstance(fs, pafs.LocalFileSystem):
         folder, name = os.path.split(path)
-        os.makedirs(folder, exist_ok=True)
         temporary = f"{folder}/_{name}.{uuid.uuid4().hex}.tmp"
-        with open(temporary, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        write_durably(temporary, data)
         os.replace(temporary, path)
     else:
         with fs.open_output_stream(path) as f:

@@ -15,8 +15,12 @@ from contextlib import contextmanager
 
 
 @contextmanager
-def local_s3_server() -> Iterator[str]:
-    """Serve an empty in-memory S3 on a free port of 127.0.0.1; yields its endpoint URL."""
+def local_s3_server(*, threaded: bool = True) -> Iterator[str]:
+    """Serve an empty in-memory S3 on a free port of 127.0.0.1; yields its endpoint URL.
+
+    threaded=False answers one request at a time: moto checks a conditional write's condition and
+    then writes, with no lock between, where S3 does both at once; served one at a time, racing
+    conditional writes behave as on S3."""
     from moto.moto_server.werkzeug_app import MotoRequestHandler
     from moto.server import create_backend_app
     from werkzeug.serving import make_server
@@ -26,7 +30,7 @@ def local_s3_server() -> Iterator[str]:
             pass
 
     # Port 0: the kernel picks a free port at bind time, so no other process can take it between.
-    server = make_server("127.0.0.1", 0, create_backend_app("s3"), threaded=True, request_handler=QuietHandler)
+    server = make_server("127.0.0.1", 0, create_backend_app("s3"), threaded=threaded, request_handler=QuietHandler)
     thread = threading.Thread(target=server.serve_forever, name="local-s3", daemon=True)
     thread.start()
     try:

@@ -30,6 +30,7 @@ from attrgan.config import StorageConfig
 from attrgan.data.manifest import PARTITION_INDEX, crop_id_problem, read_blocks, text_column
 from attrgan.data.storage import filesystem, join, redact, write_bytes
 from attrgan.contracts import TRANSIENT, TransientHistory, error_kind
+from attrgan.lease import Lease
 from attrgan.results import MAX_TRACKED_CROPS, drill, forget_transient, promote, staging_uri, write_transient
 from attrgan.scoring import IO_TASK_CPUS
 
@@ -74,7 +75,7 @@ class ResultsSink(ray.data.Datasink):
 
     def __init__(self, *, out: str, storage: StorageConfig, rows_per_file: int, group: CommitGroup, run_id: str,
                  schema: pa.Schema, marker: Mapping[str, Any], start: float,
-                 transient: TransientHistory | None = None) -> None:
+                 transient: TransientHistory | None = None, lease: Lease | None = None) -> None:
         # Plain values, not the ExtractConfig: the sink is pickled into every write task, and the
         # config's module would bring torch along.
         self.out, self.storage, self.rows_per_file = out, storage, rows_per_file
@@ -82,6 +83,7 @@ class ResultsSink(ray.data.Datasink):
         self.marker, self.start = dict(marker), start
         # The group's crops that failed for a transient reason in earlier runs (`read_transient`).
         self.transient = transient or TransientHistory(max_runs=1, runs={})
+        self.lease = lease  # the output's lease (`attrgan.lease`): checked before each partition's switch
         self.committed: list[PartitionSummary] = []
         self.incomplete: list[tuple[str, str]] = []
         self.nodes: set[str] = set()
@@ -177,6 +179,8 @@ class ResultsSink(ray.data.Datasink):
                       "super_resolved": c["super_resolved"], "reconstructed": c["reconstructed"],
                       "seconds": round(time.perf_counter() - self.start, 3),
                       "finished_at": dt.datetime.now(dt.timezone.utc).isoformat()}
+            if self.lease is not None and (lost := self.lease.lost()):
+                raise ExtractError(f"{lost}: partition {partition!r} not committed, its previous results stay")
             try:
                 promote(join(self.out, partition), sorted(files[i]), marker, run_id=self.run_id,
                         storage=self.storage, fault=fault)

@@ -184,8 +184,10 @@ DRIVER = textwrap.dedent("""
 
     logging.basicConfig(level=logging.WARNING)
     ray.init(address=sys.argv[1], log_to_driver=False)
+    # break_lease: the run before was killed, and a killed run's lease stays for its TTL.
     run_extract(ExtractConfig(manifest=sys.argv[2], bundle=sys.argv[3], out=sys.argv[4], actors=1, batch_size=8,
-                              incremental=False, pipeline=PipelineConfig(device="cpu"), storage=StorageConfig()))
+                              incremental=False, pipeline=PipelineConfig(device="cpu"), storage=StorageConfig(),
+                              break_lease=True))
 """)
 
 
@@ -235,6 +237,7 @@ def test_a_driver_killed_at_each_commit_step_leaves_whole_results(ray_local, loc
         killed = subprocess.run([sys.executable, "-c", DRIVER, address, str(local_scene / "manifest"),
                                  str(local_scene / "bundle"), out], env=env, capture_output=True, timeout=300)
         assert killed.returncode == -9, (step, killed.stderr.decode()[-2000:])
+        assert os.path.exists(f"{out}/_lease.json")  # a killed run leaves its lease (taken over after its TTL)
         # Every partition holds its complete old results or its complete new ones.
         frame = load_results(out)
         assert sorted(frame["crop_id"]) == expected and frame["crop_id"].is_unique, step
@@ -244,7 +247,7 @@ def test_a_driver_killed_at_each_commit_step_leaves_whole_results(ray_local, loc
 
     # An incremental run has nothing to score, yet cleans what the last kill left beside the
     # committed files; a full rerun redoes everything.
-    assert run_extract(dataclasses.replace(config, incremental=True)).skipped == tuple(partitions)
+    assert run_extract(dataclasses.replace(config, incremental=True, break_lease=True)).skipped == tuple(partitions)
     for partition in partitions:
         listed = read_success(f"{out}/{partition}")["files"]
         assert sorted(os.listdir(f"{out}/{partition}")) == sorted([SUCCESS_MARKER, *listed])

@@ -38,7 +38,7 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlparse
 
 import pyarrow as pa
@@ -54,6 +54,7 @@ SUPPORTED_SCHEMES = ("s3://", "file://", "plain local paths")
 _lock = threading.Lock()
 _pyarrow_cache: dict[tuple[int, StorageConfig, bool], pafs.FileSystem] = {}
 _fsspec_cache: dict[tuple[int, StorageConfig], "fsspec.AbstractFileSystem"] = {}
+_botocore_cache: dict[tuple[int, StorageConfig], Any] = {}
 _LOCAL = pafs.LocalFileSystem()
 _CHUNK = 8 << 20  # bytes read at a time, so a size limit stops a read within one chunk
 # Local trees that hold no images, only kernel state that reads differently from what stat says.
@@ -270,28 +271,59 @@ def fsspec_filesystem(uri: str, storage: StorageConfig | None = None) -> tuple["
         if fs is None:
             import s3fs
 
-            client_kwargs = {}
-            if storage.endpoint_url:
-                client_kwargs["endpoint_url"] = storage.endpoint_url
-            if storage.region:
-                client_kwargs["region_name"] = storage.region
-            # botocore's retry loop is the only one: `storage.retries` + 1 attempts (its
-            # standard mode retries timeouts, dropped connections, 5xx and throttling).
-            config_kwargs: dict = {"connect_timeout": storage.connect_timeout_s,
-                                   "read_timeout": storage.request_timeout_s,
-                                   "retries": {"mode": "standard", "total_max_attempts": storage.retries + 1}}
-            if storage.use_path_style:
-                config_kwargs["s3"] = {"addressing_style": "path"}
             fs = _fsspec_cache[key] = s3fs.S3FileSystem(
                 anon=storage.anonymous,
                 profile=storage.profile,
-                client_kwargs=client_kwargs,
-                config_kwargs=config_kwargs,
+                client_kwargs=_botocore_client_kwargs(storage),
+                config_kwargs=_botocore_config_kwargs(storage),
             )
             # s3fs wraps each call in a loop of its own (5 tries of botocore's loop): one try.
             # Not a constructor option, so a copy of this object unpickled elsewhere loses it.
             fs.retries = 1
     return fs, path
+
+
+def _botocore_client_kwargs(storage: StorageConfig) -> dict:
+    client_kwargs = {}
+    if storage.endpoint_url:
+        client_kwargs["endpoint_url"] = storage.endpoint_url
+    if storage.region:
+        client_kwargs["region_name"] = storage.region
+    return client_kwargs
+
+
+def _botocore_config_kwargs(storage: StorageConfig) -> dict:
+    # botocore's retry loop is the only one: `storage.retries` + 1 attempts (its
+    # standard mode retries timeouts, dropped connections, 5xx and throttling).
+    config_kwargs: dict = {"connect_timeout": storage.connect_timeout_s,
+                           "read_timeout": storage.request_timeout_s,
+                           "retries": {"mode": "standard", "total_max_attempts": storage.retries + 1}}
+    if storage.use_path_style:
+        config_kwargs["s3"] = {"addressing_style": "path"}
+    return config_kwargs
+
+
+def s3_client(storage: StorageConfig | None = None) -> Any:
+    """A botocore S3 client built from `storage` like the fsspec filesystem's (endpoint, region,
+    profile, anonymous access, path style, timeouts, retries), for the calls pyarrow's S3
+    filesystem cannot make: conditional writes (`If-None-Match`, `If-Match`, `attrgan.lease`).
+    Cached like the filesystems (botocore clients are thread-safe)."""
+    import botocore.session
+    from botocore import UNSIGNED
+    from botocore.config import Config
+
+    storage = _config(storage)
+    key = (os.getpid(), storage)
+    with _lock:
+        client = _botocore_cache.get(key)
+        if client is None:
+            options = _botocore_config_kwargs(storage)
+            if storage.anonymous:
+                options["signature_version"] = UNSIGNED
+            session = botocore.session.Session(profile=storage.profile)
+            client = _botocore_cache[key] = session.create_client("s3", config=Config(**options),
+                                                                  **_botocore_client_kwargs(storage))
+    return client
 
 
 def join(uri: str, *parts: str) -> str:
@@ -453,6 +485,16 @@ def write_bytes(uri: str, data: bytes, storage: StorageConfig | None = None) -> 
             f.write(data)
 
     retrying(uri, storage, write) if is_s3(uri) else write()
+
+
+def write_durably(path: str, data: bytes) -> None:
+    """Write `data` to the local file `path` and on to the disk (fsync), creating its folder: the
+    temporary file that a rename or link then publishes whole, even across a power loss."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def exists(uri: str, storage: StorageConfig | None = None) -> bool:
