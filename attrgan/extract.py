@@ -493,6 +493,10 @@ def run_extract(config: ExtractConfig) -> Summary:
     # Where the node types are unknown (`cluster_offer`), a pool that no node will ever take fails
     # once this wait for its first min_actors is over, instead of hanging.
     ctx.wait_for_min_actors_s = math.ceil(config.actor_start_timeout_s)
+    # The pool grows while every actor has a task. Ray Data's default (1.75 tasks per actor slot)
+    # is out of reach of actors that take one task at a time (`score_stream`, decoding in the
+    # actors): such a pool would never grow past min_actors.
+    ctx.autoscaling_config.actor_pool_util_upscaling_threshold = 1.0
     if not sys.stdout.isatty():
         ctx.enable_progress_bars = False
 
