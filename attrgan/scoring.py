@@ -1,11 +1,12 @@
 """How crops are scored on a Ray cluster: shared by the extraction and the evaluation jobs.
 
-    rows ──► decode (`attrgan.data.images.decode_batch`): CPU tasks beside GPU actors, or inside
-             the actors when they run on CPUs (every CPU then decodes and infers in turn, with no
-             hop through the object store)
+    rows ──► decode (`attrgan.data.images.decode_batch`): CPU tasks beside actors that hold GPUs
+             or custom resources, or inside the actors when they run on CPUs (every CPU then
+             decodes and infers in turn, with no hop through the object store)
          ──► one actor pool, each actor loading the bundle once (`load_actor_bundle`)
 
-`plan_actors` sizes the pool (pure, tested); `score_stream` builds the Ray Data stage. Read and
+`plan_actors` sizes the pool (pure, tested) from the settings and `cluster_offer`; `score_stream`
+builds the Ray Data stage. Read and
 write tasks around the stream always find a CPU share (`IO_CPUS`): Ray Data hangs when actors
 hold every CPU.
 """
@@ -96,10 +97,10 @@ def plan_actors(*, cluster_cpus: float, cluster_gpus: float, actors: int, min_ac
                          torch_threads=torch_threads if torch_threads is not None else max(1, round(num_cpus)),
                          decode_in_actors=in_actors, resources=extra)
         if node_types is not None and not any(_fits(plan.asks(), t) for t in node_types):
-            raise Unschedulable(f"no node of this cluster offers what each pipeline actor asks for, "
-                                f"{resources_text(plan.asks())}, and no node type of its autoscaler does: "
-                                f"{_offer(node_types)}; check actor_resources, gpus_per_actor, cpus_per_actor "
-                                "and pipeline.device against the worker groups' resources")
+            raise Unschedulable(f"no node the cluster has or can add offers what each pipeline actor asks for, "
+                                f"{resources_text(plan.asks())}; its nodes and node types offer {_offer(node_types)}; "
+                                "check actor_resources, gpus_per_actor, cpus_per_actor and pipeline.device against "
+                                "the worker groups' resources")
         return plan
     if cluster_cpus <= 0:
         raise ValueError(f"the Ray cluster has no CPUs to decode on, got {cluster_cpus}")
@@ -156,7 +157,8 @@ def cluster_offer() -> tuple[dict[str, float], tuple[dict[str, float], ...] | No
     if config is not None and config.node_group_configs:
         groups = [{k: float(v) for k, v in g.resources.items()} for g in config.node_group_configs if g.max_count != 0]
         return now, tuple(nodes + groups)
-    # The v1 autoscaler writes its status under this key every few seconds; v2 is flagged in the KV.
+    # The v1 autoscaler writes its status under this key every few seconds (from its first update
+    # on, so a job must not start within a new head's first seconds); v2 is flagged in the KV.
     autoscaled = _internal_kv_get("__autoscaling_status") is not None or is_autoscaler_v2(fetch_from_server=True)
     return now, None if autoscaled else tuple(nodes)
 
