@@ -59,7 +59,8 @@ from attrgan.pipeline import Pipeline, PipelineConfig
 from attrgan.contracts import BundleInfo, TransientHistory, results_schema
 from attrgan.results import clean_partition, clean_staging, new_run_id, read_success, read_transient, staging_uri
 from attrgan.runtime import init_ray
-from attrgan.scoring import IO_TASK_CPUS, DecodingActor, load_actor_bundle, plan_actors, score_stream
+from attrgan.scoring import (IO_TASK_CPUS, DecodingActor, Unschedulable, cluster_offer, load_actor_bundle,
+                             plan_actors, resources_text, score_stream)
 from attrgan.sink import (PRECISION, CommitGroup, ExtractError, PartitionSummary, ResultsSink, check_ids, commit_groups,
                           short_reason)
 
@@ -93,13 +94,22 @@ class ExtractConfig:
     out: results base URI; each manifest partition is written to `<out>/<partition path>/`.
     partitions: partitions to process ("date=2026-11-25", or a leading part of a deeper path);
         empty = all of them.
-    actors: most pipeline actors; min_actors: actors kept up from the start.
-    gpus_per_actor: GPU share of each actor when the cluster has GPUs (0 = run on CPU anyway).
-    cpus_per_actor: CPU share of each actor; None = 1 on a GPU cluster, otherwise what leaves a
-        whole CPU to decoding (at most 1 per actor).
+    min_actors, actors: the range of the pipeline actor pool: it starts with `min_actors` (the run
+        waits for them, at most `actor_start_timeout_s`) and grows to `actors` while work queues,
+        the autoscaler adding nodes for them (`attrgan.scoring.plan_actors`; docs/cluster.md).
+    gpus_per_actor: GPU share of each actor when it runs on GPUs (0 = run on CPU anyway): with
+        pipeline.device "cuda" always, even before a GPU node is up; with "auto" when the cluster
+        has GPUs now (the pool is then capped by them) or its autoscaler's node types offer some.
+    cpus_per_actor: CPU share of each actor; None = 1 for actors on GPUs or custom resources,
+        otherwise what leaves a whole CPU to decoding (at most 1 per actor).
+    actor_resources: custom Ray resources each actor asks for (e.g. {"nvidia_h100": 1}, the
+        resource a worker group declares in its rayStartParams), so the actors run only on, and the
+        autoscaler adds only, nodes that offer them.
+    actor_start_timeout_s: how long the first `min_actors` actors may take to start (a GPU node to
+        come up) before the run fails with an error naming what they ask for; 0 = no limit.
     torch_threads: intra-op threads of each actor's torch; None = its whole CPUs (at least 1).
     decode_in_actors: decode inside the pipeline actors instead of in separate CPU tasks; None =
-        inside when the actors run on CPUs, in separate tasks when they hold GPUs.
+        inside when the actors run on CPUs, in separate tasks when they hold GPUs or custom resources.
     batch_size: rows per decode and inference batch.
     incremental: skip partitions whose _SUCCESS names the same bundle version.
     max_restarts: restarts of a dead actor (and retries of its batch) before the job fails.
@@ -123,6 +133,8 @@ class ExtractConfig:
     min_actors: int = 1
     gpus_per_actor: float = 1.0
     cpus_per_actor: float | None = None
+    actor_resources: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    actor_start_timeout_s: float = 1800.0
     torch_threads: int | None = None
     decode_in_actors: bool | None = None
     batch_size: int = 64
@@ -152,6 +164,9 @@ class ExtractConfig:
             raise ValueError(f"ExtractConfig.gpus_per_actor must be >= 0, got {self.gpus_per_actor!r}")
         if self.cpus_per_actor is not None and not self.cpus_per_actor > 0:
             raise ValueError(f"ExtractConfig.cpus_per_actor must be > 0 or None, got {self.cpus_per_actor!r}")
+        object.__setattr__(self, "actor_resources", actor_resources(self.actor_resources))
+        if not 0 <= self.actor_start_timeout_s < math.inf:
+            raise ValueError(f"ExtractConfig.actor_start_timeout_s must be >= 0 seconds, got {self.actor_start_timeout_s!r}")
         if self.torch_threads is not None and (not isinstance(self.torch_threads, int) or self.torch_threads < 1):
             raise ValueError(f"ExtractConfig.torch_threads must be an integer >= 1 or None, got {self.torch_threads!r}")
         if self.since is not None:
@@ -164,6 +179,22 @@ class ExtractConfig:
             raise ValueError(f"ExtractConfig.lease_ttl_s must be seconds in [1, 86400], got {self.lease_ttl_s!r}")
         if not isinstance(self.max_restarts, int) or self.max_restarts < 0:
             raise ValueError(f"ExtractConfig.max_restarts must be an integer >= 0, got {self.max_restarts!r}")
+
+
+def actor_resources(values: Any) -> dict[str, float]:
+    """Checked custom resources of an actor: names of Ray resources other than CPU and GPU (they
+    have their own settings), amounts finite and >= 0."""
+    if not isinstance(values, Mapping):
+        raise ValueError(f"ExtractConfig.actor_resources must be a mapping of resource name to amount, got {values!r}"[:200])
+    out = {}
+    for name, amount in values.items():
+        if not isinstance(name, str) or not name or name in ("CPU", "GPU", "memory", "object_store_memory"):
+            raise ValueError(f"ExtractConfig.actor_resources: {name!r} is not a custom resource name"
+                             f"{' (use cpus_per_actor / gpus_per_actor)' if name in ('CPU', 'GPU') else ''}"[:200])
+        if isinstance(amount, bool) or not isinstance(amount, (int, float)) or not 0 <= amount < math.inf:
+            raise ValueError(f"ExtractConfig.actor_resources[{name!r}] must be a number >= 0, got {amount!r}"[:200])
+        out[name] = float(amount)
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -469,6 +500,12 @@ def _extract(config: ExtractConfig, run_id: str, start: float, lease: Lease, inf
         (skipped if done else todo).append(p)
 
     init_ray()
+    now, node_types = cluster_offer()
+    plan = plan_actors(cluster_cpus=now.get("CPU", 0.0), cluster_gpus=now.get("GPU", 0.0), actors=config.actors,
+                       min_actors=config.min_actors, gpus_per_actor=config.gpus_per_actor,
+                       cpus_per_actor=config.cpus_per_actor, torch_threads=config.torch_threads,
+                       decode_in_actors=config.decode_in_actors, device=config.pipeline.device,
+                       actor_resources=config.actor_resources, node_types=node_types)
     # Nulls and repeats in crop_id stop the job before any work; each partition is checked by a
     # cluster task, so the driver never holds the ids.
     checks = [check_ids.remote([f for f, _ in scan.files[p]], config.manifest, storage) for p in todo]
@@ -479,16 +516,18 @@ def _extract(config: ExtractConfig, run_id: str, start: float, lease: Lease, inf
     for p in partitions:  # skipped ones too: a run killed after its switch left superseded files
         clean_partition(join(config.out, p), storage)
 
-    resources = ray.cluster_resources()
-    plan = plan_actors(cluster_cpus=resources.get("CPU", 0.0), cluster_gpus=resources.get("GPU", 0.0),
-                       actors=config.actors, min_actors=config.min_actors, gpus_per_actor=config.gpus_per_actor,
-                       cpus_per_actor=config.cpus_per_actor, torch_threads=config.torch_threads,
-                       decode_in_actors=config.decode_in_actors)
     groups = commit_groups(todo, {p: scan.rows(p) for p in todo}, config.rows_per_commit)
     log.info("extract: run %s, %d partition(s) to process (%d rows) in %d commit group(s), %d up to date; "
              "bundle %s; %s", run_id, len(todo), sum(scan.rows(p) for p in todo), len(groups), len(skipped),
              model_version, plan)
     ctx = ray.data.DataContext.get_current()
+    # Where the node types are unknown (`cluster_offer`), a pool that no node will ever take fails
+    # once this wait for its first min_actors is over, instead of hanging.
+    ctx.wait_for_min_actors_s = math.ceil(config.actor_start_timeout_s)
+    # The pool grows while every actor has a task. Ray Data's default (1.75 tasks per actor slot)
+    # is out of reach of actors that take one task at a time (`score_stream`, decoding in the
+    # actors): such a pool would never grow past min_actors.
+    ctx.autoscaling_config.actor_pool_util_upscaling_threshold = 1.0
     if not sys.stdout.isatty():
         ctx.enable_progress_bars = False
 
@@ -507,7 +546,15 @@ def _extract(config: ExtractConfig, run_id: str, start: float, lease: Lease, inf
         else:
             stream = _results_stream(config, scan, group, plan=plan, model_version=model_version,
                                      input_size=input_size, allowed=prefixes, transient=transient)
-            stream.write_datasink(sink, ray_remote_args={"num_cpus": IO_TASK_CPUS})
+            try:
+                stream.write_datasink(sink, ray_remote_args={"num_cpus": IO_TASK_CPUS})
+            except ray.exceptions.GetTimeoutError:  # Ray Data's wait for the pool's min_actors
+                raise Unschedulable(
+                    f"{plan.min_actors} pipeline actor(s) did not start within actor_start_timeout_s="
+                    f"{config.actor_start_timeout_s:g} s; each asks for {resources_text(plan.asks())} and the cluster "
+                    f"has {resources_text(ray.cluster_resources())} now; check actor_resources, gpus_per_actor and "
+                    "pipeline.device against the worker groups' resources and that the autoscaler is on (or give a "
+                    "slow node start a longer actor_start_timeout_s)") from None
         committed += sink.committed
         incomplete += sink.incomplete
         nodes |= sink.nodes

@@ -1,11 +1,12 @@
 """How crops are scored on a Ray cluster: shared by the extraction and the evaluation jobs.
 
-    rows ──► decode (`attrgan.data.images.decode_batch`): CPU tasks beside GPU actors, or inside
-             the actors when they run on CPUs (every CPU then decodes and infers in turn, with no
-             hop through the object store)
+    rows ──► decode (`attrgan.data.images.decode_batch`): CPU tasks beside actors that hold GPUs
+             or custom resources, or inside the actors when they run on CPUs (every CPU then
+             decodes and infers in turn, with no hop through the object store)
          ──► one actor pool, each actor loading the bundle once (`load_actor_bundle`)
 
-`plan_actors` sizes the pool (pure, tested); `score_stream` builds the Ray Data stage. Read and
+`plan_actors` sizes the pool (pure, tested) from the settings and `cluster_offer`; `score_stream`
+builds the Ray Data stage. Read and
 write tasks around the stream always find a CPU share (`IO_CPUS`): Ray Data hangs when actors
 hold every CPU.
 """
@@ -15,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -33,9 +34,16 @@ IO_CPUS = 0.2
 IO_TASK_CPUS = 0.05
 
 
+class Unschedulable(ValueError):
+    """No node the cluster has, or its autoscaler can add, offers what one pipeline actor asks for."""
+
+
 @dataclasses.dataclass(frozen=True)
 class ActorPlan:
-    """Resources of the pipeline actors and of the decode tasks (none when the actors decode)."""
+    """Resources of the pipeline actors and of the decode tasks (none when the actors decode).
+
+    The pool runs `min_actors` to `actors` actors; each asks for `num_cpus`, `num_gpus` and the
+    custom Ray `resources`."""
 
     actors: int
     min_actors: int
@@ -44,25 +52,59 @@ class ActorPlan:
     decode_cpus: float
     torch_threads: int
     decode_in_actors: bool = False
+    resources: Mapping[str, float] = dataclasses.field(default_factory=dict)
+
+    def asks(self) -> dict[str, float]:
+        """What one actor asks of a node, in Ray's resource names."""
+        asked = {"CPU": self.num_cpus, "GPU": self.num_gpus, **self.resources}
+        return {k: v for k, v in asked.items() if v > 0}
 
 
 def plan_actors(*, cluster_cpus: float, cluster_gpus: float, actors: int, min_actors: int = 1,
                 gpus_per_actor: float = 1.0, cpus_per_actor: float | None = None,
-                torch_threads: int | None = None, decode_in_actors: bool | None = None) -> ActorPlan:
+                torch_threads: int | None = None, decode_in_actors: bool | None = None,
+                device: str = "auto", actor_resources: Mapping[str, float] | None = None,
+                node_types: Sequence[Mapping[str, float]] | None = None) -> ActorPlan:
     """Size the actor pool so it cannot starve the decode, read and write tasks of CPUs.
 
-    Decode tasks take one CPU (half the machine on a single-CPU cluster); read/write tasks share
-    `IO_CPUS`. Actors share what is left, `min(1, (cpus - decode - IO_CPUS) / actors)` each unless
-    `cpus_per_actor` is given: 0.9 CPU each for 2 actors on 2 CPUs decoding in the actors. On a
-    GPU cluster each actor also takes `gpus_per_actor` GPU and the pool is capped by the GPUs, so
-    decode tasks run on the remaining CPUs while the GPUs infer. A pool that would not fit is shrunk.
+    cluster_cpus, cluster_gpus: what the cluster has now. node_types: the resources of each kind
+    of node it has or its autoscaler can add (`cluster_offer`); None = not known.
+
+    GPU actors (`gpus_per_actor` GPU each) when `device` is "cuda", or "auto" with GPUs now or in
+    a node type; never with "cpu" or gpus_per_actor=0. Actors that hold GPUs the cluster has now
+    ("auto") are capped by those GPUs, as are their CPU shares by its CPUs. Actors that ask for
+    more than is up now ("cuda", GPUs only in node types, or any `actor_resources`) are sized from
+    the settings alone: up to `actors` of them, `cpus_per_actor` (default 1) CPU each, and the
+    autoscaler adds the nodes they need; Unschedulable when `node_types` is known and no node type
+    offers one actor's resources.
+
+    CPU actors share the cluster's CPUs: decode tasks take one CPU (half the machine on a
+    single-CPU cluster); read/write tasks share `IO_CPUS`. Actors share what is left,
+    `min(1, (cpus - decode - IO_CPUS) / actors)` each unless `cpus_per_actor` is given: 0.9 CPU
+    each for 2 actors on 2 CPUs decoding in the actors. A pool that would not fit is shrunk.
     torch_threads: each actor's intra-op threads; None = its CPU share rounded, at least 1.
-    decode_in_actors: None = True exactly when the actors run on CPUs.
+    decode_in_actors: None = True exactly when the actors run on CPUs and ask for nothing else.
     """
+    extra = {k: float(v) for k, v in (actor_resources or {}).items() if v > 0}
+    offers_gpus = cluster_gpus > 0 or any(t.get("GPU", 0) > 0 for t in node_types or ())
+    use_gpu = gpus_per_actor > 0 and device != "cpu" and (device != "auto" or offers_gpus)
+    # Actors placed by what nodes may come: not sized by (nor capped at) what is up now.
+    ahead = bool(extra) or use_gpu and (device != "auto" or cluster_gpus <= 0)
+    in_actors = not (use_gpu or extra) if decode_in_actors is None else decode_in_actors
+    if ahead:
+        num_cpus = cpus_per_actor if cpus_per_actor is not None else 1.0
+        plan = ActorPlan(actors=actors, min_actors=min(min_actors, actors), num_cpus=num_cpus,
+                         num_gpus=gpus_per_actor if use_gpu else 0.0, decode_cpus=0.0 if in_actors else 1.0,
+                         torch_threads=torch_threads if torch_threads is not None else max(1, round(num_cpus)),
+                         decode_in_actors=in_actors, resources=extra)
+        if node_types is not None and not any(_fits(plan.asks(), t) for t in node_types):
+            raise Unschedulable(f"no node the cluster has or can add offers what each pipeline actor asks for, "
+                                f"{resources_text(plan.asks())}; its nodes and node types offer {_offer(node_types)}; "
+                                "check actor_resources, gpus_per_actor, cpus_per_actor and pipeline.device against "
+                                "the worker groups' resources")
+        return plan
     if cluster_cpus <= 0:
         raise ValueError(f"the Ray cluster has no CPUs to decode on, got {cluster_cpus}")
-    use_gpu = cluster_gpus > 0 and gpus_per_actor > 0
-    in_actors = not use_gpu if decode_in_actors is None else decode_in_actors
     decode_cpus = 0.0 if in_actors else 1.0 if cluster_cpus >= 2 else cluster_cpus / 2
     spare = cluster_cpus - decode_cpus - min(IO_CPUS, cluster_cpus / 4)
     if use_gpu:
@@ -78,6 +120,48 @@ def plan_actors(*, cluster_cpus: float, cluster_gpus: float, actors: int, min_ac
                      num_gpus=gpus_per_actor if use_gpu else 0.0, decode_cpus=decode_cpus,
                      torch_threads=torch_threads if torch_threads is not None else max(1, round(num_cpus)),
                      decode_in_actors=in_actors)
+
+
+def _fits(asked: Mapping[str, float], offered: Mapping[str, float]) -> bool:
+    return all(offered.get(k, 0.0) >= v - 1e-9 for k, v in asked.items())
+
+
+def resources_text(resources: Mapping[str, float]) -> str:
+    """{"CPU": 1.0, "GPU": 1.0} → "{CPU: 1, GPU: 1}" (Ray's bookkeeping entries left out)."""
+    shown = (f"{k}: {v:g}" for k, v in sorted(resources.items())
+             if k not in ("memory", "object_store_memory") and not k.startswith("node:"))
+    return "{" + ", ".join(shown) + "}"
+
+
+def _offer(node_types: Sequence[Mapping[str, float]]) -> str:
+    kinds = sorted({resources_text(t) for t in node_types})
+    return ", ".join(kinds[:10]) + (" …" if len(kinds) > 10 else "") if kinds else "no nodes at all"
+
+
+def cluster_offer() -> tuple[dict[str, float], tuple[dict[str, float], ...] | None]:
+    """(what the running Ray cluster has now, the resources of each kind of node it has or can add).
+
+    The second is None when the cluster's autoscaler does not tell the job its node types: Ray 2.60
+    keeps them in the GCS (`get_cluster_config`, node group configs) only when an autoscaler reports
+    them, which neither of its autoscalers does yet, so on an autoscaling cluster the run instead
+    waits a bounded time for its first actors (`actor_start_timeout_s`). A cluster with no
+    autoscaler can offer only the nodes it has.
+    """
+    import ray
+    from ray._private import state
+    from ray.autoscaler.v2.utils import is_autoscaler_v2
+    from ray.experimental.internal_kv import _internal_kv_get
+
+    now = {k: float(v) for k, v in ray.cluster_resources().items()}
+    nodes = [{k: float(v) for k, v in n["Resources"].items()} for n in ray.nodes() if n.get("Alive")]
+    config = state.state.get_cluster_config()
+    if config is not None and config.node_group_configs:
+        groups = [{k: float(v) for k, v in g.resources.items()} for g in config.node_group_configs if g.max_count != 0]
+        return now, tuple(nodes + groups)
+    # The v1 autoscaler writes its status under this key every few seconds (from its first update
+    # on, so a job must not start within a new head's first seconds); v2 is flagged in the KV.
+    autoscaled = _internal_kv_get("__autoscaling_status") is not None or is_autoscaler_v2(fetch_from_server=True)
+    return now, None if autoscaled else tuple(nodes)
 
 
 def load_actor_bundle(bundle_uri: str, storage: StorageConfig, pipeline_config: PipelineConfig,
@@ -163,4 +247,5 @@ def score_stream(ds: Any, actor: type[DecodingActor], *, plan: ActorPlan, batch_
             # blocks into GPU actors, whose input was decoded beforehand).
             compute=ray.data.ActorPoolStrategy(min_size=plan.min_actors, max_size=plan.actors,
                                                max_tasks_in_flight_per_actor=1 if plan.decode_in_actors else None),
-            num_cpus=plan.num_cpus, num_gpus=plan.num_gpus, udf_modifying_row_count=False, **ray_remote_args)
+            num_cpus=plan.num_cpus, num_gpus=plan.num_gpus, resources=dict(plan.resources) or None,
+            udf_modifying_row_count=False, **ray_remote_args)
