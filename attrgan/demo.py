@@ -38,7 +38,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from attrgan.config import StorageConfig
-from attrgan.runtime import start_local_ray
+from attrgan.runtime import start_quiet_ray
 
 BUCKET = "attrgan-demo"
 SPLITS = (0.8, 0.1, 0.1)  # train / val / test shares of the archive
@@ -150,17 +150,6 @@ def local_s3() -> Iterator[StorageConfig]:
     with local_s3_server() as endpoint:
         boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=BUCKET)
         yield StorageConfig(endpoint_url=endpoint, region="us-east-1")
-
-
-def _start_ray(num_cpus: int) -> None:
-    import ray
-
-    if ray.is_initialized():
-        return
-    env = {k: os.environ[k] for k in ("RAY_AUTH_MODE", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "AWS_ACCESS_KEY_ID",
-                                      "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION") if k in os.environ}
-    start_local_ray(num_cpus=num_cpus, log_to_driver=False, env=env)
-    ray.data.DataContext.get_current().enable_progress_bars = False
 
 
 def night_manifest(src: pa.Table, occluded: pa.Table, lowres: pa.Table) -> pa.Table:
@@ -348,7 +337,7 @@ def _run(config: DemoConfig, storage: StorageConfig, out: Path, step: Callable, 
     root = f"s3://{BUCKET}"
     bundle_uri = f"{root}/models/demo"
     with step("setup", f"local S3 at {storage.endpoint_url} (bucket {BUCKET}), local Ray with {config.ray_cpus} CPUs"):
-        _start_ray(config.ray_cpus)
+        start_quiet_ray(config.ray_cpus)
 
     with step("synth", f"render {config.crops} labelled synthetic crops"):
         archive = generate(f"{root}/archive", config.crops, seed=config.seed, storage=storage, splits=SPLITS)

@@ -84,7 +84,8 @@ def run_reproduce(config: ReproduceConfig, *, say: Callable[[str], None] = print
     """Run every seed (module docstring); returns what reproduce.json holds."""
     import ray
 
-    from attrgan.demo import _start_ray, local_s3
+    from attrgan.demo import local_s3
+    from attrgan.runtime import start_quiet_ray
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
@@ -103,7 +104,7 @@ def run_reproduce(config: ReproduceConfig, *, say: Callable[[str], None] = print
 
     try:
         with local_s3() as storage:
-            _start_ray(config.ray_cpus)
+            start_quiet_ray(config.ray_cpus)
             for seed in config.seeds:
                 runs.append(_one_seed(config, seed, storage=storage, out=out, say=say))
                 save()

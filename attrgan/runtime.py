@@ -1,4 +1,7 @@
-"""Where a process gets its Ray: the one place that calls `ray.init` for jobs and library calls."""
+"""Where a process gets its Ray: the one place that calls `ray.init` for commands, jobs and library
+calls. The commands' library functions (`run_extract`, `evaluate`, `train_network`) call `init_ray`
+once their checks pass: they join the Ray that is up (a command's, a job's, a notebook's) and start
+a local one only when none is, so a failed check never waits for a Ray to start."""
 
 from __future__ import annotations
 
@@ -31,6 +34,21 @@ def init_ray(**local: Any) -> None:
         ray.init()  # never num_cpus here: the cluster decides
         return
     start_local_ray(**local)
+
+
+def start_quiet_ray(num_cpus: int) -> None:
+    """A local Ray for the demo and `make reproduce`, which print their own progress: no worker
+    logs or progress bars on this terminal; this process's S3 credentials reach the workers (the
+    local S3 server's). Does nothing when Ray is already up."""
+    import ray
+    import ray.data
+
+    if ray.is_initialized():
+        return
+    env = {k: os.environ[k] for k in ("RAY_AUTH_MODE", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "AWS_ACCESS_KEY_ID",
+                                      "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION") if k in os.environ}
+    start_local_ray(num_cpus=num_cpus, log_to_driver=False, env=env)
+    ray.data.DataContext.get_current().enable_progress_bars = False
 
 
 def start_local_ray(*, env: dict[str, str] | None = None, **options: Any) -> None:
