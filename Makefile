@@ -30,18 +30,18 @@ test: $(STAMP)
 demo: $(STAMP)
 	RAY_AUTH_MODE=disabled $(PY) jobs/demo.py $(DEMO_ARGS)
 
-# Table 2 over 3 training seeds on fresh test crops, with information ceilings (attrgan/reproduce.py;
+# Table 2 over 3 training seeds on fresh test crops, with information ceilings (attrgan/devtools/reproduce.py;
 # about an hour on 2 cores). REPRODUCE_ARGS="--seeds 5" etc.
 reproduce: $(STAMP)
 	RAY_AUTH_MODE=disabled $(PY) jobs/reproduce.py $(REPRODUCE_ARGS)
 
 bench: $(STAMP)
-	RAY_AUTH_MODE=disabled $(PY) -m attrgan.bench $(BENCH_ARGS)
+	RAY_AUTH_MODE=disabled $(PY) -m attrgan.devtools.bench $(BENCH_ARGS)
 
 # On a machine with NVIDIA GPUs: gpu tests, paper-preset training on every GPU, GPU extraction,
-# figures to gpu-check.json (attrgan/gpu_check.py). Exits 2 without CUDA.
+# figures to gpu-check.json (attrgan/devtools/gpu_check.py). Exits 2 without CUDA.
 gpu-check: $(STAMP)
-	RAY_AUTH_MODE=disabled $(PY) -m attrgan.gpu_check $(GPU_CHECK_ARGS)
+	RAY_AUTH_MODE=disabled $(PY) -m attrgan.devtools.gpu_check $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -331,7 +331,7 @@ def demo_parser() -> argparse.ArgumentParser:
 
 def demo_config(args: argparse.Namespace) -> Any:
     from attrgan.config import from_dict
-    from attrgan.demo import DemoConfig
+    from attrgan.devtools.demo import DemoConfig
     from attrgan.contracts import NETWORKS
 
     base = DemoConfig.small() if args.small else DemoConfig()
@@ -345,7 +345,7 @@ def demo_config(args: argparse.Namespace) -> Any:
 
 
 def run_demo(args: argparse.Namespace) -> None:
-    from attrgan.demo import run_demo as demo
+    from attrgan.devtools.demo import run_demo as demo
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     demo(demo_config(args))
@@ -361,7 +361,7 @@ REPRODUCE_DOC = """Table 2 over several training seeds on fresh test crops: `mak
 Per seed: the demo's archive and training with that seed, then the evaluation on test crops of a
 seed no setting was tuned on; the first --ceiling-seeds seeds also train the information
 ceilings. Prints Table 2 as mean ± sd, each seed's gains with intervals, the recovery shares and
-the ceilings; writes them to OUT/reproduce.md and OUT/reproduce.json (attrgan.reproduce).
+the ceilings; writes them to OUT/reproduce.md and OUT/reproduce.json (attrgan.devtools.reproduce).
 """
 
 
@@ -380,8 +380,8 @@ def reproduce_parser() -> argparse.ArgumentParser:
 
 def reproduce_config(args: argparse.Namespace) -> Any:
     from attrgan.config import ConfigError
-    from attrgan.demo import SMALL_TRAIN_SETTINGS, TRAIN_SETTINGS
-    from attrgan.reproduce import ReproduceConfig
+    from attrgan.devtools.demo import SMALL_TRAIN_SETTINGS, TRAIN_SETTINGS
+    from attrgan.devtools.reproduce import ReproduceConfig
 
     base = SMALL_TRAIN_SETTINGS if args.small else TRAIN_SETTINGS
     train = merge({k: dict(v) for k, v in base.items()}, parse_overrides(args.overrides))
@@ -400,7 +400,7 @@ def reproduce_config(args: argparse.Namespace) -> Any:
 
 
 def run_reproduce(args: argparse.Namespace) -> None:
-    from attrgan.reproduce import run_reproduce as reproduce
+    from attrgan.devtools.reproduce import run_reproduce as reproduce
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     reproduce(reproduce_config(args))

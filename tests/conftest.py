@@ -45,7 +45,7 @@ def one_torch_thread():
 @pytest.fixture(scope="session")
 def s3_endpoint():
     """URL of a moto S3 server on 127.0.0.1, running for the whole test session."""
-    from attrgan.s3server import local_s3_server
+    from attrgan.devtools.s3server import local_s3_server
 
     with local_s3_server() as endpoint:
         yield endpoint

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from attrgan.attributes import SYNTH_ATTRIBUTES
-from attrgan.bench.__main__ import main
-from attrgan.bench.agreement import SETTINGS, compare
-from attrgan.bench.extract import break_even, steady_state
+from attrgan.devtools.bench.__main__ import main
+from attrgan.devtools.bench.agreement import SETTINGS, compare
+from attrgan.devtools.bench.extract import break_even, steady_state
 from attrgan.bundle import Bundle
 from attrgan.models import (AttributeClassifier, ClassifierConfig, ReconstructionConfig, ReconstructionGenerator,
                             SuperResConfig, SuperResGenerator)

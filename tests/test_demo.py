@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 
 from attrgan.config import StorageConfig
-from attrgan.demo import DemoConfig, epoch_progress, keep_bundle, night_manifest
+from attrgan.devtools.demo import DemoConfig, epoch_progress, keep_bundle, night_manifest
 
 
 def _version(suffix: str, n: int) -> pa.Table:

@@ -439,7 +439,7 @@ print(attrgan)'
 ~~~
 
 Then `attrgan convert --dataset {rap1,peta} …`, `attrgan <command>: failed: …`, `attrgan predict`,
-`python -m attrgan.bench --only train [--bundle
+`python -m attrgan.devtools.bench --only train [--bundle
 DIR]` and `ray job submit --working-dir . -- python jobs/train.py …`; `pip install x` is not ours;
 `attrgan predict 'a b.jpg --bundle b` misses a quote.
 """
@@ -454,7 +454,7 @@ def test_commands_are_found_with_their_lines():
         ("x.md:15", ("make", "test"), False),
         ("x.md:20", ("attrgan", "convert", "--dataset", "{rap1,peta}", "…"), True),
         ("x.md:20", ("attrgan", "predict"), True),
-        ("x.md:21", ("python", "-m", "attrgan.bench", "--only", "train", "[--bundle", "DIR]"), True),
+        ("x.md:21", ("python", "-m", "attrgan.devtools.bench", "--only", "train", "[--bundle", "DIR]"), True),
         ("x.md:22", ("ray", "job", "submit", "--working-dir", ".", "--", "python", "jobs/train.py", "…"), True),
         ("x.md:23", ("attrgan", "predict", "'a", "b.jpg", "--bundle", "b"), True),
     ]
@@ -469,7 +469,7 @@ def test_commands_are_found_with_their_lines():
     ("attrgan convert --dataset {rap1,nope} …", "invalid choice: 'nope'"),
     ("attrgan trian --model classifier", "no command 'trian'"),
     ("python jobs/nothing.py --out o", "no script jobs/nothing.py"),
-    ("python -m attrgan.bench --quick --only", "expected one argument"),
+    ("python -m attrgan.devtools.bench --quick --only", "expected one argument"),
     ("make dmeo", "no target 'dmeo'"),
     ("make demo DEMO_ARG=--small", "does not use DEMO_ARG"),
     ("make demo DEMO_ARGS=--tiny", "unrecognized arguments: --tiny"),

@@ -24,7 +24,7 @@ def test_peak_table_matches_the_most_specific_name(name, peak):
 
 @pytest.mark.gpu
 def test_classifier_share_of_peak_on_the_gpu(tmp_path):
-    from attrgan.bench.extract import make_bundle
+    from attrgan.devtools.bench.extract import make_bundle
     from attrgan.bundle import save_bundle
 
     save_bundle(str(tmp_path / "b"), make_bundle(paper=True))

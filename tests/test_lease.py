@@ -26,7 +26,7 @@ def serial_s3():
     atomic as S3's (threaded, moto checks a condition and writes with no lock between)."""
     import boto3
 
-    from attrgan.s3server import local_s3_server
+    from attrgan.devtools.s3server import local_s3_server
 
     with local_s3_server(threaded=False) as endpoint:
         boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket="leases")

@@ -11,7 +11,7 @@ import pytest
 
 from attrgan import cli
 from attrgan.config import ConfigError
-from attrgan.reproduce import RECOVERY_TARGETS, ReproduceConfig, render, summarize
+from attrgan.devtools.reproduce import RECOVERY_TARGETS, ReproduceConfig, render, summarize
 
 
 def run(seed: int, *, occ_gain: float, low: float, ceiling: float | None = None) -> dict:

@@ -3,7 +3,7 @@
 In eval mode a BatchNorm is a fixed per-channel affine map, so it can be merged into the weights
 and bias of the (transposed) convolution that feeds it. The network then computes the same
 function (up to float rounding) with one pass over every activation fewer: 8-18 % faster on
-oneDNN at the preset widths (`python -m attrgan.bench --only models` shows it).
+oneDNN at the preset widths (`python -m attrgan.devtools.bench --only models` shows it).
 
 Folded are the pairs the project's networks are built from: a conv followed by a BatchNorm in an
 `nn.Sequential` (the generators' blocks, the small trunk, ResNet's downsample) and, in

@@ -1,6 +1,6 @@
 """`make gpu-check`: the GPU paths checked in one command on a machine with NVIDIA GPUs.
 
-    python -m attrgan.gpu_check [--out gpu-check.json] [--steps 20] [--crops 20000] [--peak-tflops N]
+    python -m attrgan.devtools.gpu_check [--out gpu-check.json] [--steps 20] [--crops 20000] [--peak-tflops N]
 
 In order, each stage's figures written to the JSON file as soon as it ends (so a stage that
 fails or runs out of time leaves the others' figures):
@@ -154,7 +154,7 @@ def train_networks(manifest: str, bundle: str, *, gpus: int, steps: int) -> dict
 
 def extract(root: Path, bundle: str, *, gpus: int, crops: int, batch_size: int) -> dict[str, Any]:
     """`run_extract` with one GPU actor per GPU over `crops` synthetic rows."""
-    from attrgan.bench.extract import make_manifest
+    from attrgan.devtools.bench.extract import make_manifest
     from attrgan.extract import ExtractConfig, run_extract
     from attrgan.pipeline import PipelineConfig
 
@@ -234,7 +234,7 @@ def _stage(report: dict[str, Any], name: str, out: Path) -> Iterator[dict[str, A
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m attrgan.gpu_check", description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog="python -m attrgan.devtools.gpu_check", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="gpu-check.json", help="JSON file for the figures")
     parser.add_argument("--steps", type=int, default=20, help="training steps per network")
@@ -284,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
                 stage["result"] = train_networks(manifest, bundle, gpus=gpus, steps=args.steps)
             if "training" in report["failed"]:
                 # The extraction needs a bundle: random weights at the paper's sizes check the same paths.
-                from attrgan.bench.extract import make_bundle
+                from attrgan.devtools.bench.extract import make_bundle
                 from attrgan.bundle import save_bundle
 
                 save_bundle(bundle, make_bundle(paper=True))

@@ -1,6 +1,6 @@
 """bf16 against fp32 decisions of a trained bundle on the demo's test split.
 
-    python -m attrgan.bench --only agreement [--bundle DIR]     (default: demo-out/bundle, from `make demo`)
+    python -m attrgan.devtools.bench --only agreement [--bundle DIR]     (default: demo-out/bundle, from `make demo`)
 
 Re-renders the demo's archive into a temporary folder exactly as the demo does (`generate` with its
 5,000 crops, seed 0 and SPLITS, so the crops are byte-identical), decodes the test split at the
@@ -127,7 +127,7 @@ def demo_test_split(tmp: str | Path, size: tuple[int, int],
     """The demo archive's test crops at `size`, their original heights and labels (`attributes` order),
     rendered under `tmp` as the demo renders them."""
     from attrgan.data.synth import generate
-    from attrgan.demo import SPLITS
+    from attrgan.devtools.demo import SPLITS
     from attrgan.train.data import load_crops, read_split
 
     manifest = generate(str(tmp), DEMO_CROPS, seed=DEMO_SEED, splits=SPLITS, workers=os.cpu_count() or 1)

@@ -1,4 +1,4 @@
-"""How the demo lays training out on a small machine, measured side by side (attrgan.demo.TRAIN_WORKERS):
+"""How the demo lays training out on a small machine, measured side by side (attrgan.devtools.demo.TRAIN_WORKERS):
 one Ray Train worker with every core's thread against single-threaded workers that split the same
 global batch (DDP), for the classifier and the super-resolution GAN at the cpu-small preset.
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import tempfile
 
-from attrgan.bench.train import last_images_per_s
+from attrgan.devtools.bench.train import last_images_per_s
 from attrgan.train.config import load_train_config
 
 GLOBAL_BATCH = 32

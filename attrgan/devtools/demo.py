@@ -45,7 +45,7 @@ SPLITS = (0.8, 0.1, 0.1)  # train / val / test shares of the archive
 QUERY_ATTRIBUTE = "backpack"
 # Every demo network trains data-parallel on two single-threaded workers (DDP over gloo). On two
 # cores that trains the classifier as fast as one worker with two threads and G^S 1.14x faster
-# (`python -m attrgan.bench --only layout`), each worker fetches half the crops, and the recipe,
+# (`python -m attrgan.devtools.bench --only layout`), each worker fetches half the crops, and the recipe,
 # hence the numbers, are the same on a machine with more cores.
 TRAIN_WORKERS = 2
 
@@ -140,7 +140,7 @@ def local_s3() -> Iterator[StorageConfig]:
     """A moto S3 server on 127.0.0.1 with the demo's bucket; yields the StorageConfig to reach it."""
     import boto3
 
-    from attrgan.s3server import local_s3_server
+    from attrgan.devtools.s3server import local_s3_server
 
     # moto accepts any credentials; these keep boto, s3fs and pyarrow from looking for real ones.
     # Set before Ray starts, so its workers inherit them.

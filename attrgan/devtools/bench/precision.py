@@ -1,7 +1,7 @@
 """End-to-end extraction in fp32 and in the precision the pipeline picks ("auto"), side by side,
 at the paper's widths and at the `cpu-small` preset's.
 
-    python -m attrgan.bench --only precision [--quick]
+    python -m attrgan.devtools.bench --only precision [--quick]
 
 For each preset, on one set of synthetic JPEG crops (three in four full size, one in four
 low-resolution, as in the extract section; a few hundred at the paper's widths): `run_extract`
@@ -12,7 +12,7 @@ Ray (medians), after one warm-up run; and the same two pipelines in this process
 128 crops (1,024 at cpu-small), pre-decoded, after each end-to-end run (the bare-model rate each
 end-to-end run is held against). Batch 32 at the paper's widths, the extract section's 64 at
 cpu-small. Rates are crops/s over the whole run (start-up included) and in
-steady state (`attrgan.bench.extract.steady_state`: while the actors are busy, the rate a
+steady state (`attrgan.devtools.bench.extract.steady_state`: while the actors are busy, the rate a
 night's run approaches).
 
     targets: end to end auto >= 2.5 x fp32 at the paper's widths, >= 1.4 x at cpu-small;
@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from attrgan.bench.extract import E2E_SETTINGS, _batches, end_to_end, local_ray, make_bundle, make_manifest
+from attrgan.devtools.bench.extract import E2E_SETTINGS, _batches, end_to_end, local_ray, make_bundle, make_manifest
 from attrgan.bundle import load_bundle, save_bundle
 from attrgan.data.images import decode_image, resize
 from attrgan.pipeline import Pipeline, PipelineConfig

@@ -1,4 +1,4 @@
-"""Run the benchmark sections: `python -m attrgan.bench [--quick] [--only models,data,...] [--bundle DIR]`."""
+"""Run the benchmark sections: `python -m attrgan.devtools.bench [--quick] [--only models,data,...] [--bundle DIR]`."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ BUNDLE_SECTIONS = frozenset({"agreement"})
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m attrgan.bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m attrgan.devtools.bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer iterations and smaller inputs")
     parser.add_argument("--only", default=",".join(SECTIONS),
                         help=f"comma-separated sections to run, from {','.join(SECTIONS)}")
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"\n== {name} ==", flush=True)
         start = time.perf_counter()
         extra = {"bundle": args.bundle} if name in BUNDLE_SECTIONS and args.bundle else {}
-        importlib.import_module(f"attrgan.bench.{name}").run(quick=args.quick, **extra)
+        importlib.import_module(f"attrgan.devtools.bench.{name}").run(quick=args.quick, **extra)
         print(f"({name}: {time.perf_counter() - start:.0f} s)", flush=True)
 
 

@@ -1,4 +1,4 @@
-"""Benchmarks (`make bench` / `python -m attrgan.bench`): throughput and memory measured side by side.
+"""Benchmarks (`make bench` / `python -m attrgan.devtools.bench`): throughput and memory measured side by side.
 
 Each section module exposes `run(quick: bool = False) -> None` and prints its own table; figures
 are only comparable within one run on one machine.

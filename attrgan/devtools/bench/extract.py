@@ -1,6 +1,6 @@
 """Extraction throughput and memory, measured side by side on the same synthetic crops.
 
-    python -m attrgan.bench --only extract [--quick]
+    python -m attrgan.devtools.bench --only extract [--quick]
 
 On one set of JPEG crops (three in four ~70×180 (W×H), one in four low-resolution ~18×44, which
 the pipeline super-resolves), in one run:

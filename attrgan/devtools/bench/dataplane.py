@@ -59,7 +59,7 @@ def make_manifest(root: Path, rows: int, partitions: int = PARTITIONS) -> str:
 
 
 def _bundle(root: Path) -> str:
-    from attrgan.bench.extract import make_bundle
+    from attrgan.devtools.bench.extract import make_bundle
     from attrgan.bundle import save_bundle
 
     save_bundle(str(root / "bundle"), make_bundle(paper=False))

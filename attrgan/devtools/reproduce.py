@@ -1,7 +1,7 @@
 """`make reproduce`: Table 2 over several training seeds, on test crops no tuning ever saw.
 
 For every seed s the demo's recipe runs again from scratch: a 5,000-crop synthetic archive
-rendered with seed s, the three networks trained on it with seed s (`attrgan.demo.train_bundle`),
+rendered with seed s, the three networks trained on it with seed s (`attrgan.devtools.demo.train_bundle`),
 and the evaluation job (`attrgan.evaluate`) on `test_crops` fresh crops rendered with seed
 TEST_SEED_BASE + s, a seed range no setting was ever tuned on. For the first `ceiling_seeds`
 seeds, the information ceilings (`ceilings`, all three by default) are trained too: the same
@@ -84,7 +84,7 @@ def run_reproduce(config: ReproduceConfig, *, say: Callable[[str], None] = print
     """Run every seed (module docstring); returns what reproduce.json holds."""
     import ray
 
-    from attrgan.demo import local_s3
+    from attrgan.devtools.demo import local_s3
     from attrgan.runtime import start_quiet_ray
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -124,7 +124,7 @@ def run_reproduce(config: ReproduceConfig, *, say: Callable[[str], None] = print
 
 def _locations(seed: int) -> dict[str, str]:
     """Where one seed's archive, test crops, bundle and evaluation sets live on the demo's S3."""
-    from attrgan.demo import BUCKET
+    from attrgan.devtools.demo import BUCKET
 
     root = f"s3://{BUCKET}/seed-{seed}"
     return {"root": root, "archive": f"{root}/archive", "test": f"{root}/test", "bundle": f"{root}/bundle",
@@ -146,7 +146,7 @@ def _evaluate(config: ReproduceConfig, seed: int, bundle: str, name: str, *, exa
 def _one_seed(config: ReproduceConfig, seed: int, *, storage: StorageConfig, out: Path,
               say: Callable[[str], None]) -> dict[str, Any]:
     from attrgan.data.synth import generate
-    from attrgan.demo import SPLITS, TRAIN_SETTINGS, train_bundle
+    from attrgan.devtools.demo import SPLITS, TRAIN_SETTINGS, train_bundle
 
     t0 = time.perf_counter()
     where = _locations(seed)
@@ -173,7 +173,7 @@ def _ceilings(config: ReproduceConfig, run: dict[str, Any], *, storage: StorageC
               say: Callable[[str], None]) -> None:
     """Train and score the chosen information ceilings of one seed's run; fills run["ceilings"]."""
     from attrgan.data.storage import copy_folder, join
-    from attrgan.demo import TRAIN_SETTINGS, train_bundle
+    from attrgan.devtools.demo import TRAIN_SETTINGS, train_bundle
 
     seed, where = run["seed"], _locations(run["seed"])
     train = config.train if config.train is not None else TRAIN_SETTINGS
