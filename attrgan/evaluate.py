@@ -57,34 +57,14 @@ from attrgan import report
 from attrgan.attributes import OCCLUSION_DOWN
 from attrgan.config import StorageConfig, to_dict
 from attrgan.corrupt import OCCLUDED_FRACTION, SUFFIX as CORRUPT_SUFFIX, occlusion_rows
-from attrgan.metrics import (AttributeMetrics, GainInterval, attribute_metrics, paired_bootstrap_gain, psnr,
-                             squared_error)
+from attrgan.experiments import (COMPARISONS, EXPERIMENTS, FORCED, SETS, VARIANTS, comparison_intervals,
+                                 experiment_metrics, occlusion_detection, stack_scores)
+from attrgan.metrics import AttributeMetrics, GainInterval, psnr, squared_error
 from attrgan.pipeline import PipelineConfig, forced_configs
 from attrgan.runtime import init_ray
 from attrgan.scoring import DecodingActor, load_actor_bundle, plan_actors, score_stream
 
 log = logging.getLogger(__name__)
-
-SETS = ("clean", "occluded", "lowres")
-VARIANTS = ("plain", "forced", "pipeline")
-# (experiment key, table label, evaluation set(s), variant): the rows of Tables 1 and 2.
-EXPERIMENTS: tuple[tuple[str, str, tuple[str, ...], str], ...] = (
-    ("clean", "clean", ("clean",), "plain"),
-    ("clean_pipeline", "clean + complete pipeline", ("clean",), "pipeline"),
-    ("occluded", "occluded", ("occluded",), "plain"),
-    ("occluded_reconstruction", "occluded + reconstruction", ("occluded",), "forced"),
-    ("lowres_bilinear", "low-res + bilinear", ("lowres",), "plain"),
-    ("lowres_superres", "low-res + super-resolution", ("lowres",), "forced"),
-    ("corrupted", "corrupted (classifier alone)", ("occluded", "lowres"), "plain"),
-    ("restored", "restored (complete pipeline)", ("occluded", "lowres"), "pipeline"),
-)
-# (name, without restoration, with restoration): the comparisons the paper's Table 2 makes.
-COMPARISONS: tuple[tuple[str, str, str], ...] = (
-    ("occlusion", "occluded", "occluded_reconstruction"),
-    ("low resolution", "lowres_bilinear", "lowres_superres"),
-    ("complete", "corrupted", "restored"),
-)
-
 
 @dataclasses.dataclass(frozen=True)
 class EvaluateConfig:
@@ -191,10 +171,6 @@ class EvaluationResult:
 
 # ---------------------------------------------------------------------------------------------
 # Scoring: the same Pipeline as extraction, three ways per crop.
-
-
-# The network that restores each set in the "forced" variant.
-FORCED = {"clean": "plain", "occluded": "reconstruction", "lowres": "superres"}
 
 
 class VariantScorer:
@@ -317,87 +293,6 @@ def score_sets(tables: Mapping[str, pa.Table], *, input_size: tuple[int, int], c
 
 
 # ---------------------------------------------------------------------------------------------
-# Metrics.
-
-
-def experiment_metrics(predictions: pd.DataFrame, labels: Mapping[str, pd.DataFrame], *,
-                       attributes: Sequence[str], model_attributes: Sequence[str],
-                       thresholds: np.ndarray) -> dict[str, AttributeMetrics]:
-    """`attribute_metrics` of every experiment in EXPERIMENTS.
-
-    predictions: score_sets' output; labels: set name → DataFrame indexed by crop_id with one int8
-    column per attribute id; attributes: the ids the tables cover (a subset of model_attributes,
-    the classifier's score columns in order); thresholds: (len(model_attributes),).
-    """
-    cols = [list(model_attributes).index(a) for a in attributes]
-    out: dict[str, AttributeMetrics] = {}
-    for key, _, sets, variant in EXPERIMENTS:
-        y, scores = _set_rows(predictions, labels, sets, (variant,), attributes=attributes,
-                              model_attributes=model_attributes)
-        out[key] = attribute_metrics(y, scores[variant], attributes=tuple(attributes),
-                                     thresholds=np.asarray(thresholds)[cols])
-    return out
-
-
-def comparison_intervals(predictions: pd.DataFrame, labels: Mapping[str, pd.DataFrame], *,
-                         attributes: Sequence[str], model_attributes: Sequence[str], thresholds: np.ndarray,
-                         resamples: int = 1000, seed: int = 0) -> dict[str, GainInterval]:
-    """`paired_bootstrap_gain` of every comparison in COMPARISONS, arguments as `experiment_metrics`.
-
-    Both sides of a comparison score the same readable crops of the same sets; their scores are
-    the two variants' columns of each crop's prediction row, so they pair by crop_id. The gains
-    equal `experiment_metrics`' mA differences exactly (same rows, same order).
-    """
-    cols = [list(model_attributes).index(a) for a in attributes]
-    experiments = {key: (sets, variant) for key, _, sets, variant in EXPERIMENTS}
-    out: dict[str, GainInterval] = {}
-    for name, before, after in COMPARISONS:
-        (sets, v_before), (after_sets, v_after) = experiments[before], experiments[after]
-        if sets != after_sets:  # a comparison across different crops would not be paired
-            raise ValueError(f"comparison {name!r} compares sets {sets} with {after_sets}; it needs the same crops")
-        y, scores = _set_rows(predictions, labels, sets, (v_before, v_after), attributes=attributes,
-                              model_attributes=model_attributes)
-        out[name] = paired_bootstrap_gain(y, scores[v_before], scores[v_after], attributes=tuple(attributes),
-                                          thresholds=np.asarray(thresholds)[cols], resamples=resamples, seed=seed)
-    return out
-
-
-def _set_rows(predictions: pd.DataFrame, labels: Mapping[str, pd.DataFrame], sets: Sequence[str],
-              variants: Sequence[str], *, attributes: Sequence[str],
-              model_attributes: Sequence[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """The readable crops of `sets`, in set then prediction order: their labels (n, len(attributes))
-    int8, looked up by crop_id, and per variant their (n, len(attributes)) scores. One row per
-    crop, so the variants' rows pair by crop_id."""
-    cols = [list(model_attributes).index(a) for a in attributes]
-    ok = predictions[predictions["status"] == "ok"]
-    y_parts: list[np.ndarray] = []
-    s_parts: dict[str, list[np.ndarray]] = {v: [] for v in variants}
-    for s in sets:
-        rows = ok[ok["eval_set"] == s]
-        y_parts.append(labels[s].loc[rows["crop_id"].to_numpy(), list(attributes)].to_numpy(np.int8))
-        for v in variants:
-            s_parts[v].append(_stack(rows[v], len(model_attributes))[:, cols])
-    return np.concatenate(y_parts), {v: np.concatenate(parts) for v, parts in s_parts.items()}
-
-
-def occlusion_detection(predictions: pd.DataFrame, *, model_attributes: Sequence[str],
-                        threshold: float) -> AttributeMetrics | None:
-    """How well the first-pass `occlusion_down` score tells occluded crops (1) from clean and
-    low-res ones (0); None when the classifier has no such attribute."""
-    if OCCLUSION_DOWN not in model_attributes:
-        return None
-    ok = predictions[predictions["status"] == "ok"]
-    index = list(model_attributes).index(OCCLUSION_DOWN)
-    y = (ok["eval_set"] == "occluded").to_numpy(np.int8)[:, None]
-    s = _stack(ok["plain"], len(model_attributes))[:, [index]]
-    return attribute_metrics(y, s, attributes=(OCCLUSION_DOWN,), thresholds=[threshold])
-
-
-def _stack(column: pd.Series, width: int) -> np.ndarray:
-    return np.stack(column.to_list()).astype(np.float32) if len(column) else np.zeros((0, width), np.float32)
-
-
-# ---------------------------------------------------------------------------------------------
 # The job.
 
 
@@ -465,7 +360,7 @@ def evaluate(config: EvaluateConfig, *, progress: Callable[[str], None] | None =
             f"{rec_psnr.occluded_input_vs_original:.2f} dB for the occluded input (vs original)")
 
     figures_dir = out / "figures"
-    figures = _figures(metrics, figures_dir)
+    figures = report.evaluation_figures(metrics, figures_dir)
     if config.examples:
         figures += _contact_sheets(tables, scorer, config, figures_dir)
     _write_predictions(predictions, model_attributes, out / "predictions.parquet")
@@ -486,7 +381,7 @@ def evaluate(config: EvaluateConfig, *, progress: Callable[[str], None] | None =
     metrics_path = out / "metrics.json"
     metrics_path.write_text(json.dumps(summary, indent=2) + "\n")
     report_path = out / "report.md"
-    report_path.write_text(render_report(metrics, summary=summary, detection=detection, intervals=intervals,
+    report_path.write_text(report.render_report(metrics, summary=summary, detection=detection, intervals=intervals,
                                          figures=[f.relative_to(out) for f in figures]))
     say(f"wrote {report_path}, {metrics_path} and {len(figures)} figures")
     return EvaluationResult(metrics=metrics, intervals=intervals, reconstruction_psnr=rec_psnr, counts=counts,
@@ -532,25 +427,14 @@ def _write_predictions(predictions: pd.DataFrame, attributes: Sequence[str], pat
     """Scores as one float32 column per (variant, attribute): readable by any Parquet reader."""
     frame = predictions.drop(columns=list(VARIANTS)).copy()
     for v in VARIANTS:
-        scores = _stack(predictions[v], len(attributes))
+        scores = stack_scores(predictions[v], len(attributes))
         for i, a in enumerate(attributes):
             frame[f"{v}_{a}"] = scores[:, i]
     frame.to_parquet(path, index=False)
 
 
 # ---------------------------------------------------------------------------------------------
-# Report.
-
-
-def _figures(metrics: Mapping[str, AttributeMetrics], folder: Path) -> list[Path]:
-    pairs = {name: (metrics[before], metrics[after]) for name, before, after in COMPARISONS}
-    return [
-        report.plot_per_attribute_ma(
-            {"clean": metrics["clean"], "corrupted": metrics["corrupted"], "restored": metrics["restored"]},
-            folder / "per_attribute_ma.png", title="Per-attribute mA: clean, corrupted, restored"),
-        report.plot_corrupted_vs_restored(pairs, folder / "corrupted_vs_restored.png",
-                                          labels=("without restoration", "with restoration")),
-    ]
+# What G^R paints, and the contact sheets.
 
 
 def _decode_crops(table: pa.Table, crop_ids: Sequence[str], *, size: tuple[int, int],
@@ -647,78 +531,3 @@ def _contact_sheets(tables: Mapping[str, pa.Table], scorer: VariantScorer, confi
                                            column_titles=["original", "corrupted", "complete pipeline"],
                                            row_titles=complete_titles))
     return sheets
-
-
-def render_report(metrics: Mapping[str, AttributeMetrics], *, summary: Mapping[str, Any],
-                  detection: AttributeMetrics | None, intervals: Mapping[str, GainInterval],
-                  figures: Sequence[Path]) -> str:
-    """report.md: Tables 1 and 2, the gains with their intervals, occlusion detection, the PSNR of
-    the reconstruction, per-attribute tables (metrics and gains), figures."""
-    label = {key: lab for key, lab, _, _ in EXPERIMENTS}
-    counts, errors = summary["counts"], summary["errors"]
-    lines = [
-        "# Attribute recognition under occlusion and low resolution",
-        "",
-        f"Manifest `{summary['manifest']}` (split `{summary['split']}`), bundle `{summary['bundle']}` "
-        f"(version `{summary['model_version']}`), evaluated {summary['evaluated_at']} in {summary['seconds']} s.",
-        f"Crops per set: clean {counts['clean']}, occluded {counts['occluded']}, low-res {counts['lowres']}"
-        + (f" (unreadable: {errors})" if any(errors.values()) else "") + ".",
-        f"Metrics over {len(summary['attributes'])} attributes (`{OCCLUSION_DOWN}` is reported on its own), "
-        "in percent, RAP protocol (`attrgan.metrics`), with the bundle's per-attribute thresholds.",
-        "",
-        "## Table 1: classifier on clean crops",
-        "",
-        report.summary_table([("clean", metrics["clean"]),
-                              ("clean + complete pipeline", metrics["clean_pipeline"])], first="Method"),
-        "",
-        "## Table 2: occlusion, low resolution, complete model",
-        "",
-        "*Corrupted*: the classifier alone on the plain corrupted input. *Restored*: the complete "
-        "conditional pipeline. The complete experiment merges the occluded and low-res sets.",
-        "",
-    ]
-    rows = []
-    for group, keys in (("occlusion", ("occluded", "occluded_reconstruction")),
-                        ("low resolution", ("lowres_bilinear", "lowres_superres")),
-                        ("complete", ("corrupted", "restored"))):
-        rows.append([f"**{group}**", "", "", "", "", ""])
-        rows += [[label[k], *report.summary_row(metrics[k])] for k in keys]
-    lines += [report.markdown_table(["Input", *report.SUMMARY_COLUMNS], rows), ""]
-    first = next(iter(intervals.values()))
-    lines += [f"Gain in mA from restoring (points; paired bootstrap over crops, {first.resamples} resamples; "
-              "*helps* only when the whole interval lies above 0): "
-              + "; ".join(f"{name} {report.gain_text(intervals[name])}" for name, _, _ in COMPARISONS)
-              + f". Overall: {report.restoration_verdict(intervals)}.", ""]
-    rates = summary["restoration_rates"]
-    lines += ["Share of crops the complete pipeline restored: "
-              + "; ".join(f"{s}: SR {100 * r['super_resolved']:.0f} %, reconstructed {100 * r['reconstructed']:.0f} %"
-                          for s, r in rates.items()) + ".", ""]
-    if detection is not None:
-        r = detection.per_attribute.loc[OCCLUSION_DOWN]
-        lines += ["## Occlusion detection", "",
-                  f"`{OCCLUSION_DOWN}` (first pass) telling occluded crops from the others: "
-                  f"balanced accuracy {report.percent(r['ma'])}, precision {report.percent(r['precision'])}, "
-                  f"recall {report.percent(r['recall'])}, F1 {report.percent(r['f1'])} "
-                  "(the paper relies on F1 > 85).", ""]
-    rec = summary.get("reconstruction_psnr")
-    if rec is not None:
-        size = "×".join(str(v) for v in summary["input_size"])
-        lines += ["## What reconstruction paints (PSNR)", "",
-                  f"Every occluded crop ({rec['crops']}), forced through G^R at the classifier's {size} size. "
-                  "Visible rows lie above the occluder's edge, occluded rows below it (rows the resizing "
-                  "blends at the edge are in neither).", "",
-                  report.markdown_table(["Rows", "Compared", "PSNR (dB)"], [
-                      ["visible", "reconstructed vs occluded input", report.decibels(rec["visible_vs_input"])],
-                      ["occluded", "reconstructed vs clean original", report.decibels(rec["occluded_vs_original"])],
-                      ["occluded", "occluded input vs clean original (baseline)",
-                       report.decibels(rec["occluded_input_vs_original"])],
-                  ]), ""]
-    lines += ["## Figures", ""]
-    lines += [f"![{Path(f).stem}]({Path(f).as_posix()})" for f in figures]
-    lines += ["", "## Per attribute, clean crops", "", report.per_attribute_table(metrics["clean"]), "",
-              "## Per attribute, restored (complete pipeline on corrupted crops)", "",
-              report.per_attribute_table(metrics["restored"]), "",
-              "## Per attribute, gain from restoring", "",
-              f"Points of mA, [{100 * first.level:g} % interval].", "",
-              report.gain_table(intervals), ""]
-    return "\n".join(lines)

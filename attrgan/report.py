@@ -19,6 +19,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from attrgan.attributes import OCCLUSION_DOWN  # noqa: E402
+from attrgan.experiments import COMPARISONS, EXPERIMENTS  # noqa: E402
 from attrgan.metrics import AttributeMetrics, GainInterval  # noqa: E402
 
 SUMMARY_COLUMNS = ("mA", "Accuracy", "Precision", "Recall", "F1")
@@ -203,3 +205,90 @@ def _save(fig: plt.Figure, path: str | Path) -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)  # long jobs draw many figures; pyplot keeps every open one alive
     return path
+
+
+def evaluation_figures(metrics: Mapping[str, AttributeMetrics], folder: Path) -> list[Path]:
+    """The evaluation's plots: per-attribute mA (clean, corrupted, restored) and each comparison."""
+    pairs = {name: (metrics[before], metrics[after]) for name, before, after in COMPARISONS}
+    return [
+        plot_per_attribute_ma(
+            {"clean": metrics["clean"], "corrupted": metrics["corrupted"], "restored": metrics["restored"]},
+            folder / "per_attribute_ma.png", title="Per-attribute mA: clean, corrupted, restored"),
+        plot_corrupted_vs_restored(pairs, folder / "corrupted_vs_restored.png",
+                                          labels=("without restoration", "with restoration")),
+    ]
+
+
+def render_report(metrics: Mapping[str, AttributeMetrics], *, summary: Mapping[str, Any],
+                  detection: AttributeMetrics | None, intervals: Mapping[str, GainInterval],
+                  figures: Sequence[Path]) -> str:
+    """md: Tables 1 and 2, the gains with their intervals, occlusion detection, the PSNR of
+    the reconstruction, per-attribute tables (metrics and gains), figures."""
+    label = {key: lab for key, lab, _, _ in EXPERIMENTS}
+    counts, errors = summary["counts"], summary["errors"]
+    lines = [
+        "# Attribute recognition under occlusion and low resolution",
+        "",
+        f"Manifest `{summary['manifest']}` (split `{summary['split']}`), bundle `{summary['bundle']}` "
+        f"(version `{summary['model_version']}`), evaluated {summary['evaluated_at']} in {summary['seconds']} s.",
+        f"Crops per set: clean {counts['clean']}, occluded {counts['occluded']}, low-res {counts['lowres']}"
+        + (f" (unreadable: {errors})" if any(errors.values()) else "") + ".",
+        f"Metrics over {len(summary['attributes'])} attributes (`{OCCLUSION_DOWN}` is reported on its own), "
+        "in percent, RAP protocol (`attrgan.metrics`), with the bundle's per-attribute thresholds.",
+        "",
+        "## Table 1: classifier on clean crops",
+        "",
+        summary_table([("clean", metrics["clean"]),
+                              ("clean + complete pipeline", metrics["clean_pipeline"])], first="Method"),
+        "",
+        "## Table 2: occlusion, low resolution, complete model",
+        "",
+        "*Corrupted*: the classifier alone on the plain corrupted input. *Restored*: the complete "
+        "conditional pipeline. The complete experiment merges the occluded and low-res sets.",
+        "",
+    ]
+    rows = []
+    for group, keys in (("occlusion", ("occluded", "occluded_reconstruction")),
+                        ("low resolution", ("lowres_bilinear", "lowres_superres")),
+                        ("complete", ("corrupted", "restored"))):
+        rows.append([f"**{group}**", "", "", "", "", ""])
+        rows += [[label[k], *summary_row(metrics[k])] for k in keys]
+    lines += [markdown_table(["Input", *SUMMARY_COLUMNS], rows), ""]
+    first = next(iter(intervals.values()))
+    lines += [f"Gain in mA from restoring (points; paired bootstrap over crops, {first.resamples} resamples; "
+              "*helps* only when the whole interval lies above 0): "
+              + "; ".join(f"{name} {gain_text(intervals[name])}" for name, _, _ in COMPARISONS)
+              + f". Overall: {restoration_verdict(intervals)}.", ""]
+    rates = summary["restoration_rates"]
+    lines += ["Share of crops the complete pipeline restored: "
+              + "; ".join(f"{s}: SR {100 * r['super_resolved']:.0f} %, reconstructed {100 * r['reconstructed']:.0f} %"
+                          for s, r in rates.items()) + ".", ""]
+    if detection is not None:
+        r = detection.per_attribute.loc[OCCLUSION_DOWN]
+        lines += ["## Occlusion detection", "",
+                  f"`{OCCLUSION_DOWN}` (first pass) telling occluded crops from the others: "
+                  f"balanced accuracy {percent(r['ma'])}, precision {percent(r['precision'])}, "
+                  f"recall {percent(r['recall'])}, F1 {percent(r['f1'])} "
+                  "(the paper relies on F1 > 85).", ""]
+    rec = summary.get("reconstruction_psnr")
+    if rec is not None:
+        size = "×".join(str(v) for v in summary["input_size"])
+        lines += ["## What reconstruction paints (PSNR)", "",
+                  f"Every occluded crop ({rec['crops']}), forced through G^R at the classifier's {size} size. "
+                  "Visible rows lie above the occluder's edge, occluded rows below it (rows the resizing "
+                  "blends at the edge are in neither).", "",
+                  markdown_table(["Rows", "Compared", "PSNR (dB)"], [
+                      ["visible", "reconstructed vs occluded input", decibels(rec["visible_vs_input"])],
+                      ["occluded", "reconstructed vs clean original", decibels(rec["occluded_vs_original"])],
+                      ["occluded", "occluded input vs clean original (baseline)",
+                       decibels(rec["occluded_input_vs_original"])],
+                  ]), ""]
+    lines += ["## Figures", ""]
+    lines += [f"![{Path(f).stem}]({Path(f).as_posix()})" for f in figures]
+    lines += ["", "## Per attribute, clean crops", "", per_attribute_table(metrics["clean"]), "",
+              "## Per attribute, restored (complete pipeline on corrupted crops)", "",
+              per_attribute_table(metrics["restored"]), "",
+              "## Per attribute, gain from restoring", "",
+              f"Points of mA, [{100 * first.level:g} % interval].", "",
+              gain_table(intervals), ""]
+    return "\n".join(lines)

@@ -16,16 +16,8 @@ from PIL import Image
 from attrgan import report
 from attrgan.attributes import OCCLUSION_DOWN, SYNTH_ATTRIBUTES
 from attrgan.config import StorageConfig
-from attrgan.evaluate import (
-    COMPARISONS,
-    EXPERIMENTS,
-    EvaluateConfig,
-    VariantScorer,
-    comparison_intervals,
-    experiment_metrics,
-    occlusion_detection,
-    reconstruction_psnr,
-)
+from attrgan.evaluate import EvaluateConfig, VariantScorer, reconstruction_psnr
+from attrgan.experiments import COMPARISONS, EXPERIMENTS, comparison_intervals, experiment_metrics, occlusion_detection
 from attrgan.metrics import GainInterval, attribute_metrics
 from attrgan.pipeline import Pipeline, PipelineConfig
 

@@ -129,7 +129,7 @@ class DemoResult:
     report: Path
     bundle: Path  # the trained model bundle, kept
     table2: str  # the Table 2 rows as printed
-    gains_ma: dict[str, float]  # restored - corrupted mA per comparison (attrgan.evaluate.COMPARISONS)
+    gains_ma: dict[str, float]  # restored - corrupted mA per comparison (attrgan.experiments.COMPARISONS)
     query: Any  # pandas DataFrame: the backpack crops of the query camera last night
     steps: dict[str, float]  # seconds per step
     seconds: float
@@ -329,7 +329,8 @@ def _run(config: DemoConfig, storage: StorageConfig, out: Path, step: Callable, 
     from attrgan.corrupt import corrupt_manifest
     from attrgan.data.manifest import read_manifest, write_manifest
     from attrgan.data.synth import NIGHT_HOURS, NIGHT_START, generate
-    from attrgan.evaluate import COMPARISONS, EvaluateConfig, evaluate
+    from attrgan.evaluate import EvaluateConfig, evaluate
+    from attrgan.experiments import COMPARISONS
     from attrgan.extract import ExtractConfig, run_extract
     from attrgan.report import gain_text, restoration_verdict, summary_row
     from attrgan.results import load_results

@@ -35,7 +35,7 @@ from attrgan.config import StorageConfig
 log = logging.getLogger(__name__)
 
 TEST_SEED_BASE = 900_000  # test crops come from seeds 900000 + s: never used to choose any setting
-# comparison → (experiment without restoration, with restoration), as in attrgan.evaluate.COMPARISONS
+# comparison → (experiment without restoration, with restoration), as in attrgan.experiments.COMPARISONS
 LOST_FROM = {"occlusion": "occluded", "low resolution": "lowres_bilinear", "complete": "corrupted"}
 # Mean recovery (gain ÷ mA lost) each comparison should reach; the paper's RAP figures are 50 / 77 / 27 %.
 RECOVERY_TARGETS = {"occlusion": 0.25, "low resolution": 0.40, "complete": 0.15}
