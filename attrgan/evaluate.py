@@ -1,5 +1,8 @@
 """The paper's experiments (§4, Tables 1 and 2) on any labelled manifest, with a visual report.
 
+The job itself; the experiments' metrics are `attrgan.experiments` and the report's rendering
+`attrgan.report`.
+
 From the rows of one split (default "test") the job builds three evaluation sets:
 
     clean     the crops as they are;

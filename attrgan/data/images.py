@@ -1,5 +1,8 @@
 """Fetch, decode, crop and resize images; the batch function that turns manifest rows into arrays.
 
+One module on purpose (it is long): the whole path from untrusted bytes to an array, the JPEG
+completeness walk included, is one place to audit (docs/security.md).
+
 Data contracts:
 - images are numpy HWC, RGB, uint8; batches (N, H, W, 3) uint8; sizes are (height, width);
 - network tensors are (N, 3, H, W) float32 in [-1, 1] (`to_tensor` / `to_uint8`);

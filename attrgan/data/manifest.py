@@ -1,5 +1,8 @@
 """Parquet manifests: the input of every job (DESIGN.md "Manifest").
 
+One module on purpose (it is long): every rule on what a manifest may hold (schema, values of any
+kind, how rows enter the stream) is in one place to read and to audit (docs/security.md).
+
 A manifest is one Parquet file, a folder of Parquet files, or a hive-partitioned prefix
 (`.../date=2026-11-25/camera=c1/part-0.parquet`), on S3 or the local disk. Its fixed columns:
 

@@ -1,5 +1,8 @@
 """The one place that turns a URI and a `StorageConfig` into a filesystem.
 
+One module on purpose (it is long): every storage call's limits, retries and redaction live
+together, so that no call escapes them.
+
 Supported locations:
 
 - `s3://bucket/key` — object storage (AWS S3 or any S3-compatible endpoint: MinIO, Ceph, moto),

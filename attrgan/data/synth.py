@@ -1,5 +1,8 @@
 """Procedural pedestrian crops: the product's default dataset.
 
+One module on purpose (it is long): the body, clothing, scene and camera stages share one person's
+parameters and one random stream per crop, and read best in the order a crop is drawn.
+
 Each crop looks like pedestrian-detector output from an indoor surveillance camera: one person
 filling most of the crop (aspect 0.35–0.5) with some margin jitter, seen from the front or the
 back, on a camera-specific background (wall and floor, textures, tiles, clutter, bystanders cut by

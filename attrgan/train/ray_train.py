@@ -1,5 +1,8 @@
 """Ray Train around the plain-PyTorch loops: the only module of `attrgan.train` that imports Ray.
 
+Driver checks, the worker function and the bundle export stay together (it is long): they share
+the run folder's layout and the checkpoint format.
+
 `train_network` checks its inputs on the driver (before any worker starts), runs a TorchTrainer
 (Ray 2.60, Train V2) with one loop per worker under DDP (gloo on CPU, NCCL on GPU), and writes
 the trained network to `<bundle>/<model>/` (model.safetensors + config.json).
