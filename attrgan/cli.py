@@ -107,7 +107,8 @@ EXTRACT_DOC = """Nightly extraction: restore-and-classify every crop of a manife
 
     attrgan extract --manifest s3://archive/manifests/crops --bundle s3://models/attrgan/v3 \\
         --out s3://archive/attributes [--partition date=2026-11-25 ...] [--since 2026-11-01] \\
-        [--gpus-per-actor 0.5] [--actors 4] [--batch-size 64] [--full] [--config extract.yaml] [--set key=value ...]
+        [--gpus-per-actor 0.5] [--actors 4] [--batch-size 64] [--full] [--config extract.yaml] [--set key=value ...] \\
+        [--summary-json s3://archive/attributes-runs/2026-11-26.json]
 
 Each manifest partition is written to `<out>/<partition path>/` with a `_SUCCESS` marker; by
 default partitions already done with the same bundle version are skipped (`--full` redoes them).
@@ -115,6 +116,9 @@ One run writes an output at a time: a second one stops with the holder of `<out>
 (`--break-lease` removes it, for a holder known to be dead).
 Locally it starts its own Ray; under `ray job submit` (or with RAY_ADDRESS) it joins the cluster.
 The S3 endpoint comes from the environment (AWS_ENDPOINT_URL, ATTRGAN_S3_*) and the YAML `storage:`.
+The log has a line per committed partition, a progress line every `progress_interval_s` (30 s)
+and the run's summary; `--summary-json` also writes that summary as JSON (each partition's rows,
+errors by kind, restorations and seconds), partial runs included.
 """
 
 
@@ -135,6 +139,8 @@ def extract_parser() -> argparse.ArgumentParser:
                              "ATTRGAN_ALLOWED_PREFIXES, else an S3 manifest's own bucket); other rows are refused")
     parser.add_argument("--break-lease", action="store_true",
                         help="remove the output's lease first, whoever holds it (only when sure that run is dead)")
+    parser.add_argument("--summary-json", metavar="URI",
+                        help="also write the run's summary as JSON to this file or s3:// URI")
     parser.add_argument("--config", help="YAML file with ExtractConfig settings")
     _add_set(parser, "pipeline.sr_max_height=100")
     return parser
@@ -162,11 +168,26 @@ def extract_config(args: argparse.Namespace) -> Any:
 
 
 def run_extract(args: argparse.Namespace) -> None:
+    from attrgan.extract import IncompleteRun
     from attrgan.extract import run_extract as extract
 
     _logging()
     config = extract_config(args)
-    extract(config)  # checks the bundle and the manifest, then joins or starts Ray; logs its summary
+    try:
+        summary = extract(config)  # checks the bundle and the manifest, then joins or starts Ray; logs its summary
+    except IncompleteRun as exc:  # the committed partitions are in the record too
+        _write_summary(args.summary_json, exc.summary, config.storage)
+        raise
+    _write_summary(args.summary_json, summary, config.storage)
+
+
+def _write_summary(uri: str | None, summary: Any, storage: StorageConfig) -> None:
+    import json
+
+    from attrgan.data.storage import write_bytes
+
+    if uri:
+        write_bytes(uri, json.dumps(summary.to_dict(), indent=2).encode() + b"\n", storage)
 
 
 # --- evaluate -------------------------------------------------------------------------------------

@@ -58,7 +58,8 @@ from attrgan.lease import DEFAULT_TTL_S, Lease
 from attrgan.pipeline import Pipeline, PipelineConfig
 from attrgan.contracts import BundleInfo, TransientHistory, results_schema
 from attrgan.results import clean_partition, clean_staging, new_run_id, read_success, read_transient, staging_uri
-from attrgan.runtime import init_ray
+from attrgan.progress import ProgressLog, start_counter
+from attrgan.runtime import init_ray, quiet_actor_args_notice
 from attrgan.scoring import (IO_TASK_CPUS, DecodingActor, Unschedulable, cluster_offer, load_actor_bundle,
                              plan_actors, resources_text, score_stream)
 from attrgan.sink import (PRECISION, CommitGroup, ExtractError, PartitionSummary, ResultsSink, check_ids, commit_groups,
@@ -123,6 +124,7 @@ class ExtractConfig:
         over (`attrgan.lease`; it renews every third of that).
     break_lease: remove the output's lease first, whoever holds it (for an operator who knows that
         run is dead; two live runs on one output race).
+    progress_interval_s: seconds between the driver's progress lines (rows done / total, rows/s, ETA).
     """
 
     manifest: str
@@ -146,6 +148,7 @@ class ExtractConfig:
     max_transient_runs: int = 3
     lease_ttl_s: float = DEFAULT_TTL_S
     break_lease: bool = False
+    progress_interval_s: float = 30.0
     pipeline: PipelineConfig = dataclasses.field(default_factory=PipelineConfig)
     storage: StorageConfig = dataclasses.field(default_factory=StorageConfig)
 
@@ -177,6 +180,9 @@ class ExtractConfig:
         ttl = self.lease_ttl_s
         if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not 1 <= ttl <= 86_400:
             raise ValueError(f"ExtractConfig.lease_ttl_s must be seconds in [1, 86400], got {self.lease_ttl_s!r}")
+        if not isinstance(self.progress_interval_s, (int, float)) or not self.progress_interval_s > 0:
+            raise ValueError(f"ExtractConfig.progress_interval_s must be a number of seconds > 0, "
+                             f"got {self.progress_interval_s!r}")
         if not isinstance(self.max_restarts, int) or self.max_restarts < 0:
             raise ValueError(f"ExtractConfig.max_restarts must be an integer >= 0, got {self.max_restarts!r}")
 
@@ -234,6 +240,17 @@ class Summary:
     @property
     def crops_per_s(self) -> float:
         return self.rows / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The summary as JSON-ready values: totals, then each committed partition's rows, errors by
+        kind, restorations run and seconds."""
+        return {"model_version": self.model_version, "seconds": round(self.seconds, 3), "rows": self.rows,
+                "errors": self.errors, "super_resolved": self.super_resolved, "reconstructed": self.reconstructed,
+                "precision": self.precision, "restorations": {k: dict(v) for k, v in self.restorations.items()},
+                "partitions": [dataclasses.asdict(p) | {"seconds": round(p.seconds, 3)} for p in self.processed],
+                "skipped": list(self.skipped),
+                "incomplete": [{"partition": p, "why": why} for p, why in self.incomplete],
+                "write_nodes": list(self.write_nodes)}
 
     def format(self) -> str:
         errors = sum(self.errors.values())
@@ -321,11 +338,13 @@ class PipelineActor(DecodingActor):
     """Ray Data actor: loads the bundle once, then turns batches into results tables.
 
     decode: `decode_batch` keyword arguments when the actor decodes its batches itself (its input
-    is then manifest rows); None when decode tasks did it before.
+    is then manifest rows); None when decode tasks did it before. counter: a `RowCounter` told each
+    batch's rows (the driver's progress line), or None.
     """
 
     def __init__(self, *, bundle_uri: str, storage: StorageConfig, pipeline_config: PipelineConfig,
-                 model_version: str, torch_threads: int, decode: Mapping[str, Any] | None = None) -> None:
+                 model_version: str, torch_threads: int, decode: Mapping[str, Any] | None = None,
+                 counter: Any = None) -> None:
         super().__init__(decode)
         bundle, config = load_actor_bundle(bundle_uri, storage, pipeline_config, torch_threads)
         if bundle.version != model_version:
@@ -333,6 +352,7 @@ class PipelineActor(DecodingActor):
                                f"the job started with {model_version}")
         self.pipeline = Pipeline(bundle, config)
         self.model_version = model_version
+        self.counter = counter
         self.calls = 0
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
@@ -349,6 +369,8 @@ class PipelineActor(DecodingActor):
         if PARTITION_INDEX in batch:
             table = table.append_column(PARTITION_INDEX, pa.array(np.asarray(batch[PARTITION_INDEX]), pa.int32()))
             table = table.append_column(PRECISION, pa.array([self.pipeline.precision] * table.num_rows, pa.string()))
+        if self.counter is not None:
+            self.counter.add.remote(table.num_rows)  # fire and forget: one tiny call per batch
         return table
 
     def _fault_drill(self) -> None:
@@ -517,8 +539,9 @@ def _extract(config: ExtractConfig, run_id: str, start: float, lease: Lease, inf
         clean_partition(join(config.out, p), storage)
 
     groups = commit_groups(todo, {p: scan.rows(p) for p in todo}, config.rows_per_commit)
+    total = sum(scan.rows(p) for p in todo)
     log.info("extract: run %s, %d partition(s) to process (%d rows) in %d commit group(s), %d up to date; "
-             "bundle %s; %s", run_id, len(todo), sum(scan.rows(p) for p in todo), len(groups), len(skipped),
+             "bundle %s; %s", run_id, len(todo), total, len(groups), len(skipped),
              model_version, plan)
     ctx = ray.data.DataContext.get_current()
     # Where the node types are unknown (`cluster_offer`), a pool that no node will ever take fails
@@ -535,30 +558,37 @@ def _extract(config: ExtractConfig, run_id: str, start: float, lease: Lease, inf
     marker = {"model_version": model_version, "manifest": config.manifest, "run": run_id,
               "pipeline": to_dict(config.pipeline), "restorations": restorations}
     committed, incomplete, nodes, precisions = [], [], set(), set()
-    for group in groups:
-        transient = TransientHistory(max_runs=config.max_transient_runs, runs={
-            i: runs for i, p in enumerate(group.partitions) if (runs := read_transient(join(config.out, p), storage))})
-        sink = ResultsSink(out=config.out, storage=config.storage, rows_per_file=config.rows_per_file, group=group,
-                           run_id=run_id, schema=schema, marker=marker, start=start, transient=transient,
-                           lease=lease)
-        if sum(group.rows) == 0:  # nothing to score: commit the empty partitions directly
-            sink.commit([])
-        else:
-            stream = _results_stream(config, scan, group, plan=plan, model_version=model_version,
-                                     input_size=input_size, allowed=prefixes, transient=transient)
-            try:
-                stream.write_datasink(sink, ray_remote_args={"num_cpus": IO_TASK_CPUS})
-            except ray.exceptions.GetTimeoutError:  # Ray Data's wait for the pool's min_actors
-                raise Unschedulable(
-                    f"{plan.min_actors} pipeline actor(s) did not start within actor_start_timeout_s="
-                    f"{config.actor_start_timeout_s:g} s; each asks for {resources_text(plan.asks())} and the cluster "
-                    f"has {resources_text(ray.cluster_resources())} now; check actor_resources, gpus_per_actor and "
-                    "pipeline.device against the worker groups' resources and that the autoscaler is on (or give a "
-                    "slow node start a longer actor_start_timeout_s)") from None
-        committed += sink.committed
-        incomplete += sink.incomplete
-        nodes |= sink.nodes
-        precisions |= sink.precisions
+    counter = start_counter()
+    try:
+        with ProgressLog(counter, total, config.progress_interval_s), quiet_actor_args_notice():
+            for group in groups:
+                transient = TransientHistory(max_runs=config.max_transient_runs, runs={
+                    i: runs for i, p in enumerate(group.partitions)
+                    if (runs := read_transient(join(config.out, p), storage))})
+                sink = ResultsSink(out=config.out, storage=config.storage, rows_per_file=config.rows_per_file,
+                                   group=group, run_id=run_id, schema=schema, marker=marker, start=start,
+                                   transient=transient, lease=lease)
+                if sum(group.rows) == 0:  # nothing to score: commit the empty partitions directly
+                    sink.commit([])
+                else:
+                    stream = _results_stream(config, scan, group, plan=plan, model_version=model_version,
+                                             input_size=input_size, allowed=prefixes, transient=transient,
+                                             counter=counter)
+                    try:
+                        stream.write_datasink(sink, ray_remote_args={"num_cpus": IO_TASK_CPUS})
+                    except ray.exceptions.GetTimeoutError:  # Ray Data's wait for the pool's min_actors
+                        raise Unschedulable(
+                            f"{plan.min_actors} pipeline actor(s) did not start within actor_start_timeout_s="
+                            f"{config.actor_start_timeout_s:g} s; each asks for {resources_text(plan.asks())} and the "
+                            f"cluster has {resources_text(ray.cluster_resources())} now; check actor_resources, "
+                            "gpus_per_actor and pipeline.device against the worker groups' resources and that the "
+                            "autoscaler is on (or give a slow node start a longer actor_start_timeout_s)") from None
+                committed += sink.committed
+                incomplete += sink.incomplete
+                nodes |= sink.nodes
+                precisions |= sink.precisions
+    finally:
+        ray.kill(counter)
     clean_staging(config.out, storage)
     summary = Summary(model_version=model_version, processed=tuple(committed), skipped=tuple(skipped),
                       seconds=time.perf_counter() - start, incomplete=tuple(incomplete),
@@ -579,7 +609,7 @@ def rows_per_block(rows: int, *, batch_size: int, actors: int) -> int:
 
 def _results_stream(config: ExtractConfig, scan: ManifestScan, group: CommitGroup, *, plan: Any, model_version: str,
                     input_size: tuple[int, int], allowed: tuple[str, ...] | None,
-                    transient: TransientHistory) -> Any:
+                    transient: TransientHistory, counter: Any) -> Any:
     """One Ray Data dataset over a commit group's manifest files: read and prepare the rows
     (`read_manifest_files`, cluster tasks) → `attrgan.scoring.score_stream` with the pipeline actors."""
     partition_of = {f: i for i, p in enumerate(group.partitions) for f, _ in scan.files[p]}
@@ -597,7 +627,7 @@ def _results_stream(config: ExtractConfig, scan: ManifestScan, group: CommitGrou
         ds, PipelineActor, plan=plan, batch_size=config.batch_size,
         decode={"size": input_size, "storage": config.storage, "allowed_prefixes": allowed, "transient": transient},
         actor_kwargs={"bundle_uri": config.bundle, "storage": config.storage, "pipeline_config": config.pipeline,
-                      "model_version": model_version},
+                      "model_version": model_version, "counter": counter},
         runtime_env={"env_vars": env} if env else None,
         # A dead actor is restarted and its in-flight batches retried (bounded, so a crashing
         # model fails the job instead of looping); a batch's output only exists once its task

@@ -5,13 +5,20 @@ a local one only when none is, so a failed check never waits for a Ray to start.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
+import sys
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 log = logging.getLogger(__name__)
 STATE_API_ENV = "RAY_API_SERVER_ADDRESS"
+# The one line `quiet_actor_args_notice` drops (DESIGN.md, "Facts learned the hard way").
+ACTOR_ARGS_NOTICE = b"has constructor arguments in the object store and max_restarts > 0"
+_notice_dropped = False  # Ray prints it once per process
 
 
 def free_port() -> int:
@@ -86,3 +93,61 @@ def start_local_ray(*, env: dict[str, str] | None = None, **options: Any) -> Non
             os.environ.pop(STATE_API_ENV, None)
         else:
             os.environ[STATE_API_ENV] = before
+
+
+@contextlib.contextmanager
+def quiet_actor_args_notice() -> Iterator[None]:
+    """While Ray Data starts actor pools, drop Ray's core-worker line that an actor "has constructor
+    arguments in the object store and max_restarts > 0"; everything else written to stderr passes.
+
+    Ray Data itself passes every pool actor its DataContext and UDF as `ray.put` references and
+    gives it max_restarts (the extraction needs restarts to survive a lost node), so Ray's C++ core
+    worker logs that line at error level once per driver process. The references are the driver's,
+    held for the whole run on the driver's node, so a restart does not lose them (the node-loss drill
+    in tests/test_extract_faults.py restarts an actor on another node). The line comes from C++
+    straight to file descriptor 2, past Python's logging: fd 2 goes through a pipe meanwhile, and a
+    thread passes on everything else as it arrives. After the line was dropped once, this does nothing.
+    """
+    global _notice_dropped
+    if _notice_dropped:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    read, write = os.pipe()
+    os.dup2(write, 2)
+    os.close(write)
+
+    def forward(data: bytes) -> None:
+        try:
+            os.write(saved, data)
+        except OSError:  # stderr went away: keep draining, never block the writers
+            pass
+
+    def pump() -> None:
+        global _notice_dropped
+        held = b""
+        while chunk := os.read(read, 65536):
+            lines = (held + chunk).split(b"\n")
+            held = lines.pop()
+            for line in lines:
+                if ACTOR_ARGS_NOTICE in line and b"core_worker" in line:
+                    _notice_dropped = True
+                else:
+                    forward(line + b"\n")
+            if not held.startswith(b"["):  # only Ray's C++ lines start with "[": the rest passes at once
+                forward(held)
+                held = b""
+        forward(held)
+        os.close(read)
+
+    thread = threading.Thread(target=pump, name="stderr-filter", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)  # closes the pipe's last write end: the pump drains it and stops
+        thread.join(timeout=10)
+        if not thread.is_alive():  # else a child process holds the pipe: the pump still needs `saved`
+            os.close(saved)

@@ -56,6 +56,13 @@ class PartitionSummary:
     reconstructed: int
     seconds: float  # from the start of the run until its _SUCCESS was written
 
+    def format(self) -> str:
+        """The partition's line in the run's log, written when it commits."""
+        errors = ", ".join(f"{kind} {n}" for kind, n in self.errors.items()) or "none"
+        return (f"extract: committed {self.partition or '(unpartitioned)'}: {self.rows} rows, errors: {errors}; "
+                f"super-resolved {self.super_resolved}, reconstructed {self.reconstructed}; "
+                f"at {self.seconds:.1f} s")
+
 
 @dataclasses.dataclass(frozen=True)
 class CommitGroup:
@@ -193,9 +200,11 @@ class ResultsSink(ray.data.Datasink):
                 except OSError as exc:  # committed already; a stale count only gives up a run early
                     log.warning("extract: %s: deleting its transient record failed (%s)", partition,
                                 short_reason(exc))
-            self.committed.append(PartitionSummary(
-                partition=partition, rows=c["rows"], errors=errors, super_resolved=c["super_resolved"],
-                reconstructed=c["reconstructed"], seconds=time.perf_counter() - self.start))
+            summary = PartitionSummary(partition=partition, rows=c["rows"], errors=errors,
+                                       super_resolved=c["super_resolved"], reconstructed=c["reconstructed"],
+                                       seconds=time.perf_counter() - self.start)
+            self.committed.append(summary)
+            log.info("%s", summary.format())
 
 
     def _count_transient(self, index: int, failing: Sequence[str]) -> int:

@@ -6,6 +6,9 @@ import datetime as dt
 import importlib.util
 import io
 import json
+import logging
+import os
+import re
 import uuid
 from pathlib import Path
 
@@ -31,6 +34,7 @@ from attrgan.results import results_dataset
 from attrgan.scoring import decode_rows, plan_actors
 from attrgan.sink import PRECISION, commit_groups
 from attrgan.pipeline import Pipeline, PipelineConfig
+from attrgan.progress import format_progress
 from test_pipeline import ATTRS, random_images, tiny_bundle  # pytest puts tests/ on sys.path
 
 
@@ -276,11 +280,54 @@ def read_results(scene, out: str) -> pd.DataFrame:
                         partition_base_dir=path).to_table().to_pandas()
 
 
+class Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
 @pytest.fixture(scope="module")
-def first_run(ray_local, scene):
-    """One full extraction of the scene, shared by the Ray tests below."""
+def first_run_and_log(ray_local, scene):
+    """One full extraction of the scene, shared by the Ray tests below, and the messages it logged
+    (a progress line every 0.5 s)."""
     out = f"{scene['base']}/results"
-    return run_extract(config_for(scene, out)), out
+    logger, collect = logging.getLogger("attrgan"), Collect()
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    logger.addHandler(collect)
+    try:
+        summary = run_extract(config_for(scene, out, progress_interval_s=0.5))
+    finally:
+        logger.removeHandler(collect)
+        logger.setLevel(level)
+    return summary, out, collect.messages
+
+
+@pytest.fixture(scope="module")
+def first_run(first_run_and_log):
+    return first_run_and_log[:2]
+
+
+@pytest.mark.ray
+def test_a_run_logs_progress_each_commit_and_the_summary_last(first_run_and_log):
+    summary, _, messages = first_run_and_log
+    progress = [m for m in messages if m.startswith("extract: progress ")]
+    assert progress and all(re.fullmatch(r"extract: progress \d+/14 rows \(\d+%\), [\d.]+ rows/s, ETA .+", m)
+                            for m in progress), progress
+    commits = [m for m in messages if m.startswith("extract: committed ")]
+    assert commits == [p.format() for p in summary.processed]  # one line per partition as it commits
+    assert commits[1].startswith("extract: committed day=2: 7 rows, errors: ") and "bad bbox 1" in commits[1]
+    assert "super-resolved 2, reconstructed 5; at " in commits[1]
+    assert messages[-1] == summary.format()
+    # The JSON record: each partition's rows, errors by kind, restorations and seconds.
+    record = json.loads(json.dumps(summary.to_dict()))
+    assert [(p["partition"], p["rows"], p["errors"]) for p in record["partitions"]] == [
+        (p.partition, p.rows, p.errors) for p in summary.processed]
+    assert all(p["seconds"] > 0 and {"super_resolved", "reconstructed"} <= set(p) for p in record["partitions"])
+    assert record["restorations"] == summary.restorations and record["rows"] == 14 and record["incomplete"] == []
 
 
 @pytest.mark.ray
@@ -483,3 +530,75 @@ def test_duplicate_crop_ids_stop_the_job_before_any_work(ray_local, tmp_path):
     with pytest.raises(ManifestError, match=r"partition date=2026-11-25: column 'crop_id' must be unique.*'a' \(x2\)"):
         run_extract(config)
     assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
+
+
+def test_progress_line_reads_done_total_rate_and_eta():
+    assert format_progress(0, 1000, 10.0) == "extract: progress 0/1,000 rows (0%), 0.0 rows/s, ETA unknown"
+    assert format_progress(250, 1000, 10.0) == "extract: progress 250/1,000 rows (25%), 25.0 rows/s, ETA 30 s"
+    assert format_progress(100, 10_000_000, 10.0).endswith("10.0 rows/s, ETA 277.8 h")
+    assert format_progress(1_000_000, 10_000_000, 3600.0).endswith("277.8 rows/s, ETA 9.0 h")
+    assert format_progress(500, 1000, 60.0).endswith("ETA 60 s") and format_progress(100, 1000, 60.0).endswith("9 min")
+    # A batch redone after a failure counts twice: the line never shows more than the total.
+    assert format_progress(1010, 1000, 5.0).startswith("extract: progress 1,000/1,000 rows (100%)")
+    assert format_progress(0, 0, 0.0) == "extract: progress 0/0 rows, 0.0 rows/s, ETA unknown"
+
+
+def test_only_rays_actor_arguments_notice_is_dropped_from_stderr(capfd, monkeypatch):
+    from attrgan import runtime
+
+    monkeypatch.setattr(runtime, "_notice_dropped", False)
+    notice = (b"[2026-12-07 03:22:16,509 E 16739 16739] core_worker.cc:2465: Actor with class name: 'MapWorker' and "
+              b"ID: '6bd7' has constructor arguments in the object store and max_restarts > 0. If the arguments ...\n")
+    with runtime.quiet_actor_args_notice():
+        os.write(2, b"before\n[2026-12-07 03:22:16,500 E 1 1] core_worker.cc:10: another error\n")
+        os.write(2, notice[:40])  # a line may arrive in pieces
+        os.write(2, notice[40:] + b"a progress bar\r")
+        os.write(2, b"after\n")
+    assert capfd.readouterr().err == ("before\n[2026-12-07 03:22:16,500 E 1 1] core_worker.cc:10: another error\n"
+                                      "a progress bar\rafter\n")
+    assert runtime._notice_dropped  # Ray prints it once per process: later runs leave stderr alone
+    with runtime.quiet_actor_args_notice():
+        os.write(2, notice)
+    assert capfd.readouterr().err == notice.decode()
+
+
+# Lines an operator would read as errors: Python's and Ray's ERROR records, Ray's C++ "E" lines
+# (the driver's own and those forwarded from workers), tracebacks.
+ERROR_LINE = re.compile(r"\bERROR\b|\[[^\]]* E \d+ \d+\]|Traceback")
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_clean_night_logs_no_error_line_and_writes_its_json_summary(tmp_path):
+    import subprocess
+    import sys
+
+    ray_line = ("[2026-12-07 03:22:16,509 E 16739 16739] core_worker.cc:2465: Actor with class name: "
+                "'MapWorker(MapBatches(PipelineActor))' and ID: '6bd7' has constructor arguments in the object store "
+                "and max_restarts > 0.")
+    assert ERROR_LINE.search(ray_line) and ERROR_LINE.search("(MapWorker pid=12) " + ray_line)  # it can catch one
+    save_bundle(str(tmp_path / "bundle"), tiny_bundle())
+    rows = []
+    for day in ("2026-11-24", "2026-11-25"):
+        for k in range(8):
+            (tmp_path / f"{day}-{k}.png").write_bytes(png(FULL, seed=k))
+            rows.append({"crop_id": f"{day}-{k}", "image_uri": str(tmp_path / f"{day}-{k}.png"), "date": day})
+    write_manifest(pd.DataFrame(rows), str(tmp_path / "manifest"), partition_cols=["date"])
+    root = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_DATA_DISABLE_PROGRESS_BARS")}
+    done = subprocess.run(
+        [sys.executable, str(root / "jobs" / "extract.py"), "--manifest", str(tmp_path / "manifest"),
+         "--bundle", str(tmp_path / "bundle"), "--out", str(tmp_path / "out"), "--batch-size", "4",
+         "--set", "pipeline.device=cpu", "--set", "progress_interval_s=0.5",
+         "--summary-json", str(tmp_path / "summary.json")],
+        env=env | {"PYTHONPATH": str(root), "RAY_AUTH_MODE": "disabled"}, capture_output=True, text=True,
+        timeout=300)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-3000:]
+    assert not [line for line in output.splitlines() if ERROR_LINE.search(line)], output
+    assert "will not allow it to scale up" not in output
+    assert "extract: progress " in output and output.count("extract: committed date=") == 2
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert [(p["partition"], p["rows"], p["errors"]) for p in summary["partitions"]] == [
+        ("date=2026-11-25", 8, {}), ("date=2026-11-24", 8, {})]
+    assert set(summary["restorations"]) == {"superres", "reconstruction"} and summary["seconds"] > 0

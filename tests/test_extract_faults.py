@@ -225,46 +225,53 @@ def test_setup_failures_stop_before_any_write(ray_local, s3_scene, s3_endpoint):
 
 
 CLUSTER_DRIVER = textwrap.dedent("""
-    import json, os, sys, threading, time
+    import json, logging, os, sys, threading, time
     import ray
     from ray.cluster_utils import Cluster
     from attrgan.extract import ExtractConfig, run_extract
     from attrgan.pipeline import PipelineConfig
 
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     manifest, bundle, out = sys.argv[1:4]
     env = {"env_vars": {"RAY_AUTH_MODE": "disabled"}}
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
     workers = [cluster.add_node(num_cpus=2) for _ in range(2)]
     ray.init(address=cluster.address, log_to_driver=False, runtime_env=env)
     cluster.wait_for_nodes()
-    config = ExtractConfig(manifest=manifest, bundle=bundle, out=out, actors=1, batch_size=4, rows_per_file=8,
-                           incremental=False, max_restarts=4, pipeline=PipelineConfig(device="cpu"))
-    first = run_extract(config)
+    # Two actors of 0.8 CPU: Ray Data spreads them over the two workers, and after losing one
+    # the other worker holds both with a CPU share left for the read and write tasks.
+    config = ExtractConfig(manifest=manifest, bundle=bundle, out=out, actors=2, min_actors=2, cpus_per_actor=0.8,
+                           batch_size=4, rows_per_file=8, incremental=False, max_restarts=4,
+                           progress_interval_s=2.0, pipeline=PipelineConfig(device="cpu"))
 
-    # Remove the worker node that hosts the pipeline actor once the second run's actor is up.
+    # Remove a worker node that hosts a pipeline actor once the run's two actors are up and scored
+    # rows are being staged (mid-stream, not while the first blocks are still being read).
+    import glob
     from ray._private.state import actors  # the GCS table itself: the state API needs a dashboard
-    removed = []
-    earlier = set(actors())
+    def pool():
+        return {key: a for key, a in actors().items() if "PipelineActor" in a["ActorClassName"]}
+    seen, removed = {}, []
     def remove_when_staging():
         deadline = time.time() + 120
         while time.time() < deadline:
-            nodes = {a["Address"]["NodeID"] for key, a in actors().items()
-                     if key not in earlier and a["State"] == "ALIVE" and "PipelineActor" in a["ActorClassName"]}
-            hit = [w for w in workers if w.node_id in nodes]
-            if hit:
-                time.sleep(1.0)  # let it take a batch or two
-                cluster.remove_node(hit[0])
-                removed.append(hit[0])
+            alive = {key: a["Address"]["NodeID"] for key, a in pool().items() if a["State"] == "ALIVE"}
+            if len(alive) == 2 and glob.glob(f"{out}/_staging/*/*/part-*.parquet"):
+                seen.update(alive)
+                hit = next(w for w in workers if w.node_id in alive.values())
+                print(f"removing worker node {hit.node_id[:8]}", file=sys.stderr, flush=True)
+                cluster.remove_node(hit)
+                removed.append(hit)
                 return
             time.sleep(0.2)
     thread = threading.Thread(target=remove_when_staging)
     thread.start()
-    second = run_extract(config)
+    summary = run_extract(config)
     thread.join()
-    print(json.dumps({"first_rows": first.rows, "first_nodes": first.write_nodes,
+    print(json.dumps({"rows": summary.rows, "write_nodes": summary.write_nodes,
                       "workers": [w.node_id for w in workers], "head": cluster.head_node.node_id,
-                      "second_rows": second.rows, "second_nodes": second.write_nodes,
-                      "removed": [w.node_id for w in removed]}), flush=True)
+                      "partitions": [(p.partition, p.rows) for p in summary.processed],
+                      "actor_nodes": sorted(seen.values()), "removed": [w.node_id for w in removed],
+                      "restarts": sorted(a["NumRestarts"] for a in pool().values())}), flush=True)
     os._exit(0)  # tearing the cluster down is not under test (a removed node makes it noisy)
 """)
 
@@ -275,21 +282,31 @@ def test_multi_node_writes_from_workers_and_survives_losing_one(tmp_path):
     root = tmp_path
     save_bundle(str(root / "bundle"), tiny_bundle())
     rows = []
-    for d, day in enumerate(("2026-11-23", "2026-11-24", "2026-11-25")):
-        for k in range(24):
+    days = ("2026-11-22", "2026-11-23", "2026-11-24", "2026-11-25")
+    for d, day in enumerate(days):  # enough rows that the pool is still busy when a node goes
+        for k in range(64):
             Image.open(io.BytesIO(png(d * 100 + k))).save(root / f"{day}-{k}.png")
             rows.append({"crop_id": f"{day}-{k}", "image_uri": str(root / f"{day}-{k}.png"), "date": day})
     write_manifest(pd.DataFrame(rows), str(root / "manifest"), partition_cols=["date"])
     out = str(root / "results")
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]), "RAY_AUTH_MODE": "disabled"}
     done = subprocess.run([sys.executable, "-c", CLUSTER_DRIVER, str(root / "manifest"), str(root / "bundle"), out],
-                          env=env, capture_output=True, text=True, timeout=600)
+                          env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
-    assert report["first_rows"] == report["second_rows"] == 72
+    assert report["rows"] == 256
     # The head has no CPUs: every result file was written by a task on a worker node.
-    assert report["first_nodes"] and set(report["first_nodes"]) <= set(report["workers"])
-    assert report["removed"]  # the actor's node really went away mid-run
+    assert report["write_nodes"] and set(report["write_nodes"]) <= set(report["workers"])
+    # The pool ran on both workers, and one of them went away under a live actor, which restarted.
+    assert sorted(report["actor_nodes"]) == sorted(report["workers"]) and len(report["removed"]) == 1
+    assert max(report["restarts"]) >= 1, report
+    assert "extract: progress " in done.stderr and done.stderr.count("extract: committed date=") == 4
+    assert f"WARNING attrgan.extract: extract: node {report['removed'][0][:8]} left the cluster" in done.stderr
+    # Every partition committed, each with its row count; every row once.
+    assert sorted(report["partitions"]) == [[f"date={day}", 64] for day in days]
+    for day in days:
+        marker = read_success(f"{out}/date={day}")
+        assert marker["rows"] == 64 and (Path(out) / f"date={day}" / "_SUCCESS").is_file()
     frame = load_results(out)
-    assert len(frame) == 72 and frame["crop_id"].is_unique and (frame["status"] == "ok").all()
+    assert len(frame) == 256 and frame["crop_id"].is_unique and (frame["status"] == "ok").all()
     assert sorted(frame["crop_id"]) == sorted(r["crop_id"] for r in rows)
