@@ -65,7 +65,7 @@ from attrgan.experiments import (COMPARISONS, EXPERIMENTS, FORCED, SETS, VARIANT
 from attrgan.metrics import AttributeMetrics, GainInterval, psnr, squared_error
 from attrgan.pipeline import PipelineConfig, forced_configs
 from attrgan.runtime import init_ray
-from attrgan.scoring import DecodingActor, load_actor_bundle, plan_actors, score_stream
+from attrgan.scoring import let_pools_grow, plan_actors, score_stream
 
 log = logging.getLogger(__name__)
 
@@ -235,18 +235,6 @@ class VariantScorer:
         return out
 
 
-class _ScoringActor(DecodingActor):
-    """Ray Data actor: loads the bundle once, then scores batches (the pipeline runs under inference mode)."""
-
-    def __init__(self, *, bundle_uri: str, storage: StorageConfig, pipeline_config: PipelineConfig,
-                 torch_threads: int, decode: Mapping[str, Any] | None = None) -> None:
-        super().__init__(decode)
-        self.scorer = VariantScorer(*load_actor_bundle(bundle_uri, storage, pipeline_config, torch_threads))
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return self.scorer(self.decoded(batch))
-
-
 def score_sets(tables: Mapping[str, pa.Table], *, input_size: tuple[int, int], config: EvaluateConfig) -> pd.DataFrame:
     """Run the scoring pass over the evaluation sets as one Ray Data job, sized like extraction.
 
@@ -274,11 +262,10 @@ def score_sets(tables: Mapping[str, pa.Table], *, input_size: tuple[int, int], c
     # One block per batch: decode tasks spread over the free CPUs, or the actors decode their own
     # batches (CPU runs). The sets are a test split, small enough to pass through the driver.
     b = config.batch_size
+    let_pools_grow()
     ds = ray.data.from_arrow([combined.slice(i, b) for i in range(0, combined.num_rows, b)])
-    ds = score_stream(ds, _ScoringActor, plan=plan, batch_size=b,
-                      decode={"size": input_size, "storage": config.storage},
-                      actor_kwargs={"bundle_uri": config.bundle, "storage": config.storage,
-                                    "pipeline_config": config.pipeline})
+    ds = score_stream(ds, VariantScorer, plan=plan, batch_size=b, decode={"size": input_size, "storage": config.storage},
+                      bundle_uri=config.bundle, storage=config.storage, pipeline_config=config.pipeline)
     frames = []
     for batch in ds.iter_batches(batch_format="numpy", batch_size=None):
         frame = pd.DataFrame({k: v for k, v in batch.items() if k not in VARIANTS})

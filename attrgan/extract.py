@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import logging
 import math
 import os
@@ -60,8 +61,8 @@ from attrgan.contracts import BundleInfo, TransientHistory, results_schema
 from attrgan.results import clean_partition, clean_staging, new_run_id, read_success, read_transient, staging_uri
 from attrgan.progress import ProgressLog, start_counter
 from attrgan.runtime import init_ray, quiet_actor_args_notice
-from attrgan.scoring import (IO_TASK_CPUS, DecodingActor, Unschedulable, cluster_offer, load_actor_bundle,
-                             plan_actors, resources_text, score_stream)
+from attrgan.scoring import (IO_TASK_CPUS, Unschedulable, cluster_offer, let_pools_grow, plan_actors, score_stream,
+                             wait_for_one_actor)
 from attrgan.sink import (PRECISION, CommitGroup, ExtractError, PartitionSummary, ResultsSink, check_ids, commit_groups,
                           short_reason)
 
@@ -334,43 +335,28 @@ def _timestamps(values: Any) -> pa.Array:
     return pa.array(items, pa.timestamp("us", tz="UTC")) if items else pa.nulls(0, pa.timestamp("us", tz="UTC"))
 
 
-class PipelineActor(DecodingActor):
-    """Ray Data actor: loads the bundle once, then turns batches into results tables.
-
-    decode: `decode_batch` keyword arguments when the actor decodes its batches itself (its input
-    is then manifest rows); None when decode tasks did it before. counter: a `RowCounter` told each
-    batch's rows (the driver's progress line), or None.
+class ResultsScorer:
+    """What each extraction actor runs on a batch: the pipeline, then the results rows
+    (`results_batch`); a PARTITION_INDEX column in the input is carried over, with the precision
+    the rows were computed in. Built once per actor from its bundle (`attrgan.scoring.ScoringActor`).
     """
 
-    def __init__(self, *, bundle_uri: str, storage: StorageConfig, pipeline_config: PipelineConfig,
-                 model_version: str, torch_threads: int, decode: Mapping[str, Any] | None = None,
-                 counter: Any = None) -> None:
-        super().__init__(decode)
-        bundle, config = load_actor_bundle(bundle_uri, storage, pipeline_config, torch_threads)
+    def __init__(self, bundle: Any, config: PipelineConfig, *, model_version: str) -> None:
         if bundle.version != model_version:
-            raise RuntimeError(f"bundle {bundle_uri} changed during the run: version {bundle.version}, "
+            raise RuntimeError(f"the bundle changed during the run: version {bundle.version}, "
                                f"the job started with {model_version}")
         self.pipeline = Pipeline(bundle, config)
         self.model_version = model_version
-        self.counter = counter
         self.calls = 0
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
-        """Decoded rows (`results_batch`'s input columns), or manifest rows when the actor decodes,
-        → results rows; a PARTITION_INDEX column in the input is carried over as the last column."""
-        import torch
-
         self._fault_drill()
         self.calls += 1
-        batch = self.decoded(batch)
-        with torch.inference_mode():
-            table = results_batch(batch, self.pipeline, model_version=self.model_version,
-                                  processed_at=dt.datetime.now(dt.timezone.utc))
+        table = results_batch(batch, self.pipeline, model_version=self.model_version,
+                              processed_at=dt.datetime.now(dt.timezone.utc))
         if PARTITION_INDEX in batch:
             table = table.append_column(PARTITION_INDEX, pa.array(np.asarray(batch[PARTITION_INDEX]), pa.int32()))
             table = table.append_column(PRECISION, pa.array([self.pipeline.precision] * table.num_rows, pa.string()))
-        if self.counter is not None:
-            self.counter.add.remote(table.num_rows)  # fire and forget: one tiny call per batch
         return table
 
     def _fault_drill(self) -> None:
@@ -528,6 +514,8 @@ def _extract(config: ExtractConfig, run_id: str, start: float, lease: Lease, inf
                        cpus_per_actor=config.cpus_per_actor, torch_threads=config.torch_threads,
                        decode_in_actors=config.decode_in_actors, device=config.pipeline.device,
                        actor_resources=config.actor_resources, node_types=node_types)
+    if node_types is None:  # an autoscaling cluster that does not tell its node types: ask it for one actor
+        wait_for_one_actor(plan.asks(), config.actor_start_timeout_s)
     # Nulls and repeats in crop_id stop the job before any work; each partition is checked by a
     # cluster task, so the driver never holds the ids.
     checks = [check_ids.remote([f for f, _ in scan.files[p]], config.manifest, storage) for p in todo]
@@ -544,15 +532,9 @@ def _extract(config: ExtractConfig, run_id: str, start: float, lease: Lease, inf
              "bundle %s; %s", run_id, len(todo), total, len(groups), len(skipped),
              model_version, plan)
     ctx = ray.data.DataContext.get_current()
-    # Where the node types are unknown (`cluster_offer`), a pool that no node will ever take fails
-    # once this wait for its first min_actors is over, instead of hanging.
-    ctx.wait_for_min_actors_s = math.ceil(config.actor_start_timeout_s)
-    # The pool grows while every actor has a task. Ray Data's default (1.75 tasks per actor slot)
-    # is out of reach of actors that take one task at a time (`score_stream`, decoding in the
-    # actors): such a pool would never grow past min_actors.
-    ctx.autoscaling_config.actor_pool_util_upscaling_threshold = 1.0
     if not sys.stdout.isatty():
         ctx.enable_progress_bars = False
+    let_pools_grow()
 
     schema = results_schema(info.attributes)
     marker = {"model_version": model_version, "manifest": config.manifest, "run": run_id,
@@ -574,15 +556,7 @@ def _extract(config: ExtractConfig, run_id: str, start: float, lease: Lease, inf
                     stream = _results_stream(config, scan, group, plan=plan, model_version=model_version,
                                              input_size=input_size, allowed=prefixes, transient=transient,
                                              counter=counter)
-                    try:
-                        stream.write_datasink(sink, ray_remote_args={"num_cpus": IO_TASK_CPUS})
-                    except ray.exceptions.GetTimeoutError:  # Ray Data's wait for the pool's min_actors
-                        raise Unschedulable(
-                            f"{plan.min_actors} pipeline actor(s) did not start within actor_start_timeout_s="
-                            f"{config.actor_start_timeout_s:g} s; each asks for {resources_text(plan.asks())} and the "
-                            f"cluster has {resources_text(ray.cluster_resources())} now; check actor_resources, "
-                            "gpus_per_actor and pipeline.device against the worker groups' resources and that the "
-                            "autoscaler is on (or give a slow node start a longer actor_start_timeout_s)") from None
+                    stream.write_datasink(sink, ray_remote_args={"num_cpus": IO_TASK_CPUS})
                 committed += sink.committed
                 incomplete += sink.incomplete
                 nodes |= sink.nodes
@@ -624,10 +598,9 @@ def _results_stream(config: ExtractConfig, scan: ManifestScan, group: CommitGrou
                                                                  actors=plan.actors))
     env = {FAULT_ENV: os.environ[FAULT_ENV]} if os.environ.get(FAULT_ENV) else {}
     return score_stream(
-        ds, PipelineActor, plan=plan, batch_size=config.batch_size,
+        ds, functools.partial(ResultsScorer, model_version=model_version), plan=plan, batch_size=config.batch_size,
         decode={"size": input_size, "storage": config.storage, "allowed_prefixes": allowed, "transient": transient},
-        actor_kwargs={"bundle_uri": config.bundle, "storage": config.storage, "pipeline_config": config.pipeline,
-                      "model_version": model_version, "counter": counter},
+        bundle_uri=config.bundle, storage=config.storage, pipeline_config=config.pipeline, counter=counter,
         runtime_env={"env_vars": env} if env else None,
         # A dead actor is restarted and its in-flight batches retried (bounded, so a crashing
         # model fails the job instead of looping); a batch's output only exists once its task

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -164,6 +164,27 @@ def cluster_offer() -> tuple[dict[str, float], tuple[dict[str, float], ...] | No
     return now, None if autoscaled else tuple(nodes)
 
 
+def wait_for_one_actor(asks: Mapping[str, float], timeout_s: float) -> None:
+    """Wait until the cluster can place one pipeline actor: a placement group of its resources,
+    which the autoscaler adds a node for if it must. Unschedulable after `timeout_s`: a pool that
+    no node will ever take fails instead of hanging. (Ray Data's own wait for a pool's first actors,
+    `wait_for_min_actors_s`, kept a pool that lost a node mid-run from recovering.)"""
+    import ray
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    group = placement_group([dict(asks)])
+    try:
+        ray.get(group.ready(), timeout=timeout_s)
+    except ray.exceptions.GetTimeoutError:
+        raise Unschedulable(
+            f"no pipeline actor could start within actor_start_timeout_s={timeout_s:g} s; each asks for "
+            f"{resources_text(asks)} and the cluster has {resources_text(ray.cluster_resources())} now; check "
+            "actor_resources, gpus_per_actor and pipeline.device against the worker groups' resources and that "
+            "the autoscaler is on (or give a slow node start a longer actor_start_timeout_s)") from None
+    finally:
+        remove_placement_group(group)
+
+
 def load_actor_bundle(bundle_uri: str, storage: StorageConfig, pipeline_config: PipelineConfig,
                       torch_threads: int) -> tuple[Any, PipelineConfig]:
     """What every model actor does first: set its torch threads, load the bundle, and pin the
@@ -179,15 +200,32 @@ def load_actor_bundle(bundle_uri: str, storage: StorageConfig, pipeline_config: 
     return bundle, dataclasses.replace(pipeline_config, device=device)
 
 
-class DecodingActor:
-    """Base of the scoring actors: decodes manifest rows itself when `decode` (the keyword
-    arguments of `decode_batch`) is given; otherwise its input was decoded by tasks before it."""
+class ScoringActor:
+    """The Ray Data actor of the extraction and the evaluation: loads the bundle once and builds its
+    job's scorer from it (`make_scorer(bundle, pipeline_config)`: `attrgan.extract.ResultsScorer`,
+    `attrgan.evaluate.VariantScorer`), then scores each batch under inference mode.
 
-    def __init__(self, decode: Mapping[str, Any] | None) -> None:
+    decode: `decode_rows` keyword arguments when the actor decodes its batches itself (its input is
+    then manifest rows); None when decode tasks did it before. counter: a `RowCounter` told each
+    batch's rows (the extraction's progress line), or None.
+    """
+
+    def __init__(self, *, make_scorer: Callable[[Any, PipelineConfig], Callable[[dict[str, np.ndarray]], Any]],
+                 bundle_uri: str, storage: StorageConfig, pipeline_config: PipelineConfig, torch_threads: int,
+                 decode: Mapping[str, Any] | None = None, counter: Any = None) -> None:
         self.decode = dict(decode) if decode is not None else None
+        self.scorer = make_scorer(*load_actor_bundle(bundle_uri, storage, pipeline_config, torch_threads))
+        self.counter = counter
 
-    def decoded(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return decode_rows(batch, **self.decode) if self.decode is not None else batch
+    def __call__(self, batch: dict[str, np.ndarray]) -> Any:
+        import torch
+
+        batch = decode_rows(batch, **self.decode) if self.decode is not None else batch
+        with torch.inference_mode():
+            out = self.scorer(batch)
+        if self.counter is not None:
+            self.counter.add.remote(len(batch["crop_id"]))  # fire and forget: one tiny call per batch
+        return out
 
 
 def decode_rows(batch: dict[str, np.ndarray], *, transient: TransientHistory | None = None,
@@ -222,12 +260,22 @@ def give_up(errors: Any, crop_ids: Any, partitions: Any, transient: TransientHis
     return errors
 
 
-def score_stream(ds: Any, actor: type[DecodingActor], *, plan: ActorPlan, batch_size: int,
-                 decode: Mapping[str, Any], actor_kwargs: Mapping[str, Any], **ray_remote_args: Any) -> Any:
-    """`ds` (manifest rows) → decode (tasks, or inside the actors as `plan` says) → `actor` pool.
+def let_pools_grow() -> None:
+    """Make the actor pools of datasets created from now on grow while every actor has a task.
+    Ray Data's default (1.75 tasks per actor slot) is out of reach of actors that take one task at
+    a time (`score_stream`, decoding in the actors): such a pool would never grow past min_actors.
+    A dataset keeps the context it was created with, so call this before creating it."""
+    import ray.data
 
-    `actor` is built with `actor_kwargs` plus `decode` (None when decode tasks did it) and
-    `torch_threads`. Extra `ray_remote_args` (max_restarts, runtime_env, ...) go to the actors.
+    ray.data.DataContext.get_current().autoscaling_config.actor_pool_util_upscaling_threshold = 1.0
+
+
+def score_stream(ds: Any, make_scorer: Callable[..., Any], *, plan: ActorPlan, batch_size: int,
+                 decode: Mapping[str, Any], bundle_uri: str, storage: StorageConfig,
+                 pipeline_config: PipelineConfig, counter: Any = None, **ray_remote_args: Any) -> Any:
+    """`ds` (manifest rows) → decode (tasks, or inside the actors as `plan` says) → a pool of
+    `ScoringActor`s running `make_scorer(bundle, pipeline_config)`. Extra `ray_remote_args`
+    (max_restarts, runtime_env, ...) go to the actors.
     """
     import ray.data
 
@@ -239,9 +287,10 @@ def score_stream(ds: Any, actor: type[DecodingActor], *, plan: ActorPlan, batch_
         # max_task_retries have no named parameter yet.
         warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
         return ds.map_batches(
-            actor, batch_format="numpy", batch_size=batch_size,
-            fn_constructor_kwargs={**actor_kwargs, "torch_threads": plan.torch_threads,
-                                   "decode": dict(decode) if plan.decode_in_actors else None},
+            ScoringActor, batch_format="numpy", batch_size=batch_size,
+            fn_constructor_kwargs={"make_scorer": make_scorer, "bundle_uri": bundle_uri, "storage": storage,
+                                   "pipeline_config": pipeline_config, "torch_threads": plan.torch_threads,
+                                   "decode": dict(decode) if plan.decode_in_actors else None, "counter": counter},
             # CPU actors that decode take one block at a time, so the first actor up cannot queue
             # the blocks of a small run that the others should share (Ray's default pipelines
             # blocks into GPU actors, whose input was decoded beforehand).

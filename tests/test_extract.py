@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import importlib.util
 import io
+import functools
 import json
 import logging
 import os
@@ -26,12 +27,12 @@ from attrgan.config import StorageConfig
 from attrgan.data.manifest import ManifestError, write_manifest
 from attrgan.data.storage import filesystem, list_dir, read_bytes, write_bytes
 from attrgan.data.manifest import INPUT_COLUMNS, PARTITION_INDEX, ROW_ERROR, prepare_rows
-from attrgan.extract import (FAULT_ENV, ExtractConfig, PipelineActor, newest_first, results_batch, rows_per_block,
+from attrgan.extract import (FAULT_ENV, ExtractConfig, ResultsScorer, newest_first, results_batch, rows_per_block,
                              run_extract, select_partitions)
 from attrgan.contracts import SUCCESS_MARKER as SUCCESS_FILE
 from attrgan.contracts import error_kind, results_schema
 from attrgan.results import results_dataset
-from attrgan.scoring import decode_rows, plan_actors
+from attrgan.scoring import ScoringActor, decode_rows, plan_actors
 from attrgan.sink import PRECISION, commit_groups
 from attrgan.pipeline import Pipeline, PipelineConfig
 from attrgan.progress import format_progress
@@ -418,7 +419,7 @@ def test_actor_checks_the_bundle_version(tmp_path):
              "status": np.array(["ok"], object), "error": np.array([None], object)}
     threads = torch.get_num_threads()
     try:
-        actor = PipelineActor(model_version=bundle.version, **kwargs)
+        actor = ScoringActor(make_scorer=functools.partial(ResultsScorer, model_version=bundle.version), **kwargs)
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(threads)
@@ -427,9 +428,9 @@ def test_actor_checks_the_bundle_version(tmp_path):
     assert table.schema == results_schema(ATTRS)
     tagged = actor(batch | {PARTITION_INDEX: np.array([3], np.int32)})  # carried through the stream
     assert tagged.column_names[-2:] == [PARTITION_INDEX, PRECISION] and tagged[PARTITION_INDEX].to_pylist() == [3]
-    assert tagged[PRECISION].to_pylist() == [actor.pipeline.precision]
+    assert tagged[PRECISION].to_pylist() == [actor.scorer.pipeline.precision]
     with pytest.raises(RuntimeError, match="changed during the run"):
-        PipelineActor(model_version="something-else", **kwargs)
+        ScoringActor(make_scorer=functools.partial(ResultsScorer, model_version="something-else"), **kwargs)
 
 
 def test_actor_decodes_manifest_rows_itself(tmp_path):
@@ -437,9 +438,10 @@ def test_actor_decodes_manifest_rows_itself(tmp_path):
     Image.fromarray(random_images(1, size=FULL)[0]).save(tmp_path / "a.png")
     threads = torch.get_num_threads()
     try:
-        actor = PipelineActor(bundle_uri=str(tmp_path / "bundle"), storage=StorageConfig(),
-                              pipeline_config=PipelineConfig(device="cpu"), torch_threads=1,
-                              model_version=bundle.version, decode={"size": bundle.classifier.config.input_size})
+        actor = ScoringActor(make_scorer=functools.partial(ResultsScorer, model_version=bundle.version),
+                             bundle_uri=str(tmp_path / "bundle"), storage=StorageConfig(),
+                             pipeline_config=PipelineConfig(device="cpu"), torch_threads=1,
+                             decode={"size": bundle.classifier.config.input_size})
     finally:
         torch.set_num_threads(threads)
     rows = {"crop_id": np.array(["a", "b"], object),
@@ -574,7 +576,7 @@ def test_a_clean_night_logs_no_error_line_and_writes_its_json_summary(tmp_path):
     import sys
 
     ray_line = ("[2026-12-07 03:22:16,509 E 16739 16739] core_worker.cc:2465: Actor with class name: "
-                "'MapWorker(MapBatches(PipelineActor))' and ID: '6bd7' has constructor arguments in the object store "
+                "'MapWorker(MapBatches(ScoringActor))' and ID: '6bd7' has constructor arguments in the object store "
                 "and max_restarts > 0.")
     assert ERROR_LINE.search(ray_line) and ERROR_LINE.search("(MapWorker pid=12) " + ray_line)  # it can catch one
     save_bundle(str(tmp_path / "bundle"), tiny_bundle())

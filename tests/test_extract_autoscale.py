@@ -84,7 +84,7 @@ AUTOSCALE_DRIVER = textwrap.dedent("""
     # The GCS's actor table (the state API needs a dashboard): the pool's actors, and the nodes of
     # those that started.
     pool = [a for key, a in ray._private.state.actors().items()
-            if key not in earlier and "PipelineActor" in a["ActorClassName"]]
+            if key not in earlier and "ScoringActor" in a["ActorClassName"]]
     report["actors"] = len(pool)
     report["actor_nodes"] = [a["Address"]["NodeID"] for a in pool if a["StartTime"] > 0]
     report["worker_nodes"] = [n["NodeID"] for n in ray.nodes() if n["Resources"].get("fake_gpu")]  # dead ones too
@@ -160,7 +160,7 @@ def test_pool_of_custom_resource_actors_scales_an_autoscaling_cluster_from_zero_
 
     # Unschedulable requests name what an actor asks for and what the cluster offers.
     assert report["offer"] is None  # Ray 2.60's v1 autoscaler does not publish its node types
-    assert "did not start within actor_start_timeout_s=2 s" in report["unknown"]
+    assert "could start within actor_start_timeout_s=2 s" in report["unknown"]
     assert "{CPU: 1, tpu_v9: 1}" in report["unknown"] and "the cluster has {CPU: " in report["unknown"]
     assert {"CPU": 2.0, "fake_gpu": 1.0} in report["known_offer"]
     assert "asks for, {CPU: 1, tpu_v9: 1}" in report["known"]

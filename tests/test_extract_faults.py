@@ -249,7 +249,7 @@ CLUSTER_DRIVER = textwrap.dedent("""
     import glob
     from ray._private.state import actors  # the GCS table itself: the state API needs a dashboard
     def pool():
-        return {key: a for key, a in actors().items() if "PipelineActor" in a["ActorClassName"]}
+        return {key: a for key, a in actors().items() if "ScoringActor" in a["ActorClassName"]}
     seen, removed = {}, []
     def remove_when_staging():
         deadline = time.time() + 120
