@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from attrgan import gpu_check
+from attrgan.devtools import gpu_check
 
 
 def test_without_cuda_it_does_nothing_and_exits_2(monkeypatch, tmp_path, capsys):
