@@ -194,8 +194,9 @@ def test_flaky_endpoint_gives_the_clean_results_and_lasting_failures_wait_for_th
     assert row["status"] == "error" and row["error"].startswith("gave up: its image read failed for a transient "
                                                                 "reason in 2 runs in a row (transient: ")
     assert read_transient(f"{fresh}/date=2026-11-25", clean) == {}  # committed: the record is gone
-    rerun = run_extract(config_for(s3_scene, clean, out=fresh, incremental=False))  # an operator's full rerun
-    assert rerun.errors == {} and sorted(p.partition for p in rerun.processed) == ["date=2026-11-24", "date=2026-11-25"]
+    # An operator's full rerun of that partition (`--full --partition date=2026-11-25`) reads it again.
+    rerun = run_extract(config_for(s3_scene, clean, out=fresh, incremental=False, partitions=("date=2026-11-25",)))
+    assert rerun.errors == {} and [p.partition for p in rerun.processed] == ["date=2026-11-25"]
     frame = load_results(fresh, storage=clean)
     assert sorted(frame["crop_id"]) == s3_scene["ids"] and (frame["status"] == "ok").all()
 

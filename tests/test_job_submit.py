@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -48,6 +49,10 @@ def head():
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
+# An error-level line of Python logging or of Ray (its C++ lines: "[time E pid tid]"), or a traceback.
+ERROR_LINE = re.compile(r"\bERROR\b|\[[^\]]* E \d+ \d+\]|Traceback")
+
+
 def submit(local, state: dict, s3_endpoint: str, *entrypoint: str, timeout: float = 600) -> str:
     """`ray job submit ... -- python <entrypoint>`; returns its output, fails the test on failure."""
     # Only the endpoint travels in the runtime env; the (test) credentials reach the job through
@@ -66,6 +71,7 @@ def submit(local, state: dict, s3_endpoint: str, *entrypoint: str, timeout: floa
 
 def test_train_then_extract_then_query(head, s3_endpoint, s3_bucket, storage):
     from attrgan.bundle import save_network
+    from attrgan.data.storage import read_bytes
     from attrgan.data.manifest import read_manifest
     from attrgan.models import ReconstructionConfig, ReconstructionGenerator, SuperResConfig, SuperResGenerator
     from attrgan.data.synth import generate
@@ -90,8 +96,15 @@ def test_train_then_extract_then_query(head, s3_endpoint, s3_bucket, storage):
     save_network(f"{bundle}/superres", SuperResGenerator(SuperResConfig(width=1 / 64)), storage=storage)
     save_network(f"{bundle}/reconstruction", ReconstructionGenerator(ReconstructionConfig(width=1 / 32)), storage=storage)
     log = submit(local, state, s3_endpoint, "jobs/extract.py", "--manifest", manifest, "--bundle", bundle,
-                 "--out", out, "--actors", "1", "--batch-size", "16")
-    assert "extract:" in log
+                 "--out", out, "--actors", "1", "--batch-size", "16", "--set", "progress_interval_s=0.5",
+                 "--summary-json", f"s3://{s3_bucket}/night.json")
+    # What an operator reads: progress, a line per committed partition, and no error-level line.
+    assert not [line for line in log.splitlines() if ERROR_LINE.search(line)], log
+    assert "will not allow it to scale up" not in log
+    assert "extract: progress " in log and "extract: committed " in log
+    summary = json.loads(read_bytes(f"s3://{s3_bucket}/night.json", storage))
+    assert sum(p["rows"] for p in summary["partitions"]) == 48 and all(p["errors"] == {} for p in summary["partitions"])
+    assert set(summary["restorations"]) == {"superres", "reconstruction"} and summary["seconds"] > 0
 
     rows = read_manifest(manifest, storage).to_pandas()
     results = load_results(out, storage=storage)
