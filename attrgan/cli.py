@@ -1,5 +1,8 @@
 """The `attrgan` command: one subcommand per job, one override convention, one-line errors.
 
+One module on purpose (it is long): each subcommand's parser and how its flags become the job's
+settings sit side by side, so a newcomer sees every command's surface in one place.
+
     attrgan train | extract | evaluate | synth | convert | demo | predict | export [--help]
 
 Every job takes `--config FILE` (YAML) where it has settings and `--set key=value` (repeatable;

@@ -1,5 +1,8 @@
 """The nightly extraction job: manifest → restore-and-classify → results Parquet, on Ray Data.
 
+Long because it is the job's whole driver (settings, checks, planning, the commit groups, the
+summary); its write side is `attrgan.sink`, its scoring stream `attrgan.scoring`.
+
 The driver handles metadata only; rows never pass through it:
 
     driver   the bundle's config, the manifest's file list and footers (schemas, row counts),
