@@ -326,7 +326,7 @@ def parse_overrides(items: typing.Iterable[str]) -> dict[str, Any]:
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override {key.strip()!r}: {p!r} is given a value elsewhere, so it has no settings")
-        node[leaf] = _yaml(raw, item)
+        node[leaf] = _yaml(raw, item if item.isprintable() else repr(item))  # an error stays one line
     return out
 
 

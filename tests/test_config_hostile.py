@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from attrgan.config import ConfigError, StorageConfig, from_dict, load, parse_overrides
@@ -165,6 +165,8 @@ _VALUE = st.one_of(
 
 @settings(max_examples=150, deadline=None)
 @given(field=st.sampled_from(["count", "share", "on"]), text=_VALUE)
+@example(field="count", text="\n!").via("a newline before a tag: the message echoed it on two lines")
+@example(field="count", text="\x1f").via("a control character")
 def test_set_values_are_what_a_user_expects_or_refused(field, text):
     """Any --set value: accepted as what it plainly says, or ConfigError; never another exception."""
     try:
