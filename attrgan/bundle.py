@@ -42,7 +42,7 @@ from torch import nn
 from attrgan.config import StorageConfig, from_dict, to_dict
 from attrgan.data.storage import ObjectRefusedError, join, read_bytes, write_bytes
 from attrgan.models import ARCHITECTURES, architecture_of, config_class
-from attrgan.contracts import BASE_COLUMNS, GAIN_KEY, NETWORKS, VERSION_CHARS, BundleInfo, bundle_version
+from attrgan.contracts import BASE_COLUMNS, GAIN_KEY, NETWORKS, TRACK_COLUMNS, VERSION_CHARS, BundleInfo, bundle_version
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -127,7 +127,7 @@ def check_attributes(attributes: Any, where: str) -> tuple[str, ...]:
     if bad:
         raise BundleError(f"{where}: attribute ids are snake_case (a-z, 0-9, _; at most 64 characters), "
                           f"got {_short(repr(bad[0]))}")
-    columns: dict[str, str] = {c: "a results column" for c in BASE_COLUMNS}
+    columns: dict[str, str] = {c: "a tracks column" for c in TRACK_COLUMNS} | {c: "a results column" for c in BASE_COLUMNS}
     for a in attributes:
         for column in (a, f"{a}_score"):
             if column in columns:

@@ -132,11 +132,14 @@ FIXED_RESULT_FIELDS = (
     pa.field("image_uri", pa.string(), nullable=False),
     pa.field("camera_id", pa.string()),
     pa.field("captured_at", pa.timestamp("us", tz="UTC")),
+    pa.field("track_id", pa.string()),
+    pa.field("frame_index", pa.int64()),
     pa.field("status", pa.string(), nullable=False),
     pa.field("error", pa.string()),
     pa.field("super_resolved", pa.bool_(), nullable=False),
     pa.field("reconstructed", pa.bool_(), nullable=False),
     pa.field("occlusion_score", pa.float32()),
+    pa.field("crop_height", pa.int32()),
 )
 TRAILING_RESULT_FIELDS = (
     pa.field("model_version", pa.string(), nullable=False),
@@ -146,17 +149,62 @@ TRAILING_RESULT_FIELDS = (
 BASE_COLUMNS = tuple(f.name for f in FIXED_RESULT_FIELDS + TRAILING_RESULT_FIELDS)
 
 
+def _attribute_fields(attributes: Sequence[str], fixed: Sequence[str], table: str) -> list[pa.Field]:
+    names = set(fixed)
+    attr_fields: list[pa.Field] = []
+    for a in attributes:
+        for field in (pa.field(a, pa.bool_()), pa.field(f"{a}_score", pa.float32())):
+            if field.name in names or any(f.name == field.name for f in attr_fields):
+                raise ValueError(f"attribute {a!r} collides with the {table} column {field.name!r}")
+            attr_fields.append(field)
+    return attr_fields
+
+
 def results_schema(attributes: Sequence[str]) -> pa.Schema:
     """The results table of DESIGN.md: fixed columns, `<attr>` bool and `<attr>_score` float32 per
     attribute (in model order), then model_version and processed_at."""
-    fixed = set(BASE_COLUMNS)
-    attr_fields = []
-    for a in attributes:
-        for field in (pa.field(a, pa.bool_()), pa.field(f"{a}_score", pa.float32())):
-            if field.name in fixed or any(f.name == field.name for f in attr_fields):
-                raise ValueError(f"attribute {a!r} collides with the results column {field.name!r}")
-            attr_fields.append(field)
+    attr_fields = _attribute_fields(attributes, BASE_COLUMNS, "results")
     return pa.schema([*FIXED_RESULT_FIELDS, *attr_fields, *TRAILING_RESULT_FIELDS])
+
+
+# ---------------------------------------------------------------------------------------------
+# tracks: one row per (partition, camera_id, track_id), committed with the partition's crops
+
+# A partition's track files live in this folder of the partition and are listed in its
+# `_SUCCESS` under TRACK_FILES_KEY: one switch commits crops and tracks together, and readers of
+# the crop results skip the folder (a '_' path).
+TRACKS_DIR = "_tracks"
+TRACK_FILES_KEY = "track_files"
+FIXED_TRACK_FIELDS = (
+    pa.field("camera_id", pa.string()),
+    # null: a crop without a track_id, its own track of one (best_crop_id names it)
+    pa.field("track_id", pa.string()),
+    pa.field("crops", pa.int32(), nullable=False),  # the track's rows in this partition
+    pa.field("crops_ok", pa.int32(), nullable=False),  # of those, scored (status ok): what is fused
+    pa.field("first_seen", pa.timestamp("us", tz="UTC")),
+    pa.field("last_seen", pa.timestamp("us", tz="UTC")),
+    pa.field("first_frame", pa.int64()),
+    pa.field("last_frame", pa.int64()),
+    pa.field("best_crop_id", pa.string(), nullable=False),  # the scored crop of highest quality weight
+    pa.field("best_image_uri", pa.string(), nullable=False),
+    # shares of the scored crops; null when none was scored
+    pa.field("occluded_share", pa.float32()),  # first-pass occlusion score at or over its threshold
+    pa.field("super_resolved_share", pa.float32()),
+    pa.field("reconstructed_share", pa.float32()),
+    pa.field("median_height", pa.float32()),  # stored crop height, pixels
+    # the sum of the scored crops' quality weights: what merges a track's rows across partitions
+    pa.field("weight", pa.float64(), nullable=False),
+    pa.field("fusion", pa.string(), nullable=False),  # the rule that fused the scores (`attrgan.fusion`)
+)
+TRACK_COLUMNS = tuple(f.name for f in FIXED_TRACK_FIELDS + TRAILING_RESULT_FIELDS)
+
+
+def tracks_schema(person_attributes: Sequence[str]) -> pa.Schema:
+    """The per-track table of DESIGN.md: fixed columns, then the fused `<attr>` bool and
+    `<attr>_score` float32 of each person-level attribute (in model order), then model_version and
+    processed_at. Moment-level attributes (actions) stay per crop."""
+    attr_fields = _attribute_fields(person_attributes, TRACK_COLUMNS, "tracks")
+    return pa.schema([*FIXED_TRACK_FIELDS, *attr_fields, *TRAILING_RESULT_FIELDS])
 
 
 # ---------------------------------------------------------------------------------------------

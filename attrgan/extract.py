@@ -278,7 +278,7 @@ def results_batch(batch: Mapping[str, np.ndarray], pipeline: Pipeline, *, model_
     """Run `pipeline` on a decoded batch and build its results rows (one per input row).
 
     Input columns: crop_id, image_uri, camera_id, captured_at (datetime64 or objects, UTC),
-    image (N, H, W, 3) uint8, crop_height int, status ("ok" / "error"), error (str or None).
+    track_id and frame_index (optional: null when absent), image (N, H, W, 3) uint8, crop_height int, status ("ok" / "error"), error (str or None).
     Rows with status "error" skip the models: they keep their row with null scores and decisions.
     Output: a table with `results_schema(pipeline.attributes)`.
     """
@@ -303,11 +303,14 @@ def results_batch(batch: Mapping[str, np.ndarray], pipeline: Pipeline, *, model_
         "image_uri": _strings(batch["image_uri"]),
         "camera_id": _strings(batch["camera_id"]),
         "captured_at": _timestamps(batch["captured_at"]),
+        "track_id": _strings(batch["track_id"]) if "track_id" in batch else pa.nulls(n, pa.string()),
+        "frame_index": _integers(batch["frame_index"]) if "frame_index" in batch else pa.nulls(n, pa.int64()),
         "status": pa.array(status.tolist(), pa.string()),
         "error": pa.array([None if k else str(e) for k, e in zip(ok, batch["error"])], pa.string()),
         "super_resolved": pa.array(sr),
         "reconstructed": pa.array(rec),
         "occlusion_score": pa.array(occlusion, pa.float32(), mask=null | np.isnan(occlusion)),
+        "crop_height": _integers(batch["crop_height"], pa.int32(), mask=null),
     }
     for i, name in enumerate(attributes):
         columns[name] = pa.array(decisions[:, i], pa.bool_(), mask=null)
@@ -325,6 +328,14 @@ def _strings(values: Any) -> pa.Array:
     """A string column from a batch. A column that was all null on its way through Ray Data can
     come back as float NaN (Arrow's null type), so NaN is null here too."""
     return pa.array([None if _is_null(v) else str(v) for v in np.asarray(values).tolist()], pa.string())
+
+
+def _integers(values: Any, type: pa.DataType = pa.int64(), mask: np.ndarray | None = None) -> pa.Array:
+    """An integer column from a batch; None / NaN (a null on its way through Ray Data) is null."""
+    items = [None if _is_null(v) else int(v) for v in np.asarray(values).tolist()]
+    if mask is not None:
+        items = [None if m else v for v, m in zip(items, mask)]
+    return pa.array(items, type)
 
 
 def _timestamps(values: Any) -> pa.Array:

@@ -95,8 +95,9 @@ def test_plan_actors_on_cpus_decodes_in_the_actors():
 
 def test_results_schema_columns():
     schema = results_schema(("female", "hat"))
-    assert schema.names == ["crop_id", "image_uri", "camera_id", "captured_at", "status", "error",
-                            "super_resolved", "reconstructed", "occlusion_score", "female", "female_score",
+    assert schema.names == ["crop_id", "image_uri", "camera_id", "captured_at", "track_id", "frame_index",
+                            "status", "error", "super_resolved", "reconstructed", "occlusion_score",
+                            "crop_height", "female", "female_score",
                             "hat", "hat_score", "model_version", "processed_at"]
     assert schema.field("hat").type == pa.bool_() and schema.field("hat_score").type == pa.float32()
     assert schema.field("processed_at").type == pa.timestamp("us", tz="UTC")
