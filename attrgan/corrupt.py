@@ -237,7 +237,8 @@ FAR_END_SHARE = 0.6  # ... and those whose far end is seen at low resolution
 
 
 def track_conditions(track_ids: Sequence[str | None], frame_index: Sequence[int | None] | np.ndarray,
-                     heights: Sequence[float] | np.ndarray, *, seed: int = 0) -> np.ndarray:
+                     heights: Sequence[float] | np.ndarray, *, crop_ids: Sequence[str] | None = None,
+                     seed: int = 0) -> np.ndarray:
     """Which copy each frame of a mixed track comes from: "clean", "occluded" or "lowres" (N,) object.
 
     Per track (rows of one track_id, ordered by frame_index), seeded by (seed, track_id) so the
@@ -245,7 +246,8 @@ def track_conditions(track_ids: Sequence[str | None], frame_index: Sequence[int 
     passer-by's run of frames, the rest at low resolution); of the others, PASSER_BY_SHARE have an
     occluded run of 20-60 % of their frames and FAR_END_SHARE a low-resolution run of 20-50 % at
     the end where the person is smaller, and at least one frame stays clean. A row without a
-    track_id is a track of one: clean, occluded or low-res with equal odds.
+    track_id is a track of one: clean, occluded or low-res with equal odds, seeded by its crop_id
+    (by its position when `crop_ids` is None).
     """
     ids = list(track_ids)
     n = len(ids)
@@ -255,7 +257,7 @@ def track_conditions(track_ids: Sequence[str | None], frame_index: Sequence[int 
     by_track: dict[str, list[int]] = {}
     for i, t in enumerate(ids):
         if t is None:
-            out[i] = TRACK_CONDITIONS[_track_rng(seed, f"\x00{i}").integers(3)]
+            out[i] = TRACK_CONDITIONS[_track_rng(seed, f"\x00{i if crop_ids is None else crop_ids[i]}").integers(3)]
         else:
             by_track.setdefault(t, []).append(i)
     for t, rows in by_track.items():

@@ -239,10 +239,12 @@ def test_track_conditions_are_per_track_stable_and_keep_a_clean_frame_unless_non
     ids = [f"t{k}" for k in range(300) for _ in range(8)] + [None] * 60
     frames = [i % 8 for i in range(2400)] + [None] * 60
     heights = np.r_[np.tile(np.linspace(320, 60, 8), 300), np.full(60, 150.0)]
-    conditions = track_conditions(ids, frames, heights, seed=3)
+    crops = [f"c{i}" for i in range(len(ids))]
+    conditions = track_conditions(ids, frames, heights, crop_ids=crops, seed=3)
     assert set(conditions) == set(TRACK_CONDITIONS)
     shuffled = np.random.default_rng(0).permutation(len(ids))
-    again = track_conditions([ids[i] for i in shuffled], [frames[i] for i in shuffled], heights[shuffled], seed=3)
+    again = track_conditions([ids[i] for i in shuffled], [frames[i] for i in shuffled], heights[shuffled],
+                             crop_ids=[crops[i] for i in shuffled], seed=3)
     assert list(again) == list(conditions[shuffled])  # the same per track whatever the row order
     tracks = conditions[:2400].reshape(300, 8)
     no_clean = (tracks != "clean").all(axis=1)
