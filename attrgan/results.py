@@ -47,7 +47,8 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
 from attrgan.config import StorageConfig
-from attrgan.contracts import BASE_COLUMNS, STAGING_DIR, SUCCESS_MARKER, TRANSIENT_RECORD
+from attrgan.contracts import (BASE_COLUMNS, STAGING_DIR, SUCCESS_MARKER, TRACK_FILES_KEY, TRACKS_DIR,
+                               TRANSIENT_RECORD)
 from attrgan.data.storage import filesystem, is_not_found, join, read_bytes, write_bytes, write_durably
 
 log = logging.getLogger(__name__)
@@ -112,6 +113,16 @@ def _marker_files(marker: Mapping[str, Any] | None) -> list[str] | None:
     return files
 
 
+def marker_track_files(marker: Mapping[str, Any] | None) -> list[str]:
+    """The track files a `_SUCCESS` lists (paths in its partition's TRACKS_DIR); [] for a marker
+    written before tracks existed, or one whose list is not this code's."""
+    files = marker.get(TRACK_FILES_KEY) if marker else None
+    if not isinstance(files, list) or not all(
+            isinstance(f, str) and f.startswith(f"{TRACKS_DIR}/") and f.count("/") == 1 for f in files):
+        return []
+    return files
+
+
 def read_success(uri: str, storage: StorageConfig | None = None) -> dict[str, Any] | None:
     """The parsed `_SUCCESS` marker of output partition `uri`; None when absent or not valid JSON,
     {} when empty; OSError when it cannot be read."""
@@ -140,11 +151,16 @@ def clean_partition(uri: str, storage: StorageConfig | None = None) -> int:
     files keeps its data files (an older layout, or never committed: nothing to protect, nothing
     to trust). Returns the number of files deleted."""
     fs, path = _filesystem(uri, storage)
-    listed = _marker_files(_read_marker(fs, f"{path}/{SUCCESS_MARKER}"))
+    marker = _read_marker(fs, f"{path}/{SUCCESS_MARKER}")
+    listed = _marker_files(marker)
     infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
     stale = [i.path for i in infos if i.type == pafs.FileType.File and (
         (listed is not None and _is_data_file(i.base_name) and i.base_name not in listed)
         or (i.base_name.startswith(f"_{SUCCESS_MARKER}.") and i.base_name.endswith(".tmp")))]
+    if listed is not None:  # the track files go with the crop files they were committed with
+        tracks = {f.split("/", 1)[1] for f in marker_track_files(marker)}
+        stale += [i.path for i in fs.get_file_info(pafs.FileSelector(f"{path}/{TRACKS_DIR}", allow_not_found=True))
+                  if i.type == pafs.FileType.File and i.base_name not in tracks]
     for file in stale:
         fs.delete_file(file)
     return len(stale)
@@ -164,9 +180,11 @@ def staging_uri(out: str, run_id: str, partition: str) -> str:
 
 
 def promote(uri: str, staged: Sequence[str], marker: Mapping[str, Any], *, run_id: str,
-            storage: StorageConfig | None = None, fault: str | None = None) -> list[str]:
+            storage: StorageConfig | None = None, fault: str | None = None,
+            staged_tracks: Sequence[str] = ()) -> list[str]:
     """Make the verified files `staged` (URIs) partition `uri`'s committed results (steps 3-4
-    above); `marker` becomes its `_SUCCESS` with the file list added. The files it supersedes stay
+    above), with its track table `staged_tracks` in TRACKS_DIR; `marker` becomes its `_SUCCESS`
+    with both file lists added (one switch for crops and tracks). The files it supersedes stay
     for readers of the old marker until the next run's `clean_partition`. Returns the file names.
 
     fault: a step name ("promoting", "before_success", "after_success") at which to kill this
@@ -179,8 +197,14 @@ def promote(uri: str, staged: Sequence[str], marker: Mapping[str, Any], *, run_i
         fs.move(_filesystem(source, storage)[1], f"{path}/{name}")
         if i == 0:
             drill(fault, "promoting")
+    tracks = [f"{TRACKS_DIR}/part-{run_id}-{i:05d}.parquet" for i in range(len(staged_tracks))]
+    if tracks:
+        fs.create_dir(f"{path}/{TRACKS_DIR}", recursive=True)
+    for source, name in zip(staged_tracks, tracks):
+        fs.move(_filesystem(source, storage)[1], f"{path}/{name}")
     drill(fault, "before_success")
-    _write_atomically(fs, f"{path}/{SUCCESS_MARKER}", json.dumps({**marker, "files": names}, indent=2).encode())
+    _write_atomically(fs, f"{path}/{SUCCESS_MARKER}", json.dumps(
+        {**marker, "files": names, TRACK_FILES_KEY: tracks}, indent=2).encode())
     drill(fault, "after_success")
     return names
 
