@@ -118,7 +118,7 @@ SCRIPT = ("addEventListener('load',function(){var i=document.images,n=0;for(var 
 STYLE = """body{font:14px system-ui,sans-serif;margin:16px;background:#f4f4f4;color:#222}
 h1{font-size:18px;margin:0 0 4px}.meta{color:#555;margin:0 0 12px}
 .cards{display:flex;flex-wrap:wrap;gap:10px}
-.card{background:#fff;border:1px solid #ccc;border-radius:6px;padding:8px;width:230px;display:flex;gap:8px}
+.card{background:#fff;border:1px solid #ccc;border-radius:6px;padding:8px;width:250px;display:flex;gap:8px}
 .card img,.missing{height:96px;max-width:96px;object-fit:contain;flex:none}
 .missing{width:64px;background:#ddd;color:#666;font-size:11px;display:flex;align-items:center;text-align:center}
 .card b{display:block;overflow-wrap:anywhere}.card p{margin:2px 0;font-size:12px;color:#444}
@@ -135,13 +135,19 @@ PAGE = """<!DOCTYPE html>
 <script>{script}</script></body></html>
 """
 CARD = """<div class="card">{thumbnail}<div><b>{camera} · {track}</b>
-<p>{first_seen} → {last_seen}</p><p>{crops}; super-resolved {sr}, reconstructed {rec}</p>
+<p>{seen}</p><p>{crops}</p><p>super-resolved {sr}, reconstructed {rec}</p>
 <p class="attrs">{attributes}</p><p title="best crop">{best_crop}</p></div></div>"""
 
 
 def _e(value: Any, chars: int = TEXT_CHARS) -> str:
     """Data as HTML text: printable, cut, escaped (quotes included: safe in attributes too)."""
     return html.escape(printable(value, chars), quote=True)
+
+
+def _span(first: Any, last: Any) -> str:
+    """First to last seen, the date written once when both fall on the same day."""
+    start, end = _when(first), _when(last)
+    return f"{start} → {end[11:]}" if start[:10] == end[:10] and start != "-" else f"{start} → {end}"
 
 
 def _share(value: Any) -> str:
@@ -190,7 +196,7 @@ def _card(track: pd.Series, attributes: Sequence[str], asked: Sequence[str],
     return CARD.format(
         thumbnail=shown, camera=_e(track["camera_id"]),
         track=_e(track_id) if track_id is not None and not pd.isna(track_id) else "single crop",
-        first_seen=_e(_when(track["first_seen"])), last_seen=_e(_when(track["last_seen"])), crops=_e(crops),
+        seen=_e(_span(track["first_seen"], track["last_seen"])), crops=_e(crops),
         sr=_share(track["super_resolved_share"]), rec=_share(track["reconstructed_share"]),
         attributes=" ".join(tags) or "no attribute above its threshold", best_crop=_e(track["best_crop_id"]))
 
