@@ -41,6 +41,9 @@ MAX_CARDS = 1_000  # a page never holds more cards than this, whatever `top` say
 THUMB_HEIGHT = 96  # px
 THUMB_MAX_WIDTH = 3 * THUMB_HEIGHT  # a frame-wide best crop is cut to this width
 THUMB_WORKERS = 8  # thumbnails fetched at a time (object-store latency, not CPU)
+# Decoded pixels per thumbnail at most: a larger JPEG is decoded at 1/2 to 1/8 scale, another format
+# is refused, so THUMB_WORKERS decodes hold at most ~128 MB.
+THUMB_MAX_PIXELS = 4_000_000
 TEXT_CHARS = 120  # a camera id, track id or crop id shown on a page or in the table is cut to this
 
 
@@ -60,6 +63,7 @@ def search(uri: str, where: str | None = None, *, start: TimeLike | None = None,
     `top`; with `html_path`, also the page of them (`write_page`). Reads only the query's
     attributes unless a page is written (its cards show every attribute that is true)."""
     query = parse(where) if where is not None else None
+    html_path = _page_path(html_path) if html_path is not None else None  # before any read
     columns = None if html_path is not None else []
     tracks = load_tracks(uri, start=start, end=end, cameras=cameras, where=where, top=top, columns=columns,
                          storage=storage)
@@ -169,7 +173,7 @@ def thumbnail(uri: Any, storage: StorageConfig | None) -> tuple[str | None, str 
     if storage.allowed_prefixes and not allowed(uri, storage.allowed_prefixes):
         return None, "image outside the allowed prefixes"
     try:
-        rgb = load_crop(uri, None, storage)
+        rgb = load_crop(uri, None, storage, max_pixels=THUMB_MAX_PIXELS)
         image = Image.fromarray(rgb)
         width = max(1, min(THUMB_MAX_WIDTH, round(image.width * THUMB_HEIGHT / image.height)))
         buffer = io.BytesIO()
@@ -203,12 +207,13 @@ def _card(track: pd.Series, attributes: Sequence[str], asked: Sequence[str],
 
 def write_page(tracks: pd.DataFrame, path: str | Path, *, query: Query | str | None = None,
                storage: StorageConfig | None = None, limit: int = DEFAULT_TOP) -> Path:
-    """Write the page of `tracks` (as `load_tracks` returns them, in their order) to local file
-    `path`: at most `limit` cards (and never more than MAX_CARDS). A track whose best crop cannot
+    """Write the page of `tracks` (as `load_tracks` returns them, in their order) to the local
+    file `path`: at most `limit` cards (and never more than MAX_CARDS). A track whose best crop cannot
     be shown (missing, unreadable, no scored crop) gets a card saying so. Returns the path."""
     query = parse(query) if isinstance(query, str) else query
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
         raise ValueError(f"limit must be a positive integer, got {limit!r}")
+    path = _page_path(path)
     shown = tracks.head(min(limit, MAX_CARDS))
     attributes = track_attributes(list(shown.columns))
     asked = query.attributes if query else ()
@@ -228,6 +233,11 @@ def write_page(tracks: pd.DataFrame, path: str | Path, *, query: Query | str | N
     script_hash = "sha256-" + base64.b64encode(hashlib.sha256(SCRIPT.encode()).digest()).decode()
     page = PAGE.format(title=_e(title, 300), summary=_e(summary), cards=cards, style=STYLE, script=SCRIPT,
                        script_hash=script_hash)
-    path = Path(path)
     path.write_text(page, encoding="utf-8")
     return path
+
+
+def _page_path(path: str | Path) -> Path:
+    if "://" in str(path):
+        raise ValueError(f"the page is written to a local file, not a URI: got {str(path)[:200]!r}")
+    return Path(path)

@@ -240,6 +240,23 @@ def test_attrgan_search_prints_the_tracks_and_writes_the_page(night, tmp_path, c
     assert code == 0 and out.strip() == "no track matches"
 
 
+def test_attrgan_search_on_s3(night, storage, s3_bucket, tmp_path, capsys, monkeypatch):
+    """Results on object storage, its endpoint from --set storage.*, as the other commands take it."""
+    from attrgan.data.storage import write_bytes
+
+    uri = f"s3://{s3_bucket}/out"
+    for path in (p for p in night.rglob("*") if p.is_file()):
+        write_bytes(f"{uri}/{path.relative_to(night).as_posix()}", path.read_bytes(), storage)
+    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "ATTRGAN_S3_ENDPOINT_URL"):
+        monkeypatch.delenv(name, raising=False)
+    code, out, err = run(["--results", uri, "--where", "backpack > 0.75", "--html", str(tmp_path / "p.html"),
+                          "--set", f"storage.endpoint_url={storage.endpoint_url}", "--set", "storage.region=us-east-1"],
+                         capsys)
+    assert code == 0, err
+    assert [line.split()[:2] for line in out.splitlines()[1:-1]] == [["cam08", "t1"], ["cam07", "t1"]]
+    assert (tmp_path / "p.html").read_text().count('src="data:image/jpeg;base64,') == 2
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--where", "backpack and (female"], "expected ')', found the end"),
     (["--where", "__import__('os').system('x')"], "unexpected character"),
@@ -247,6 +264,7 @@ def test_attrgan_search_prints_the_tracks_and_writes_the_page(night, tmp_path, c
     (["--where", "backpack", "--since", "yesterday"], "--since: expected a datetime"),
     (["--top", "0"], "--top must be >= 1"),
     (["--set", "actors=2"], "search takes only storage.* settings"),
+    (["--html", "s3://bucket/people.html"], "the page is written to a local file, not a URI"),
 ])
 def test_attrgan_search_bad_input_is_one_line_and_exit_2(night, capsys, argv, message):
     code, out, err = run(["--results", str(night), *argv], capsys)
