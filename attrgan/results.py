@@ -27,6 +27,7 @@ Example — crops with a backpack seen on camera `cam07` last night (18:00 to 06
     hits.sort_values("backpack_score", ascending=False)[["crop_id", "captured_at", "backpack_score"]]
 
 Only the `date=` folders of the two days and their `camera=cam07` folders are listed and read.
+The per-track tables committed beside the crops are read the same way by `load_tracks`.
 """
 
 from __future__ import annotations
@@ -491,7 +492,7 @@ def results_to_pandas(table: pa.Table) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------------------------------------
-# Tracks: one row per person track per partition (DESIGN.md "Tracks")
+# Tracks: one row per person track per partition (DESIGN.md "Reading tracks")
 #
 # A committed partition's track table is the files its `_SUCCESS` lists under `track_files`
 # (`_tracks/part-<run>-<n>.parquet`, relative to the partition), with the fusion's record under

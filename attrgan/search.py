@@ -38,8 +38,7 @@ from attrgan.results import TimeLike, load_tracks, track_attributes
 
 DEFAULT_TOP = 50  # tracks a search keeps, and cards a page shows, unless told otherwise
 MAX_CARDS = 1_000  # a page never holds more cards than this, whatever `top` says
-THUMB_HEIGHT = 96  # px
-THUMB_MAX_WIDTH = 3 * THUMB_HEIGHT  # a frame-wide best crop is cut to this width
+THUMB_SIZE = 96  # px: a thumbnail fits in a square this size, its aspect kept (people: full height)
 THUMB_WORKERS = 8  # thumbnails fetched at a time (object-store latency, not CPU)
 # Decoded pixels per thumbnail at most: a larger JPEG is decoded at 1/2 to 1/8 scale, another format
 # is refused, so THUMB_WORKERS decodes hold at most ~128 MB.
@@ -159,7 +158,7 @@ def _share(value: Any) -> str:
 
 
 def thumbnail(uri: Any, storage: StorageConfig | None) -> tuple[str | None, str | None]:
-    """(data: URI of a JPEG THUMB_HEIGHT px tall, None) or (None, why there is none). The image is
+    """(data: URI of a JPEG within THUMB_SIZE px, None) or (None, why there is none). The image is
     read through `attrgan.data.images.load_crop`: the URI checks, `storage.max_object_bytes` and the
     decoder's pixel limit hold; with `storage.allowed_prefixes` set, only images under them are read."""
     from PIL import Image
@@ -173,11 +172,10 @@ def thumbnail(uri: Any, storage: StorageConfig | None) -> tuple[str | None, str 
     if storage.allowed_prefixes and not allowed(uri, storage.allowed_prefixes):
         return None, "image outside the allowed prefixes"
     try:
-        rgb = load_crop(uri, None, storage, max_pixels=THUMB_MAX_PIXELS)
-        image = Image.fromarray(rgb)
-        width = max(1, min(THUMB_MAX_WIDTH, round(image.width * THUMB_HEIGHT / image.height)))
+        image = Image.fromarray(load_crop(uri, None, storage, max_pixels=THUMB_MAX_PIXELS))
+        image.thumbnail((THUMB_SIZE, THUMB_SIZE), Image.Resampling.BILINEAR)  # only ever shrinks
         buffer = io.BytesIO()
-        image.resize((width, THUMB_HEIGHT), Image.Resampling.BILINEAR).save(buffer, "JPEG", quality=80)
+        image.save(buffer, "JPEG", quality=80)
     except ImageError as exc:  # unreadable, missing, too large, undecodable: the message says which
         return None, str(exc).split(":", 1)[0]
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii"), None
