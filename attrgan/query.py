@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Union
 
 import numpy as np
@@ -132,8 +132,7 @@ class Query:
 
 def _shown(text: str) -> str:
     """`text` quoted for an error: ASCII escapes for anything unprintable, cut to _SHOWN characters."""
-    cut = text[:_SHOWN] + ("…" if len(text) > _SHOWN else "")
-    return ascii(cut)
+    return ascii(text[:_SHOWN]) + ("…" if len(text) > _SHOWN else "")
 
 
 def _terms(node: Node, positive: bool) -> Iterator[tuple[str, bool]]:
@@ -248,9 +247,10 @@ class _Parser:
         return QueryError(f"expected {what}, found {found}")
 
     def expression(self, depth: int) -> Node:
-        return self.chain("or", lambda: self.chain("and", lambda: self.negation(depth), depth), depth)
+        return self.chain("or", lambda: self.chain("and", lambda: self.negation(depth)))
 
-    def chain(self, op: str, operand, depth: int) -> Node:
+    def chain(self, op: str, operand: Callable[[], Node]) -> Node:
+        """`operand (op operand)*`: one node, or `op` over all of them."""
         operands = [operand()]
         while self.peek().kind == "keyword" and self.peek().text == op:
             self.take()
