@@ -174,7 +174,7 @@ def fit_fusion(bundle: Bundle, images: np.ndarray, labels: np.ndarray, crop_size
 
     keep = np.flatnonzero(has_track)
     images, crop_sizes = np.asarray(images)[keep], np.asarray(crop_sizes)[keep]
-    frames = [np.asarray(frame_index, object)[i] for i in keep]
+    frames = list(np.asarray(frame_index, object)[keep])
     heights = crop_sizes[:, 0].astype(np.int64)
     conditions = track_conditions(list(ids[keep]), frames, heights, seed=seed)
     inputs = images.copy()
