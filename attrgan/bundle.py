@@ -239,7 +239,7 @@ def check_fusion(meta: Mapping[str, Any], attributes: tuple[str, ...], where: st
         try:
             Fusion.from_dict(meta[FUSION_KEY])
         except (ValueError, TypeError, OverflowError) as exc:
-            raise BundleError(f"{where}: {FUSION_KEY}: {_short(exc, 200)}") from None
+            raise BundleError(f"{where}: {_short(exc, 200)}") from None  # "fusion rule must be ...", ...
     marked = meta.get(PERSON_LEVEL_KEY)
     if marked is None:
         return
