@@ -60,7 +60,7 @@ from attrgan.data.manifest import (PARTITION_INDEX, ManifestError, ManifestScan,
 from attrgan.data.storage import absolute, filesystem, is_s3, join, redact, split_s3, write_bytes
 from attrgan.lease import DEFAULT_TTL_S, Lease
 from attrgan.pipeline import Pipeline, PipelineConfig
-from attrgan.attributes import OCCLUSION_DOWN, person_level
+from attrgan.attributes import OCCLUSION_DOWN
 from attrgan.contracts import BundleInfo, TransientHistory, results_schema
 from attrgan.fusion import Fusion
 from attrgan.results import clean_partition, clean_staging, new_run_id, read_success, read_transient, staging_uri
@@ -603,7 +603,7 @@ def track_plan(info: BundleInfo, pipeline: PipelineConfig) -> TrackPlan:
     occlusion = pipeline.occlusion_threshold
     if occlusion is None:
         occlusion = thresholds.get(OCCLUSION_DOWN, 0.5)
-    return TrackPlan(person_attributes=person_level(info.attributes), thresholds=thresholds, fusion=Fusion(),
+    return TrackPlan(person_attributes=info.person_level, thresholds=thresholds, fusion=Fusion.from_bundle_info(info),
                      occlusion_threshold=float(occlusion))
 
 
