@@ -1087,7 +1087,6 @@ def render_track(key: Sequence[int], attrs: dict[str, int], *, frames: int, heig
     `heights` as `track_heights` says, the width `aspect` × height. The scene is drawn once at the
     largest frame's size and scaled to each frame (the crop box follows the person). Every draw comes
     from generators seeded from `key` plus a stage number. Returns RGB PIL images, frame 0 first.
-    With the scene drawn once, a frame costs no more than `render_person`'s crop of its size.
     """
     check_attributes(attrs)
     person = person if person is not None else Person()
