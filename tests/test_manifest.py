@@ -15,7 +15,7 @@ from attrgan.data.manifest import (
     INPUT_COLUMNS,
     MANIFEST_SCHEMA,
     ROW_ERROR,
-    TRACK_COLUMNS,
+    TRACK_FRAME_COLUMNS,
     ManifestError,
     allowed_prefixes,
     label_columns,
@@ -49,9 +49,9 @@ def frame(n=4, **extra):
 
 def test_validate_casts_to_contract_types():
     table = validate_manifest(frame())
-    assert set(MANIFEST_SCHEMA.names) - set(table.column_names) == set(TRACK_COLUMNS)  # optional: absent
+    assert set(MANIFEST_SCHEMA.names) - set(table.column_names) == set(TRACK_FRAME_COLUMNS)  # optional: absent
     for field in MANIFEST_SCHEMA:
-        if field.name not in TRACK_COLUMNS:
+        if field.name not in TRACK_FRAME_COLUMNS:
             assert table.schema.field(field.name).type == field.type, field.name
     assert table.schema.field("female").type == pa.int8() and table.schema.field("hat").type == pa.int8()
     # pandas' NaN for missing bbox values becomes a real null int32.

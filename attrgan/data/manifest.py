@@ -63,8 +63,9 @@ MANIFEST_SCHEMA = pa.schema([
 FIXED_COLUMNS: tuple[str, ...] = tuple(MANIFEST_SCHEMA.names)
 REQUIRED_COLUMNS: tuple[str, ...] = ("crop_id", "image_uri")
 BBOX_COLUMNS: tuple[str, ...] = ("bbox_x", "bbox_y", "bbox_w", "bbox_h")
-# Optional: a manifest without them reads as one track per row.
-TRACK_COLUMNS: tuple[str, ...] = ("track_id", "frame_index")
+# A crop's track and frame in it (not the per-track results table, `contracts.TRACK_COLUMNS`);
+# optional: a manifest without them reads as one track per row.
+TRACK_FRAME_COLUMNS: tuple[str, ...] = ("track_id", "frame_index")
 LABEL_VALUES = (-1, 0, 1)
 DATA_SUFFIXES = (".parquet", ".parq", ".pq")
 
@@ -644,7 +645,7 @@ def write_manifest(table_or_df: Any, uri: str, storage: StorageConfig | None = N
 # Manifest columns the extraction reads. crop_id, image_uri, camera_id and captured_at are carried to
 # the results; track_id and frame_index travel with the rows for the results side to carry.
 INPUT_COLUMNS = ("crop_id", "image_uri", "bbox_x", "bbox_y", "bbox_w", "bbox_h", "camera_id", "captured_at",
-                 *TRACK_COLUMNS)
+                 *TRACK_FRAME_COLUMNS)
 # Index (into the run's partitions) that each row carries through the stream.
 PARTITION_INDEX = "_partition_index"
 # A row's problem found before decoding (an image_uri that cannot be resolved): the row is not

@@ -1311,14 +1311,14 @@ def _manifest_table(rows: list[dict[str, Any]]) -> "pa.Table":
     """Rows → a pyarrow table with DESIGN.md's manifest types."""
     import pyarrow as pa
 
-    from attrgan.data.manifest import MANIFEST_SCHEMA, TRACK_COLUMNS
+    from attrgan.data.manifest import MANIFEST_SCHEMA, TRACK_FRAME_COLUMNS
 
     n = len(rows)
     columns: dict[str, pa.Array] = {}
     for field in MANIFEST_SCHEMA:
         if field.name in rows[0]:
             columns[field.name] = pa.array([r[field.name] for r in rows], type=field.type)
-        elif field.name not in TRACK_COLUMNS:  # a dataset without tracks leaves them out
+        elif field.name not in TRACK_FRAME_COLUMNS:  # a dataset without tracks leaves them out
             columns[field.name] = pa.nulls(n, type=field.type)
     for attr in SYNTH_ATTRIBUTES:
         columns[attr] = pa.array(np.array([r[attr] for r in rows], dtype=np.int8))
