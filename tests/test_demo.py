@@ -75,7 +75,8 @@ def test_keep_bundle_copies_every_file_and_replaces_an_older_copy(tmp_path):
 
 @pytest.mark.slow
 def test_demo_small_runs_end_to_end(tmp_path, monkeypatch):
-    """The whole `make demo` path at tiny sizes: S3, synth, Ray Train x3, extraction, evaluation, query."""
+    """The whole `make demo` path at tiny sizes: S3, synth, Ray Train x3, extraction, evaluation, query,
+    search."""
     import subprocess
     import sys
     from pathlib import Path
@@ -86,12 +87,12 @@ def test_demo_small_runs_end_to_end(tmp_path, monkeypatch):
     proc = subprocess.run([sys.executable, str(root / "jobs" / "demo.py"), "--small", "--out", str(out)],
                           cwd=tmp_path, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    for step in ("[1/6", "[2/6", "[3/6", "[4/6", "[5/6", "[6/6"):
-        assert step in proc.stdout
+    for step in range(1, 8):
+        assert f"[{step}/7" in proc.stdout
     assert "restored (complete pipeline)" in proc.stdout and "Report:" in proc.stdout
 
     summary = json.loads((out / "summary.json").read_text())
-    assert set(summary["steps"]) == {"setup", "synth", "train", "extract", "evaluate", "query"}
+    assert set(summary["steps"]) == {"setup", "synth", "train", "extract", "evaluate", "query", "search"}
     assert set(summary["gains_ma"]) == {"occlusion", "low resolution", "complete"}
     report = out / "report" / "report.md"
     assert report.is_file() and "## Table 2" in report.read_text()
@@ -99,6 +100,7 @@ def test_demo_small_runs_end_to_end(tmp_path, monkeypatch):
     assert metrics["counts"] == {"clean": 6, "occluded": 6, "lowres": 6}
     assert (out / "report" / "figures" / "examples_complete.png").is_file()
     assert list(out.glob("query_backpack_*.csv"))
+    assert summary["page"] == str(out / "search.html") and "<html" in (out / "search.html").read_text()
 
     # The bundle outlives the demo's S3, one line per epoch was shown, and the printed command runs.
     assert summary["bundle"] == str(out / "bundle")

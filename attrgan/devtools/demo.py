@@ -43,6 +43,8 @@ from attrgan.runtime import start_quiet_ray
 BUCKET = "attrgan-demo"
 SPLITS = (0.8, 0.1, 0.1)  # train / val / test shares of the archive
 QUERY_ATTRIBUTE = "backpack"
+SEARCH_TOP = 24  # cards on the demo's search page
+STEP_COUNT = 7  # setup, synth, train, extract, evaluate, query, search
 # Every demo network trains data-parallel on two single-threaded workers (DDP over gloo). On two
 # cores that trains the classifier as fast as one worker with two threads and G^S 1.14x faster
 # (`python -m attrgan.devtools.bench --only layout`), each worker fetches half the crops, and the recipe,
@@ -133,6 +135,7 @@ class DemoResult:
     query: Any  # pandas DataFrame: the backpack crops of the query camera last night
     steps: dict[str, float]  # seconds per step
     seconds: float
+    page: Path | None = None  # the search's page: the people with a backpack last night
 
 
 @contextmanager
@@ -302,7 +305,7 @@ def run_demo(config: DemoConfig, *, say: Callable[[str], None] = print) -> DemoR
     @contextmanager
     def step(name: str, title: str) -> Iterator[None]:
         t0 = time.perf_counter()
-        say(f"\n[{len(steps) + 1}/6 {time.perf_counter() - start:6.0f} s] {title}")
+        say(f"\n[{len(steps) + 1}/{STEP_COUNT} {time.perf_counter() - start:6.0f} s] {title}")
         yield
         steps[name] = time.perf_counter() - t0
         say(f"    ({steps[name]:.0f} s)")
@@ -317,12 +320,13 @@ def run_demo(config: DemoConfig, *, say: Callable[[str], None] = print) -> DemoR
     summary = {"seconds": round(seconds, 1), "steps": {k: round(v, 1) for k, v in steps.items()},
                "config": {k: v for k, v in dataclasses.asdict(config).items()},
                "gains_ma": result["gains_ma"], "intervals": result["intervals"],
-               "report": str(result["report"]), "bundle": str(result["bundle"])}
+               "report": str(result["report"]), "bundle": str(result["bundle"]), "page": str(result["page"])}
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     say(f"\nDone in {seconds / 60:.1f} min. Report: {result['report']}")
     say(next_steps(result["bundle"], out))
     return DemoResult(out=out, report=result["report"], bundle=result["bundle"], table2=result["table2"],
-                      gains_ma=result["gains_ma"], query=result["query"], steps=steps, seconds=seconds)
+                      gains_ma=result["gains_ma"], query=result["query"], steps=steps, seconds=seconds,
+                      page=result["page"])
 
 
 def _run(config: DemoConfig, storage: StorageConfig, out: Path, step: Callable, say: Callable[[str], None]) -> dict:
@@ -334,6 +338,7 @@ def _run(config: DemoConfig, storage: StorageConfig, out: Path, step: Callable, 
     from attrgan.extract import ExtractConfig, run_extract
     from attrgan.report import gain_text, restoration_verdict, summary_row
     from attrgan.results import load_results
+    from attrgan.search import format_table, search
 
     root = f"s3://{BUCKET}"
     bundle_uri = f"{root}/models/demo"
@@ -406,5 +411,14 @@ def _run(config: DemoConfig, storage: StorageConfig, out: Path, step: Callable, 
         say("\n".join("      " + line for line in hits.head(8).to_string(index=False).splitlines()))
         hits.to_csv(out / f"query_{QUERY_ATTRIBUTE}_{camera}.csv", index=False)
 
+    with step("search", f"people search: last night's people with a {QUERY_ATTRIBUTE}, best first, as a page"):
+        where = f"{QUERY_ATTRIBUTE} and not female"
+        found = search(results_uri, where, start=NIGHT_START, end=night_end, top=SEARCH_TOP,
+                       html_path=out / "search.html", storage=storage)
+        say(f"    attrgan search --results {results_uri} --where {where!r} --top {SEARCH_TOP} --html {found.page}")
+        say(f"    {len(found.tracks)} people (tracks) match; the best:")
+        say("\n".join("      " + line for line in format_table(found.tracks.head(8), found.query).splitlines()))
+        say(f"    page: {found.page}")
+
     return {"report": evaluation.report_path, "table2": table2, "gains_ma": gains, "intervals": intervals,
-            "query": hits, "bundle": bundle}
+            "query": hits, "bundle": bundle, "page": found.page}
