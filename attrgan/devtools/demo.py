@@ -409,7 +409,7 @@ def _run(config: DemoConfig, storage: StorageConfig, out: Path, step: Callable, 
         say("\n".join(f"    {name} {'ran' if r['runs'] else 'skipped'}: {r['reason']}"
                       for name, r in summary.restorations.items()))
 
-    with step("evaluate", "evaluation job (paper Tables 1 and 2) on the archive's test split"):
+    with step("evaluate", "evaluation job (paper Tables 1 and 2, and per person) on the archive's test split"):
         evaluation = evaluate(EvaluateConfig(manifest=archive, bundle=bundle_uri, out=str(out / "report"),
                                              split="test", sets_uri=f"{root}/eval-sets", limit=config.eval_limit,
                                              batch_size=config.batch_size, examples=config.examples,
