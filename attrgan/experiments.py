@@ -107,7 +107,8 @@ def _set_rows(predictions: pd.DataFrame, labels: Mapping[str, pd.DataFrame], set
         y_parts.append(labels[s].loc[rows["crop_id"].to_numpy(), list(attributes)].to_numpy(np.int8))
         for v in variants:
             s_parts[v].append(stack_scores(rows[v], len(model_attributes))[:, cols])
-    return np.concatenate(y_parts), {v: np.concatenate(parts) for v, parts in s_parts.items()}, np.concatenate(positions)
+    scores = {v: np.concatenate(parts) for v, parts in s_parts.items()}
+    return np.concatenate(y_parts), scores, np.concatenate(positions)
 
 
 def occlusion_detection(predictions: pd.DataFrame, *, model_attributes: Sequence[str],
@@ -328,4 +329,5 @@ def _agreed_labels(y: np.ndarray, groups: np.ndarray, n_groups: int) -> np.ndarr
     for j in range(a):
         positive[:, j] = np.bincount(groups, weights=y[:, j] == 1, minlength=n_groups)
         negative[:, j] = np.bincount(groups, weights=y[:, j] == 0, minlength=n_groups)
-    return np.where((positive > 0) & (negative == 0), 1, np.where((negative > 0) & (positive == 0), 0, -1)).astype(np.int8)
+    agreed = np.where((positive > 0) & (negative == 0), 1, np.where((negative > 0) & (positive == 0), 0, -1))
+    return agreed.astype(np.int8)

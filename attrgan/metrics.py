@@ -21,8 +21,9 @@ P = predicted positives):
 Gains (`paired_bootstrap_gain`): mA(after) - mA(before) on the same crops, with a paired
 percentile bootstrap interval over crops, or over tracks when crops come in tracks;
 `bootstrap_contrast` is the same for any sum of mA's over sides that share their tracks (per-crop
-against per-track mA). `GainInterval.verdict` says "helps" only when the whole interval lies above 0. Image fidelity (`squared_error`, `psnr`): PSNR of uint8 images over
-selected rows, pooled over every compared value.
+against per-track mA). `GainInterval.verdict` says "helps" only when the whole interval lies above
+0. Image fidelity (`squared_error`, `psnr`): PSNR of uint8 images over selected rows, pooled over
+every compared value.
 
 A metric with nothing to average over (no sample or attribute with a known label) is NaN;
 `AttributeMetrics.to_dict` writes NaN as null.
@@ -312,14 +313,14 @@ def bootstrap_contrast(
         raise ValueError(f"resamples must be an integer >= 1, got {resamples!r}")
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level!r}")
-    weights_of_sides = np.asarray(coefficients, np.float64)
-    if not sides or weights_of_sides.shape != (len(sides),):
+    coef = np.asarray(coefficients, np.float64)
+    if not sides or coef.shape != (len(sides),):
         raise ValueError(f"bootstrap_contrast needs one coefficient per side, got {len(sides)} side(s) and "
-                         f"{weights_of_sides.shape} coefficients")
+                         f"{coef.shape} coefficients")
     attrs = tuple(attributes)
     point = [attribute_metrics(labels, scores, attributes=attrs, thresholds=thresholds) for labels, scores, _ in sides]
     gain, per_gain = 0.0, np.zeros(len(attrs))
-    for c, m in zip(weights_of_sides, point):
+    for c, m in zip(coef, point):
         gain += c * m.ma
         per_gain = per_gain + c * m.per_attribute["ma"].to_numpy()
 
@@ -330,7 +331,7 @@ def bootstrap_contrast(
             raise ValueError(f"side {k}: groups must be ({np.asarray(labels).shape[0]},) integers, "
                              f"got {group.shape} {group.dtype}")
         keys.append(group)
-    universe, inverse = np.unique(np.concatenate(keys), return_inverse=True) if keys else (np.zeros(0), None)
+    universe, inverse = np.unique(np.concatenate(keys), return_inverse=True)
     g = len(universe)
     a = len(attrs)
     gains = np.full(resamples, np.nan)
@@ -351,8 +352,8 @@ def bootstrap_contrast(
             weights = np.bincount((drawn + g * np.arange(b)[:, None]).ravel(), minlength=b * g).reshape(b, g)
             counts = (weights.astype(np.float64) @ cells).reshape(b, s, 4, a)
             ma = _balanced_accuracy(counts[:, :, 2], counts[:, :, 0], counts[:, :, 3], counts[:, :, 1])  # (b, S, A)
-            per[start:start + b] = (ma * weights_of_sides[None, :, None]).sum(axis=1)
-            gains[start:start + b] = (_mean_accuracy(ma) * weights_of_sides[None, :]).sum(axis=1)
+            per[start:start + b] = (ma * coef[None, :, None]).sum(axis=1)
+            gains[start:start + b] = (_mean_accuracy(ma) * coef[None, :]).sum(axis=1)
 
     q = (50.0 * (1.0 - level), 50.0 * (1.0 + level))
     with warnings.catch_warnings():

@@ -20,8 +20,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from attrgan.attributes import OCCLUSION_DOWN  # noqa: E402
-from attrgan.experiments import (COMPARISONS, CORRUPTIONS, EXPERIMENTS, RULE_COMPARISONS, TRACK_SET_LABELS,  # noqa: E402
-                                 TRACK_SETS, TRACK_VARIANTS, TrackEvaluation)
+from attrgan.experiments import (COMPARISONS, CORRUPTIONS, EXPERIMENTS, RULE_COMPARISONS,  # noqa: E402
+                                 TRACK_SET_LABELS, TRACK_SETS, TRACK_VARIANTS, TrackEvaluation)
 from attrgan.fusion import QUALITY_FEATURES, RULES  # noqa: E402
 from attrgan.metrics import AttributeMetrics, GainInterval  # noqa: E402
 
@@ -341,9 +341,8 @@ def track_section(tracks: TrackEvaluation) -> str:
             label = [TRACK_SET_LABELS[s], "with" if variant == "pipeline" else "without"]
             ma_rows.append([*label, m.tracks, m.crops, percent(m.per_crop.ma),
                             *(percent(m.per_track[r].ma) for r in RULES)])
-            other_rows.append([*label, percent(m.per_crop.accuracy), percent(m.per_crop.f1),
-                               *(f(m.per_track[r]) for r in RULES
-                                 for f in (lambda x: percent(x.accuracy), lambda x: percent(x.f1)))])
+            other_rows.append([*label, *(percent(x) for t in (m.per_crop, *(m.per_track[r] for r in RULES))
+                                         for x in (t.accuracy, t.f1))])
     return "\n".join([
         "## Per person: tracks",
         "",
