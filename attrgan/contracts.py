@@ -17,7 +17,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from attrgan.attributes import OCCLUSION_DOWN
+from attrgan.attributes import OCCLUSION_DOWN, person_level
 
 # ---------------------------------------------------------------------------------------------
 # networks
@@ -32,6 +32,10 @@ DEFAULT_INPUT_SIZES: Mapping[str, tuple[int, int]] = {
 }
 # A generator's measured effect on its bundle's classifier, in its config.json (`attrgan.train.gain`).
 GAIN_KEY = "validation_gain"
+# How the bundle fuses a track (`attrgan.fusion.Fusion.to_dict`, fitted by `attrgan.train.fusion`) and
+# which attributes it fuses per track, in the classifier's config.json.
+FUSION_KEY = "fusion"
+PERSON_LEVEL_KEY = "person_level"
 VERSION_CHARS = 12
 
 
@@ -58,7 +62,10 @@ class BundleInfo:
 
     version: the bundle's content hash ("" while a network is not stored yet, as during training);
     attributes, thresholds, classifier_version: the classifier's; input_sizes: per network;
-    gains: per generator, its stored GAIN_KEY record (None when none was stored).
+    gains: per generator, its stored GAIN_KEY record (None when none was stored);
+    person_level: the attributes fused per track, in model order (stored under PERSON_LEVEL_KEY;
+    none stored: `attrgan.attributes.person_level` of the attributes); fusion: the stored FUSION_KEY
+    record (None when none was stored: `attrgan.fusion.Fusion.from_bundle_info` reads it).
     """
 
     version: str
@@ -67,18 +74,25 @@ class BundleInfo:
     classifier_version: str
     input_sizes: Mapping[str, tuple[int, int]]
     gains: Mapping[str, Mapping[str, Any] | None]
+    person_level: tuple[str, ...] = ()
+    fusion: Mapping[str, Any] | None = None
 
     @classmethod
     def from_metas(cls, metas: Mapping[str, Mapping[str, Any]]) -> BundleInfo:
         """From network name → meta as `attrgan.bundle` checked it (a network may be absent)."""
         classifier = metas.get("classifier", {})
+        attributes = tuple(classifier.get("attributes") or ())
+        marked = classifier.get(PERSON_LEVEL_KEY)
         return cls(
             version=bundle_version(metas) if all("weights_sha256" in metas.get(n, {}) for n in NETWORKS) else "",
-            attributes=tuple(classifier.get("attributes") or ()),
+            attributes=attributes,
             thresholds=tuple(classifier.get("thresholds") or ()),  # none stored: 0.5 each (`Bundle.thresholds`)
             classifier_version=classifier.get("version", ""),
             input_sizes={name: tuple(meta["input_size"]) for name, meta in metas.items() if "input_size" in meta},
-            gains={name: metas.get(name, {}).get(GAIN_KEY) for name in GENERATORS})
+            gains={name: metas.get(name, {}).get(GAIN_KEY) for name in GENERATORS},
+            person_level=(person_level(attributes) if marked is None
+                          else tuple(a for a in attributes if a in set(marked))),  # model order
+            fusion=classifier.get(FUSION_KEY))
 
     @property
     def input_size(self) -> tuple[int, int]:

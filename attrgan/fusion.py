@@ -30,7 +30,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from attrgan.contracts import tracks_schema
+from attrgan.contracts import BundleInfo, tracks_schema
 
 QUALITY_FEATURES = ("occlusion_score", "log_height", "super_resolved", "reconstructed")
 RULES = ("mean", "quality", "max", "best")
@@ -51,7 +51,7 @@ class Fusion:
         if self.rule not in RULES:
             raise ValueError(f"fusion rule must be one of {RULES}, got {self.rule!r}")
         if len(self.coefficients) != len(QUALITY_FEATURES) or not all(
-                isinstance(c, (int, float)) and not isinstance(c, bool) and math.isfinite(c) for c in self.coefficients):
+                isinstance(c, (int, float)) and not isinstance(c, bool) and _finite(c) for c in self.coefficients):
             raise ValueError(f"fusion coefficients must be {len(QUALITY_FEATURES)} finite numbers "
                              f"({', '.join(QUALITY_FEATURES)}), got {self.coefficients!r}")
         object.__setattr__(self, "coefficients", tuple(float(c) for c in self.coefficients))
@@ -59,6 +59,11 @@ class Fusion:
     def to_dict(self) -> dict[str, Any]:
         return {"rule": self.rule, "coefficients": dict(zip(QUALITY_FEATURES, self.coefficients)),
                 "fitted": dict(self.fitted)}
+
+    @classmethod
+    def from_bundle_info(cls, info: BundleInfo) -> Fusion:
+        """The fusion a bundle stores (checked when it was loaded); the plain mean when it stores none."""
+        return cls() if info.fusion is None else cls.from_dict(info.fusion)
 
     @classmethod
     def from_dict(cls, value: Any) -> Fusion:
@@ -71,6 +76,14 @@ class Fusion:
         fitted = value.get("fitted", {})
         return cls(rule=value.get("rule"), coefficients=tuple(coefficients[f] for f in QUALITY_FEATURES),
                    fitted=dict(fitted) if isinstance(fitted, Mapping) else {})
+
+
+def _finite(value: float) -> bool:
+    """math.isfinite, False for an integer beyond any float (JSON may hold one)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def quality_features(occlusion_score: np.ndarray, crop_height: np.ndarray, super_resolved: np.ndarray,

@@ -29,7 +29,8 @@ import ray.data
 from attrgan.config import StorageConfig
 from attrgan.data.manifest import PARTITION_INDEX, crop_id_problem, read_blocks, text_column
 from attrgan.data.storage import filesystem, join, redact, write_bytes
-from attrgan.contracts import TRANSIENT, TransientHistory, error_kind
+from attrgan.contracts import TRANSIENT, TRACKS_DIR, TransientHistory, error_kind
+from attrgan.fusion import Fusion, fuse_tracks
 from attrgan.lease import Lease
 from attrgan.results import MAX_TRACKED_CROPS, drill, forget_transient, promote, staging_uri, write_transient
 from attrgan.scoring import IO_TASK_CPUS
@@ -55,11 +56,13 @@ class PartitionSummary:
     super_resolved: int
     reconstructed: int
     seconds: float  # from the start of the run until its _SUCCESS was written
+    tracks: int = 0  # rows of its track table
 
     def format(self) -> str:
         """The partition's line in the run's log, written when it commits."""
         errors = ", ".join(f"{kind} {n}" for kind, n in self.errors.items()) or "none"
-        return (f"extract: committed {self.partition or '(unpartitioned)'}: {self.rows} rows, errors: {errors}; "
+        return (f"extract: committed {self.partition or '(unpartitioned)'}: {self.rows} rows in {self.tracks} "
+                f"tracks, errors: {errors}; "
                 f"super-resolved {self.super_resolved}, reconstructed {self.reconstructed}; "
                 f"at {self.seconds:.1f} s")
 
@@ -72,6 +75,25 @@ class CommitGroup:
     rows: tuple[int, ...]
 
 
+@dataclasses.dataclass(frozen=True)
+class TrackPlan:
+    """How a partition's track table is made (`attrgan.fusion.fuse_tracks`), from the bundle:
+    its person-level attributes, their thresholds, its fusion, and the occlusion threshold the
+    pipeline reconstructs from."""
+
+    person_attributes: tuple[str, ...]
+    thresholds: Mapping[str, float]
+    fusion: Fusion
+    occlusion_threshold: float
+
+    def record(self) -> dict[str, Any]:
+        """What `_SUCCESS` says of the partition's tracks (besides their row count): what a reader
+        needs to merge a track's rows across partitions."""
+        return {"person_attributes": list(self.person_attributes),
+                "thresholds": {a: self.thresholds[a] for a in self.person_attributes},
+                "fusion": self.fusion.to_dict()}
+
+
 class ResultsSink(ray.data.Datasink):
     """Ray Data datasink of one commit group (the flow: `attrgan.extract`'s module docstring).
 
@@ -82,12 +104,12 @@ class ResultsSink(ray.data.Datasink):
 
     def __init__(self, *, out: str, storage: StorageConfig, rows_per_file: int, group: CommitGroup, run_id: str,
                  schema: pa.Schema, marker: Mapping[str, Any], start: float,
-                 transient: TransientHistory | None = None, lease: Lease | None = None) -> None:
+                 tracks: TrackPlan | None, transient: TransientHistory | None = None, lease: Lease | None = None) -> None:
         # Plain values, not the ExtractConfig: the sink is pickled into every write task, and the
         # config's module would bring torch along.
         self.out, self.storage, self.rows_per_file = out, storage, rows_per_file
         self.group, self.run_id, self.schema = group, run_id, schema
-        self.marker, self.start = dict(marker), start
+        self.marker, self.start, self.tracks = dict(marker), start, tracks
         # The group's crops that failed for a transient reason in earlier runs (`read_transient`).
         self.transient = transient or TransientHistory(max_runs=1, runs={})
         self.lease = lease  # the output's lease (`attrgan.lease`): checked before each partition's switch
@@ -171,14 +193,24 @@ class ResultsSink(ray.data.Datasink):
                                                    f"given up after {self.transient.max_runs}"))
             else:
                 ready.append(i)
-        problems = ray.get([verify_staged.remote(files[i], self.group.rows[i], self.storage)
-                            for i in ready])
+        checks = [verify_staged.remote(files[i], self.group.rows[i], self.storage) for i in ready]
+        # Each partition's track table is built from its staged files by a task of its own, at the
+        # same time as the checks: the crops never pass through the driver.
+        tables = [stage_tracks.remote(files[i], staging_uri(self.out, self.run_id, self.group.partitions[i]),
+                                      self.tracks, self.storage) if self.tracks else None for i in ready]
+        problems = ray.get(checks)
         fault = os.environ.get(COMMIT_FAULT_ENV)
         drill(fault, "staged")
-        for i, problem in zip(ready, problems):
+        for i, problem, table in zip(ready, problems, tables):
             partition = self.group.partitions[i]
             if problem:
                 raise ExtractError(f"partition {partition!r}: {problem}; its previous results stay committed")
+            try:
+                staged_tracks, tracks = ray.get(table) if table is not None else ([], 0)
+            except Exception as exc:  # noqa: BLE001 - a failed task: its crops wait with it
+                self.incomplete.append((partition, f"its track table failed ({short_reason(exc)}); its previous "
+                                                   "results and tracks stay"))
+                continue
             c = counts[i]
             errors = dict(Counter({k[6:]: v for k, v in c.items() if k.startswith("error:")}).most_common())
             marker = {**self.marker, "partition": partition, "precision": "+".join(sorted(precisions[i])),
@@ -186,11 +218,13 @@ class ResultsSink(ray.data.Datasink):
                       "super_resolved": c["super_resolved"], "reconstructed": c["reconstructed"],
                       "seconds": round(time.perf_counter() - self.start, 3),
                       "finished_at": dt.datetime.now(dt.timezone.utc).isoformat()}
+            if self.tracks is not None:
+                marker["tracks"] = {"rows": tracks, **self.tracks.record()}
             if self.lease is not None and (lost := self.lease.lost()):
                 raise ExtractError(f"{lost}: partition {partition!r} not committed, its previous results stay")
             try:
                 promote(join(self.out, partition), sorted(files[i]), marker, run_id=self.run_id,
-                        storage=self.storage, fault=fault)
+                        storage=self.storage, fault=fault, staged_tracks=staged_tracks)
             except OSError as exc:  # its previous results stay committed; the next run redoes it
                 self.incomplete.append((partition, f"commit failed ({short_reason(exc)})"))
                 continue
@@ -202,7 +236,7 @@ class ResultsSink(ray.data.Datasink):
                                 short_reason(exc))
             summary = PartitionSummary(partition=partition, rows=c["rows"], errors=errors,
                                        super_resolved=c["super_resolved"], reconstructed=c["reconstructed"],
-                                       seconds=time.perf_counter() - self.start)
+                                       seconds=time.perf_counter() - self.start, tracks=tracks)
             self.committed.append(summary)
             log.info("%s", summary.format())
 
@@ -232,6 +266,33 @@ def verify_staged(files: Sequence[str], expected: int, storage: StorageConfig) -
     if len(ids) != expected or distinct != expected:
         return f"staged {len(ids)} rows ({distinct} distinct crop_ids) for {expected} manifest rows"
     return None
+
+
+# What a track table reads of the crops (besides the person-level attributes' scores).
+TRACK_INPUT_COLUMNS = ("crop_id", "image_uri", "camera_id", "captured_at", "track_id", "frame_index", "status",
+                       "super_resolved", "reconstructed", "occlusion_score", "crop_height", "model_version",
+                       "processed_at")
+
+
+@ray.remote(num_cpus=IO_TASK_CPUS)
+def stage_tracks(files: Sequence[str], staging: str, plan: TrackPlan,
+                 storage: StorageConfig) -> tuple[list[str], int]:
+    """Stage the track table of one partition's staged results `files` under `staging`'s
+    TRACKS_DIR: ([its file URI], its rows); ([], 0) for a partition without rows. Reads only the
+    columns fusion needs; holds them for the whole partition (tracks are grouped within it)."""
+    if not files:
+        return [], 0
+    fs, _ = filesystem(files[0], storage)
+    columns = [*TRACK_INPUT_COLUMNS, *(f"{a}_score" for a in plan.person_attributes)]
+    crops = pads.dataset([filesystem(f, storage)[1] for f in files], filesystem=fs,
+                         format="parquet").to_table(columns=columns)
+    tracks = fuse_tracks(crops, plan.fusion, person_attributes=plan.person_attributes, thresholds=plan.thresholds,
+                         occlusion_threshold=plan.occlusion_threshold)
+    sink = pa.BufferOutputStream()
+    pq.write_table(tracks, sink)
+    uri = f"{staging}/{TRACKS_DIR}/part-{uuid.uuid4().hex}.parquet"
+    write_bytes(uri, sink.getvalue().to_pybytes(), storage)
+    return [uri], tracks.num_rows
 
 
 @ray.remote(num_cpus=IO_TASK_CPUS)

@@ -167,9 +167,9 @@ def _results_rows(crop_ids: list[str], errors: dict[str, str] | None = None) -> 
     now = dt.datetime(2026, 11, 26, tzinfo=dt.timezone.utc)
     n = len(crop_ids)
     columns = {"crop_id": crop_ids, "image_uri": [f"{c}.png" for c in crop_ids], "camera_id": [None] * n,
-               "captured_at": [None] * n, "status": ["error" if c in errors else "ok" for c in crop_ids],
+               "captured_at": [None] * n, "track_id": [None] * n, "frame_index": [None] * n, "status": ["error" if c in errors else "ok" for c in crop_ids],
                "error": [errors.get(c) for c in crop_ids], "super_resolved": [c.endswith("low") for c in crop_ids],
-               "reconstructed": [False] * n, "occlusion_score": [0.25] * n, "hat": [True] * n,
+               "reconstructed": [False] * n, "occlusion_score": [0.25] * n, "crop_height": [160] * n, "hat": [True] * n,
                "hat_score": [0.75] * n, "model_version": ["v1"] * n, "processed_at": [now] * n}
     return pa.Table.from_pydict(columns, schema=results_schema(("hat",)))
 
@@ -321,7 +321,7 @@ def test_a_run_logs_progress_each_commit_and_the_summary_last(first_run_and_log)
                             for m in progress), progress
     commits = [m for m in messages if m.startswith("extract: committed ")]
     assert commits == [p.format() for p in summary.processed]  # one line per partition as it commits
-    assert commits[1].startswith("extract: committed day=2: 7 rows, errors: ") and "bad bbox 1" in commits[1]
+    assert commits[1].startswith("extract: committed day=2: 7 rows in 7 tracks, errors: ") and "bad bbox 1" in commits[1]
     assert "super-resolved 2, reconstructed 5; at " in commits[1]
     assert messages[-1] == summary.format()
     # The JSON record: each partition's rows, errors by kind, restorations and seconds.
