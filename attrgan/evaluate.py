@@ -355,8 +355,11 @@ def evaluate(config: EvaluateConfig, *, progress: Callable[[str], None] | None =
     pipeline_threshold = (config.pipeline.occlusion_threshold if config.pipeline.occlusion_threshold is not None
                           else float(thresholds[occ_index]) if occ_index is not None else 0.5)
     detection = occlusion_detection(predictions, model_attributes=model_attributes, threshold=pipeline_threshold)
+    # People are fused as extraction fuses them: the bundle's stored fusion and person-level marking.
+    info = bundle.info
     tracks = track_experiments(predictions, labels, attributes=attributes, model_attributes=model_attributes,
-                               thresholds=thresholds, fusion=bundle_fusion(bundle),
+                               thresholds=thresholds, fusion=Fusion.from_bundle_info(info),
+                               person_attributes=[a for a in attributes if a in info.person_level],
                                resamples=config.bootstrap_resamples, seed=config.seed)
     if tracks is not None:
         say(f"fused {tracks.sets['clean']['plain'].tracks} test tracks per person "
@@ -404,13 +407,6 @@ def evaluate(config: EvaluateConfig, *, progress: Callable[[str], None] | None =
                             errors=errors, attributes=attributes, model_version=bundle.version,
                             report_path=report_path, metrics_path=metrics_path, figures=tuple(figures),
                             seconds=seconds, tracks=tracks)
-
-
-def bundle_fusion(bundle: Any) -> Fusion:
-    """How the evaluation fuses a track: the one place that reads it from the bundle. Bundles do
-    not store a fitted fusion yet, so this is `Fusion()`'s default (the mean; every quality weight
-    1, so quality = mean and best = a track's first crop) until they do."""
-    return Fusion()
 
 
 def _select_split(table: pa.Table, split: str | None, uri: str) -> pa.Table:

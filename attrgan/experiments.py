@@ -242,21 +242,24 @@ def mixed_rows(predictions: pd.DataFrame, *, seed: int) -> tuple[np.ndarray, np.
 
 def track_experiments(predictions: pd.DataFrame, labels: Mapping[str, pd.DataFrame], *,
                       attributes: Sequence[str], model_attributes: Sequence[str], thresholds: np.ndarray,
-                      fusion: Fusion, resamples: int = 1000, seed: int = 0) -> TrackEvaluation | None:
+                      fusion: Fusion, person_attributes: Sequence[str] | None = None, resamples: int = 1000,
+                      seed: int = 0) -> TrackEvaluation | None:
     """Per-track beside per-crop metrics of every track set, variant and fusion rule, and the
     questions of `TrackEvaluation` with intervals that resample tracks.
 
     Arguments as `experiment_metrics`, with predictions carrying track_id, frame_index,
     camera_id and crop_height (`evaluate.score_sets`); fusion: the bundle's rule and quality
-    coefficients (quality and best weigh crops by them; the questions fuse by its rule). Only
-    person-level attributes are fused and scored (`attributes.person_level`). A crop's quality
+    coefficients (quality and best weigh crops by them; the questions fuse by its rule);
+    person_attributes: the attributes fused and scored, in `attributes` order (the bundle's
+    person-level marking; None: `attributes.person_level` of `attributes`). A crop's quality
     signals are those of its variant: the plain classifier's own occlusion_down score and no
     restoration, or the pipeline's first-pass score and what it restored. A track's label is the
     one its labelled crops agree on (unknown where they disagree). `seed` seeds the mixed
     tracks and the bootstrap. None when no crop has a track_id or no attribute is person-level.
     """
     tracks = track_index(predictions)
-    people = person_level(tuple(attributes))
+    chosen = set(person_level(tuple(attributes)) if person_attributes is None else person_attributes)
+    people = tuple(a for a in attributes if a in chosen)
     if tracks is None or not people:
         return None
     model = list(model_attributes)

@@ -309,10 +309,18 @@ def track_section(tracks: TrackEvaluation) -> str:
     whether restoration still helps once crops are fused, the mixed tracks with no clean frame,
     quality fusion against the mean and the best crop), then mA per crop and per track of every
     fusion rule, and the tracks' accuracy and F1."""
-    rule = tracks.fusion.rule
-    coefficients = ", ".join(f"{f} {c:+g}" for f, c in zip(QUALITY_FEATURES, tracks.fusion.coefficients))
-    fitted = "fitted" if tracks.fusion.fitted else "not fitted: every crop weighs the same, so quality = mean and " \
-                                                   "best = a track's first crop"
+    fusion = tracks.fusion
+    rule = fusion.rule
+    coefficients = ", ".join(f"{f} {c:+.3g}" for f, c in zip(QUALITY_FEATURES, fusion.coefficients))
+    fit = fusion.fitted
+    if "reason" in fit:
+        fitted = f"not fitted: {fit['reason']}"
+    elif "tracks" in fit:
+        fitted = f"fitted on {fit['tracks']} tracks" + (f" of the {fit['split']} split" if "split" in fit else "")
+    else:
+        fitted = "none stored"
+    if not any(fusion.coefficients):
+        fitted += "; every crop weighs the same, so quality = mean and best = a track's first crop"
     sets = tracks.sets
     clean = sets["clean"]["plain"]
     some = next(iter(tracks.won_back.values()))["plain"]
@@ -350,8 +358,8 @@ def track_section(tracks: TrackEvaluation) -> str:
         f"(`attrgan.fusion`) on the {len(tracks.attributes)} person-level attributes; *mixed* tracks take each "
         "frame from the clean, occluded or low-res copy that `corrupt.track_conditions` picks (a passer-by "
         "hides a run of frames, the far end is small, a quarter of the tracks have no clean frame). "
-        f"Fusion: rule `{rule}`, quality coefficients {coefficients} ({fitted}). *Without* restoration: the "
-        "classifier alone; *with*: the complete pipeline. Intervals: paired bootstrap over tracks, "
+        f"The bundle's fusion: rule `{rule}`, quality coefficients {coefficients} ({fitted}). *Without* "
+        "restoration: the classifier alone; *with*: the complete pipeline. Intervals: paired bootstrap over tracks, "
         f"{some.resamples} resamples, {100 * some.level:g} %.",
         "",
         f"What corruption costs and what tracks win back (points of mA; fusion `{rule}`). *Wins back*: "

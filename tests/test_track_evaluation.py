@@ -107,11 +107,17 @@ def test_quality_and_best_fusion_recover_a_track_whose_clean_frame_says_the_trut
     text = report.track_section(got)
     assert "| mixed: fusion quality vs mean | 24 |" in text and "| mixed, no clean frame | with |" in text
     assert f"| mixed | without | 24 | {m.crops} | {report.percent(m.per_crop.ma)} |" in text
+    assert "rule `quality`, quality coefficients occlusion_score -8, log_height +2" in text and "(none stored)" in text
 
 
-def test_no_tracks_means_no_per_person_evaluation():
+def test_the_bundles_person_level_marking_chooses_the_attributes_and_no_tracks_means_no_per_person_evaluation():
     predictions, labels, _ = _tracks_case(tracks=4, frames=2)
     assert track_index(predictions) is not None
+    only_hat = track_experiments(predictions, labels, attributes=PEOPLE, model_attributes=MODEL,
+                                 thresholds=np.full(3, 0.5), person_attributes=["hat"], resamples=20,
+                                 fusion=Fusion(fitted={"reason": "fewer than 10 validation tracks"}))
+    assert only_hat.attributes == ("hat",)
+    assert "(not fitted: fewer than 10 validation tracks; every crop weighs the same" in report.track_section(only_hat)
     predictions["track_id"] = None
     assert track_index(predictions) is None
     assert track_experiments(predictions, labels, attributes=PEOPLE, model_attributes=MODEL,
