@@ -257,6 +257,9 @@ def track_experiments(predictions: pd.DataFrame, labels: Mapping[str, pd.DataFra
     one its labelled crops agree on (unknown where they disagree). `seed` seeds the mixed
     tracks and the bootstrap. None when no crop has a track_id or no attribute is person-level.
     """
+    # A track's label as the fusion's fit defines it (its module imports the training package, torch).
+    from attrgan.train.fusion import track_labels
+
     tracks = track_index(predictions)
     chosen = set(person_level(tuple(attributes)) if person_attributes is None else person_attributes)
     people = tuple(a for a in attributes if a in chosen)
@@ -296,12 +299,12 @@ def track_experiments(predictions: pd.DataFrame, labels: Mapping[str, pd.DataFra
             weights = crop_weights(quality_features(first, height[rows], *restored), fusion.coefficients)
             sides[(name, variant, "crop")] = (y[rows], scores[:, cols], tracks[rows])
             group_ids, groups = np.unique(tracks[rows], return_inverse=True)
-            track_labels = _agreed_labels(y[rows], groups, len(group_ids))
+            per_track_labels = track_labels(y[rows], groups, len(group_ids))
             per_track = {}
             for rule in RULES:
                 fused = fuse(scores[:, cols], weights, groups, len(group_ids), rule)
-                sides[(name, variant, rule)] = (track_labels, fused, group_ids)
-                per_track[rule] = attribute_metrics(track_labels, fused, attributes=people, thresholds=thr)
+                sides[(name, variant, rule)] = (per_track_labels, fused, group_ids)
+                per_track[rule] = attribute_metrics(per_track_labels, fused, attributes=people, thresholds=thr)
             sets[name][variant] = TrackSetMetrics(
                 crops=len(rows), tracks=len(group_ids), per_track=per_track,
                 per_crop=attribute_metrics(y[rows], scores[:, cols], attributes=people, thresholds=thr))
@@ -322,15 +325,3 @@ def track_experiments(predictions: pd.DataFrame, labels: Mapping[str, pd.DataFra
     return TrackEvaluation(fusion=fusion, attributes=people, sets=sets, won_back=won_back,
                            restoration=restoration, rules=rules)
 
-
-def _agreed_labels(y: np.ndarray, groups: np.ndarray, n_groups: int) -> np.ndarray:
-    """(n_groups, A) int8: per group and attribute the label its rows agree on (1 or 0), -1 where
-    no row is labelled or rows disagree."""
-    a = y.shape[1]
-    positive = np.zeros((n_groups, a))
-    negative = np.zeros((n_groups, a))
-    for j in range(a):
-        positive[:, j] = np.bincount(groups, weights=y[:, j] == 1, minlength=n_groups)
-        negative[:, j] = np.bincount(groups, weights=y[:, j] == 0, minlength=n_groups)
-    agreed = np.where((positive > 0) & (negative == 0), 1, np.where((negative > 0) & (positive == 0), 0, -1))
-    return agreed.astype(np.int8)
