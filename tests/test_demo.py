@@ -118,6 +118,9 @@ def test_demo_small_runs_end_to_end(tmp_path, monkeypatch):
     assert set(summary["gains_ma"]) == {"occlusion", "low resolution", "complete"}
     report = out / "report" / "report.md"
     assert report.is_file() and "## Table 2" in report.read_text()
+    # The test split is tracks: the report and the summary have the per-person tables.
+    assert "## Per person: tracks" in report.read_text() and "per person (tracks):" in proc.stdout
+    assert summary["tracks"]["sets"]["mixed"]["plain"]["crops"] == 6
     metrics = json.loads((out / "report" / "metrics.json").read_text())
     assert metrics["counts"] == {"clean": 6, "occluded": 6, "lowres": 6}
     assert (out / "report" / "figures" / "examples_complete.png").is_file()
