@@ -193,24 +193,23 @@ class ResultsSink(ray.data.Datasink):
                                                    f"given up after {self.transient.max_runs}"))
             else:
                 ready.append(i)
-        checks = [verify_staged.remote(files[i], self.group.rows[i], self.storage) for i in ready]
-        # Each partition's track table is built from its staged files by a task of its own, at the
-        # same time as the checks: the crops never pass through the driver.
-        tables = [stage_tracks.remote(files[i], staging_uri(self.out, self.run_id, self.group.partitions[i]),
-                                      self.tracks, self.storage) if self.tracks else None for i in ready]
-        problems = ray.get(checks)
+        # One task per partition reads its staged files back, checks them and builds its track
+        # table from them: the crops never pass through the driver.
+        checks = [check_staged.remote(files[i], self.group.rows[i], self.storage,
+                                      staging_uri(self.out, self.run_id, self.group.partitions[i]), self.tracks)
+                  for i in ready]
         fault = os.environ.get(COMMIT_FAULT_ENV)
-        drill(fault, "staged")
-        for i, problem, table in zip(ready, problems, tables):
+        for i, check in zip(ready, checks):
             partition = self.group.partitions[i]
+            try:
+                problem, staged_tracks, tracks = ray.get(check)
+            except Exception as exc:  # noqa: BLE001 - a failed task: the partition waits for the next run
+                self.incomplete.append((partition, f"checking its staged files or building its track table failed "
+                                                   f"({short_reason(exc)}); its previous results and tracks stay"))
+                continue
+            drill(fault, "staged")
             if problem:
                 raise ExtractError(f"partition {partition!r}: {problem}; its previous results stay committed")
-            try:
-                staged_tracks, tracks = ray.get(table) if table is not None else ([], 0)
-            except Exception as exc:  # noqa: BLE001 - a failed task: its crops wait with it
-                self.incomplete.append((partition, f"its track table failed ({short_reason(exc)}); its previous "
-                                                   "results and tracks stay"))
-                continue
             c = counts[i]
             errors = dict(Counter({k[6:]: v for k, v in c.items() if k.startswith("error:")}).most_common())
             marker = {**self.marker, "partition": partition, "precision": "+".join(sorted(precisions[i])),
@@ -253,21 +252,6 @@ class ResultsSink(ray.data.Datasink):
         return max(runs.values(), default=0)
 
 
-@ray.remote(num_cpus=IO_TASK_CPUS)
-def verify_staged(files: Sequence[str], expected: int, storage: StorageConfig) -> str | None:
-    """Read the staged files' crop_ids back: exactly `expected` rows, each crop_id once (the
-    manifest's ids were checked unique and every results row carries one). None when fine."""
-    if not files:
-        return None if expected == 0 else f"no staged files for {expected} rows"
-    fs, _ = filesystem(files[0], storage)
-    ids = pads.dataset([filesystem(f, storage)[1] for f in files], filesystem=fs,
-                       format="parquet").to_table(columns=["crop_id"])["crop_id"]
-    distinct = pc.count_distinct(ids).as_py() if len(ids) else 0
-    if len(ids) != expected or distinct != expected:
-        return f"staged {len(ids)} rows ({distinct} distinct crop_ids) for {expected} manifest rows"
-    return None
-
-
 # What a track table reads of the crops (besides the person-level attributes' scores).
 TRACK_INPUT_COLUMNS = ("crop_id", "image_uri", "camera_id", "captured_at", "track_id", "frame_index", "status",
                        "super_resolved", "reconstructed", "occlusion_score", "crop_height", "model_version",
@@ -275,24 +259,33 @@ TRACK_INPUT_COLUMNS = ("crop_id", "image_uri", "camera_id", "captured_at", "trac
 
 
 @ray.remote(num_cpus=IO_TASK_CPUS)
-def stage_tracks(files: Sequence[str], staging: str, plan: TrackPlan,
-                 storage: StorageConfig) -> tuple[list[str], int]:
-    """Stage the track table of one partition's staged results `files` under `staging`'s
-    TRACKS_DIR: ([its file URI], its rows); ([], 0) for a partition without rows. Reads only the
-    columns fusion needs; holds them for the whole partition (tracks are grouped within it)."""
+def check_staged(files: Sequence[str], expected: int, storage: StorageConfig, staging: str,
+                 tracks: TrackPlan | None) -> tuple[str | None, list[str], int]:
+    """Read one partition's staged files back: exactly `expected` rows, each crop_id once (the
+    manifest's ids were checked unique and every results row carries one); then, with a plan,
+    stage its track table under `staging`'s TRACKS_DIR. Returns (what is wrong or None, [the
+    track file's URI], its rows). Reads only the columns these need, and holds them for the whole
+    partition (tracks are grouped within it)."""
     if not files:
-        return [], 0
+        return (None if expected == 0 else f"no staged files for {expected} rows"), [], 0
+    columns = ["crop_id"] if tracks is None else [*TRACK_INPUT_COLUMNS,
+                                                  *(f"{a}_score" for a in tracks.person_attributes)]
     fs, _ = filesystem(files[0], storage)
-    columns = [*TRACK_INPUT_COLUMNS, *(f"{a}_score" for a in plan.person_attributes)]
     crops = pads.dataset([filesystem(f, storage)[1] for f in files], filesystem=fs,
                          format="parquet").to_table(columns=columns)
-    tracks = fuse_tracks(crops, plan.fusion, person_attributes=plan.person_attributes, thresholds=plan.thresholds,
-                         occlusion_threshold=plan.occlusion_threshold)
+    ids = crops["crop_id"]
+    distinct = pc.count_distinct(ids).as_py() if len(ids) else 0
+    if len(ids) != expected or distinct != expected:
+        return f"staged {len(ids)} rows ({distinct} distinct crop_ids) for {expected} manifest rows", [], 0
+    if tracks is None:
+        return None, [], 0
+    table = fuse_tracks(crops, tracks.fusion, person_attributes=tracks.person_attributes,
+                        thresholds=tracks.thresholds, occlusion_threshold=tracks.occlusion_threshold)
     sink = pa.BufferOutputStream()
-    pq.write_table(tracks, sink)
+    pq.write_table(table, sink)
     uri = f"{staging}/{TRACKS_DIR}/part-{uuid.uuid4().hex}.parquet"
     write_bytes(uri, sink.getvalue().to_pybytes(), storage)
-    return [uri], tracks.num_rows
+    return None, [uri], table.num_rows
 
 
 @ray.remote(num_cpus=IO_TASK_CPUS)

@@ -296,13 +296,13 @@ def test_write_decode_and_check_tasks_start_without_torch(tmp_path):
     from attrgan.config import StorageConfig
     from attrgan.scoring import decode_rows
     from attrgan.fusion import Fusion
-    from attrgan.sink import CommitGroup, ResultsSink, TrackPlan, check_ids, stage_tracks, verify_staged
+    from attrgan.sink import CommitGroup, ResultsSink, TrackPlan, check_ids, check_staged
 
     sink = ResultsSink(out=str(tmp_path), storage=StorageConfig(), rows_per_file=10,
                        group=CommitGroup(("date=2026-11-25",), (3,)), run_id="r1", schema=results_schema(["hat"]),
                        marker={"model_version": "v1", "pipeline": {"device": "cpu"}}, start=0.0,
                        tracks=TrackPlan(("hat",), {"hat": 0.5}, Fusion(), 0.5))
-    payload = cloudpickle.dumps((sink, check_ids._function, verify_staged._function, stage_tracks._function,
+    payload = cloudpickle.dumps((sink, check_ids._function, check_staged._function,
                                  decode_rows))
     layer = ["attrgan.contracts", "attrgan.results", "attrgan.fusion", "attrgan.data.images", "attrgan.data.manifest"]
     load = ("import importlib, pickle, sys; pickle.loads(sys.stdin.buffer.read()); "
@@ -371,7 +371,7 @@ def test_a_failed_track_table_holds_its_partition_back_and_its_previous_crops_an
 
     assert [s.tracks for s in commit("r1", ("hat",)).committed] == [2]  # two crops without a track: two tracks
     failed = commit("r2", ("hat", "no_such_attribute"))  # its track task cannot read the column
-    assert failed.committed == [] and "its track table failed" in failed.incomplete[0][1]
+    assert failed.committed == [] and "building its track table failed" in failed.incomplete[0][1]
     assert read_success(f"{out}/day=1")["model_version"] == "r1"
     assert sorted(load_results(out)["crop_id"]) == ["a", "b"]
     assert sorted(committed_tracks(f"{out}/day=1")["best_crop_id"].to_pylist()) == ["a", "b"]
