@@ -34,8 +34,9 @@ def percent(value: float) -> str:
 
 
 def points(value: float | None) -> str:
-    """A difference of fractions in signed percentage points: 0.018 -> '+1.80'; NaN or None -> 'n/a'."""
-    return "n/a" if value is None or math.isnan(value) else f"{100.0 * value:+.2f}"
+    """A difference of fractions in signed percentage points: 0.018 -> '+1.80'; NaN or None -> 'n/a'.
+    A difference that rounds to zero is '+0.00' whatever its float sign."""
+    return "n/a" if value is None or math.isnan(value) else f"{round(100.0 * value, 2) + 0.0:+.2f}"
 
 
 def decibels(value: float | None) -> str:

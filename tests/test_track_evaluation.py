@@ -151,6 +151,7 @@ def test_bootstrap_over_tracks_is_wider_than_over_crops_when_a_tracks_crops_move
                                  groups=np.arange(200))
     assert (same.low, same.high) == (crops.low, crops.high)
     assert "200 crops in 10 tracks) helps" in report.gain_text(tracks)
+    assert report.points(-1e-17) == report.points(0.0) == "+0.00" and report.points(-0.0123) == "-1.23"
 
 
 def test_bootstrap_contrast_pairs_sides_that_hold_different_rows_by_track():
