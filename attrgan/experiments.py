@@ -17,7 +17,7 @@ import pandas as pd
 
 from attrgan.attributes import OCCLUSION_DOWN, person_level
 from attrgan.corrupt import SUFFIX, track_conditions
-from attrgan.fusion import RULES, Fusion, crop_weights, fuse, quality_features
+from attrgan.fusion import RULES, Fusion, crop_weights, fuse, quality_features, track_labels
 from attrgan.metrics import (AttributeMetrics, GainInterval, Side, attribute_metrics, bootstrap_contrast,
                              paired_bootstrap_gain)
 
@@ -257,9 +257,6 @@ def track_experiments(predictions: pd.DataFrame, labels: Mapping[str, pd.DataFra
     one its labelled crops agree on (unknown where they disagree). `seed` seeds the mixed
     tracks and the bootstrap. None when no crop has a track_id or no attribute is person-level.
     """
-    # A track's label as the fusion's fit defines it (its module imports the training package, torch).
-    from attrgan.train.fusion import track_labels
-
     tracks = track_index(predictions)
     chosen = set(person_level(tuple(attributes)) if person_attributes is None else person_attributes)
     people = tuple(a for a in attributes if a in chosen)

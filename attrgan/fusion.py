@@ -143,6 +143,20 @@ def fuse(scores: np.ndarray, weights: np.ndarray, groups: np.ndarray, n_groups: 
     return out
 
 
+def track_labels(labels: np.ndarray, groups: np.ndarray, n_groups: int) -> np.ndarray:
+    """(n_groups, A) int8: per track and attribute, the label every known crop label of the track
+    agrees on; -1 when none is known or they disagree."""
+    labels = np.asarray(labels)
+    out = np.full((n_groups, labels.shape[1]), -1, np.int8)
+    for value in (0, 1):
+        hits = np.zeros((n_groups, labels.shape[1]), np.int64)
+        np.add.at(hits, groups, (labels == value).astype(np.int64))
+        other = np.zeros_like(hits)
+        np.add.at(other, groups, (labels == 1 - value).astype(np.int64))
+        out[(hits > 0) & (other == 0)] = value
+    return out
+
+
 def track_keys(crops: pa.Table) -> tuple[np.ndarray, int]:
     """(group per row (N,) int64, number of tracks): a track is (camera_id, track_id) within a
     partition, and a row without a track_id is its own track of one."""

@@ -12,7 +12,8 @@ from test_gain import ATTRS, INPUT, tiny_bundle
 from attrgan.bundle import bundle_info, save_bundle, store_fusion
 from attrgan.fusion import QUALITY_FEATURES, Fusion, crop_weights, fuse, quality_features
 from attrgan.metrics import attribute_metrics
-from attrgan.train.fusion import MIN_TRACKS, choose_fusion, fit_coefficients, fit_fusion, track_labels
+from attrgan.fusion import track_labels
+from attrgan.train.fusion import MIN_TRACKS, choose_fusion, fit_coefficients, fit_fusion
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from attrgan.fusion import RULES, Fusion, crop_weights, fuse, quality_features
+from attrgan.fusion import RULES, Fusion, crop_weights, fuse, quality_features, track_labels
 
 if TYPE_CHECKING:
     from attrgan.bundle import Bundle
@@ -51,20 +51,6 @@ L2 = 1e-3  # on |c|², beside a loss of ~0.1-0.7 per cell: keeps c finite when a
 RESAMPLES = 1000
 _MAX_ITER = 200
 _EPS = 1e-6  # scores and fused scores are kept in [_EPS, 1 - _EPS]: the log stays finite
-
-
-def track_labels(labels: np.ndarray, groups: np.ndarray, n_groups: int) -> np.ndarray:
-    """(n_groups, A) int8: per track and attribute, the label every known crop label of the track
-    agrees on; -1 when none is known or they disagree."""
-    labels = np.asarray(labels)
-    out = np.full((n_groups, labels.shape[1]), -1, np.int8)
-    for value in (0, 1):
-        hits = np.zeros((n_groups, labels.shape[1]), np.int64)
-        np.add.at(hits, groups, (labels == value).astype(np.int64))
-        other = np.zeros_like(hits)
-        np.add.at(other, groups, (labels == 1 - value).astype(np.int64))
-        out[(hits > 0) & (other == 0)] = value
-    return out
 
 
 def fit_coefficients(scores: np.ndarray, features: np.ndarray, groups: np.ndarray, labels: np.ndarray, *,
