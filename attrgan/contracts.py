@@ -120,7 +120,7 @@ class BundleInfo:
                 continue
             measured = (f"validation gain {100 * stored['gain_ma']:+.2f} mA "
                         f"({100 * stored.get('low', math.nan):+.2f} to {100 * stored.get('high', math.nan):+.2f}, "
-                        f"{stored.get('crops', '?')} crops)")
+                        f"{stored.get('crops', '?')} crops" + (f" in {stored['tracks']} tracks" if "tracks" in stored else "") + ")")
             if self.classifier_version and stored.get("classifier_version") not in (None, "", self.classifier_version):
                 plan[name] = Restoration(True, f"{measured} against another classifier: not measured for this one")
             elif stored["gain_ma"] > 0 or not require_proven:

@@ -157,6 +157,18 @@ def track_labels(labels: np.ndarray, groups: np.ndarray, n_groups: int) -> np.nd
     return out
 
 
+def track_groups(keys: Sequence[str | None]) -> np.ndarray | None:
+    """(N,) int64 track per crop from per-crop track keys (None: a crop of no track, its own
+    group); None when no crop has a key (every crop independent)."""
+    if not any(k is not None for k in keys):
+        return None
+    codes: dict[str, int] = {}
+    out = np.empty(len(keys), np.int64)
+    for i, k in enumerate(keys):
+        out[i] = codes.setdefault(f"t{k}" if k is not None else f"c{i}", len(codes))
+    return out
+
+
 def track_keys(crops: pa.Table) -> tuple[np.ndarray, int]:
     """(group per row (N,) int64, number of tracks): a track is (camera_id, track_id) within a
     partition, and a row without a track_id is its own track of one."""

@@ -61,12 +61,14 @@ def pipeline_outputs(pipeline: Pipeline, images: np.ndarray, heights: np.ndarray
 
 def measure_gain(bundle: Bundle, kind: str, images: np.ndarray, labels: np.ndarray, crop_sizes: np.ndarray, *,
                  attributes: tuple[str, ...], config: PipelineConfig | None = None, seed: int = 0,
-                 resamples: int = 1000, split: str = "val") -> dict[str, Any]:
+                 resamples: int = 1000, split: str = "val", groups: np.ndarray | None = None) -> dict[str, Any]:
     """The stored GAIN_KEY record of generator `kind` ("reconstruction" | "superres") in `bundle`.
 
     images / crop_sizes as in `corrupted_inputs`; labels (N, len(attributes)) int8 of the clean
     crops. The gain is over the classifier's attributes other than occlusion_down, with the
-    bundle's thresholds, as the evaluation's Table 2 computes it.
+    bundle's thresholds, as the evaluation's Table 2 computes it. groups: (N,) the track of each
+    crop when the crops come in tracks (`attrgan.fusion.track_groups`): the interval then resamples
+    tracks, as a person's crops are not independent.
     """
     from attrgan.metrics import paired_bootstrap_gain
     from attrgan.pipeline import Pipeline, PipelineConfig, forced_configs
@@ -83,7 +85,8 @@ def measure_gain(bundle: Bundle, kind: str, images: np.ndarray, labels: np.ndarr
     label_cols = [attributes.index(a) for a in keep]
     interval = paired_bootstrap_gain(labels[:, label_cols], scores["plain"][:, cols], scores[kind][:, cols],
                                      attributes=tuple(keep), thresholds=np.asarray(bundle.thresholds)[cols],
-                                     resamples=resamples, seed=seed)
-    return {"split": split, "crops": interval.crops, "gain_ma": interval.gain, "low": interval.low,
+                                     resamples=resamples, seed=seed, groups=groups)
+    return {"split": split, "crops": interval.crops, **({"tracks": interval.tracks} if groups is not None else {}),
+            "gain_ma": interval.gain, "low": interval.low,
             "high": interval.high, "level": interval.level, "resamples": interval.resamples, "seed": seed,
             "classifier_version": bundle.metas.get("classifier", {}).get("version", "")}

@@ -303,6 +303,7 @@ def _measure_gain(net_state: dict[str, torch.Tensor], config: TrainConfig, class
                   storage: StorageConfig) -> dict[str, Any] | None:
     from attrgan.bundle import Bundle, load_network
     from attrgan.pipeline import PipelineConfig
+    from attrgan.fusion import track_groups
     from attrgan.train.gain import measure_gain
     from attrgan.train.gan import build_gan
 
@@ -319,8 +320,10 @@ def _measure_gain(net_state: dict[str, torch.Tensor], config: TrainConfig, class
     bundle = Bundle(classifier=classifier, reconstruction=None, superres=None,  # type: ignore[arg-type]
                     metas={"classifier": classifier_meta})
     setattr(bundle, config.model, net_g)
+    tracks, _ = _validation_tracks(rows.take(crops.rows))
     return measure_gain(bundle, config.model, crops.images, crops.labels, crops.crop_sizes, attributes=attributes,
-                        config=PipelineConfig(device=device, precision=config.precision), seed=config.seed)
+                        config=PipelineConfig(device=device, precision=config.precision), seed=config.seed,
+                        groups=track_groups(tracks))
 
 
 def _track_fusion(config: TrainConfig, *, bundle: str, manifest: str, storage: StorageConfig) -> None:
@@ -353,6 +356,19 @@ def _track_fusion(config: TrainConfig, *, bundle: str, manifest: str, storage: S
         log.info("track fusion not stored: %s changed while it was fitted (its new network fits its own)", bundle)
 
 
+def _validation_tracks(kept: Any) -> tuple[list[str | None], list[int | None]]:
+    """The track key and frame index of each decoded validation crop (`kept`: their manifest rows):
+    a track is (camera_id, track_id), as in the extraction's track tables (`attrgan.fusion.track_keys`);
+    None where the manifest has no track_id."""
+    tracks = frames = [None] * kept.num_rows
+    if "track_id" in kept.column_names:
+        cameras = kept["camera_id"].to_pylist() if "camera_id" in kept.column_names else [None] * kept.num_rows
+        tracks = [None if t is None else f"{c or ''}\x1f{t}" for c, t in zip(cameras, kept["track_id"].to_pylist())]
+    if "frame_index" in kept.column_names:
+        frames = kept["frame_index"].to_pylist()
+    return tracks, frames
+
+
 def _fit_fusion(bundle_uri: str, manifest: str, config: TrainConfig, storage: StorageConfig,
                 ) -> tuple[Any, tuple[str, ...], str] | None:
     """(Fusion, the person-level attributes, the bundle version it was fitted on); None without
@@ -368,14 +384,7 @@ def _fit_fusion(bundle_uri: str, manifest: str, config: TrainConfig, storage: St
     if rows.num_rows == 0 or not attributes:
         return None
     crops = load_crops(rows, size=bundle.info.input_size, attributes=attributes, storage=storage)
-    kept = rows.take(crops.rows)
-    # A track is (camera_id, track_id), as in the extraction's track tables (`attrgan.fusion.track_keys`).
-    tracks = frames = [None] * kept.num_rows
-    if "track_id" in kept.column_names:
-        cameras = kept["camera_id"].to_pylist() if "camera_id" in kept.column_names else [None] * kept.num_rows
-        tracks = [None if t is None else f"{c or ''}\x1f{t}" for c, t in zip(cameras, kept["track_id"].to_pylist())]
-    if "frame_index" in kept.column_names:
-        frames = kept["frame_index"].to_pylist()
+    tracks, frames = _validation_tracks(rows.take(crops.rows))
     fusion = fit_fusion(bundle, crops.images, crops.labels, crops.crop_sizes, tracks, frames, attributes=attributes,
                         config=PipelineConfig(device="cuda" if config.use_gpu else "cpu", precision=config.precision),
                         seed=config.seed)
