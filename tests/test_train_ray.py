@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +23,7 @@ from attrgan.runtime import STATE_API_ENV
 from attrgan.train.config import load_train_config
 from attrgan.train.data import TrainDataError
 from attrgan.train.ray_train import KILL_EPOCH_ENV, KILL_MARKER_ENV, RUN_FILE, default_locations, train_network
+from helpers import new_bucket
 
 pytestmark = pytest.mark.ray
 REPO = Path(__file__).resolve().parents[1]
@@ -39,12 +39,9 @@ def tiny_config(model: str, **extra):
 @pytest.fixture(scope="module")
 def s3(s3_endpoint):
     """(storage, bucket) of a bucket holding a 40-crop synthetic training manifest."""
-    import boto3
-
     from attrgan.data.synth import generate
 
-    bucket = f"train-{uuid.uuid4().hex[:10]}"
-    boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
+    bucket = new_bucket(s3_endpoint)
     storage = StorageConfig(endpoint_url=s3_endpoint, region="us-east-1")
     generate(f"s3://{bucket}/synth", 40, seed=0, storage=storage, workers=1, splits=(0.7, 0.3, 0.0))
     return storage, bucket
