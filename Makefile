@@ -11,7 +11,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo reproduce bench gpu-check clean
+.PHONY: install browser test demo reproduce bench gpu-check clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || test -n "$(PYTHON)" || { echo "No Python 3.11, 3.12 or 3.13 found (python3 is" \
@@ -22,9 +22,18 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) browser
 
-test: $(STAMP)
+# Debian's headless Chromium for the search page's browser test (tests/test_search_browser.py),
+# installed when missing: apt-get as root, through sudo otherwise. Without apt-get (not Debian or
+# Ubuntu) it says so and that one test is skipped.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+		if ! command -v apt-get >/dev/null 2>&1; then echo "no chromium and no apt-get: the browser test is skipped"; \
+		else if [ "$$(id -u)" -eq 0 ]; then sudo=; else sudo=sudo; fi; \
+		$$sudo apt-get update && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; fi; }
+
+test: $(STAMP) browser
 	RAY_AUTH_MODE=disabled $(PY) -m pytest -q $(PYTEST_ARGS)
 
 demo: $(STAMP)

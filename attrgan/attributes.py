@@ -68,6 +68,19 @@ OCCLUSION_DOWN = "occlusion_down"
 # decides whether the reconstruction network runs.
 RAP_ATTRIBUTES: tuple[str, ...] = RAP51 + (OCCLUSION_DOWN,)
 
+# Moment-level attributes describe a crop, not the person: what they are doing in that frame
+# (RAP's actions, PA-100K's HoldObjectsInFront) and whether this crop's lower body is hidden.
+# Per-track fusion leaves them per crop; every other attribute is person-level and is fused over
+# the person's track (`attrgan.fusion`).
+MOMENT_LEVEL: frozenset[str] = frozenset(
+    {a for a, name in RAP_NAMES.items() if name.startswith("action-")} | {"hold_objects_in_front", OCCLUSION_DOWN})
+
+
+def person_level(attributes: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """The person-level attributes of `attributes`, in their order."""
+    return tuple(a for a in attributes if a not in MOMENT_LEVEL)
+
+
 # Attributes the synthetic pedestrian renderer draws (attrgan.data.synth). Ids reuse RAP's where
 # RAP has the attribute, so a synthetic model and a RAP model speak the same language.
 SYNTH_ATTRIBUTES: tuple[str, ...] = (

@@ -18,7 +18,9 @@ A bundle may come from anywhere a job can read, so loading trusts nothing in it.
 settings' strict types, its input at most `MAX_INPUT_PIXELS`, sized on the meta device and
 refused above `MAX_NETWORK_BYTES` before anything is allocated; attribute ids are at most
 `MAX_ATTRIBUTES` snake_case ids that never collide with results columns; thresholds are JSON
-numbers (not booleans, not strings), finite and in [0, 1]; the weight file is read only up to the
+numbers (not booleans, not strings), finite and in [0, 1]; a stored fusion is a `Fusion` record (a
+known rule, one finite coefficient per quality feature) and the person-level marking distinct ids of
+the classifier's attributes; the weight file is read only up to the
 network's size, must match `weights_sha256`, and its tensors' shapes must be the network's. Every
 refusal is a one-line `BundleError`.
 """
@@ -42,7 +44,9 @@ from torch import nn
 from attrgan.config import StorageConfig, from_dict, to_dict
 from attrgan.data.storage import ObjectRefusedError, join, read_bytes, write_bytes
 from attrgan.models import ARCHITECTURES, architecture_of, config_class
-from attrgan.contracts import BASE_COLUMNS, GAIN_KEY, NETWORKS, VERSION_CHARS, BundleInfo, bundle_version
+from attrgan.contracts import (BASE_COLUMNS, FUSION_KEY, GAIN_KEY, NETWORKS, PERSON_LEVEL_KEY, TRACK_COLUMNS,
+                               VERSION_CHARS, BundleInfo, bundle_version)
+from attrgan.fusion import Fusion
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -127,7 +131,7 @@ def check_attributes(attributes: Any, where: str) -> tuple[str, ...]:
     if bad:
         raise BundleError(f"{where}: attribute ids are snake_case (a-z, 0-9, _; at most 64 characters), "
                           f"got {_short(repr(bad[0]))}")
-    columns: dict[str, str] = {c: "a results column" for c in BASE_COLUMNS}
+    columns: dict[str, str] = {c: "a tracks column" for c in TRACK_COLUMNS} | {c: "a results column" for c in BASE_COLUMNS}
     for a in attributes:
         for column in (a, f"{a}_score"):
             if column in columns:
@@ -184,6 +188,7 @@ def save_network(uri: str | Path, model: nn.Module, meta: Mapping[str, Any] | No
         derived["attributes"] = list(check_attributes(list(model.config.attributes), "the classifier"))
         if meta.get("thresholds") is not None:
             check_thresholds(meta["thresholds"], len(model.config.attributes), "meta['thresholds']")
+        check_fusion(_plain(meta, "meta"), derived["attributes"], "meta")
     for key, value in derived.items():
         if key in meta and _plain(meta[key], key) != value:
             raise BundleError(f"meta[{key!r}] = {meta[key]!r} contradicts the model's {value!r}")
@@ -227,6 +232,27 @@ def _check_gain(stored: Any, where: str) -> None:
         raise BundleError(f"{where}: {GAIN_KEY}.classifier_version must be a string")
 
 
+def check_fusion(meta: Mapping[str, Any], attributes: tuple[str, ...], where: str) -> None:
+    """A classifier's stored FUSION_KEY (absent, or a `Fusion.to_dict` record) and PERSON_LEVEL_KEY
+    (absent, or distinct ids of `attributes`: the ones fused per track)."""
+    if meta.get(FUSION_KEY) is not None:
+        try:
+            Fusion.from_dict(meta[FUSION_KEY])
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise BundleError(f"{where}: {_short(exc, 200)}") from None  # "fusion rule must be ...", ...
+    marked = meta.get(PERSON_LEVEL_KEY)
+    if marked is None:
+        return
+    if not isinstance(marked, list) or not all(isinstance(a, str) for a in marked):
+        raise BundleError(f"{where}: {PERSON_LEVEL_KEY} must be a list of attribute ids, got {_short(marked)}")
+    unknown = [a for a in marked if a not in attributes]
+    if unknown:
+        raise BundleError(f"{where}: {PERSON_LEVEL_KEY} names {_short(repr(unknown[0]))}, "
+                          "which is not an attribute of the classifier")
+    if len(set(marked)) != len(marked):
+        raise BundleError(f"{where}: {PERSON_LEVEL_KEY} names an attribute twice")
+
+
 class _SkipInit(torch.overrides.TorchFunctionMode):
     """Weight initialisers do nothing: on the meta device there is nothing to fill, and torch's
     meta kernels for random fills import torch._dynamo (~6 s of a fresh process)."""
@@ -267,6 +293,7 @@ def check_meta(meta: Any, where: str) -> tuple[Any, dict[str, tuple[int, ...]], 
                               "a bundle has one attribute list")
         if meta.get("thresholds") is not None:
             check_thresholds(meta["thresholds"], len(attributes), where)
+        check_fusion(meta, attributes, where)
     try:
         config = from_dict(config_class(architecture), values)
     except (ValueError, TypeError) as exc:
@@ -355,6 +382,23 @@ def bundle_info(uri: str, storage: StorageConfig | None = None) -> BundleInfo:
     return BundleInfo.from_metas({name: checked.meta for name, checked in check_bundle(uri, storage).items()})
 
 
+def store_fusion(uri: str, fusion: Fusion, person_level: tuple[str, ...], *, bundle_version: str,
+                 storage: StorageConfig | None = None) -> bool:
+    """Write `fusion` and the `person_level` marking into the classifier's config.json of the bundle at
+    `uri` (the weights are not touched, so no version changes); only while the bundle is still the
+    `bundle_version` the fusion was fitted on (a network trained meanwhile fits its own). Returns
+    whether it was stored."""
+    checked = check_bundle(uri, storage)
+    if BundleInfo.from_metas({n: c.meta for n, c in checked.items()}).version != bundle_version:
+        return False
+    config_uri = join(join(str(uri), "classifier"), CONFIG_FILE)
+    meta = _parse_config(_read(config_uri, storage, CONFIG_FILE, MAX_CONFIG_BYTES), config_uri)
+    meta.update({FUSION_KEY: fusion.to_dict(), PERSON_LEVEL_KEY: list(person_level)})
+    check_meta(json.loads(json.dumps(_plain(meta, "meta"))), config_uri)
+    write_bytes(config_uri, json.dumps(_plain(meta, "meta"), indent=2).encode(), storage=storage)
+    return True
+
+
 @dataclasses.dataclass
 class Bundle:
     """The three networks the pipeline runs, with their stored meta (config.json) per network."""
@@ -372,7 +416,8 @@ class Bundle:
     @property
     def info(self) -> BundleInfo:
         """The stored metadata, with the classifier's attributes (a bundle not saved yet has none stored)."""
-        return dataclasses.replace(BundleInfo.from_metas(self.metas), attributes=self.attributes)
+        classifier = {**self.metas.get("classifier", {}), "attributes": list(self.attributes)}
+        return BundleInfo.from_metas({**self.metas, "classifier": classifier})
 
     @property
     def thresholds(self) -> np.ndarray:

@@ -3,7 +3,7 @@
 One module on purpose (it is long): each subcommand's parser and how its flags become the job's
 settings sit side by side, so a newcomer sees every command's surface in one place.
 
-    attrgan train | extract | evaluate | synth | convert | demo | predict | export [--help]
+    attrgan train | extract | evaluate | synth | convert | demo | predict | export | search [--help]
 
 Every job takes `--config FILE` (YAML) where it has settings and `--set key=value` (repeatable;
 dotted keys reach nested settings: `--set pipeline.occlusion_threshold=0.6`,
@@ -29,7 +29,7 @@ from typing import Any
 
 from attrgan.config import StorageConfig, load, merge, parse_overrides, to_dict
 
-COMMANDS = ("train", "extract", "evaluate", "synth", "convert", "demo", "reproduce", "predict", "export")
+COMMANDS = ("train", "extract", "evaluate", "synth", "convert", "demo", "reproduce", "predict", "export", "search")
 EXIT_RUNTIME = 1
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
@@ -522,17 +522,71 @@ def run_export(args: argparse.Namespace) -> None:
               f"{r['max_abs_diff']:.3g}")
 
 
+# --- search ---------------------------------------------------------------------------------------
+
+SEARCH_DOC = """Search people: the person tracks of the nightly results that match an expression, best first.
+
+    attrgan search --results s3://archive/attributes --where "backpack and not female" \\
+        [--camera cam07 ...] [--since 2026-11-25T18:00] [--until 2026-11-26T06:00] [--top 50] [--html people.html]
+
+Prints one line per track (camera, track, first and last seen, crops, best crop, the expression's
+attributes with their fused decisions and scores); --html also writes a self-contained page with
+each track's best crop. The expression: attribute names (the fused decision is true), and, or,
+not, parentheses, and score comparisons such as `backpack > 0.7` (attrgan.query). Times are
+ISO-8601, UTC unless they say otherwise; a track overlapping [--since, --until) is kept. The S3
+endpoint comes from the environment or --set storage.KEY=VALUE.
+"""
+
+
+def search_parser() -> argparse.ArgumentParser:
+    from attrgan.search import DEFAULT_TOP
+
+    parser = _parser("search", SEARCH_DOC)
+    parser.add_argument("--results", required=True, help="results base URI written by extract (local or s3://)")
+    parser.add_argument("--where", metavar="EXPR", help='e.g. "backpack and not female" (default: every track)')
+    parser.add_argument("--camera", dest="cameras", action="append", metavar="ID",
+                        help="only tracks of this camera (repeatable)")
+    parser.add_argument("--since", metavar="TIME", help="only tracks seen at or after TIME (ISO-8601, UTC)")
+    parser.add_argument("--until", metavar="TIME", help="only tracks seen before TIME (ISO-8601, UTC)")
+    parser.add_argument("--top", type=int, default=DEFAULT_TOP, help=f"at most N tracks (default {DEFAULT_TOP})")
+    parser.add_argument("--html", metavar="FILE", help="also write a page of the tracks with their best crops")
+    _add_set(parser, "storage.endpoint_url=http://127.0.0.1:9000")
+    return parser
+
+
+def run_search(args: argparse.Namespace) -> None:
+    from attrgan.config import ConfigError
+    from attrgan.results import _utc
+    from attrgan.search import format_table, search
+
+    overrides = parse_overrides(args.overrides)
+    storage = StorageConfig.from_env(**overrides.pop("storage", {}))
+    if overrides:
+        raise ConfigError(f"search takes only storage.* settings, got {sorted(overrides)}")
+    if args.top < 1:
+        raise ConfigError(f"--top must be >= 1, got {args.top}")
+    since, until = _utc(args.since, "--since"), _utc(args.until, "--until")
+    found = search(args.results, args.where, start=since, end=until, cameras=args.cameras, top=args.top,
+                   html_path=args.html, storage=storage)
+    if found.tracks.empty:
+        print("no track matches")
+    else:
+        print(format_table(found.tracks, found.query))
+    if found.page is not None:
+        print(f"page: {found.page}")
+
+
 # --- dispatch -------------------------------------------------------------------------------------
 
 PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
     "train": train_parser, "extract": extract_parser, "evaluate": evaluate_parser, "synth": synth_parser,
     "convert": convert_parser, "demo": demo_parser, "reproduce": reproduce_parser, "predict": predict_parser,
-    "export": export_parser,
+    "export": export_parser, "search": search_parser,
 }
 RUNNERS: dict[str, Callable[[argparse.Namespace], int | None]] = {
     "train": run_train, "extract": run_extract, "evaluate": run_evaluate, "synth": run_synth,
     "convert": run_convert, "demo": run_demo, "reproduce": run_reproduce, "predict": run_predict,
-    "export": run_export,
+    "export": run_export, "search": run_search,
 }
 
 

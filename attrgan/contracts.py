@@ -17,7 +17,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from attrgan.attributes import OCCLUSION_DOWN
+from attrgan.attributes import OCCLUSION_DOWN, person_level
 
 # ---------------------------------------------------------------------------------------------
 # networks
@@ -32,6 +32,10 @@ DEFAULT_INPUT_SIZES: Mapping[str, tuple[int, int]] = {
 }
 # A generator's measured effect on its bundle's classifier, in its config.json (`attrgan.train.gain`).
 GAIN_KEY = "validation_gain"
+# How the bundle fuses a track (`attrgan.fusion.Fusion.to_dict`, fitted by `attrgan.train.fusion`) and
+# which attributes it fuses per track, in the classifier's config.json.
+FUSION_KEY = "fusion"
+PERSON_LEVEL_KEY = "person_level"
 VERSION_CHARS = 12
 
 
@@ -58,7 +62,10 @@ class BundleInfo:
 
     version: the bundle's content hash ("" while a network is not stored yet, as during training);
     attributes, thresholds, classifier_version: the classifier's; input_sizes: per network;
-    gains: per generator, its stored GAIN_KEY record (None when none was stored).
+    gains: per generator, its stored GAIN_KEY record (None when none was stored);
+    person_level: the attributes fused per track, in model order (stored under PERSON_LEVEL_KEY;
+    none stored: `attrgan.attributes.person_level` of the attributes); fusion: the stored FUSION_KEY
+    record (None when none was stored: `attrgan.fusion.Fusion.from_bundle_info` reads it).
     """
 
     version: str
@@ -67,18 +74,25 @@ class BundleInfo:
     classifier_version: str
     input_sizes: Mapping[str, tuple[int, int]]
     gains: Mapping[str, Mapping[str, Any] | None]
+    person_level: tuple[str, ...] = ()
+    fusion: Mapping[str, Any] | None = None
 
     @classmethod
     def from_metas(cls, metas: Mapping[str, Mapping[str, Any]]) -> BundleInfo:
         """From network name → meta as `attrgan.bundle` checked it (a network may be absent)."""
         classifier = metas.get("classifier", {})
+        attributes = tuple(classifier.get("attributes") or ())
+        marked = classifier.get(PERSON_LEVEL_KEY)
         return cls(
             version=bundle_version(metas) if all("weights_sha256" in metas.get(n, {}) for n in NETWORKS) else "",
-            attributes=tuple(classifier.get("attributes") or ()),
+            attributes=attributes,
             thresholds=tuple(classifier.get("thresholds") or ()),  # none stored: 0.5 each (`Bundle.thresholds`)
             classifier_version=classifier.get("version", ""),
             input_sizes={name: tuple(meta["input_size"]) for name, meta in metas.items() if "input_size" in meta},
-            gains={name: metas.get(name, {}).get(GAIN_KEY) for name in GENERATORS})
+            gains={name: metas.get(name, {}).get(GAIN_KEY) for name in GENERATORS},
+            person_level=(person_level(attributes) if marked is None
+                          else tuple(a for a in attributes if a in set(marked))),  # model order
+            fusion=classifier.get(FUSION_KEY))
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -106,7 +120,7 @@ class BundleInfo:
                 continue
             measured = (f"validation gain {100 * stored['gain_ma']:+.2f} mA "
                         f"({100 * stored.get('low', math.nan):+.2f} to {100 * stored.get('high', math.nan):+.2f}, "
-                        f"{stored.get('crops', '?')} crops)")
+                        f"{stored.get('crops', '?')} crops" + (f" in {stored['tracks']} tracks" if "tracks" in stored else "") + ")")
             if self.classifier_version and stored.get("classifier_version") not in (None, "", self.classifier_version):
                 plan[name] = Restoration(True, f"{measured} against another classifier: not measured for this one")
             elif stored["gain_ma"] > 0 or not require_proven:
@@ -132,11 +146,14 @@ FIXED_RESULT_FIELDS = (
     pa.field("image_uri", pa.string(), nullable=False),
     pa.field("camera_id", pa.string()),
     pa.field("captured_at", pa.timestamp("us", tz="UTC")),
+    pa.field("track_id", pa.string()),
+    pa.field("frame_index", pa.int64()),
     pa.field("status", pa.string(), nullable=False),
     pa.field("error", pa.string()),
     pa.field("super_resolved", pa.bool_(), nullable=False),
     pa.field("reconstructed", pa.bool_(), nullable=False),
     pa.field("occlusion_score", pa.float32()),
+    pa.field("crop_height", pa.int32()),
 )
 TRAILING_RESULT_FIELDS = (
     pa.field("model_version", pa.string(), nullable=False),
@@ -146,17 +163,62 @@ TRAILING_RESULT_FIELDS = (
 BASE_COLUMNS = tuple(f.name for f in FIXED_RESULT_FIELDS + TRAILING_RESULT_FIELDS)
 
 
+def _attribute_fields(attributes: Sequence[str], fixed: Sequence[str], table: str) -> list[pa.Field]:
+    names = set(fixed)
+    attr_fields: list[pa.Field] = []
+    for a in attributes:
+        for field in (pa.field(a, pa.bool_()), pa.field(f"{a}_score", pa.float32())):
+            if field.name in names or any(f.name == field.name for f in attr_fields):
+                raise ValueError(f"attribute {a!r} collides with the {table} column {field.name!r}")
+            attr_fields.append(field)
+    return attr_fields
+
+
 def results_schema(attributes: Sequence[str]) -> pa.Schema:
     """The results table of DESIGN.md: fixed columns, `<attr>` bool and `<attr>_score` float32 per
     attribute (in model order), then model_version and processed_at."""
-    fixed = set(BASE_COLUMNS)
-    attr_fields = []
-    for a in attributes:
-        for field in (pa.field(a, pa.bool_()), pa.field(f"{a}_score", pa.float32())):
-            if field.name in fixed or any(f.name == field.name for f in attr_fields):
-                raise ValueError(f"attribute {a!r} collides with the results column {field.name!r}")
-            attr_fields.append(field)
+    attr_fields = _attribute_fields(attributes, BASE_COLUMNS, "results")
     return pa.schema([*FIXED_RESULT_FIELDS, *attr_fields, *TRAILING_RESULT_FIELDS])
+
+
+# ---------------------------------------------------------------------------------------------
+# tracks: one row per (partition, camera_id, track_id), committed with the partition's crops
+
+# A partition's track files live in this folder of the partition and are listed in its
+# `_SUCCESS` under TRACK_FILES_KEY: one switch commits crops and tracks together, and readers of
+# the crop results skip the folder (a '_' path).
+TRACKS_DIR = "_tracks"
+TRACK_FILES_KEY = "track_files"
+FIXED_TRACK_FIELDS = (
+    pa.field("camera_id", pa.string()),
+    # null: a crop without a track_id, its own track of one (best_crop_id names it)
+    pa.field("track_id", pa.string()),
+    pa.field("crops", pa.int32(), nullable=False),  # the track's rows in this partition
+    pa.field("crops_ok", pa.int32(), nullable=False),  # of those, scored (status ok): what is fused
+    pa.field("first_seen", pa.timestamp("us", tz="UTC")),
+    pa.field("last_seen", pa.timestamp("us", tz="UTC")),
+    pa.field("first_frame", pa.int64()),
+    pa.field("last_frame", pa.int64()),
+    pa.field("best_crop_id", pa.string(), nullable=False),  # the scored crop of highest quality weight
+    pa.field("best_image_uri", pa.string(), nullable=False),
+    # shares of the scored crops; null when none was scored
+    pa.field("occluded_share", pa.float32()),  # first-pass occlusion score at or over its threshold
+    pa.field("super_resolved_share", pa.float32()),
+    pa.field("reconstructed_share", pa.float32()),
+    pa.field("median_height", pa.float32()),  # stored crop height, pixels
+    # the sum of the scored crops' quality weights: what merges a track's rows across partitions
+    pa.field("weight", pa.float64(), nullable=False),
+    pa.field("fusion", pa.string(), nullable=False),  # the rule that fused the scores (`attrgan.fusion`)
+)
+TRACK_COLUMNS = tuple(f.name for f in FIXED_TRACK_FIELDS + TRAILING_RESULT_FIELDS)
+
+
+def tracks_schema(person_attributes: Sequence[str]) -> pa.Schema:
+    """The per-track table of DESIGN.md: fixed columns, then the fused `<attr>` bool and
+    `<attr>_score` float32 of each person-level attribute (in model order), then model_version and
+    processed_at. Moment-level attributes (actions) stay per crop."""
+    attr_fields = _attribute_fields(person_attributes, TRACK_COLUMNS, "tracks")
+    return pa.schema([*FIXED_TRACK_FIELDS, *attr_fields, *TRAILING_RESULT_FIELDS])
 
 
 # ---------------------------------------------------------------------------------------------

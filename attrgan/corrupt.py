@@ -226,6 +226,72 @@ def _bbox(row: dict[str, Any]) -> tuple[int, int, int, int] | None:
     return None if any(v is None for v in box) else box  # type: ignore[return-value]
 
 
+# ---------------------------------------------------------------------------------------------
+# Tracks as footage shows them: a person is clean in some frames, hidden behind a passer-by in a
+# run of others, and tiny at the far end of the view.
+
+TRACK_CONDITIONS = ("clean", "occluded", "lowres")
+NO_GOOD_CROP_SHARE = 0.25  # tracks with no clean frame: the people restoration matters most for
+PASSER_BY_SHARE = 0.6  # of the other tracks, those a passer-by occludes for a run of frames
+FAR_END_SHARE = 0.6  # ... and those whose far end is seen at low resolution
+
+
+def track_conditions(track_ids: Sequence[str | None], frame_index: Sequence[int | None] | np.ndarray,
+                     heights: Sequence[float] | np.ndarray, *, crop_ids: Sequence[str] | None = None,
+                     seed: int = 0) -> np.ndarray:
+    """Which copy each frame of a mixed track comes from: "clean", "occluded" or "lowres" (N,) object.
+
+    Per track (rows of one track_id, ordered by frame_index), seeded by (seed, track_id) so the
+    answer does not depend on row order: NO_GOOD_CROP_SHARE of the tracks have no clean frame (a
+    passer-by's run of frames, the rest at low resolution); of the others, PASSER_BY_SHARE have an
+    occluded run of 20-60 % of their frames and FAR_END_SHARE a low-resolution run of 20-50 % at
+    the end where the person is smaller, and at least one frame stays clean. A row without a
+    track_id is a track of one: clean, occluded or low-res with equal odds, seeded by its crop_id
+    (by its position when `crop_ids` is None).
+    """
+    ids = list(track_ids)
+    n = len(ids)
+    frames = np.asarray([-1 if f is None else f for f in frame_index], np.float64) if n else np.zeros(0)
+    heights = np.asarray(heights, np.float64)
+    out = np.empty(n, object)
+    by_track: dict[str, list[int]] = {}
+    for i, t in enumerate(ids):
+        if t is None:
+            out[i] = TRACK_CONDITIONS[_track_rng(seed, f"\x00{i if crop_ids is None else crop_ids[i]}").integers(3)]
+        else:
+            by_track.setdefault(t, []).append(i)
+    for t, rows in by_track.items():
+        rows = sorted(rows, key=lambda i: (frames[i], i))
+        out[rows] = _conditions(len(rows), heights[rows], _track_rng(seed, t))
+    return out
+
+
+def _track_rng(seed: int, key: str) -> np.random.Generator:
+    digest = hashlib.sha256(f"{seed}\x1f{key}".encode("utf-8", "surrogatepass")).digest()
+    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+
+
+def _conditions(length: int, heights: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One track's frames, in order."""
+    out = np.full(length, "clean", object)
+    far_first = length > 1 and np.nanmean(heights[: length // 2]) < np.nanmean(heights[length - length // 2:])
+    if rng.random() < NO_GOOD_CROP_SHARE:
+        cut = int(rng.integers(0, length + 1))  # frames [0, cut) behind a passer-by, the rest low-res
+        out[:] = "lowres"
+        out[:cut] = "occluded"
+        return out[::-1] if far_first else out
+    if rng.random() < FAR_END_SHARE and length > 1:
+        run = max(1, min(length - 1, round(rng.uniform(0.2, 0.5) * length)))
+        out[-run:] = "lowres"
+    if rng.random() < PASSER_BY_SHARE:
+        clean = np.flatnonzero(out == "clean")
+        run = min(len(clean) - 1, round(rng.uniform(0.2, 0.6) * length))
+        if run > 0:
+            start = int(rng.integers(0, len(clean) - run + 1))
+            out[clean[start:start + run]] = "occluded"
+    return out[::-1] if far_first else out
+
+
 def corrupt_manifest(src_uri: str, dst_uri: str, *, kind: Literal["occlusion", "lowres"], seed: int = 0,
                      storage: StorageConfig | None = None, fraction_range: Sequence[float] = FRACTION_RANGE,
                      factor: int = 4, workers: int = 8) -> str:

@@ -27,8 +27,14 @@ bundle's per-attribute thresholds:
                complete (occluded + lowres merged): corrupted = plain, restored = pipeline.
 
 Each comparison of Table 2 (COMPARISONS) is a gain in mA on the same crops, reported with a paired
-bootstrap interval over crops (`attrgan.metrics.paired_bootstrap_gain`) and its verdict: "helps"
-only where the whole interval lies above 0.
+bootstrap interval over crops, or over tracks when the crops come in tracks
+(`attrgan.metrics.paired_bootstrap_gain`), and its verdict: "helps" only where the whole interval
+lies above 0.
+
+When the split's crops carry track ids, the same scores are also fused per person
+(`attrgan.experiments.track_experiments`): per-track beside per-crop metrics of the clean,
+occluded, low-res and mixed tracks (each frame from the copy `corrupt.track_conditions` picks: no
+extra scoring), each fusion rule, without and with restoration.
 
 `occlusion_down` is the pipeline's control signal, not a property of the person, so it is left out
 of the tables and reported on its own (how well it separates clean from occluded crops).
@@ -60,8 +66,10 @@ from attrgan import report
 from attrgan.attributes import OCCLUSION_DOWN
 from attrgan.config import StorageConfig, to_dict
 from attrgan.corrupt import OCCLUDED_FRACTION, SUFFIX as CORRUPT_SUFFIX, occlusion_rows
-from attrgan.experiments import (COMPARISONS, EXPERIMENTS, FORCED, SETS, VARIANTS, comparison_intervals,
-                                 experiment_metrics, occlusion_detection, stack_scores)
+from attrgan.experiments import (COMPARISONS, EXPERIMENTS, FORCED, SETS, VARIANTS, TrackEvaluation,
+                                 comparison_intervals, experiment_metrics, occlusion_detection, stack_scores,
+                                 track_experiments)
+from attrgan.fusion import Fusion
 from attrgan.metrics import AttributeMetrics, GainInterval, psnr, squared_error
 from attrgan.pipeline import PipelineConfig, forced_configs
 from attrgan.runtime import init_ray
@@ -163,6 +171,7 @@ class EvaluationResult:
     metrics_path: Path
     figures: tuple[Path, ...]
     seconds: float
+    tracks: TrackEvaluation | None = None  # per person; None when the crops carry no track ids
 
     def gain(self, comparison: str) -> float:
         """mA(restored) - mA(corrupted) of one of COMPARISONS, in [-1, 1]."""
@@ -195,8 +204,8 @@ class VariantScorer:
 
     def __call__(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Input columns: crop_id, eval_set, status, error, image (N, H, W, 3) uint8 at the classifier
-        size, crop_height (N,) int. Output columns: crop_id, eval_set, status, error, and for the
-        decoded rows (zeros elsewhere) plain / forced / pipeline (N, A) float32 scores,
+        size, crop_height (N,) int. Output columns: crop_id, eval_set, status, error, crop_height, and for
+        the decoded rows (zeros elsewhere) plain / forced / pipeline (N, A) float32 scores,
         super_resolved, reconstructed (N,) bool and occlusion_score (N,) float32 of the pipeline.
         """
         n = len(batch["crop_id"])
@@ -208,6 +217,7 @@ class VariantScorer:
             "eval_set": sets,
             "status": np.asarray(batch["status"]),
             "error": np.asarray(batch["error"], dtype=object),
+            "crop_height": np.asarray(batch["crop_height"]).astype(np.int32),  # a crop's quality signal
             "plain": np.zeros((n, a), np.float32),
             "forced": np.zeros((n, a), np.float32),
             "pipeline": np.zeros((n, a), np.float32),
@@ -238,9 +248,11 @@ class VariantScorer:
 def score_sets(tables: Mapping[str, pa.Table], *, input_size: tuple[int, int], config: EvaluateConfig) -> pd.DataFrame:
     """Run the scoring pass over the evaluation sets as one Ray Data job, sized like extraction.
 
-    tables: set name → manifest table (crop_id, image_uri, bbox_*). Returns one row per manifest
-    row with columns crop_id, eval_set, status, error, super_resolved, reconstructed,
-    occlusion_score and plain / forced / pipeline holding (A,) float32 score arrays.
+    tables: set name → manifest table (crop_id, image_uri, bbox_*; camera_id, track_id and
+    frame_index when present). Returns one row per manifest row with columns crop_id, eval_set,
+    status, error, crop_height (the stored crop's, 0 when unreadable), super_resolved,
+    reconstructed, occlusion_score, plain / forced / pipeline holding (A,) float32 score arrays,
+    and camera_id, track_id, frame_index carried from the manifest (null where it has none).
     """
     import ray
     import ray.data
@@ -277,9 +289,16 @@ def score_sets(tables: Mapping[str, pa.Table], *, input_size: tuple[int, int], c
     scored = pd.concat(frames, ignore_index=True)
     keys = zip(combined["eval_set"].to_pylist(), combined["crop_id"].to_pylist())
     position = {key: i for i, key in enumerate(keys)}
-    order = np.argsort([position.get(key, len(position)) for key in zip(scored["eval_set"], scored["crop_id"])],
-                       kind="stable")
-    return scored.iloc[order].reset_index(drop=True)
+    rows = [position.get(key, len(position)) for key in zip(scored["eval_set"], scored["crop_id"])]
+    order = np.argsort(rows, kind="stable")
+    scored = scored.iloc[order].reset_index(drop=True)
+    # Who each crop shows stays on the driver, taken from the sets' manifests by row.
+    rows = pa.array(np.asarray(rows)[order])
+    for column, kind in (("camera_id", pa.string()), ("track_id", pa.string()), ("frame_index", pa.int64())):
+        values = pa.concat_arrays([(t.column(column).combine_chunks().cast(kind) if column in t.column_names
+                                    else pa.nulls(t.num_rows, kind)) for t in tables.values()])
+        scored[column] = values.take(rows).to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
+    return scored
 
 
 # ---------------------------------------------------------------------------------------------
@@ -336,6 +355,15 @@ def evaluate(config: EvaluateConfig, *, progress: Callable[[str], None] | None =
     pipeline_threshold = (config.pipeline.occlusion_threshold if config.pipeline.occlusion_threshold is not None
                           else float(thresholds[occ_index]) if occ_index is not None else 0.5)
     detection = occlusion_detection(predictions, model_attributes=model_attributes, threshold=pipeline_threshold)
+    # People are fused as extraction fuses them: the bundle's stored fusion and person-level marking.
+    info = bundle.info
+    tracks = track_experiments(predictions, labels, attributes=attributes, model_attributes=model_attributes,
+                               thresholds=thresholds, fusion=Fusion.from_bundle_info(info),
+                               person_attributes=[a for a in attributes if a in info.person_level],
+                               resamples=config.bootstrap_resamples, seed=config.seed)
+    if tracks is not None:
+        say(f"fused {tracks.sets['clean']['plain'].tracks} test tracks per person "
+            f"({len(tracks.attributes)} person-level attributes, fusion rule {tracks.fusion.rule!r})")
 
     counts = {s: int(((predictions["eval_set"] == s) & (predictions["status"] == "ok")).sum()) for s in SETS}
     errors = {s: int(((predictions["eval_set"] == s) & (predictions["status"] != "ok")).sum()) for s in SETS}
@@ -366,18 +394,19 @@ def evaluate(config: EvaluateConfig, *, progress: Callable[[str], None] | None =
         "gain_intervals": {name: interval.to_dict() for name, interval in intervals.items()},
         "reconstruction_psnr": rec_psnr.to_dict() if rec_psnr is not None else None,
         "occlusion_detection": detection.to_dict() if detection is not None else None,
+        "tracks": tracks.to_dict() if tracks is not None else None,
         "pipeline": to_dict(config.pipeline),
     }
     metrics_path = out / "metrics.json"
     metrics_path.write_text(json.dumps(summary, indent=2) + "\n")
     report_path = out / "report.md"
     report_path.write_text(report.render_report(metrics, summary=summary, detection=detection, intervals=intervals,
-                                         figures=[f.relative_to(out) for f in figures]))
+                                                tracks=tracks, figures=[f.relative_to(out) for f in figures]))
     say(f"wrote {report_path}, {metrics_path} and {len(figures)} figures")
     return EvaluationResult(metrics=metrics, intervals=intervals, reconstruction_psnr=rec_psnr, counts=counts,
                             errors=errors, attributes=attributes, model_version=bundle.version,
                             report_path=report_path, metrics_path=metrics_path, figures=tuple(figures),
-                            seconds=seconds)
+                            seconds=seconds, tracks=tracks)
 
 
 def _select_split(table: pa.Table, split: str | None, uri: str) -> pa.Table:

@@ -60,13 +60,15 @@ from attrgan.data.manifest import (PARTITION_INDEX, ManifestError, ManifestScan,
 from attrgan.data.storage import absolute, filesystem, is_s3, join, redact, split_s3, write_bytes
 from attrgan.lease import DEFAULT_TTL_S, Lease
 from attrgan.pipeline import Pipeline, PipelineConfig
+from attrgan.attributes import OCCLUSION_DOWN
 from attrgan.contracts import BundleInfo, TransientHistory, results_schema
+from attrgan.fusion import Fusion
 from attrgan.results import clean_partition, clean_staging, new_run_id, read_success, read_transient, staging_uri
 from attrgan.progress import ProgressLog, start_counter
 from attrgan.runtime import init_ray, quiet_actor_args_notice
 from attrgan.scoring import (IO_TASK_CPUS, Unschedulable, cluster_offer, let_pools_grow, plan_actors, score_stream,
                              wait_for_one_actor)
-from attrgan.sink import (PRECISION, CommitGroup, ExtractError, PartitionSummary, ResultsSink, check_ids, commit_groups,
+from attrgan.sink import (PRECISION, CommitGroup, TrackPlan, ExtractError, PartitionSummary, ResultsSink, check_ids, commit_groups,
                           short_reason)
 
 log = logging.getLogger(__name__)
@@ -129,6 +131,8 @@ class ExtractConfig:
     break_lease: remove the output's lease first, whoever holds it (for an operator who knows that
         run is dead; two live runs on one output race).
     progress_interval_s: seconds between the driver's progress lines (rows done / total, rows/s, ETA).
+    tracks: write each partition's per-track table with its crops (docs/DESIGN.md "Tracks");
+        false writes crops only.
     """
 
     manifest: str
@@ -153,6 +157,7 @@ class ExtractConfig:
     lease_ttl_s: float = DEFAULT_TTL_S
     break_lease: bool = False
     progress_interval_s: float = 30.0
+    tracks: bool = True
     pipeline: PipelineConfig = dataclasses.field(default_factory=PipelineConfig)
     storage: StorageConfig = dataclasses.field(default_factory=StorageConfig)
 
@@ -187,6 +192,8 @@ class ExtractConfig:
         if not isinstance(self.progress_interval_s, (int, float)) or not self.progress_interval_s > 0:
             raise ValueError(f"ExtractConfig.progress_interval_s must be a number of seconds > 0, "
                              f"got {self.progress_interval_s!r}")
+        if not isinstance(self.tracks, bool):
+            raise ValueError(f"ExtractConfig.tracks must be true or false, got {self.tracks!r}")
         if not isinstance(self.max_restarts, int) or self.max_restarts < 0:
             raise ValueError(f"ExtractConfig.max_restarts must be an integer >= 0, got {self.max_restarts!r}")
 
@@ -278,7 +285,7 @@ def results_batch(batch: Mapping[str, np.ndarray], pipeline: Pipeline, *, model_
     """Run `pipeline` on a decoded batch and build its results rows (one per input row).
 
     Input columns: crop_id, image_uri, camera_id, captured_at (datetime64 or objects, UTC),
-    image (N, H, W, 3) uint8, crop_height int, status ("ok" / "error"), error (str or None).
+    track_id and frame_index (optional: null when absent), image (N, H, W, 3) uint8, crop_height int, status ("ok" / "error"), error (str or None).
     Rows with status "error" skip the models: they keep their row with null scores and decisions.
     Output: a table with `results_schema(pipeline.attributes)`.
     """
@@ -303,11 +310,14 @@ def results_batch(batch: Mapping[str, np.ndarray], pipeline: Pipeline, *, model_
         "image_uri": _strings(batch["image_uri"]),
         "camera_id": _strings(batch["camera_id"]),
         "captured_at": _timestamps(batch["captured_at"]),
+        "track_id": _strings(batch["track_id"]) if "track_id" in batch else pa.nulls(n, pa.string()),
+        "frame_index": _integers(batch["frame_index"]) if "frame_index" in batch else pa.nulls(n, pa.int64()),
         "status": pa.array(status.tolist(), pa.string()),
         "error": pa.array([None if k else str(e) for k, e in zip(ok, batch["error"])], pa.string()),
         "super_resolved": pa.array(sr),
         "reconstructed": pa.array(rec),
         "occlusion_score": pa.array(occlusion, pa.float32(), mask=null | np.isnan(occlusion)),
+        "crop_height": _integers(batch["crop_height"], pa.int32(), mask=null),
     }
     for i, name in enumerate(attributes):
         columns[name] = pa.array(decisions[:, i], pa.bool_(), mask=null)
@@ -325,6 +335,14 @@ def _strings(values: Any) -> pa.Array:
     """A string column from a batch. A column that was all null on its way through Ray Data can
     come back as float NaN (Arrow's null type), so NaN is null here too."""
     return pa.array([None if _is_null(v) else str(v) for v in np.asarray(values).tolist()], pa.string())
+
+
+def _integers(values: Any, type: pa.DataType = pa.int64(), mask: np.ndarray | None = None) -> pa.Array:
+    """An integer column from a batch; None / NaN (a null on its way through Ray Data) is null."""
+    items = [None if _is_null(v) else int(v) for v in np.asarray(values).tolist()]
+    if mask is not None:
+        items = [None if m else v for v, m in zip(items, mask)]
+    return pa.array(items, type)
 
 
 def _timestamps(values: Any) -> pa.Array:
@@ -540,6 +558,7 @@ def _extract(config: ExtractConfig, run_id: str, start: float, lease: Lease, inf
     let_pools_grow()
 
     schema = results_schema(info.attributes)
+    tracks = track_plan(info, config.pipeline) if config.tracks else None
     marker = {"model_version": model_version, "manifest": config.manifest, "run": run_id,
               "pipeline": to_dict(config.pipeline), "restorations": restorations}
     committed, incomplete, nodes, precisions = [], [], set(), set()
@@ -552,7 +571,7 @@ def _extract(config: ExtractConfig, run_id: str, start: float, lease: Lease, inf
                     if (runs := read_transient(join(config.out, p), storage))})
                 sink = ResultsSink(out=config.out, storage=config.storage, rows_per_file=config.rows_per_file,
                                    group=group, run_id=run_id, schema=schema, marker=marker, start=start,
-                                   transient=transient, lease=lease)
+                                   tracks=tracks, transient=transient, lease=lease)
                 if sum(group.rows) == 0:  # nothing to score: commit the empty partitions directly
                     sink.commit([])
                 else:
@@ -575,6 +594,17 @@ def _extract(config: ExtractConfig, run_id: str, start: float, lease: Lease, inf
     if incomplete:
         raise IncompleteRun(summary)
     return summary
+
+
+def track_plan(info: BundleInfo, pipeline: PipelineConfig) -> TrackPlan:
+    """How this bundle's tracks are fused: its person-level attributes and thresholds, its fusion,
+    and the occlusion threshold its pipeline reconstructs from."""
+    thresholds = dict(zip(info.attributes, info.thresholds or (0.5,) * len(info.attributes)))
+    occlusion = pipeline.occlusion_threshold
+    if occlusion is None:
+        occlusion = thresholds.get(OCCLUSION_DOWN, 0.5)
+    return TrackPlan(person_attributes=info.person_level, thresholds=thresholds, fusion=Fusion.from_bundle_info(info),
+                     occlusion_threshold=float(occlusion))
 
 
 def rows_per_block(rows: int, *, batch_size: int, actors: int) -> int:

@@ -19,9 +19,11 @@ P = predicted positives):
     out of the means (counting them as 0 would punish missing annotations, not the model).
 
 Gains (`paired_bootstrap_gain`): mA(after) - mA(before) on the same crops, with a paired
-percentile bootstrap interval over crops; `GainInterval.verdict` says "helps" only when the whole
-interval lies above 0. Image fidelity (`squared_error`, `psnr`): PSNR of uint8 images over
-selected rows, pooled over every compared value.
+percentile bootstrap interval over crops, or over tracks when crops come in tracks;
+`bootstrap_contrast` is the same for any sum of mA's over sides that share their tracks (per-crop
+against per-track mA). `GainInterval.verdict` says "helps" only when the whole interval lies above
+0. Image fidelity (`squared_error`, `psnr`): PSNR of uint8 images over selected rows, pooled over
+every compared value.
 
 A metric with nothing to average over (no sample or attribute with a known label) is NaN;
 `AttributeMetrics.to_dict` writes NaN as null.
@@ -204,7 +206,8 @@ class GainInterval:
     """mA(after) - mA(before) on the same crops, with its paired percentile bootstrap interval.
 
     gain, low, high are fractions like `AttributeMetrics.ma` (0.018 = 1.8 points); crops is N,
-    resamples and level (e.g. 0.95) say how the interval was drawn. `per_attribute` is indexed by
+    resamples and level (e.g. 0.95) say how the interval was drawn, and tracks how many tracks its
+    resamples drew from (None: it drew single crops). `per_attribute` is indexed by
     attribute id with columns gain, low, high: the same for each ma_i (NaN where an attribute has
     no known label).
     """
@@ -216,6 +219,7 @@ class GainInterval:
     resamples: int
     level: float
     per_attribute: pd.DataFrame
+    tracks: int | None = None
 
     @property
     def verdict(self) -> str:
@@ -233,12 +237,15 @@ class GainInterval:
         table = {str(attr): {col: _json_number(columns[col][i]) for col in GAIN_COLUMNS}
                  for i, attr in enumerate(self.per_attribute.index)}
         return {"gain": _json_number(self.gain), "low": _json_number(self.low), "high": _json_number(self.high),
-                "crops": self.crops, "resamples": self.resamples, "level": self.level, "verdict": self.verdict,
-                "per_attribute": table}
+                "crops": self.crops, "tracks": self.tracks, "resamples": self.resamples, "level": self.level,
+                "verdict": self.verdict, "per_attribute": table}
 
 
-# Weights held at once by paired_bootstrap_gain (resamples × crops): 32 MiB of float64.
+# Weights held at once by a bootstrap (resamples × groups): 32 MiB of float64.
 _BOOTSTRAP_CELLS = 1 << 22
+
+# One side of a bootstrap contrast: labels (n, A), scores (n, A) and each row's group (n,) ints.
+Side = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 def paired_bootstrap_gain(
@@ -251,6 +258,7 @@ def paired_bootstrap_gain(
     resamples: int = 1000,
     seed: int = 0,
     level: float = 0.95,
+    groups: np.ndarray | None = None,
 ) -> GainInterval:
     """The mA gain of `after` over `before` on the same crops, with a paired bootstrap interval.
 
@@ -265,40 +273,87 @@ def paired_bootstrap_gain(
     low / high are the (1 - level) / 2 and (1 + level) / 2 percentiles of the resampled gains
     (resamples where mA is undefined are left out). Seeded: the same inputs and seed give the
     same interval. N = 0 gives NaN gain and interval.
+
+    groups: (N,) ints, crops that are not independent (a person's track): each resample then
+    draws whole groups with replacement, as many as there are, instead of single crops
+    (`bootstrap_contrast`). None: every crop is its own group.
+    """
+    n = np.asarray(labels).shape[0] if np.ndim(labels) == 2 else 0
+    tracks = None if groups is None else len(np.unique(np.asarray(groups)))
+    groups = np.arange(n) if groups is None else groups
+    return bootstrap_contrast([(labels, before, groups), (labels, after, groups)], (-1.0, 1.0),
+                              attributes=attributes, thresholds=thresholds, resamples=resamples, seed=seed,
+                              level=level, tracks=tracks)
+
+
+def bootstrap_contrast(
+    sides: Sequence[Side],
+    coefficients: Sequence[float],
+    *,
+    attributes: Sequence[str],
+    thresholds: float | Sequence[float] | np.ndarray | None = None,
+    resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+    crops: int | None = None,
+    tracks: int | None = None,
+) -> GainInterval:
+    """sum_s coefficients[s] · mA(side s), with a percentile bootstrap interval over groups.
+
+    sides: per side (labels (n_s, A), scores (n_s, A), groups (n_s,) ints): the rows one mA is
+    measured on and the group (a track) each row belongs to. Sides may hold different rows (a
+    track's crops on one side, its fused scores on another) as long as their groups name the same
+    things. Each resample draws G groups with replacement (G: the distinct groups over every side)
+    and gives each side the rows of the drawn groups, as often as drawn, so every side of a
+    resample sees the same groups (paired). Scored as `attribute_metrics` does; per attribute the
+    same contrast of ma_i. crops: reported as the interval's crops (default: the largest side's
+    rows); tracks: reported as its tracks (None: the groups are single crops).
     """
     if isinstance(resamples, bool) or not isinstance(resamples, (int, np.integer)) or resamples < 1:
         raise ValueError(f"resamples must be an integer >= 1, got {resamples!r}")
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level!r}")
+    coef = np.asarray(coefficients, np.float64)
+    if not sides or coef.shape != (len(sides),):
+        raise ValueError(f"bootstrap_contrast needs one coefficient per side, got {len(sides)} side(s) and "
+                         f"{coef.shape} coefficients")
     attrs = tuple(attributes)
-    m_before = attribute_metrics(labels, before, attributes=attrs, thresholds=thresholds)
-    m_after = attribute_metrics(labels, after, attributes=attrs, thresholds=thresholds)
-    known, positive = _check_labels(labels)
-    n, a = known.shape
-    per_gain = m_after.per_attribute["ma"].to_numpy() - m_before.per_attribute["ma"].to_numpy()
+    point = [attribute_metrics(labels, scores, attributes=attrs, thresholds=thresholds) for labels, scores, _ in sides]
+    gain, per_gain = 0.0, np.zeros(len(attrs))
+    for c, m in zip(coef, point):
+        gain += c * m.ma
+        per_gain = per_gain + c * m.per_attribute["ma"].to_numpy()
+
+    keys = []
+    for k, (labels, _, group) in enumerate(sides):
+        group = np.asarray(group)
+        if group.shape != (np.asarray(labels).shape[0],) or not np.issubdtype(group.dtype, np.integer):
+            raise ValueError(f"side {k}: groups must be ({np.asarray(labels).shape[0]},) integers, "
+                             f"got {group.shape} {group.dtype}")
+        keys.append(group)
+    universe, inverse = np.unique(np.concatenate(keys), return_inverse=True)
+    g = len(universe)
+    a = len(attrs)
     gains = np.full(resamples, np.nan)
     per = np.full((resamples, a), np.nan)
-
-    if n:
-        negative = known & ~positive
-        pred_before = _decisions(before, thresholds, shape=(n, a))
-        pred_after = _decisions(after, thresholds, shape=(n, a))
-        # What each crop adds to attribute_metrics' counts pos, neg, TP and TN of both variants:
-        # a resample's counts are then its crop weights times these, one matrix product.
-        cells = np.concatenate([positive, negative, pred_before & positive, ~pred_before & negative,
-                                pred_after & positive, ~pred_after & negative], axis=1).astype(np.float64)  # (N, 6A)
+    if g:
+        # What each group adds to attribute_metrics' counts pos, neg, TP and TN of every side: a
+        # resample's counts are then its group weights times these, one matrix product.
+        offsets = np.cumsum([0] + [len(k) for k in keys])
+        cells = np.concatenate([_group_cells(labels, scores, thresholds, inverse[offsets[k]:offsets[k + 1]], g)
+                                for k, (labels, scores, _) in enumerate(sides)], axis=1)  # (G, S·4A)
         rng = np.random.default_rng(seed)
-        chunk = max(1, _BOOTSTRAP_CELLS // n)
+        chunk = max(1, _BOOTSTRAP_CELLS // g)
+        s = len(sides)
         for start in range(0, resamples, chunk):
             b = min(chunk, resamples - start)
-            rows = rng.integers(0, n, size=(b, n))
-            # How often each resample drew each crop, (b, N).
-            weights = np.bincount((rows + n * np.arange(b)[:, None]).ravel(), minlength=b * n).reshape(b, n)
-            counts = (weights.astype(np.float64) @ cells).reshape(b, 6, a)
-            ma_before = _balanced_accuracy(counts[:, 2], counts[:, 0], counts[:, 3], counts[:, 1])  # (b, A)
-            ma_after = _balanced_accuracy(counts[:, 4], counts[:, 0], counts[:, 5], counts[:, 1])
-            per[start:start + b] = ma_after - ma_before
-            gains[start:start + b] = _mean_accuracy(ma_after) - _mean_accuracy(ma_before)
+            drawn = rng.integers(0, g, size=(b, g))
+            # How often each resample drew each group, (b, G).
+            weights = np.bincount((drawn + g * np.arange(b)[:, None]).ravel(), minlength=b * g).reshape(b, g)
+            counts = (weights.astype(np.float64) @ cells).reshape(b, s, 4, a)
+            ma = _balanced_accuracy(counts[:, :, 2], counts[:, :, 0], counts[:, :, 3], counts[:, :, 1])  # (b, S, A)
+            per[start:start + b] = (ma * coef[None, :, None]).sum(axis=1)
+            gains[start:start + b] = (_mean_accuracy(ma) * coef[None, :]).sum(axis=1)
 
     q = (50.0 * (1.0 - level), 50.0 * (1.0 + level))
     with warnings.catch_warnings():
@@ -307,8 +362,24 @@ def paired_bootstrap_gain(
         per_low, per_high = np.nanpercentile(per, q, axis=0)
     per_attribute = pd.DataFrame({"gain": per_gain, "low": per_low, "high": per_high},
                                  index=pd.Index(attrs, name="attribute"))
-    return GainInterval(gain=m_after.ma - m_before.ma, low=float(low), high=float(high), crops=n,
-                        resamples=resamples, level=float(level), per_attribute=per_attribute)
+    rows = max(len(k) for k in keys)
+    return GainInterval(gain=gain, low=float(low), high=float(high), crops=rows if crops is None else crops,
+                        resamples=resamples, level=float(level), per_attribute=per_attribute, tracks=tracks)
+
+
+def _group_cells(labels: np.ndarray, scores: np.ndarray, thresholds: Any, groups: np.ndarray, g: int) -> np.ndarray:
+    """(G, 4A) per group the sums of positive, negative, TP and TN cells of its rows."""
+    known, positive = _check_labels(labels)
+    n, a = known.shape
+    predicted = _decisions(scores, thresholds, shape=(n, a))
+    negative = known & ~positive
+    cells = np.concatenate([positive, negative, predicted & positive, ~predicted & negative], axis=1).astype(np.float64)
+    out = np.zeros((g, 4 * a))
+    if n:
+        order = np.argsort(groups, kind="stable")
+        starts = np.flatnonzero(np.r_[True, np.diff(groups[order]) != 0])
+        out[groups[order][starts]] = np.add.reduceat(cells[order], starts, axis=0)
+    return out
 
 
 def squared_error(a: np.ndarray, b: np.ndarray, rows: np.ndarray) -> tuple[float, int]:

@@ -20,7 +20,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from attrgan.attributes import OCCLUSION_DOWN  # noqa: E402
-from attrgan.experiments import COMPARISONS, EXPERIMENTS  # noqa: E402
+from attrgan.experiments import (COMPARISONS, CORRUPTIONS, EXPERIMENTS, RULE_COMPARISONS,  # noqa: E402
+                                 TRACK_SET_LABELS, TRACK_SETS, TRACK_VARIANTS, TrackEvaluation)
+from attrgan.fusion import QUALITY_FEATURES, RULES  # noqa: E402
 from attrgan.metrics import AttributeMetrics, GainInterval  # noqa: E402
 
 SUMMARY_COLUMNS = ("mA", "Accuracy", "Precision", "Recall", "F1")
@@ -32,8 +34,9 @@ def percent(value: float) -> str:
 
 
 def points(value: float | None) -> str:
-    """A difference of fractions in signed percentage points: 0.018 -> '+1.80'; NaN or None -> 'n/a'."""
-    return "n/a" if value is None or math.isnan(value) else f"{100.0 * value:+.2f}"
+    """A difference of fractions in signed percentage points: 0.018 -> '+1.80'; NaN or None -> 'n/a'.
+    A difference that rounds to zero is '+0.00' whatever its float sign."""
+    return "n/a" if value is None or math.isnan(value) else f"{round(100.0 * value, 2) + 0.0:+.2f}"
 
 
 def decibels(value: float | None) -> str:
@@ -42,9 +45,16 @@ def decibels(value: float | None) -> str:
 
 
 def gain_text(interval: GainInterval) -> str:
-    """'+1.80 (95 % CI +0.90 to +2.70, 500 crops) helps': the mA gain, its interval and verdict."""
+    """'+1.80 (95 % CI +0.90 to +2.70, 500 crops) helps': the mA gain, its interval and verdict;
+    '500 crops in 52 tracks' when its resamples drew tracks."""
+    tracks = f" in {interval.tracks} tracks" if interval.tracks is not None else ""
     return (f"{points(interval.gain)} ({100 * interval.level:g} % CI {points(interval.low)} to "
-            f"{points(interval.high)}, {interval.crops} crops) {interval.verdict}")
+            f"{points(interval.high)}, {interval.crops} crops{tracks}) {interval.verdict}")
+
+
+def interval_cell(gain: float, low: float, high: float) -> str:
+    """A gain and its interval in points: '+1.80 [+0.90, +2.70]'."""
+    return f"{points(gain)} [{points(low)}, {points(high)}]"
 
 
 def restoration_verdict(intervals: Mapping[str, GainInterval]) -> str:
@@ -66,13 +76,10 @@ def gain_table(intervals: Mapping[str, GainInterval]) -> str:
     """mA and per attribute, each comparison's gain in points with its interval: '+1.80 [+0.90, +2.70]'."""
     attrs = _shared_attributes({n: i.per_attribute for n, i in intervals.items()}, caller="gain_table",
                                what="comparison")
-
-    def cell(gain: float, low: float, high: float) -> str:
-        return f"{points(gain)} [{points(low)}, {points(high)}]"
-
-    rows = [["**mA**", *(cell(i.gain, i.low, i.high) for i in intervals.values())]]
+    rows = [["**mA**", *(interval_cell(i.gain, i.low, i.high) for i in intervals.values())]]
     for attr in attrs:
-        rows.append([attr, *(cell(*i.per_attribute.loc[attr, ["gain", "low", "high"]]) for i in intervals.values())])
+        rows.append([attr, *(interval_cell(*i.per_attribute.loc[attr, ["gain", "low", "high"]])
+                             for i in intervals.values())])
     return markdown_table(["Attribute", *intervals], rows)
 
 
@@ -221,9 +228,10 @@ def evaluation_figures(metrics: Mapping[str, AttributeMetrics], folder: Path) ->
 
 def render_report(metrics: Mapping[str, AttributeMetrics], *, summary: Mapping[str, Any],
                   detection: AttributeMetrics | None, intervals: Mapping[str, GainInterval],
-                  figures: Sequence[Path]) -> str:
+                  figures: Sequence[Path], tracks: TrackEvaluation | None = None) -> str:
     """md: Tables 1 and 2, the gains with their intervals, occlusion detection, the PSNR of
-    the reconstruction, per-attribute tables (metrics and gains), figures."""
+    the reconstruction, per person (`track_section`, when the crops come in tracks), per-attribute
+    tables (metrics and gains), figures."""
     label = {key: lab for key, lab, _, _ in EXPERIMENTS}
     counts, errors = summary["counts"], summary["errors"]
     lines = [
@@ -255,7 +263,8 @@ def render_report(metrics: Mapping[str, AttributeMetrics], *, summary: Mapping[s
         rows += [[label[k], *summary_row(metrics[k])] for k in keys]
     lines += [markdown_table(["Input", *SUMMARY_COLUMNS], rows), ""]
     first = next(iter(intervals.values()))
-    lines += [f"Gain in mA from restoring (points; paired bootstrap over crops, {first.resamples} resamples; "
+    over = "tracks" if first.tracks is not None else "crops"
+    lines += [f"Gain in mA from restoring (points; paired bootstrap over {over}, {first.resamples} resamples; "
               "*helps* only when the whole interval lies above 0): "
               + "; ".join(f"{name} {gain_text(intervals[name])}" for name, _, _ in COMPARISONS)
               + f". Overall: {restoration_verdict(intervals)}.", ""]
@@ -283,6 +292,8 @@ def render_report(metrics: Mapping[str, AttributeMetrics], *, summary: Mapping[s
                       ["occluded", "occluded input vs clean original (baseline)",
                        decibels(rec["occluded_input_vs_original"])],
                   ]), ""]
+    if tracks is not None:
+        lines += [track_section(tracks), ""]
     lines += ["## Figures", ""]
     lines += [f"![{Path(f).stem}]({Path(f).as_posix()})" for f in figures]
     lines += ["", "## Per attribute, clean crops", "", per_attribute_table(metrics["clean"]), "",
@@ -292,3 +303,82 @@ def render_report(metrics: Mapping[str, AttributeMetrics], *, summary: Mapping[s
               f"Points of mA, [{100 * first.level:g} % interval].", "",
               gain_table(intervals), ""]
     return "\n".join(lines)
+
+
+def track_section(tracks: TrackEvaluation) -> str:
+    """md: per person. The questions (what a track wins back of what corruption costs per crop,
+    whether restoration still helps once crops are fused, the mixed tracks with no clean frame,
+    quality fusion against the mean and the best crop), then mA per crop and per track of every
+    fusion rule, and the tracks' accuracy and F1."""
+    fusion = tracks.fusion
+    rule = fusion.rule
+    coefficients = ", ".join(f"{f} {c:+.3g}" for f, c in zip(QUALITY_FEATURES, fusion.coefficients))
+    fit = fusion.fitted
+    if "reason" in fit:
+        fitted = f"not fitted: {fit['reason']}"
+    elif "tracks" in fit:
+        fitted = f"fitted on {fit['tracks']} tracks" + (f" of the {fit['split']} split" if "split" in fit else "")
+    else:
+        fitted = "none stored"
+    if not any(fusion.coefficients):
+        fitted += "; every crop weighs the same, so quality = mean and best = a track's first crop"
+    sets = tracks.sets
+    clean = sets["clean"]["plain"]
+    some = next(iter(tracks.won_back.values()))["plain"]
+
+    def cell(i: GainInterval, *, verdict: bool = True) -> str:
+        return interval_cell(i.gain, i.low, i.high) + (f" {i.verdict}" if verdict else "")
+
+    def cost(corruption: str, variant: str) -> str:
+        crop = sets["clean"][variant].per_crop.ma - sets[corruption][variant].per_crop.ma
+        return f"{cell(tracks.won_back[corruption][variant], verdict=False)} of {points(crop)}"
+
+    questions = [[f"{TRACK_SET_LABELS[c]}: what a track wins back of the per-crop cost", sets[c]["plain"].tracks,
+                  cost(c, "plain"), cost(c, "pipeline")] for c in CORRUPTIONS]
+    questions += [[f"mixed: fusion {name.replace(' - ', ' vs ')}", sets["mixed"]["plain"].tracks,
+                   cell(tracks.rules[name]["plain"]), cell(tracks.rules[name]["pipeline"])]
+                  for name, _, _ in RULE_COMPARISONS]
+    questions.append([f"mixed, no clean frame: per-track mA ({rule})", sets["mixed_no_clean"]["plain"].tracks,
+                      percent(sets["mixed_no_clean"]["plain"].per_track[rule].ma),
+                      percent(sets["mixed_no_clean"]["pipeline"].per_track[rule].ma)])
+    restoration = [[TRACK_SET_LABELS[s], sets[s]["plain"].tracks, cell(row["crop"]), cell(row["track"])]
+                   for s, row in tracks.restoration.items()]
+    ma_rows, other_rows = [], []
+    for s in TRACK_SETS:
+        for variant in TRACK_VARIANTS:
+            m = sets[s][variant]
+            label = [TRACK_SET_LABELS[s], "with" if variant == "pipeline" else "without"]
+            ma_rows.append([*label, m.tracks, m.crops, percent(m.per_crop.ma),
+                            *(percent(m.per_track[r].ma) for r in RULES)])
+            other_rows.append([*label, *(percent(x) for t in (m.per_crop, *(m.per_track[r] for r in RULES))
+                                         for x in (t.accuracy, t.f1))])
+    return "\n".join([
+        "## Per person: tracks",
+        "",
+        f"{clean.tracks} test tracks ({clean.crops} crops). A person's crops are fused into one answer "
+        f"(`attrgan.fusion`) on the {len(tracks.attributes)} person-level attributes; *mixed* tracks take each "
+        "frame from the clean, occluded or low-res copy that `corrupt.track_conditions` picks (a passer-by "
+        "hides a run of frames, the far end is small, a quarter of the tracks have no clean frame). "
+        f"The bundle's fusion: rule `{rule}`, quality coefficients {coefficients} ({fitted}). *Without* "
+        "restoration: the classifier alone; *with*: the complete pipeline. Intervals: paired bootstrap over tracks, "
+        f"{some.resamples} resamples, {100 * some.level:g} %.",
+        "",
+        f"What corruption costs and what tracks win back (points of mA; fusion `{rule}`). *Wins back*: "
+        "(per-crop mA clean − corrupted) − (per-track mA clean − corrupted), of the per-crop cost after *of*.",
+        "",
+        markdown_table(["Question", "Tracks", "Without restoration", "With restoration"], questions),
+        "",
+        f"Does restoration still help once crops are fused? mA with − without restoration (points; per track: "
+        f"fusion `{rule}`).",
+        "",
+        markdown_table(["Tracks", "Tracks (n)", "Per crop", "Per track"], restoration),
+        "",
+        "mA per crop and per track, by fusion rule (percent):",
+        "",
+        markdown_table(["Tracks", "Restoration", "Tracks (n)", "Crops", "Per crop", *RULES], ma_rows),
+        "",
+        "Instance accuracy and F1 per crop and per track (percent):",
+        "",
+        markdown_table(["Tracks", "Restoration", "Crop Acc", "Crop F1",
+                        *(f"{r} {m}" for r in RULES for m in ("Acc", "F1"))], other_rows),
+    ])

@@ -27,6 +27,7 @@ Example — crops with a backpack seen on camera `cam07` last night (18:00 to 06
     hits.sort_values("backpack_score", ascending=False)[["crop_id", "captured_at", "backpack_score"]]
 
 Only the `date=` folders of the two days and their `camera=cam07` folders are listed and read.
+The per-track tables committed beside the crops are read the same way by `load_tracks`.
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
 from attrgan.config import StorageConfig
-from attrgan.contracts import BASE_COLUMNS, STAGING_DIR, SUCCESS_MARKER, TRANSIENT_RECORD
+from attrgan.contracts import (BASE_COLUMNS, STAGING_DIR, SUCCESS_MARKER, TRACK_COLUMNS, TRACK_FILES_KEY, TRACKS_DIR,
+                               TRANSIENT_RECORD)
 from attrgan.data.storage import filesystem, is_not_found, join, read_bytes, write_bytes, write_durably
 
 log = logging.getLogger(__name__)
@@ -112,6 +114,16 @@ def _marker_files(marker: Mapping[str, Any] | None) -> list[str] | None:
     return files
 
 
+def marker_track_files(marker: Mapping[str, Any] | None) -> list[str]:
+    """The track files a `_SUCCESS` lists (paths in its partition's TRACKS_DIR); [] for a marker
+    written before tracks existed, or one whose list is not this code's."""
+    files = marker.get(TRACK_FILES_KEY) if marker else None
+    if not isinstance(files, list) or not all(
+            isinstance(f, str) and f.startswith(f"{TRACKS_DIR}/") and f.count("/") == 1 for f in files):
+        return []
+    return files
+
+
 def read_success(uri: str, storage: StorageConfig | None = None) -> dict[str, Any] | None:
     """The parsed `_SUCCESS` marker of output partition `uri`; None when absent or not valid JSON,
     {} when empty; OSError when it cannot be read."""
@@ -140,11 +152,16 @@ def clean_partition(uri: str, storage: StorageConfig | None = None) -> int:
     files keeps its data files (an older layout, or never committed: nothing to protect, nothing
     to trust). Returns the number of files deleted."""
     fs, path = _filesystem(uri, storage)
-    listed = _marker_files(_read_marker(fs, f"{path}/{SUCCESS_MARKER}"))
+    marker = _read_marker(fs, f"{path}/{SUCCESS_MARKER}")
+    listed = _marker_files(marker)
     infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
     stale = [i.path for i in infos if i.type == pafs.FileType.File and (
         (listed is not None and _is_data_file(i.base_name) and i.base_name not in listed)
         or (i.base_name.startswith(f"_{SUCCESS_MARKER}.") and i.base_name.endswith(".tmp")))]
+    if listed is not None:  # the track files go with the crop files they were committed with
+        tracks = {f.split("/", 1)[1] for f in marker_track_files(marker)}
+        stale += [i.path for i in fs.get_file_info(pafs.FileSelector(f"{path}/{TRACKS_DIR}", allow_not_found=True))
+                  if i.type == pafs.FileType.File and i.base_name not in tracks]
     for file in stale:
         fs.delete_file(file)
     return len(stale)
@@ -164,9 +181,11 @@ def staging_uri(out: str, run_id: str, partition: str) -> str:
 
 
 def promote(uri: str, staged: Sequence[str], marker: Mapping[str, Any], *, run_id: str,
-            storage: StorageConfig | None = None, fault: str | None = None) -> list[str]:
+            storage: StorageConfig | None = None, fault: str | None = None,
+            staged_tracks: Sequence[str] = ()) -> list[str]:
     """Make the verified files `staged` (URIs) partition `uri`'s committed results (steps 3-4
-    above); `marker` becomes its `_SUCCESS` with the file list added. The files it supersedes stay
+    above), with its track table `staged_tracks` in TRACKS_DIR; `marker` becomes its `_SUCCESS`
+    with both file lists added (one switch for crops and tracks). The files it supersedes stay
     for readers of the old marker until the next run's `clean_partition`. Returns the file names.
 
     fault: a step name ("promoting", "before_success", "after_success") at which to kill this
@@ -179,8 +198,14 @@ def promote(uri: str, staged: Sequence[str], marker: Mapping[str, Any], *, run_i
         fs.move(_filesystem(source, storage)[1], f"{path}/{name}")
         if i == 0:
             drill(fault, "promoting")
+    tracks = [f"{TRACKS_DIR}/part-{run_id}-{i:05d}.parquet" for i in range(len(staged_tracks))]
+    if tracks:
+        fs.create_dir(f"{path}/{TRACKS_DIR}", recursive=True)
+    for source, name in zip(staged_tracks, tracks):
+        fs.move(_filesystem(source, storage)[1], f"{path}/{name}")
     drill(fault, "before_success")
-    _write_atomically(fs, f"{path}/{SUCCESS_MARKER}", json.dumps({**marker, "files": names}, indent=2).encode())
+    _write_atomically(fs, f"{path}/{SUCCESS_MARKER}", json.dumps(
+        {**marker, "files": names, TRACK_FILES_KEY: tracks}, indent=2).encode())
     drill(fault, "after_success")
     return names
 
@@ -487,3 +512,161 @@ PANDAS_DTYPES = {pa.bool_(): pd.BooleanDtype(), pa.float32(): pd.Float32Dtype(),
 def results_to_pandas(table: pa.Table) -> pd.DataFrame:
     """A results table as pandas: booleans `boolean`, scores `Float32`, timestamps datetime64[ns, UTC]."""
     return table.to_pandas(types_mapper=PANDAS_DTYPES.get)
+
+
+# ---------------------------------------------------------------------------------------------
+# Tracks: one row per person track per partition (DESIGN.md "Reading tracks")
+#
+# A committed partition's track table is the files its `_SUCCESS` lists under `track_files`
+# (`_tracks/part-<run>-<n>.parquet`, relative to the partition), with the fusion's record under
+# `tracks` (rows, person_attributes, thresholds, fusion). One switch commits crops and tracks.
+
+def _track_files(marker: Mapping[str, Any]) -> list[str] | None:
+    """The marker's track files (relative to the partition); None when it lists none (a partition
+    written before tracks existed). A list that names anything but a data file directly in
+    TRACKS_DIR is refused: a marker never points a reader elsewhere."""
+    listed = marker.get(TRACK_FILES_KEY)
+    if listed is None:
+        return None
+    folder = TRACKS_DIR + "/"
+    if not isinstance(listed, list) or not all(
+            isinstance(f, str) and f.startswith(folder) and "/" not in f[len(folder):]
+            and _is_data_file(f[len(folder):]) for f in listed):
+        raise ValueError(f"{TRACK_FILES_KEY} must list {folder}<name>.parquet files")
+    return listed
+
+
+def _track_thresholds(marker: Mapping[str, Any]) -> dict[str, float]:
+    record = marker.get("tracks")
+    thresholds = record.get("thresholds") if isinstance(record, Mapping) else None
+    if not isinstance(thresholds, Mapping):
+        return {}
+    return {a: float(t) for a, t in thresholds.items() if isinstance(a, str) and isinstance(t, (int, float))
+            and not isinstance(t, bool) and 0.0 <= t <= 1.0}
+
+
+def _committed_tracks(fs: pafs.FileSystem, partitions: Sequence[str]) -> tuple[list[str], dict[str, float]]:
+    """(the track files `_SUCCESS` lists in each partition, the decision thresholds of their
+    markers, later partitions over earlier ones)."""
+    files: list[str] = []
+    thresholds: dict[str, float] = {}
+    for folder in partitions:
+        marker = _read_marker(fs, f"{folder}/{SUCCESS_MARKER}")
+        try:
+            listed = _track_files(marker) if marker else None
+        except ValueError as exc:
+            log.warning("%s/%s: %s; reading no tracks of it", folder, SUCCESS_MARKER, exc)
+            continue
+        if listed:
+            files.extend(f"{folder}/{name}" for name in listed)
+            thresholds.update(_track_thresholds(marker))
+    return files, thresholds
+
+
+def track_attributes(columns: Sequence[str]) -> tuple[str, ...]:
+    """The person-level attributes among a track table's `columns`: the names with both `<attr>`
+    and `<attr>_score` columns, in the table's order."""
+    names = set(columns)
+    return tuple(n for n in columns if n not in TRACK_COLUMNS and f"{n}_score" in names)
+
+
+def load_tracks(uri: str, *, start: TimeLike | None = None, end: TimeLike | None = None,
+                cameras: Iterable[str] | None = None, where: str | None = None, top: int | None = None,
+                columns: Sequence[str] | None = None, storage: StorageConfig | None = None) -> pd.DataFrame:
+    """Person tracks of the complete partitions under `uri`, best first.
+
+    Args:
+        start, end: keep tracks seen in [start, end): `last_seen >= start` and `first_seen < end`
+            (a track overlapping the window, whole; null times are dropped when a bound is given).
+            Partitions outside the window (`date=` folders) are not read, so a track crossing the
+            window's edge into such a partition counts only its crops inside the partitions read.
+        cameras: keep tracks whose `camera_id` is in this list (pushed down to the files).
+        where: a query expression (`attrgan.query`, e.g. "backpack and not female"), checked
+            against the tables' attributes before any track file is read.
+        top: keep the first `top` tracks.
+        columns: attributes (`backpack`: its `<attr>` and `<attr>_score`) or other track columns to
+            return beside the fixed ones (`contracts.FIXED_TRACK_FIELDS`, model_version and
+            processed_at: always read, merging needs them) and the query's attributes; default
+            every column. Only these are read from the files.
+        storage: object storage settings; default `StorageConfig.from_env()`.
+
+    Reads exactly the files each partition's `_SUCCESS` lists under `track_files` (the markers
+    again when one is gone mid-read, as `load_results`). A `_SUCCESS` without `track_files`
+    (results written before track tables existed) has no tracks: that partition adds none. A
+    track seen in several partitions (a person crossing midnight) is one row, merged by
+    `fusion.merge_tracks` with the markers' thresholds.
+
+    Order ("best first"): with `where`, by `relevance` (a column added: the mean over the
+    expression's attribute terms of the fused score, 1 - score for terms that ask for an
+    attribute's absence, `Query.relevance`); without, by `weight` (the sum of the track's crops'
+    quality weights: more and better crops first); ties by more crops, then camera, track and
+    first_seen. Types as `load_results` (`boolean`, `Float32`, timestamps UTC). A missing `uri`
+    raises FileNotFoundError; a bad expression `query.QueryError`; an unknown column ValueError.
+    """
+    from attrgan.query import parse
+
+    query = parse(where) if where is not None else None  # syntax first: no I/O for a typo
+    if top is not None and (isinstance(top, bool) or not isinstance(top, int) or top < 1):
+        raise ValueError(f"top must be a positive integer, got {top!r}")
+    if isinstance(columns, str):
+        raise ValueError(f"columns: expected a list of names, got the string {columns!r}")
+    window = _window(start, end, cameras)
+
+    def read() -> pd.DataFrame:
+        fs, _ = _filesystem(uri, storage)
+        partitions = complete_partitions(uri, start=start, end=end, cameras=cameras, storage=storage)
+        files, thresholds = _committed_tracks(fs, partitions)
+        return _read_tracks(fs, files, thresholds, query, columns, window)
+
+    tracks = _consistently(read)
+    return tracks.head(top) if top is not None else tracks
+
+
+def _read_tracks(fs: pafs.FileSystem, files: Sequence[str], thresholds: Mapping[str, float], query: Any,
+                 columns: Sequence[str] | None, window: _Window) -> pd.DataFrame:
+    import pyarrow.parquet as pq
+
+    from attrgan.contracts import tracks_schema
+    from attrgan.fusion import merge_tracks
+
+    firsts = {f.rsplit("/", 2)[0]: f for f in reversed(files)}  # one footer per partition
+    schemas = [pq.read_schema(f, filesystem=fs) for f in firsts.values()]
+    schema = pa.unify_schemas(schemas, promote_options="permissive") if schemas else tracks_schema(())
+    known = track_attributes(schema.names)
+    if query is not None and files:  # no track table at all: nothing to check the names against
+        query.check(known)
+    attributes = list(known) if columns is None else [c for c in columns if c in known]
+    others = [] if columns is None else [c for c in columns if c not in known]
+    missing = [c for c in others if c not in schema.names]
+    if missing:
+        raise ValueError(f"unknown track column(s) {missing}; available: {schema.names}")
+    if query is not None:
+        attributes += [a for a in query.attributes if a not in attributes]
+    wanted = list(dict.fromkeys([*TRACK_COLUMNS, *others, *(f"{a}{s}" for a in attributes for s in ("", "_score"))]))
+    wanted = [c for c in schema.names if c in wanted]  # the table's order
+    if files:
+        camera_filter = ds.field("camera_id").isin(sorted(window.cameras)) if window.cameras is not None else None
+        table = ds.dataset(list(files), filesystem=fs, format="parquet", schema=schema).to_table(
+            columns=wanted, filter=camera_filter)
+    else:
+        table = schema.empty_table().select(wanted)
+    # merge_tracks works on plain pandas (NaN scores, object decisions); the result is typed as
+    # load_results' through the selected schema again.
+    merged = merge_tracks(table.to_pandas(), person_attributes=attributes, thresholds=thresholds)
+    tracks = results_to_pandas(pa.Table.from_pandas(merged, schema=table.schema, preserve_index=False))
+    keep = pd.Series(True, index=tracks.index)
+    if window.start is not None:
+        keep &= (tracks["last_seen"] >= window.start).fillna(False)
+    if window.end is not None:
+        keep &= (tracks["first_seen"] < window.end).fillna(False)
+    if query is not None:
+        keep &= query.matches(tracks)
+    tracks = tracks[keep.astype(bool)].copy()
+    order = ["weight", "crops"]
+    if query is not None:
+        tracks["relevance"] = query.relevance(tracks)
+        order.insert(0, "relevance")
+    tracks = tracks.sort_values([*order, "camera_id", "track_id", "first_seen"],
+                                ascending=[False] * len(order) + [True, True, True], na_position="last",
+                                kind="stable")
+    return tracks.reset_index(drop=True)

@@ -29,7 +29,8 @@ import ray.data
 from attrgan.config import StorageConfig
 from attrgan.data.manifest import PARTITION_INDEX, crop_id_problem, read_blocks, text_column
 from attrgan.data.storage import filesystem, join, redact, write_bytes
-from attrgan.contracts import TRANSIENT, TransientHistory, error_kind
+from attrgan.contracts import TRANSIENT, TRACKS_DIR, TransientHistory, error_kind
+from attrgan.fusion import Fusion, fuse_tracks
 from attrgan.lease import Lease
 from attrgan.results import MAX_TRACKED_CROPS, drill, forget_transient, promote, staging_uri, write_transient
 from attrgan.scoring import IO_TASK_CPUS
@@ -55,11 +56,13 @@ class PartitionSummary:
     super_resolved: int
     reconstructed: int
     seconds: float  # from the start of the run until its _SUCCESS was written
+    tracks: int = 0  # rows of its track table
 
     def format(self) -> str:
         """The partition's line in the run's log, written when it commits."""
         errors = ", ".join(f"{kind} {n}" for kind, n in self.errors.items()) or "none"
-        return (f"extract: committed {self.partition or '(unpartitioned)'}: {self.rows} rows, errors: {errors}; "
+        return (f"extract: committed {self.partition or '(unpartitioned)'}: {self.rows} rows in {self.tracks} "
+                f"tracks, errors: {errors}; "
                 f"super-resolved {self.super_resolved}, reconstructed {self.reconstructed}; "
                 f"at {self.seconds:.1f} s")
 
@@ -72,6 +75,25 @@ class CommitGroup:
     rows: tuple[int, ...]
 
 
+@dataclasses.dataclass(frozen=True)
+class TrackPlan:
+    """How a partition's track table is made (`attrgan.fusion.fuse_tracks`), from the bundle:
+    its person-level attributes, their thresholds, its fusion, and the occlusion threshold the
+    pipeline reconstructs from."""
+
+    person_attributes: tuple[str, ...]
+    thresholds: Mapping[str, float]
+    fusion: Fusion
+    occlusion_threshold: float
+
+    def record(self) -> dict[str, Any]:
+        """What `_SUCCESS` says of the partition's tracks (besides their row count): what a reader
+        needs to merge a track's rows across partitions."""
+        return {"person_attributes": list(self.person_attributes),
+                "thresholds": {a: self.thresholds[a] for a in self.person_attributes},
+                "fusion": self.fusion.to_dict()}
+
+
 class ResultsSink(ray.data.Datasink):
     """Ray Data datasink of one commit group (the flow: `attrgan.extract`'s module docstring).
 
@@ -82,12 +104,12 @@ class ResultsSink(ray.data.Datasink):
 
     def __init__(self, *, out: str, storage: StorageConfig, rows_per_file: int, group: CommitGroup, run_id: str,
                  schema: pa.Schema, marker: Mapping[str, Any], start: float,
-                 transient: TransientHistory | None = None, lease: Lease | None = None) -> None:
+                 tracks: TrackPlan | None, transient: TransientHistory | None = None, lease: Lease | None = None) -> None:
         # Plain values, not the ExtractConfig: the sink is pickled into every write task, and the
         # config's module would bring torch along.
         self.out, self.storage, self.rows_per_file = out, storage, rows_per_file
         self.group, self.run_id, self.schema = group, run_id, schema
-        self.marker, self.start = dict(marker), start
+        self.marker, self.start, self.tracks = dict(marker), start, tracks
         # The group's crops that failed for a transient reason in earlier runs (`read_transient`).
         self.transient = transient or TransientHistory(max_runs=1, runs={})
         self.lease = lease  # the output's lease (`attrgan.lease`): checked before each partition's switch
@@ -171,12 +193,21 @@ class ResultsSink(ray.data.Datasink):
                                                    f"given up after {self.transient.max_runs}"))
             else:
                 ready.append(i)
-        problems = ray.get([verify_staged.remote(files[i], self.group.rows[i], self.storage)
-                            for i in ready])
+        # One task per partition reads its staged files back, checks them and builds its track
+        # table from them: the crops never pass through the driver.
+        checks = [check_staged.remote(files[i], self.group.rows[i], self.storage,
+                                      staging_uri(self.out, self.run_id, self.group.partitions[i]), self.tracks)
+                  for i in ready]
         fault = os.environ.get(COMMIT_FAULT_ENV)
-        drill(fault, "staged")
-        for i, problem in zip(ready, problems):
+        for i, check in zip(ready, checks):
             partition = self.group.partitions[i]
+            try:
+                problem, staged_tracks, tracks = ray.get(check)
+            except Exception as exc:  # noqa: BLE001 - a failed task: the partition waits for the next run
+                self.incomplete.append((partition, f"checking its staged files or building its track table failed "
+                                                   f"({short_reason(exc)}); its previous results and tracks stay"))
+                continue
+            drill(fault, "staged")
             if problem:
                 raise ExtractError(f"partition {partition!r}: {problem}; its previous results stay committed")
             c = counts[i]
@@ -186,11 +217,13 @@ class ResultsSink(ray.data.Datasink):
                       "super_resolved": c["super_resolved"], "reconstructed": c["reconstructed"],
                       "seconds": round(time.perf_counter() - self.start, 3),
                       "finished_at": dt.datetime.now(dt.timezone.utc).isoformat()}
+            if self.tracks is not None:
+                marker["tracks"] = {"rows": tracks, **self.tracks.record()}
             if self.lease is not None and (lost := self.lease.lost()):
                 raise ExtractError(f"{lost}: partition {partition!r} not committed, its previous results stay")
             try:
                 promote(join(self.out, partition), sorted(files[i]), marker, run_id=self.run_id,
-                        storage=self.storage, fault=fault)
+                        storage=self.storage, fault=fault, staged_tracks=staged_tracks)
             except OSError as exc:  # its previous results stay committed; the next run redoes it
                 self.incomplete.append((partition, f"commit failed ({short_reason(exc)})"))
                 continue
@@ -202,7 +235,7 @@ class ResultsSink(ray.data.Datasink):
                                 short_reason(exc))
             summary = PartitionSummary(partition=partition, rows=c["rows"], errors=errors,
                                        super_resolved=c["super_resolved"], reconstructed=c["reconstructed"],
-                                       seconds=time.perf_counter() - self.start)
+                                       seconds=time.perf_counter() - self.start, tracks=tracks)
             self.committed.append(summary)
             log.info("%s", summary.format())
 
@@ -219,19 +252,40 @@ class ResultsSink(ray.data.Datasink):
         return max(runs.values(), default=0)
 
 
+# What a track table reads of the crops (besides the person-level attributes' scores).
+TRACK_INPUT_COLUMNS = ("crop_id", "image_uri", "camera_id", "captured_at", "track_id", "frame_index", "status",
+                       "super_resolved", "reconstructed", "occlusion_score", "crop_height", "model_version",
+                       "processed_at")
+
+
 @ray.remote(num_cpus=IO_TASK_CPUS)
-def verify_staged(files: Sequence[str], expected: int, storage: StorageConfig) -> str | None:
-    """Read the staged files' crop_ids back: exactly `expected` rows, each crop_id once (the
-    manifest's ids were checked unique and every results row carries one). None when fine."""
+def check_staged(files: Sequence[str], expected: int, storage: StorageConfig, staging: str,
+                 tracks: TrackPlan | None) -> tuple[str | None, list[str], int]:
+    """Read one partition's staged files back: exactly `expected` rows, each crop_id once (the
+    manifest's ids were checked unique and every results row carries one); then, with a plan,
+    stage its track table under `staging`'s TRACKS_DIR. Returns (what is wrong or None, [the
+    track file's URI], its rows). Reads only the columns these need, and holds them for the whole
+    partition (tracks are grouped within it)."""
     if not files:
-        return None if expected == 0 else f"no staged files for {expected} rows"
+        return (None if expected == 0 else f"no staged files for {expected} rows"), [], 0
+    columns = ["crop_id"] if tracks is None else [*TRACK_INPUT_COLUMNS,
+                                                  *(f"{a}_score" for a in tracks.person_attributes)]
     fs, _ = filesystem(files[0], storage)
-    ids = pads.dataset([filesystem(f, storage)[1] for f in files], filesystem=fs,
-                       format="parquet").to_table(columns=["crop_id"])["crop_id"]
+    crops = pads.dataset([filesystem(f, storage)[1] for f in files], filesystem=fs,
+                         format="parquet").to_table(columns=columns)
+    ids = crops["crop_id"]
     distinct = pc.count_distinct(ids).as_py() if len(ids) else 0
     if len(ids) != expected or distinct != expected:
-        return f"staged {len(ids)} rows ({distinct} distinct crop_ids) for {expected} manifest rows"
-    return None
+        return f"staged {len(ids)} rows ({distinct} distinct crop_ids) for {expected} manifest rows", [], 0
+    if tracks is None:
+        return None, [], 0
+    table = fuse_tracks(crops, tracks.fusion, person_attributes=tracks.person_attributes,
+                        thresholds=tracks.thresholds, occlusion_threshold=tracks.occlusion_threshold)
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    uri = f"{staging}/{TRACKS_DIR}/part-{uuid.uuid4().hex}.parquet"
+    write_bytes(uri, sink.getvalue().to_pybytes(), storage)
+    return None, [uri], table.num_rows
 
 
 @ray.remote(num_cpus=IO_TASK_CPUS)

@@ -47,6 +47,7 @@ BAD_INPUT = {
     "demo": (["--small", "--crops", "5"], "crops must be >= 20"),
     "predict": (["{tmp}/missing.png", "--bundle", "b"], "no such file"),
     "export": (["--bundle", "{tmp}/missing", "--out", "{tmp}/o"], "no config.json"),
+    "search": (["--results", "{tmp}/missing", "--where", "backpack"], "no results at"),
 }
 
 

@@ -16,11 +16,12 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pyarrow.compute as pc
 import pytest
 
 from attrgan.config import StorageConfig
 from attrgan.data.storage import list_dir, write_bytes
-from attrgan.contracts import STAGING_DIR, SUCCESS_MARKER, results_schema
+from attrgan.contracts import STAGING_DIR, SUCCESS_MARKER, TRACKS_DIR, results_schema
 from attrgan.results import (clean_partition, clean_staging, load_results, promote, read_success, results_dataset,
                              staging_uri)
 
@@ -29,8 +30,8 @@ def results_rows(crop_ids: list[str], version: str) -> pa.Table:
     now = dt.datetime(2026, 11, 26, tzinfo=dt.timezone.utc)
     n = len(crop_ids)
     columns = {"crop_id": crop_ids, "image_uri": [f"{c}.png" for c in crop_ids], "camera_id": [None] * n,
-               "captured_at": [None] * n, "status": ["ok"] * n, "error": [None] * n, "super_resolved": [False] * n,
-               "reconstructed": [False] * n, "occlusion_score": [0.25] * n, "hat": [True] * n,
+               "captured_at": [None] * n, "track_id": [None] * n, "frame_index": [None] * n, "status": ["ok"] * n, "error": [None] * n, "super_resolved": [False] * n,
+               "reconstructed": [False] * n, "occlusion_score": [0.25] * n, "crop_height": [160] * n, "hat": [True] * n,
                "hat_score": [0.75] * n, "model_version": [version] * n, "processed_at": [now] * n}
     return pa.Table.from_pydict(columns, schema=results_schema(("hat",)))
 
@@ -241,6 +242,8 @@ def test_a_driver_killed_at_each_commit_step_leaves_whole_results(ray_local, loc
         # Every partition holds its complete old results or its complete new ones.
         frame = load_results(out)
         assert sorted(frame["crop_id"]) == expected and frame["crop_id"].is_unique, step
+        for p in partitions:  # ... and the track table committed with them
+            assert pc.sum(committed_tracks(f"{out}/{p}")["crops"]).as_py() == 3, (step, p)
         replaced = [p for p in partitions if read_success(f"{out}/{p}")["run"] != before[p]]
         # The newest partition is promoted first: only a kill after its _SUCCESS switched it.
         assert replaced == (["date=2026-11-25"] if step == "after_success" else []), step
@@ -249,8 +252,9 @@ def test_a_driver_killed_at_each_commit_step_leaves_whole_results(ray_local, loc
     # committed files; a full rerun redoes everything.
     assert run_extract(dataclasses.replace(config, incremental=True, break_lease=True)).skipped == tuple(partitions)
     for partition in partitions:
-        listed = read_success(f"{out}/{partition}")["files"]
-        assert sorted(os.listdir(f"{out}/{partition}")) == sorted([SUCCESS_MARKER, *listed])
+        marker = read_success(f"{out}/{partition}")
+        assert sorted(os.listdir(f"{out}/{partition}")) == sorted([SUCCESS_MARKER, TRACKS_DIR, *marker["files"]])
+        assert [f"{TRACKS_DIR}/{f}" for f in os.listdir(f"{out}/{partition}/{TRACKS_DIR}")] == marker["track_files"]
     superseded = {p: read_success(f"{out}/{p}")["files"] for p in partitions}
     again = run_extract(config)
     assert [p.partition for p in again.processed] == partitions and again.errors == {"missing object": 2}
@@ -258,7 +262,17 @@ def test_a_driver_killed_at_each_commit_step_leaves_whole_results(ray_local, loc
     assert not list_dir(f"{out}/{STAGING_DIR}")
     for partition in partitions:  # the superseded generation stays until the next run starts
         listed = read_success(f"{out}/{partition}")["files"]
-        assert sorted(os.listdir(f"{out}/{partition}")) == sorted([SUCCESS_MARKER, *listed, *superseded[partition]])
+        assert sorted(os.listdir(f"{out}/{partition}")) == sorted([SUCCESS_MARKER, TRACKS_DIR, *listed,
+                                                                   *superseded[partition]])
+        assert pc.sum(committed_tracks(f"{out}/{partition}")["crops"]).as_py() == 3
+
+
+def committed_tracks(partition: str) -> pa.Table:
+    """The track table a partition's `_SUCCESS` lists, checked against the row count it states."""
+    marker = read_success(partition)
+    table = pa.concat_tables([pq.read_table(f"{partition}/{f}") for f in marker["track_files"]])
+    assert table.num_rows == marker["tracks"]["rows"]
+    return table
 
 
 def test_readers_never_guess_a_partitions_files(tmp_path):
@@ -281,13 +295,16 @@ def test_write_decode_and_check_tasks_start_without_torch(tmp_path):
 
     from attrgan.config import StorageConfig
     from attrgan.scoring import decode_rows
-    from attrgan.sink import CommitGroup, ResultsSink, check_ids, verify_staged
+    from attrgan.fusion import Fusion
+    from attrgan.sink import CommitGroup, ResultsSink, TrackPlan, check_ids, check_staged
 
     sink = ResultsSink(out=str(tmp_path), storage=StorageConfig(), rows_per_file=10,
                        group=CommitGroup(("date=2026-11-25",), (3,)), run_id="r1", schema=results_schema(["hat"]),
-                       marker={"model_version": "v1", "pipeline": {"device": "cpu"}}, start=0.0)
-    payload = cloudpickle.dumps((sink, check_ids._function, verify_staged._function, decode_rows))
-    layer = ["attrgan.contracts", "attrgan.results", "attrgan.data.images", "attrgan.data.manifest"]
+                       marker={"model_version": "v1", "pipeline": {"device": "cpu"}}, start=0.0,
+                       tracks=TrackPlan(("hat",), {"hat": 0.5}, Fusion(), 0.5))
+    payload = cloudpickle.dumps((sink, check_ids._function, check_staged._function,
+                                 decode_rows))
+    layer = ["attrgan.contracts", "attrgan.results", "attrgan.fusion", "attrgan.data.images", "attrgan.data.manifest"]
     load = ("import importlib, pickle, sys; pickle.loads(sys.stdin.buffer.read()); "
             f"[importlib.import_module(m) for m in {layer}]; "
             "print(sorted({'torch', 'attrgan.extract'} & set(sys.modules)))")
@@ -333,3 +350,28 @@ def test_the_transient_record_counts_runs_in_a_row(tmp_path):
     forget_transient(part)  # twice: gone is gone
     assert not Path(part, TRANSIENT_RECORD).exists()
     assert load_results(str(tmp_path / "out")).empty  # a record is no commit, and readers skip it
+
+
+@pytest.mark.ray
+def test_a_failed_track_table_holds_its_partition_back_and_its_previous_crops_and_tracks_stay(ray_local, tmp_path):
+    from attrgan.config import StorageConfig
+    from attrgan.fusion import Fusion
+    from attrgan.sink import CommitGroup, ResultsSink, TrackPlan
+
+    out = str(tmp_path / "out")
+
+    def commit(run: str, person_attributes: tuple[str, ...]) -> ResultsSink:
+        sink = ResultsSink(out=out, storage=StorageConfig(), rows_per_file=10, group=CommitGroup(("day=1",), (2,)),
+                           run_id=run, schema=results_schema(("hat",)), marker={"model_version": run}, start=0.0,
+                           tracks=TrackPlan(person_attributes, {"hat": 0.5}, Fusion(), 0.5))
+        files = stage(out, run, "day=1", [results_rows(["a", "b"], run)])
+        sink.commit([{"partition": 0, "file": f, "rows": 2, "errors": {}, "transient_ids": [], "super_resolved": 0,
+                      "reconstructed": 0, "node": "n", "precision": ["fp32"]} for f in files])
+        return sink
+
+    assert [s.tracks for s in commit("r1", ("hat",)).committed] == [2]  # two crops without a track: two tracks
+    failed = commit("r2", ("hat", "no_such_attribute"))  # its track task cannot read the column
+    assert failed.committed == [] and "building its track table failed" in failed.incomplete[0][1]
+    assert read_success(f"{out}/day=1")["model_version"] == "r1"
+    assert sorted(load_results(out)["crop_id"]) == ["a", "b"]
+    assert sorted(committed_tracks(f"{out}/day=1")["best_crop_id"].to_pylist()) == ["a", "b"]

@@ -231,3 +231,24 @@ def test_job_cli(synth_set, tmp_path):
     assert read_manifest(str(tmp_path / "occ/manifest.parquet"))["crop_id"][0].as_py().endswith("-occ")
     with pytest.raises(SystemExit):
         job.main(["corrupt", "--kind", "blur", "--manifest", synth_set, "--out", str(tmp_path / "x")])
+
+
+def test_track_conditions_are_per_track_stable_and_keep_a_clean_frame_unless_none_is_good():
+    from attrgan.corrupt import TRACK_CONDITIONS, track_conditions
+
+    ids = [f"t{k}" for k in range(300) for _ in range(8)] + [None] * 60
+    frames = [i % 8 for i in range(2400)] + [None] * 60
+    heights = np.r_[np.tile(np.linspace(320, 60, 8), 300), np.full(60, 150.0)]
+    crops = [f"c{i}" for i in range(len(ids))]
+    conditions = track_conditions(ids, frames, heights, crop_ids=crops, seed=3)
+    assert set(conditions) == set(TRACK_CONDITIONS)
+    shuffled = np.random.default_rng(0).permutation(len(ids))
+    again = track_conditions([ids[i] for i in shuffled], [frames[i] for i in shuffled], heights[shuffled],
+                             crop_ids=[crops[i] for i in shuffled], seed=3)
+    assert list(again) == list(conditions[shuffled])  # the same per track whatever the row order
+    tracks = conditions[:2400].reshape(300, 8)
+    no_clean = (tracks != "clean").all(axis=1)
+    assert 0.15 < no_clean.mean() < 0.35
+    low = tracks == "lowres"  # the far (small) end of the track
+    assert low[:, -1].sum() > 2 * low[:, 0].sum()
+    assert (tracks[~no_clean] == "clean").any(axis=1).all()

@@ -16,7 +16,7 @@ word for a pattern or output (`attrgan <command>: error: …`), which is skipped
 without arguments (`attrgan predict`) names a command: its parser must exist.
 
 The cheap commands on the demo's bundle (`--bundle demo-out/bundle`: predict, export, extract)
-then run for real in a scratch folder holding a tiny bundle of random networks and the inputs they
+and `attrgan search` on local results then run for real in a scratch folder holding a tiny bundle of random networks and the inputs they
 name (RUNS says how to make a command's inputs; a command without an entry there is parsed only).
 """
 
@@ -363,27 +363,47 @@ def extract_inputs(args: argparse.Namespace, root: Path) -> None:
     write_manifest(pd.DataFrame({"crop_id": ["c0", "c1"], "image_uri": ["crop0.png", "crop1.png"]}), str(manifest))
 
 
+def search_inputs(args: argparse.Namespace, root: Path) -> None:
+    """A committed results partition with a track table where the command reads results, each
+    track's best crop a JPEG beside it."""
+    import datetime as dt
+
+    from search_helpers import UTC, crop_rows, jpeg, write_partition
+
+    night = dt.datetime(2026, 11, 25, 22, tzinfo=UTC)
+    rows = (crop_rows("cam07", "t1", night, [{"backpack": 0.9, "female": 0.2}] * 2, images=str(root / "images"))
+            + crop_rows("cam07", "t2", night, [{"backpack": 0.2, "female": 0.8}], images=str(root / "images")))
+    for row in rows:
+        jpeg(Path(row["image_uri"]))
+    write_partition(root / args.results, "date=2026-11-25/camera=cam07", rows)
+
+
 def wrote(args: argparse.Namespace, root: Path) -> bool:
-    """Output the command's --out / --csv names exists (predict without either prints its rows)."""
+    """Output the command's --out / --csv / --html names exists (predict without either prints its rows)."""
     from attrgan.contracts import SUCCESS_MARKER
 
-    target = getattr(args, "out", None) or getattr(args, "csv", None)
+    target = getattr(args, "out", None) or getattr(args, "csv", None) or getattr(args, "html", None)
     if target is None:
         return True
     path = root / target
     return path.is_file() or any(p.name in (SUCCESS_MARKER, "model.onnx") for p in path.rglob("*"))
 
 
-RUNS = {"predict": predict_inputs, "extract": extract_inputs, "export": lambda args, root: None}
+RUNS = {"predict": predict_inputs, "extract": extract_inputs, "export": lambda args, root: None,
+        "search": search_inputs}
 ON_RAY = frozenset({"extract"})
+NO_BUNDLE = frozenset({"search"})  # runs on the results RUNS writes, on local disk
 
 
 def runs_for_real(command: DocCommand) -> bool:
-    """An attrgan command RUNS knows, written in full, on the demo's bundle."""
+    """An attrgan command RUNS knows, written in full, on the demo's bundle (or, for a command
+    that takes no bundle, on local paths)."""
     argv = command.argv
-    bundles = tuple(value for flag, value in zip(argv, argv[1:]) if flag == "--bundle")
-    return (ATTRGAN.fullmatch(argv[0]) is not None and len(argv) > 2 and argv[1] in RUNS
-            and not ELISION & set(argv) and bundles == (DEMO_BUNDLE,))
+    if ATTRGAN.fullmatch(argv[0]) is None or len(argv) <= 2 or argv[1] not in RUNS or ELISION & set(argv):
+        return False
+    if argv[1] in NO_BUNDLE:
+        return not any(a.startswith("s3://") for a in argv)
+    return tuple(value for flag, value in zip(argv, argv[1:]) if flag == "--bundle") == (DEMO_BUNDLE,)
 
 
 REAL = [c for c in COMMANDS if runs_for_real(c)]
@@ -397,7 +417,8 @@ def test_documented_command_runs_on_a_tiny_bundle(command, tmp_path, monkeypatch
     from helpers import tiny_bundle
 
     name, argv = command.argv[1], [*command.argv[2:], *SMALLER.get(command.argv[1], [])]
-    save_bundle(str(tmp_path / DEMO_BUNDLE), tiny_bundle())
+    if name not in NO_BUNDLE:
+        save_bundle(str(tmp_path / DEMO_BUNDLE), tiny_bundle())
     (args,) = check(command.argv, inline=command.inline)
     RUNS[name](args, tmp_path)
     if name in ON_RAY:
@@ -414,7 +435,7 @@ def test_documented_command_runs_on_a_tiny_bundle(command, tmp_path, monkeypatch
 
 
 def test_the_readme_commands_on_the_demo_bundle_run_for_real():
-    assert {"predict", "extract", "export"} <= {c.argv[1] for c in REAL}
+    assert {"predict", "extract", "export", "search"} <= {c.argv[1] for c in REAL}
 
 
 # --- the finder and the checker on commands written for them ----------------------------------------

@@ -9,6 +9,7 @@ import types
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
@@ -225,6 +226,12 @@ def test_evaluate_job_writes_every_table_with_the_metrics_of_its_predictions(tmp
     from attrgan.evaluate import evaluate
 
     manifest = generate(str(tmp_path / "data"), 8, seed=3, workers=1, splits=(0.0, 0.0, 1.0))
+    # Two people over three frames each and two crops without a track (tracks of one), on one camera.
+    table = pq.read_table(manifest)
+    table = table.set_column(table.schema.get_field_index("camera_id"), "camera_id", pa.array(["cam00"] * 8))
+    table = table.append_column("track_id", pa.array(["t0"] * 3 + ["t1"] * 3 + [None] * 2, pa.string()))
+    table = table.append_column("frame_index", pa.array([0, 1, 2, 0, 1, 2, None, None], pa.int64()))
+    pq.write_table(table, manifest)
     save_bundle(str(tmp_path / "bundle"), synth_bundle())
     config = EvaluateConfig(manifest=manifest, bundle=str(tmp_path / "bundle"), out=str(tmp_path / "out"),
                             batch_size=8, examples=2, pipeline=PipelineConfig(device="cpu"))
@@ -273,8 +280,20 @@ def test_evaluate_job_writes_every_table_with_the_metrics_of_its_predictions(tmp
         assert got["resamples"] == config.bootstrap_resamples and got["verdict"] == interval.verdict
         assert f"{name} {report.gain_text(interval)}" in text
     assert summary["gain_intervals"]["complete"]["crops"] == 16
+    assert summary["gain_intervals"]["complete"]["tracks"] == 4  # resampled as people, not crops
     rec = summary["reconstruction_psnr"]
     assert rec["crops"] == 8 and rec == result.reconstruction_psnr.to_dict()
     assert all(rec[k] is None or rec[k] > 0 for k in ("visible_vs_input", "occluded_vs_original"))
     for heading in ("## What reconstruction paints (PSNR)", "## Per attribute, gain from restoring"):
         assert heading in text
+
+    # Per person: the predictions say who each crop shows, and the per-track tables are the
+    # experiments of those predictions.
+    assert predictions.groupby("eval_set")["track_id"].apply(lambda t: t.notna().sum()).to_dict() == {
+        "clean": 6, "occluded": 6, "lowres": 6}
+    assert (predictions["crop_height"] > 0).all() and predictions["frame_index"].max() == 2
+    people = summary["tracks"]
+    assert people["sets"]["clean"]["plain"]["tracks"] == 4 and people["sets"]["mixed"]["plain"]["crops"] == 8
+    assert people["fusion"]["rule"] == "mean" and result.tracks is not None
+    assert "## Per person: tracks" in text and report.track_section(result.tracks) in text
+

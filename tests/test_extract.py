@@ -29,7 +29,7 @@ from attrgan.extract import (FAULT_ENV, ExtractConfig, ResultsScorer, newest_fir
                              run_extract, select_partitions)
 from attrgan.contracts import SUCCESS_MARKER as SUCCESS_FILE
 from attrgan.contracts import error_kind, results_schema
-from attrgan.results import results_dataset
+from attrgan.results import read_success, results_dataset
 from attrgan.scoring import ScoringActor, decode_rows, plan_actors
 from attrgan.sink import PRECISION, commit_groups
 from attrgan.pipeline import Pipeline, PipelineConfig
@@ -93,8 +93,9 @@ def test_plan_actors_on_cpus_decodes_in_the_actors():
 
 def test_results_schema_columns():
     schema = results_schema(("female", "hat"))
-    assert schema.names == ["crop_id", "image_uri", "camera_id", "captured_at", "status", "error",
-                            "super_resolved", "reconstructed", "occlusion_score", "female", "female_score",
+    assert schema.names == ["crop_id", "image_uri", "camera_id", "captured_at", "track_id", "frame_index",
+                            "status", "error", "super_resolved", "reconstructed", "occlusion_score",
+                            "crop_height", "female", "female_score",
                             "hat", "hat_score", "model_version", "processed_at"]
     assert schema.field("hat").type == pa.bool_() and schema.field("hat_score").type == pa.float32()
     assert schema.field("processed_at").type == pa.timestamp("us", tz="UTC")
@@ -164,9 +165,9 @@ def _results_rows(crop_ids: list[str], errors: dict[str, str] | None = None) -> 
     now = dt.datetime(2026, 11, 26, tzinfo=dt.timezone.utc)
     n = len(crop_ids)
     columns = {"crop_id": crop_ids, "image_uri": [f"{c}.png" for c in crop_ids], "camera_id": [None] * n,
-               "captured_at": [None] * n, "status": ["error" if c in errors else "ok" for c in crop_ids],
+               "captured_at": [None] * n, "track_id": [None] * n, "frame_index": [None] * n, "status": ["error" if c in errors else "ok" for c in crop_ids],
                "error": [errors.get(c) for c in crop_ids], "super_resolved": [c.endswith("low") for c in crop_ids],
-               "reconstructed": [False] * n, "occlusion_score": [0.25] * n, "hat": [True] * n,
+               "reconstructed": [False] * n, "occlusion_score": [0.25] * n, "crop_height": [160] * n, "hat": [True] * n,
                "hat_score": [0.75] * n, "model_version": ["v1"] * n, "processed_at": [now] * n}
     return pa.Table.from_pydict(columns, schema=results_schema(("hat",)))
 
@@ -245,13 +246,21 @@ def scene(s3_endpoint):
         "image_uri": [r["image_uri"] for r in rows],
         **{col: pd.array([r["bbox"][i] if "bbox" in r else None for r in rows], dtype="Int32")
            for i, col in enumerate(("bbox_x", "bbox_y", "bbox_w", "bbox_h"))},
-        "camera_id": [f"cam{i % 2}" for i in range(len(rows))],
+        "camera_id": ["cam0" if r["crop_id"] in WALKER else f"cam{i % 2}" for i, r in enumerate(rows)],
         "captured_at": pd.to_datetime([f"2026-11-2{r['day']}T0{i % 10}:00:00Z" for i, r in enumerate(rows)]),
         "day": [r["day"] for r in rows],
+        # One person seen before and after midnight, across batches, one of their crops a bad row;
+        # every other crop is its own track.
+        "track_id": ["walker" if r["crop_id"] in WALKER else None for r in rows],
+        "frame_index": pd.array([WALKER.index(r["crop_id"]) if r["crop_id"] in WALKER else None for r in rows],
+                                dtype="Int64"),
     })
     write_manifest(frame, f"{base}/manifest", storage=storage, partition_cols=["day"])
     kinds = {r["crop_id"]: r["kind"] for r in rows}
     return {"base": base, "storage": storage, "bundle": bundle, "kinds": kinds, "frame": frame}
+
+
+WALKER = ("d1-full1", "d1-full2", "d1-low", "d1-lowbox", "d2-full1", "d2-full2", "d2-low", "d2-lowbox", "bad-bbox")
 
 
 def config_for(scene, out: str, **overrides) -> ExtractConfig:
@@ -300,6 +309,25 @@ def first_run(first_run_and_log):
 
 
 @pytest.mark.ray
+def test_each_partition_commits_its_tracks_and_a_person_across_midnight_reads_as_one(first_run, scene):
+    from attrgan.results import load_tracks
+
+    _, out = first_run
+    tracks = load_tracks(out, storage=scene["storage"])
+    (walker,) = tracks[tracks["track_id"] == "walker"].itertuples()
+    assert (walker.camera_id, walker.crops, walker.crops_ok, walker.first_frame, walker.last_frame) == ("cam0", 9, 8, 0, 8)
+    assert walker.best_crop_id in WALKER and 0 < walker.super_resolved_share < 1
+    alone = tracks[tracks["track_id"].isna()]
+    assert sorted(alone["best_crop_id"]) == sorted(set(scene["kinds"]) - set(WALKER))
+    assert (alone["crops"] == 1).all()
+    # In the files, the walker has a row in each day's partition; load_tracks merged them.
+    # In the files the walker has a row in each day's partition (7 crops each: the walker's 4 and
+    # 3 others; its 5 and 2 others); load_tracks merged them.
+    for day, rows in (("1", 4), ("2", 3)):
+        assert read_success(f"{out}/day={day}", scene["storage"])["tracks"]["rows"] == rows
+
+
+@pytest.mark.ray
 def test_a_run_logs_progress_each_commit_and_the_summary_last(first_run_and_log):
     summary, _, messages = first_run_and_log
     progress = [m for m in messages if m.startswith("extract: progress ")]
@@ -307,7 +335,7 @@ def test_a_run_logs_progress_each_commit_and_the_summary_last(first_run_and_log)
                             for m in progress), progress
     commits = [m for m in messages if m.startswith("extract: committed ")]
     assert commits == [p.format() for p in summary.processed]  # one line per partition as it commits
-    assert commits[1].startswith("extract: committed day=2: 7 rows, errors: ") and "bad bbox 1" in commits[1]
+    assert commits[1].startswith("extract: committed day=2: 7 rows in 3 tracks, errors: ") and "bad bbox 1" in commits[1]
     assert "super-resolved 2, reconstructed 5; at " in commits[1]
     assert messages[-1] == summary.format()
     # The JSON record: each partition's rows, errors by kind, restorations and seconds.

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from attrgan.bundle import load_bundle, save_bundle
+from attrgan.fusion import track_groups
 from attrgan.pipeline import Pipeline, PipelineConfig
 from attrgan.contracts import GAIN_KEY, BundleInfo
 from attrgan.train.gain import corrupted_inputs, measure_gain
@@ -86,6 +87,12 @@ def test_measure_gain_scores_the_same_crops_before_and_after():
         assert record["low"] <= record["gain_ma"] <= record["high"]
         again = measure_gain(bundle, kind, images, labels, sizes, attributes=("female", "hat"), resamples=200)
         assert again == record  # seeded: corruption and resampling
+    # Crops in tracks: the interval resamples the 6 tracks, and the record says so.
+    tracks = track_groups([f"t{i // 4}" for i in range(24)])
+    record = measure_gain(bundle, "superres", images, labels, sizes, attributes=("female", "hat"), resamples=200,
+                          groups=tracks)
+    assert record["tracks"] == 6 and record["crops"] == 24
+    assert track_groups([None, None]) is None and track_groups(["a", None, "a"]).tolist() == [0, 1, 0]
 
     low, heights = corrupted_inputs("superres", images, sizes, np.random.default_rng(0))
     assert low.shape == images.shape and (heights == 30).all()

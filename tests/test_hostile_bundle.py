@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from attrgan.bundle import MAX_CONFIG_BYTES, BundleError, load_network, save_network
+from attrgan.fusion import QUALITY_FEATURES, Fusion
 from attrgan.models import AttributeClassifier, ClassifierConfig, SuperResConfig, SuperResGenerator
 
 
@@ -121,7 +122,8 @@ def bundle_dir(tmp_path_factory):
     """A saved bundle of tiny random networks, and its three config.json bodies as saved."""
     from attrgan.bundle import save_bundle
 
-    bundle = tiny_bundle(thresholds=[0.5, 0.5, 0.5])
+    bundle = tiny_bundle(metas={"classifier": {"thresholds": [0.5, 0.5, 0.5], "person_level": ["female", "hat"],
+                                               "fusion": Fusion("quality", (-2.0, 0.5, 0.0, 0.0)).to_dict()}})
     path = tmp_path_factory.mktemp("bundle") / "bundle"
     save_bundle(path, bundle)
     return path, {n: (path / n / "config.json").read_text() for n in ("classifier", "reconstruction", "superres")}
@@ -149,6 +151,15 @@ def _refused_alike(path, match):
     ("superres", {"config.width": 1e15}, "superres/config.json"),
     ("classifier", {"config.attributes": [f"a{i}" for i in range(5000)]}, "1 to 1024 attributes"),
     ("reconstruction", {"validation_gain": {"gain_ma": 0.1, "low": "x"}}, "validation_gain.low must be a number"),
+    ("classifier", {"fusion": {"rule": "median"}}, "fusion coefficients must name exactly"),
+    ("classifier", {"fusion": {"rule": "median", "coefficients": dict.fromkeys(QUALITY_FEATURES, 0)}},
+     "fusion rule must be one of"),
+    ("classifier", {"fusion": {"rule": "quality", "coefficients": dict.fromkeys(QUALITY_FEATURES, 10**400)}},
+     "fusion coefficients must be 4 finite numbers"),
+    ("classifier", {"fusion": ["mean"]}, "fusion must be a mapping"),
+    ("classifier", {"person_level": ["female", "backpack"]}, "person_level names 'backpack', which is not an attribute"),
+    ("classifier", {"person_level": "female"}, "person_level must be a list of attribute ids"),
+    ("classifier", {"person_level": ["hat", "hat"]}, "person_level names an attribute twice"),
 ])
 def test_bundle_findings_are_refused_by_the_driver_and_the_actors_alike(bundle_dir, network, change, match):
     path, saved = bundle_dir
@@ -202,7 +213,8 @@ _paths = st.sampled_from([
     ("config",), ("config", "width"), ("config", "input_size"), ("config", "attributes"), ("config", "backbone"),
     ("config", "weights"), ("config", "residual"), ("config", "scale"), ("config", "masked"), ("validation_gain",),
     ("validation_gain", "gain_ma"), ("validation_gain", "low"), ("validation_gain", "classifier_version"),
-    ("thresholds", 0), ("config", "input_size", 0), ("config", "attributes", 1), ("extra",)])
+    ("thresholds", 0), ("config", "input_size", 0), ("config", "attributes", 1), ("extra",), ("fusion",),
+    ("fusion", "rule"), ("fusion", "coefficients"), ("person_level",), ("person_level", 0)])
 _sized = st.sampled_from([[64, 32], [32, 16], [16, 8], [64, 16], [10, 1], [80, 32], [2048, 2048]])
 
 
@@ -239,6 +251,7 @@ def test_mutated_bundle_metadata_is_refused_clearly_or_loads(bundle_dir, network
             return
         bundle = load_bundle(path)
         assert bundle.version == version
+        assert Fusion.from_bundle_info(bundle.info).rule in ("mean", "quality", "max", "best")  # what it stores reads back
         pipe = Pipeline(bundle, PipelineConfig(device="cpu"))
         h, w = pipe.input_size
         out = pipe(np.zeros((1, h, w, 3), np.uint8), np.array([h]))

@@ -20,7 +20,8 @@ from attrgan.data.manifest import (BLOCK_ROWS, INPUT_COLUMNS, MAX_VALUE_BYTES, P
                                    row_group_blocks)
 from attrgan.scoring import decode_rows
 
-TEXT_COLUMNS = ("crop_id", "image_uri", "camera_id")
+TEXT_COLUMNS = ("crop_id", "image_uri", "camera_id", "track_id")
+NUMBER_COLUMNS = ("bbox_x", "bbox_y", "bbox_w", "bbox_h", "frame_index")
 
 
 def text(values: list[bytes | None]) -> pa.Array:
@@ -75,22 +76,21 @@ box_values = hst.none() | hst.floats(allow_nan=True, allow_infinity=True) | hst.
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(rows=hst.lists(hst.tuples(text_values, text_values, text_values, hst.tuples(*[box_values] * 4)),
+@given(rows=hst.lists(hst.tuples(text_values, text_values, text_values, text_values, hst.tuples(*[box_values] * 5)),
                       min_size=1, max_size=6),
        box_type=hst.sampled_from([pa.float64(), pa.int64()]))
 def test_any_values_give_exactly_one_row_each(tmp_path, rows, box_type):
     png(tmp_path / "a.png")
-    boxes = [[r[3][i] for r in rows] for i in range(4)]
+    boxes = [[r[4][i] for r in rows] for i in range(5)]
     keep = (lambda v: v if isinstance(v, int) else None) if box_type == pa.int64() else (
         lambda v: None if v is None else float(v))
     boxes = [[keep(v) for v in column] for column in boxes]
     table = pa.table({**{name: text([r[i] for r in rows]) for i, name in enumerate(TEXT_COLUMNS)},
-                      **{name: pa.array(column, box_type) for name, column in zip(
-                          ("bbox_x", "bbox_y", "bbox_w", "bbox_h"), boxes)}})
+                      **{name: pa.array(column, box_type) for name, column in zip(NUMBER_COLUMNS, boxes)}})
     prepared, out = prepared_and_decoded(table, tmp_path)
     assert prepared.num_rows == len(rows) and len(out["status"]) == len(rows)
     prepared.validate(full=True)  # only UTF-8 text leaves the row preparation
-    for i, (crop_id, uri, camera, _) in enumerate(rows):
+    for i, (crop_id, *_) in enumerate(rows):
         status, error = out["status"][i], out["error"][i]
         assert (status == "ok") == (error is None), (status, error)
         key = prepared["crop_id"][i].as_py()

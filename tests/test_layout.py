@@ -13,7 +13,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "attrgan"
 # The bottom layer of the map: no torch, no Ray (write, check and decode tasks stand on it).
 BASICS = ("attributes", "config", "contracts", "data.storage", "data.manifest", "data.images", "data.synth",
-          "data.convert", "metrics", "experiments", "results", "lease", "report", "runtime")
+          "data.convert", "metrics", "experiments", "results", "lease", "report", "runtime",
+          "query", "search")
 
 
 def module_map() -> str:

@@ -17,7 +17,8 @@ import attrgan.lease as lease_module
 from attrgan.config import StorageConfig
 from attrgan.data.storage import list_dir
 from attrgan.lease import LEASE_NAME, Lease, LeaseHeld, LeaseInfo
-from attrgan.sink import CommitGroup, ExtractError, ResultsSink
+from attrgan.fusion import Fusion
+from attrgan.sink import CommitGroup, ExtractError, ResultsSink, TrackPlan
 
 
 @pytest.fixture(scope="module")
@@ -115,11 +116,11 @@ def test_a_heartbeat_that_finds_the_lease_taken_marks_it_lost_and_the_commit_ref
 
     sink = ResultsSink(out=out, storage=storage or StorageConfig(), rows_per_file=10,
                        group=CommitGroup(("date=2026-11-25",), (0,)), run_id="slow", schema=pa.schema([]),
-                       marker={}, start=0.0, lease=holder)
+                       marker={}, start=0.0, lease=holder, tracks=TrackPlan((), {}, Fusion(), 0.5))
     assert pickle.loads(pickle.dumps(sink)).lease.run_id == "slow"  # write tasks get a copy of the sink
     # The staged files' check is a Ray task; it passes here: the lease is what is under test.
-    monkeypatch.setattr("attrgan.sink.verify_staged", type("Check", (), {"remote": staticmethod(lambda *a: None)}))
-    monkeypatch.setattr("attrgan.sink.ray.get", lambda refs: [None for _ in refs])
+    monkeypatch.setattr("attrgan.sink.check_staged", type("Check", (), {"remote": staticmethod(lambda *a: (None, [], 0))}))
+    monkeypatch.setattr("attrgan.sink.ray.get", lambda ref: ref)
     with pytest.raises(ExtractError, match=r"now held by run taker .*partition 'date=2026-11-25' not committed"):
         sink.commit([])
     assert sink.committed == [] and list_dir(f"{out}/date=2026-11-25", storage) == []

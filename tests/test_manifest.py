@@ -12,12 +12,16 @@ from attrgan.data import storage as st
 from attrgan.data.images import decode_batch
 from attrgan.data.storage import allowed
 from attrgan.data.manifest import (
+    INPUT_COLUMNS,
     MANIFEST_SCHEMA,
+    ROW_ERROR,
+    TRACK_FRAME_COLUMNS,
     ManifestError,
     allowed_prefixes,
     label_columns,
     list_partitions,
     manifest_attributes,
+    prepare_rows,
     read_manifest,
     scan_manifest,
     validate_manifest,
@@ -45,8 +49,10 @@ def frame(n=4, **extra):
 
 def test_validate_casts_to_contract_types():
     table = validate_manifest(frame())
+    assert set(MANIFEST_SCHEMA.names) - set(table.column_names) == set(TRACK_FRAME_COLUMNS)  # optional: absent
     for field in MANIFEST_SCHEMA:
-        assert table.schema.field(field.name).type == field.type, field.name
+        if field.name not in TRACK_FRAME_COLUMNS:
+            assert table.schema.field(field.name).type == field.type, field.name
     assert table.schema.field("female").type == pa.int8() and table.schema.field("hat").type == pa.int8()
     # pandas' NaN for missing bbox values becomes a real null int32.
     assert table["bbox_x"].to_pylist() == [0, 5, None, 1]
@@ -77,6 +83,9 @@ def test_manifest_attributes_skips_non_label_integers():
     (lambda df: df.assign(bbox_w=[2**40, 1, 1, 1]), r"column 'bbox_w': expected int32, got int64"),
     (lambda df: df.drop(columns=["bbox_h"]), r"bbox columns come as a set.*missing \['bbox_h'\]"),
     (lambda df: df.assign(female=np.array([1, 2, 0, 0], dtype=np.int8)), r"'female' has values outside \{-1, 0, 1\} in 1 row\(s\): \[2\]"),
+    (lambda df: df.assign(frame_index=[0, -1, 2, -5]),
+     r"column 'frame_index' must be >= 0 .*; 2 row\(s\) are negative: crop_id 'c1': -1, crop_id 'c3': -5"),
+    (lambda df: df.assign(frame_index=[0.5, 1, 2, 3]), r"column 'frame_index': expected int64, got double"),
 ])
 def test_validate_rejects_bad_manifests(mutate, match):
     with pytest.raises(ManifestError, match=match):
@@ -263,3 +272,46 @@ def test_files_of_one_manifest_store_fixed_columns_alike(tmp_path):
                              "bbox_x": pa.array([1.0]), "bbox_y": [1], "bbox_w": [1], "bbox_h": [1]}),
                    root / "part-1.parquet")
     assert scan_manifest(str(root)).rows("") == 2  # string and large_string, floats and ints merge
+
+
+def test_tracks_are_optional_columns_typed_like_the_contract(tmp_path):
+    # frame_index is a fixed column: frames 0 and 1 never read as an attribute's labels.
+    df = frame(track_id=["t1", "t1", None, "t2"], frame_index=[0, 1, None, 0])
+    path = write_manifest(df, str(tmp_path / "m.parquet"))
+    table = read_manifest(path)
+    assert (table.schema.field("track_id").type, table.schema.field("frame_index").type) == (pa.string(), pa.int64())
+    assert table["track_id"].to_pylist() == ["t1", "t1", None, "t2"]
+    assert table["frame_index"].to_pylist() == [0, 1, None, 0]
+    assert manifest_attributes(table) == ["female", "hat"]
+    pq.write_table(pa.table({"crop_id": ["a"], "image_uri": ["a.png"], "track_id": [7]}), tmp_path / "bad.parquet")
+    with pytest.raises(ManifestError, match=r"column 'track_id': expected string, got int64"):
+        scan_manifest(str(tmp_path / "bad.parquet"))
+
+
+def test_bad_track_values_are_row_errors_in_the_stream():
+    """track_id is carried like camera_id (a stand-in and `bad track_id: …`); a frame_index that
+    is not a whole number >= 0 is a row error and carried as null. Never a failed block."""
+    def prepared(**columns):
+        n = len(next(iter(columns.values())))
+        table = pa.table({"crop_id": [f"c{i}" for i in range(n)], "image_uri": ["a.png"] * n, **columns,
+                          "path": ["m.parquet"] * n})
+        return prepare_rows(table, base="/m", partition_of={"m.parquet": 0})
+
+    plain = prepared(camera_id=["c1"])  # a manifest without track columns: null, no error
+    assert plain.column_names[:len(INPUT_COLUMNS)] == list(INPUT_COLUMNS)
+    assert plain.select(["track_id", "frame_index", ROW_ERROR]).to_pylist() == [
+        {"track_id": None, "frame_index": None, ROW_ERROR: None}]
+    ids = pa.array([b"t1", b"\xff", b"x" * 1025, None], pa.binary()).view(pa.string())
+    rows = prepared(track_id=ids, frame_index=pa.array([0, 1, 2, 3], pa.int16()))
+    assert rows["track_id"].to_pylist() == ["t1", "\\xff…#a8100ae6aa1940d0", rows["track_id"][2].as_py(), None]
+    assert rows["track_id"][2].as_py().startswith("x" * 64 + "…#")
+    errors = rows[ROW_ERROR].to_pylist()
+    assert errors[0] is None and errors[3] is None
+    assert errors[1].startswith("bad track_id: track_id is not UTF-8 text (\\xff…#")
+    assert errors[2].startswith("bad track_id: track_id is longer than 1,024 bytes (xxx")
+    refused = "bad frame_index: frame_index is not a whole number from 0 to 2**63 - 1"
+    for values in (pa.array([3, -1, None], pa.int64()), pa.array([3.0, 1.5, None]), pa.array([3.0, -2.0, None]),
+                   pa.array([3.0, 2.0 ** 63, None]), pa.array([3, 2 ** 63, None], pa.uint64())):
+        rows = prepared(frame_index=values)
+        assert rows["frame_index"].to_pylist() == [3, None, None], values
+        assert rows[ROW_ERROR].to_pylist() == [None, refused, None], values

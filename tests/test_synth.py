@@ -1,4 +1,6 @@
+import hashlib
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -352,3 +354,94 @@ def test_synthetic_attributes_are_learnable(tmp_path):
         scores = torch.sigmoid(net(x[~train])).numpy()
     ma = _mean_accuracy(y[~train], scores)
     assert ma > 0.62, ma  # ~0.68 when written
+
+
+# The default output's manifest content, computed with the generator as it was before tracks existed.
+DEFAULT_MANIFEST_SHA256 = "08a77520b0176ef03a06dc8473e75282f351c305cf30e909b93b4d80e2b89cc5"
+
+
+def _content_hash(table) -> str:
+    return hashlib.sha256(json.dumps(table.to_pylist(), default=str).encode()).hexdigest()
+
+
+def _single_crop(seed: int, cameras: int, index: int) -> bytes:
+    """The stored JPEG of crop `index` drawn on its own by the per-crop renderer."""
+    rng = synth.sample_rng(seed, index)
+    person, attrs = synth.sample_person(rng)
+    cam = int(rng.integers(cameras))
+    rng.uniform(0, 1)  # captured_at
+    buf = io.BytesIO()
+    image = synth.render_person(rng, attrs, camera=synth.camera_styles(seed, cameras)[cam], person=person)
+    image.save(buf, "JPEG", quality=synth.IMAGE_QUALITY)
+    return buf.getvalue()
+
+
+def test_generate_without_tracks_draws_what_it_drew_before(tmp_path):
+    uri = synth.generate(str(tmp_path / "d"), 10, seed=5, cameras=2, workers=1)
+    raw = pq.read_table(uri)
+    assert "track_id" not in raw.column_names and "frame_index" not in raw.column_names
+    assert _content_hash(raw) == DEFAULT_MANIFEST_SHA256
+    for i in range(3):
+        assert (tmp_path / f"d/images/syn5-{i:07d}.jpg").read_bytes() == _single_crop(5, 2, i)
+
+
+def test_track_lengths_are_mostly_short_with_a_long_tail():
+    rng = np.random.default_rng(0)
+    lengths = np.array([synth.sample_track_length(rng) for _ in range(20_000)])
+    assert lengths.min() == 3 and lengths.max() == 40
+    assert np.median(lengths) == 7 and 9.0 < lengths.mean() < 9.5  # the module docstring's figures
+    assert 0.33 < (lengths <= 5).mean() < 0.38 and 0.07 < (lengths >= 20).mean() < 0.1
+
+
+def test_track_heights_grow_towards_the_camera_and_shrink_away_from_it():
+    assert synth.track_heights((100, 120), 5, approaching=True)[::4] == [100, 120]
+    assert synth.track_heights((120, 100), 5, approaching=False)[::4] == [120, 100]
+    capped = synth.track_heights((90, 500), 11, approaching=True)  # 10 steps of at most 5 %
+    assert capped[0] == 90 and capped[-1] == round(90 * np.exp(0.5))
+    assert all(b > a for a, b in zip(capped, capped[1:]))
+    assert synth.track_heights((90, 500), 1, approaching=False) == [500]
+
+
+def _thumb(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("L").resize((16, 40)), np.float32)
+
+
+def test_tracks_show_one_person_each_and_keep_the_splits(tmp_path):
+    kwargs = dict(seed=2, cameras=3, splits=(0.5, 0.25, 0.25), track_splits=("val", "test"))
+    one = Path(synth.generate(str(tmp_path / "one"), 40, workers=1, **kwargs)).parent
+    two = Path(synth.generate(str(tmp_path / "two"), 40, workers=2, **kwargs)).parent  # two tasks: crops, tracks
+    files = sorted(p.relative_to(one) for p in one.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(two) for p in two.rglob("*") if p.is_file()) and len(files) == 41
+    assert all((one / rel).read_bytes() == (two / rel).read_bytes() for rel in files)
+
+    df = read_manifest(str(one / "manifest.parquet")).to_pandas()
+    assert df["split"].value_counts().to_dict() == {"train": 20, "val": 10, "test": 10}
+    train = df[df["split"] == "train"]
+    assert train["track_id"].isna().all() and train["frame_index"].isna().all()
+    # The other splits' crops are what the generator draws without tracks.
+    for i in train.index[:3]:
+        assert (one / "images" / f"syn2-{i:07d}.jpg").read_bytes() == _single_crop(2, 3, i)
+
+    tracked = df[df["track_id"].notna()]
+    lengths = []
+    for split in ("val", "test"):
+        in_split = tracked[tracked["split"] == split]
+        order = list(dict.fromkeys(in_split["track_id"]))  # tracks in the order their frames come
+        lengths += [(in_split["track_id"] == t).sum() for t in order]
+        assert all(3 <= n <= 40 for n in lengths[len(lengths) - len(order):-1])  # the last may be shorter
+    for track, rows in tracked.groupby("track_id"):
+        assert rows["split"].nunique() == 1 and rows["camera_id"].nunique() == 1, track  # one split, one camera
+        assert (rows[list(SYNTH_ATTRIBUTES)].nunique() == 1).all(), track  # the labels are the person's
+        assert rows["frame_index"].tolist() == list(range(len(rows))), track
+        gaps = rows["captured_at"].diff().dt.total_seconds().dropna()
+        assert ((gaps >= 0.199) & (gaps <= 0.501)).all(), track
+        heights = [Image.open(u).size[1] for u in rows["image_uri"]]
+        steps = np.diff(np.log(heights))
+        assert (np.abs(steps) <= 0.05 + 1 / min(heights)).all() and ((steps >= 0).all() or (steps <= 0).all())
+        assert len(heights) < 3 or heights[0] != heights[-1], (track, heights)
+    assert sum(lengths) == 20
+    # Consecutive frames show one person: closer to each other than to another track's frame.
+    uris = tracked.groupby("track_id")["image_uri"].apply(list)
+    first, other = uris.iloc[0], uris.iloc[1]
+    near = np.abs(_thumb(Path(first[0])) - _thumb(Path(first[1]))).mean()
+    assert near < 0.5 * np.abs(_thumb(Path(first[0])) - _thumb(Path(other[0]))).mean()

@@ -11,14 +11,17 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 import torch
 
-from attrgan.attributes import SYNTH_ATTRIBUTES
-from attrgan.bundle import load_network
+from attrgan.attributes import SYNTH_ATTRIBUTES, person_level
+from attrgan.bundle import bundle_info, load_network
 from attrgan.config import ConfigError, StorageConfig
 from attrgan.data import storage as st
 from attrgan.contracts import GAIN_KEY
+from attrgan.fusion import Fusion
 from attrgan.runtime import STATE_API_ENV
 from attrgan.train.config import load_train_config
 from attrgan.train.data import TrainDataError
@@ -195,12 +198,29 @@ def test_generators_train_against_the_bundle_classifier_with_the_agreement_loss(
     assert proof["low"] <= proof["gain_ma"] <= proof["high"]
 
     # G^S with the same loss: its output, resized to the classifier input, against the clean crop.
-    sr = train_network(tiny_config("superres", workers=1, epochs=1, agreement_weight=10.0), manifest=manifest,
+    # Its manifest carries tracks: 10 track ids over the 12 validation crops (a track is camera and track_id).
+    from attrgan.data.manifest import read_manifest, write_manifest
+
+    table = read_manifest(manifest, storage=storage)
+    table = table.drop_columns([c for c in ("track_id", "frame_index") if c in table.column_names])
+    val = np.cumsum(np.asarray(table["split"].to_pylist()) == "val") - 1
+    table = table.append_column("track_id", pa.array([f"p{v % 10}" for v in val], pa.string()))
+    table = table.append_column("frame_index", pa.array(val // 10, pa.int64()))
+    tracked = write_manifest(table, f"s3://{bucket}/synth/tracked.parquet", storage=storage)
+    sr = train_network(tiny_config("superres", workers=1, epochs=1, agreement_weight=10.0), manifest=tracked,
                        bundle=bundle, storage=storage)
     epochs = pd.read_csv(io.BytesIO(st.read_bytes(st.join(sr.run_uri, "epochs.csv"), storage)))
     assert (epochs["train_l_g_agree"] > 0).all()
     _, sr_meta = load_network(st.join(bundle, "superres"), storage=storage)
     assert sr_meta[GAIN_KEY]["crops"] == 12 and np.isfinite(sr_meta["metrics"]["val_psnr"])
+    # The bundle is complete: its track fusion was fitted on those tracks and stored with the classifier.
+    info = bundle_info(bundle, storage)
+    fusion = Fusion.from_bundle_info(info)
+    rows = table.filter(pc.equal(table["split"], "val"))
+    people = len(set(zip(rows["camera_id"].to_pylist(), rows["track_id"].to_pylist())))
+    assert fusion.fitted["tracks"] == people >= 10 and fusion.fitted["crops"] == 12 and fusion.fitted["split"] == "val"
+    assert fusion.rule == fusion.fitted["chosen"] and set(fusion.fitted["ma"]) == {"mean", "quality", "max", "best"}
+    assert fusion.fitted["bundle_version"] == info.version and info.person_level == person_level(info.attributes)
 
 
 def test_bad_inputs_fail_before_any_worker_starts(ray_local, s3_env, tmp_path):

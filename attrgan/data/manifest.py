@@ -13,6 +13,10 @@ A manifest is one Parquet file, a folder of Parquet files, or a hive-partitioned
     camera_id                       string, nullable
     captured_at                     timestamp[us, UTC], nullable (naive timestamps are taken as UTC)
     split                           string, nullable — train / val / test
+    track_id                        string, nullable — the person's track (crops of one person over
+                                    consecutive frames), unique within a (camera, partition); null:
+                                    the row is a track of its own
+    frame_index                     int64, nullable, >= 0 — the crop's frame within its track
 
 plus, in training/eval manifests, one int8 column per attribute id: 1 positive, 0 negative,
 -1 unknown (a null label is read as -1). Hive partition keys come back as string columns.
@@ -53,10 +57,15 @@ MANIFEST_SCHEMA = pa.schema([
     pa.field("camera_id", pa.string()),
     pa.field("captured_at", pa.timestamp("us", tz="UTC")),
     pa.field("split", pa.string()),
+    pa.field("track_id", pa.string()),
+    pa.field("frame_index", pa.int64()),
 ])
 FIXED_COLUMNS: tuple[str, ...] = tuple(MANIFEST_SCHEMA.names)
 REQUIRED_COLUMNS: tuple[str, ...] = ("crop_id", "image_uri")
 BBOX_COLUMNS: tuple[str, ...] = ("bbox_x", "bbox_y", "bbox_w", "bbox_h")
+# A crop's track and frame in it (not the per-track results table, `contracts.TRACK_COLUMNS`);
+# optional: a manifest without them reads as one track per row.
+TRACK_FRAME_COLUMNS: tuple[str, ...] = ("track_id", "frame_index")
 LABEL_VALUES = (-1, 0, 1)
 DATA_SUFFIXES = (".parquet", ".parq", ".pq")
 
@@ -236,7 +245,8 @@ def _type_family(tp: pa.DataType) -> str:
 # What each fixed column may be stored as: values of these families cast without guessing (a
 # float bbox, as pandas writes an integer column with nulls, must hold whole numbers).
 _FAMILIES = {"crop_id": ("string",), "image_uri": ("string",), "camera_id": ("string",), "split": ("string",),
-             **{c: ("integer", "floating") for c in BBOX_COLUMNS}, "captured_at": ("timestamp",)}
+             **{c: ("integer", "floating") for c in BBOX_COLUMNS}, "captured_at": ("timestamp",),
+             "track_id": ("string",), "frame_index": ("integer", "floating")}
 
 
 def check_columns(schema: pa.Schema, *, keys: Sequence[str] = (), where: str = "manifest") -> None:
@@ -352,6 +362,12 @@ def validate_manifest(table: pa.Table | Any, attributes: Sequence[str] | None = 
             table = _set(table, field.name, _cast(table[field.name], field.name, field.type))
     for name in names:
         _check_text(table[name], name)
+    if "frame_index" in names:
+        negative = pc.fill_null(pc.less(table["frame_index"], 0), False)
+        if pc.any(negative).as_py():
+            raise ManifestError(f"column 'frame_index' must be >= 0 (a frame's number within its track); "
+                                f"{pc.sum(negative).as_py()} row(s) are negative: "
+                                f"{_examples(table, negative, 'frame_index')}")
 
     crop_ids = table["crop_id"]
     if crop_ids.null_count:
@@ -626,8 +642,10 @@ def write_manifest(table_or_df: Any, uri: str, storage: StorageConfig | None = N
 # ---------------------------------------------------------------------------------------------
 # manifest rows on their way into a scoring stream (cluster tasks; light imports, no torch)
 
-# Manifest columns the extraction reads; the last four are carried to the results.
-INPUT_COLUMNS = ("crop_id", "image_uri", "bbox_x", "bbox_y", "bbox_w", "bbox_h", "camera_id", "captured_at")
+# Manifest columns the extraction reads. crop_id, image_uri, camera_id and captured_at are carried to
+# the results; track_id and frame_index travel with the rows for the results side to carry.
+INPUT_COLUMNS = ("crop_id", "image_uri", "bbox_x", "bbox_y", "bbox_w", "bbox_h", "camera_id", "captured_at",
+                 *TRACK_FRAME_COLUMNS)
 # Index (into the run's partitions) that each row carries through the stream.
 PARTITION_INDEX = "_partition_index"
 # A row's problem found before decoding (an image_uri that cannot be resolved): the row is not
@@ -639,10 +657,11 @@ ROW_ERROR = "_row_error"
 # that is not UTF-8 text, makes its row an error row, and only its first STAND_IN_BYTES are looked
 # at beyond measuring and hashing it (docs/security.md). S3 keys are at most 1,024 bytes, Linux
 # paths 4,096.
-MAX_VALUE_BYTES = {"crop_id": 1024, "image_uri": 4096, "camera_id": 1024}
+MAX_VALUE_BYTES = {"crop_id": 1024, "image_uri": 4096, "camera_id": 1024, "track_id": 1024}
 STAND_IN_BYTES = 64
 # The error kind of a bad value of each column (the text before the error's first ':').
-_VALUE_KINDS = {"image_uri": "bad uri", "crop_id": "bad crop_id", "camera_id": "bad camera_id"}
+_VALUE_KINDS = {"image_uri": "bad uri", "crop_id": "bad crop_id", "camera_id": "bad camera_id",
+                "track_id": "bad track_id"}
 
 
 def stand_in(raw: bytes | pa.Buffer) -> str:
@@ -782,8 +801,9 @@ def prepare_rows(table: pa.Table, *, base: str, partition_of: Mapping[str, int])
     so an out-of-range box is a row error, not a failed cast), image_uri resolved against `base`,
     PARTITION_INDEX from the row's file, and ROW_ERROR for a value that cannot be used: text that
     is not UTF-8 or over its limit (`text_column`; the row carries stand-ins), an image_uri that
-    cannot be resolved, a box that is not whole pixels. Runs on the cluster; never raises for a
-    row's values, and only UTF-8 text leaves it (docs/security.md "Manifest values")."""
+    cannot be resolved, a box that is not whole pixels, a frame_index that is not a whole number
+    from 0 to 2**63 - 1 (carried as null). Runs on the cluster; never raises for a row's values, and
+    only UTF-8 text leaves it (docs/security.md "Manifest values")."""
     n = table.num_rows
     paths = table["path"].combine_chunks().dictionary_encode()
     index = pa.array([partition_of[p] for p in paths.dictionary.to_pylist()], pa.int32())
@@ -803,9 +823,10 @@ def prepare_rows(table: pa.Table, *, base: str, partition_of: Mapping[str, int])
             resolved.append("")
             problems.append(f"bad uri: {redact(str(exc), MESSAGE_CHARS)}")
     types = {"crop_id": pa.string(), "bbox_x": pa.int64(), "bbox_y": pa.int64(), "bbox_w": pa.int64(),
-             "bbox_h": pa.int64(), "camera_id": pa.string(), "captured_at": pa.timestamp("us", tz="UTC")}
+             "bbox_h": pa.int64(), "camera_id": pa.string(), "captured_at": pa.timestamp("us", tz="UTC"),
+             "track_id": pa.string(), "frame_index": pa.int64()}
     row_error = pc.coalesce(text["crop_id"][1], uri_problems, pc.take(pa.array(problems, pa.string()), uris.indices),
-                            text["camera_id"][1])
+                            text["camera_id"][1], text["track_id"][1])
     columns = {}
     for name in INPUT_COLUMNS:
         if name == "image_uri":
@@ -816,17 +837,32 @@ def prepare_rows(table: pa.Table, *, base: str, partition_of: Mapping[str, int])
             column = table[name].combine_chunks()
             if pa.types.is_dictionary(column.type):
                 column = column.dictionary_decode()
-            if pa.types.is_floating(column.type):  # a bbox written by pandas: whole numbers or a row error
+            if pa.types.is_floating(column.type):  # numbers written by pandas: whole numbers or a row error
                 column = column.cast(pa.float64())  # float16 has no floor kernel; float64 holds each exactly
                 bad = pc.fill_null(pc.invert(pc.equal(column, pc.floor(column))), False)
-                message = pa.scalar(f"bad bbox: {name} is not a whole number of pixels", pa.string())
-                row_error = pc.if_else(pc.and_(bad, pc.is_null(row_error)), message, row_error)
-                column = pc.if_else(bad, pa.scalar(None, column.type), column)
+                if name == "frame_index":  # past int64 the cast below would wrap it
+                    bad = pc.or_(bad, pc.fill_null(pc.greater_equal(pc.abs(column), 2.0 ** 63), False))
+                column, row_error = _refuse(column, bad, row_error, _NUMBER_PROBLEMS[name])
             # Timestamps: drop sub-microsecond digits, take naive ones as UTC (the manifest contract);
             # numbers: an out-of-range box wraps and is refused as a bad bbox when decoding.
-            columns[name] = column.cast(types[name], safe=pa.types.is_string(types[name]))
+            column = column.cast(types[name], safe=pa.types.is_string(types[name]))
+            if name == "frame_index":  # negative, or an unsigned value past int64 that the cast wrapped
+                column, row_error = _refuse(column, pc.fill_null(pc.less(column, 0), False), row_error,
+                                            _NUMBER_PROBLEMS[name])
+            columns[name] = column
         else:
             columns[name] = pa.nulls(n, types[name])
     columns[PARTITION_INDEX] = pc.take(index, paths.indices)
     columns[ROW_ERROR] = row_error
     return pa.table(columns)
+
+
+# The row error of a number column's value that cannot be used.
+_NUMBER_PROBLEMS = {**{name: f"bad bbox: {name} is not a whole number of pixels" for name in BBOX_COLUMNS},
+                    "frame_index": "bad frame_index: frame_index is not a whole number from 0 to 2**63 - 1"}
+
+
+def _refuse(column: pa.Array, bad: pa.Array, row_error: pa.Array, message: str) -> tuple[pa.Array, pa.Array]:
+    """(column with its `bad` values null, row_error with `message` where `bad` and no earlier error)."""
+    row_error = pc.if_else(pc.and_(bad, pc.is_null(row_error)), pa.scalar(message, pa.string()), row_error)
+    return pc.if_else(bad, pa.scalar(None, column.type), column), row_error

@@ -25,8 +25,21 @@ top and trousers one colour, a casual outfit a free mix. So the visible upper bo
 about the lower body without copying it. `occlusion_down` is 0: crops are clean;
 `attrgan.corrupt` makes occluded ones.
 
+Surveillance footage shows people as tracks: one person over consecutive frames. The splits named
+in `generate(track_splits=...)` are rendered as tracks (`plan_tracks`, `render_track`): one person,
+labels, outfit, camera and scene per track, drawn frame after frame while they walk towards the
+camera (seen from the front, the crop growing) or away from it (from the back, shrinking), log-height
+interpolated between two `sample_crop_size` heights at most 5 % per frame, with the pose and the
+light jittered a little and fresh sensor noise in every frame, 0.2-0.5 s apart. As in tracker output
+such as MARS's (Zheng et al. 2016: about 20,000 tracklets of 1,261 people, detector boxes linked by
+a tracker) or RAP v2's many crops per person, most tracks are short with a long tail: a truncated
+log-normal over 3-40 frames, median 7, mean 9.2 (`sample_track_length`; the parameters are
+this generator's choice, not fitted to a dataset). A split's last track takes what is left of the
+split and may be shorter.
+
 Everything is seeded: sample `i` of `generate(seed=s)` uses its own generator seeded from
-(s, i), so the output is byte-identical for any number of worker processes.
+(s, i), track `k` its own seeded from (s, k) (`track_key`), so the output is byte-identical for any
+number of worker processes.
 """
 
 from __future__ import annotations
@@ -42,7 +55,7 @@ from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime, timedelta, timezone
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
@@ -72,6 +85,21 @@ NIGHT_HOURS = 10.0
 IMAGE_QUALITY = 92  # stored JPEG quality; the camera's own compression happens in render_person
 _SUPERSAMPLE = 2  # the person is drawn at 2x and downscaled: anti-aliased edges for free
 _CHUNK = 64  # crops per worker task
+
+# Tracks (`generate(track_splits=...)`): one person over consecutive frames. Lengths follow a
+# log-normal (median 6.5 frames before truncation, sigma 0.8) truncated to TRACK_LENGTH_RANGE and
+# floored: median 7, mean 9.2, 36 % of the tracks 5 frames or shorter, 8 % 20 or longer (holding
+# 24 % of the tracked crops; 100,000 draws). At 2-5 frames a second (FRAME_SPACING_S) a median
+# track is 1.4-3.5 s in view.
+TRACK_LENGTH_RANGE = (3, 40)
+_TRACK_LOG = statistics.NormalDist(math.log(6.5), 0.8)
+FRAME_SPACING_S = (0.2, 0.5)
+# Walking at about 1.4 m/s past a camera some 10 m away changes the distance, and so the crop height,
+# by up to about 5 % per frame: log-height steps are capped at this.
+MAX_LOG_HEIGHT_STEP = 0.05
+# Between frames each continuous draw of the pose and the light moves by up to this share of its
+# range around the track's value: the same person, a little differently posed and lit.
+FRAME_JITTER = 0.08
 
 Color = tuple[int, int, int]
 
@@ -998,6 +1026,104 @@ def render_person(rng: np.random.Generator, attrs: dict[str, int], *, size: tupl
 
 
 # --------------------------------------------------------------------------------------------
+# Tracks: one person over consecutive frames
+
+
+def sample_track_length(rng: np.random.Generator) -> int:
+    """Frames in a track: the log-normal of TRACK_LENGTH_RANGE's comment, truncated to that range
+    (one uniform draw through the inverse CDF)."""
+    lo, hi = TRACK_LENGTH_RANGE
+    a, b = _TRACK_LOG.cdf(math.log(lo)), _TRACK_LOG.cdf(math.log(hi + 1))
+    return min(hi, max(lo, int(math.exp(_TRACK_LOG.inv_cdf(rng.uniform(a, b))))))
+
+
+def track_heights(heights: tuple[int, int], frames: int, approaching: bool) -> list[int]:
+    """Crop heights along a track of `frames` frames between the two `heights` (in either order):
+    growing when the person approaches, shrinking when they walk away; log-height is interpolated,
+    its steps capped at MAX_LOG_HEIGHT_STEP per frame (the far end moves in to meet the cap)."""
+    near, far = max(heights), min(heights)
+    span = min(math.log(near / far), MAX_LOG_HEIGHT_STEP * (frames - 1))
+    start, sign = (far, 1) if approaching else (near, -1)
+    steps = np.linspace(0.0, span, frames) if frames > 1 else np.zeros(1)
+    return [int(round(start * math.exp(sign * x))) for x in steps]
+
+
+class _Jittered:
+    """A track's random stream, replayed for each frame, with each continuous draw moved by up to
+    `amount` of its range by the frame's own generator: the same person, camera and scene, posed and
+    lit a little differently. Discrete draws (random(), integers: which way the person faces, the
+    JPEG quality) are the track's; sensor noise (normal) is the frame's own."""
+
+    def __init__(self, track: np.random.Generator, frame: np.random.Generator, amount: float):
+        self.track, self.frame, self.amount = track, frame, amount
+
+    def uniform(self, low: float = 0.0, high: float = 1.0, size: Any = None) -> Any:
+        value = self.track.uniform(low, high, size)
+        moved = np.clip(value + self.frame.uniform(-self.amount, self.amount, size) * (high - low), low, high)
+        return float(moved) if size is None else moved  # a float, as Generator.uniform gives
+
+    def random(self) -> float:
+        return self.track.random()
+
+    def integers(self, *args: Any, **kwargs: Any) -> Any:
+        return self.track.integers(*args, **kwargs)
+
+    def normal(self, *args: Any, **kwargs: Any) -> Any:
+        return self.frame.normal(*args, **kwargs)
+
+
+# The stages of a track's drawing, each replayed from its own stream (`render_track`).
+_HANDS, _POSE, _SCENE, _LOOK, _LIGHT, _FRAMES = 1, 2, 3, 4, 5, 1000
+
+
+def render_track(key: Sequence[int], attrs: dict[str, int], *, frames: int, heights: tuple[int, int],
+                 aspect: float, camera: CameraStyle, person: Person | None = None) -> list[Image.Image]:
+    """Render one person over `frames` consecutive frames: the crops of a track.
+
+    What makes the person (what they hold, build, outfit and its colours) and the scene behind them
+    are drawn once; each frame redraws the pose, the lean and the light from the same streams with
+    FRAME_JITTER of frame-to-frame variation, and its own sensor noise (`_Jittered`). A person seen
+    from the front walks towards the camera, from the back away from it: the crop height runs between
+    `heights` as `track_heights` says, the width `aspect` × height. The scene is drawn once at the
+    largest frame's size and scaled to each frame (the crop box follows the person). Every draw comes
+    from generators seeded from `key` plus a stage number. Returns RGB PIL images, frame 0 first.
+    """
+    check_attributes(attrs)
+    person = person if person is not None else Person()
+    check_person(person, attrs)
+    if frames < 1 or min(heights) < 16 or not 0 < aspect <= 1:
+        raise ValueError(f"a track needs frames >= 1, heights >= 16 and 0 < aspect <= 1, got {frames}, "
+                         f"{heights}, {aspect}")
+
+    def stream(stage: int) -> np.random.Generator:
+        return np.random.default_rng([*key, stage])
+
+    def width(h: int) -> int:
+        return max(8, round(h * aspect))
+
+    hands = _assign_hands(stream(_HANDS), attrs)
+    look = _Look.sample(stream(_LOOK), person)
+    near = max(heights)
+    reference = _make_body(stream(_POSE), attrs, near, width(near), hands, person.age)
+    scene = _background(stream(_SCENE), camera, near, width(near),
+                        int(reference.top + camera.horizon * reference.u))
+    images = []
+    for f, h in enumerate(track_heights(heights, frames, approaching=reference.front)):
+        w = width(h)
+        jitter = np.random.default_rng([*key, _FRAMES + f])
+        pose = cast(np.random.Generator, _Jittered(stream(_POSE), jitter, FRAME_JITTER))
+        body = _make_body(pose, attrs, h, w, hands, person.age)
+        canvas = _Canvas((w, h), body.feet, math.radians(pose.uniform(-5, 5)))
+        _draw_person(canvas, attrs, body, hands, look, person.style)
+        layer = canvas.image.resize((w, h), Image.BOX)
+        bg = scene.resize((w, h), Image.BILINEAR)
+        bg.paste(_shade(pose, layer, body), (0, 0), layer)
+        light = cast(np.random.Generator, _Jittered(stream(_LIGHT), jitter, FRAME_JITTER))
+        images.append(_camera_effects(light, bg, camera))
+    return images
+
+
+# --------------------------------------------------------------------------------------------
 # Dataset generation
 
 
@@ -1018,40 +1144,127 @@ def _crop_id(seed: int, index: int) -> str:
     return f"syn{seed}-{index:07d}"
 
 
-def _render_chunk(indices: range, *, out_uri: str, seed: int, styles: list[CameraStyle],
-                  storage: StorageConfig | None) -> list[dict[str, Any]]:
-    """Render and store crops `indices`; returns their manifest rows (without split)."""
+@dataclasses.dataclass(frozen=True)
+class Track:
+    """One track of a generated dataset: `number` seeds it (`track_key`) and names it (`track_id`);
+    `indices` are the dataset indices of its frames, frame 0 first."""
+
+    number: int
+    indices: tuple[int, ...]
+
+
+# The last entry of a track's key (a split's track plan: + 1): these generators never meet a
+# sample's ([seed, index]), the split permutation's ([seed, n, 1 << 31]) or a camera style's
+# ([seed, cameras, 1 << 30, camera]).
+_TRACK_STREAM = 1 << 29
+
+
+def track_key(seed: int, number: int) -> list[int]:
+    """The seed of track `number` of a dataset with `seed` (`render_track`'s `key`)."""
+    return [seed, number, _TRACK_STREAM]
+
+
+def track_id(seed: int, number: int) -> str:
+    return f"trk{seed}-{number:06d}"
+
+
+def plan_tracks(labels: np.ndarray, track_splits: Sequence[str], seed: int) -> list[Track]:
+    """Cut each split named in `track_splits` into tracks: its dataset indices (`labels`: the split
+    of every index) in order, consecutive runs of `sample_track_length` frames; a split's last track
+    keeps what is left, so it may be shorter than TRACK_LENGTH_RANGE[0]. A track lies in one split."""
+    tracks: list[Track] = []
+    for s, name in enumerate(SPLIT_NAMES):
+        if name not in track_splits:
+            continue
+        members = np.flatnonzero(labels == name).tolist()
+        rng = np.random.default_rng([seed, s, _TRACK_STREAM + 1])
+        start = 0
+        while start < len(members):
+            length = sample_track_length(rng)
+            tracks.append(Track(len(tracks), tuple(members[start:start + length])))
+            start += length
+    return tracks
+
+
+def _render_chunk(chunk: tuple[Sequence[int], Sequence[Track]], *, out_uri: str, seed: int,
+                  styles: list[CameraStyle], storage: StorageConfig | None) -> dict[int, dict[str, Any]]:
+    """Render and store one task's crops, single crops (`chunk[0]`, dataset indices) and whole tracks
+    (`chunk[1]`); returns their manifest rows (without split) by dataset index."""
     from attrgan.data.storage import fsspec_filesystem
 
     fs, root = fsspec_filesystem(out_uri, storage)
     root = root.rstrip("/")
-    rows, blobs = [], {}
+    rows: dict[int, dict[str, Any]] = {}
+    blobs = {}
+
+    def store(index: int, image: Image.Image, row: dict[str, Any]) -> None:
+        buf = io.BytesIO()
+        image.save(buf, "JPEG", quality=IMAGE_QUALITY)
+        crop_id = _crop_id(seed, index)
+        blobs[f"{root}/images/{crop_id}.jpg"] = buf.getvalue()
+        rows[index] = {"crop_id": crop_id, "image_uri": f"images/{crop_id}.jpg", **row}
+
+    indices, tracks = chunk
     for i in indices:
         rng = sample_rng(seed, i)
         person, attrs = sample_person(rng)
         cam = int(rng.integers(len(styles)))
         captured = NIGHT_START + timedelta(seconds=float(rng.uniform(0, NIGHT_HOURS * 3600)))
         image = render_person(rng, attrs, camera=styles[cam], person=person)
-        buf = io.BytesIO()
-        image.save(buf, "JPEG", quality=IMAGE_QUALITY)
-        crop_id = _crop_id(seed, i)
-        blobs[f"{root}/images/{crop_id}.jpg"] = buf.getvalue()
-        rows.append({"crop_id": crop_id, "image_uri": f"images/{crop_id}.jpg", "camera_id": f"cam{cam:02d}",
-                     "captured_at": captured.replace(microsecond=0), **attrs})
+        store(i, image, {"camera_id": f"cam{cam:02d}", "captured_at": captured.replace(microsecond=0), **attrs})
+    for track in tracks:
+        # What the whole track shares: the person, the camera, when it starts, the frame spacing,
+        # the crop heights at its two ends and the crop's aspect.
+        rng = np.random.default_rng(track_key(seed, track.number))
+        person, attrs = sample_person(rng)
+        cam = int(rng.integers(len(styles)))
+        longest = TRACK_LENGTH_RANGE[1] * FRAME_SPACING_S[1]  # every track ends within the night
+        start = NIGHT_START + timedelta(seconds=round(float(rng.uniform(0, NIGHT_HOURS * 3600 - longest)), 3))
+        spacing = float(rng.uniform(*FRAME_SPACING_S))
+        (h0, w0), (h1, _) = sample_crop_size(rng), sample_crop_size(rng)
+        images = render_track(track_key(seed, track.number), attrs, frames=len(track.indices), heights=(h0, h1),
+                              aspect=w0 / h0, camera=styles[cam], person=person)
+        for f, (i, image) in enumerate(zip(track.indices, images)):
+            captured = start + timedelta(seconds=round(f * spacing, 3))
+            store(i, image, {"camera_id": f"cam{cam:02d}", "captured_at": captured,
+                             "track_id": track_id(seed, track.number), "frame_index": f, **attrs})
     # One batched call: s3fs uploads the objects concurrently; a local filesystem writes files.
     fs.pipe(blobs)
     return rows
 
 
+def _chunks(singles: Sequence[int], tracks: Sequence[Track]) -> list[tuple[Sequence[int], Sequence[Track]]]:
+    """Worker tasks of about _CHUNK crops: single crops in runs, whole tracks packed together."""
+    chunks: list[tuple[Sequence[int], Sequence[Track]]] = [
+        (singles[s:s + _CHUNK], ()) for s in range(0, len(singles), _CHUNK)]
+    packed: list[Track] = []
+    for track in tracks:
+        if packed and sum(len(t.indices) for t in packed) + len(track.indices) > _CHUNK:
+            chunks.append(((), packed))
+            packed = []
+        packed.append(track)
+    if packed:
+        chunks.append(((), packed))
+    return chunks
+
+
 def generate(out_uri: str, n: int, *, seed: int = 0, storage: StorageConfig | None = None,
-             workers: int | None = None, splits: Sequence[float] = (0.7, 0.1, 0.2), cameras: int = 4) -> str:
+             workers: int | None = None, splits: Sequence[float] = (0.7, 0.1, 0.2), cameras: int = 4,
+             track_splits: Sequence[str] = ()) -> str:
     """Render `n` crops to `<out_uri>/images/*.jpg` and write `<out_uri>/manifest.parquet`.
 
     Manifest columns (DESIGN.md): crop_id, image_uri (relative to the manifest), bbox_* (null),
     camera_id ("cam00"...), captured_at (UTC, one night), split (train/val/test in the
     proportions `splits`), then one int8 column per SYNTH_ATTRIBUTES id. `out_uri` is a local
-    folder or s3://bucket/prefix. Output depends only on (n, seed, splits, cameras), not on
-    `workers` (default: the machine's cores, at most 8). Returns the manifest's URI.
+    folder or s3://bucket/prefix. Output depends only on (n, seed, splits, cameras, track_splits),
+    not on `workers` (default: the machine's cores, at most 8). Returns the manifest's URI.
+
+    track_splits: the splits (of "train", "val", "test") whose crops are tracks (`plan_tracks`,
+    `render_track`): one person, labels and camera per track, frames in dataset order. Their rows
+    carry track_id ("trk<seed>-000000"...), frame_index (0, 1, ...) and a captured_at that grows by
+    the track's frame spacing (millisecond precision); the manifest then has both columns, null for
+    the other splits' rows. The other splits' crops are drawn the same either way; with no
+    track_splits the output is what it was before tracks existed, without track columns.
     """
     from attrgan.data.manifest import write_manifest
     from attrgan.data.storage import join
@@ -1066,9 +1279,14 @@ def generate(out_uri: str, n: int, *, seed: int = 0, storage: StorageConfig | No
     workers = min(os.cpu_count() or 1, 8) if workers is None else workers
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
+    if isinstance(track_splits, str) or not set(track_splits) <= set(SPLIT_NAMES):
+        raise ValueError(f"track_splits must be a sequence of split names among {SPLIT_NAMES}, got {track_splits!r}")
 
     styles = camera_styles(seed, cameras)
-    chunks = [range(s, min(s + _CHUNK, n)) for s in range(0, n, _CHUNK)]
+    labels = _split_labels(n, splits, seed)
+    tracks = plan_tracks(labels, track_splits, seed)
+    tracked = {i for track in tracks for i in track.indices}
+    chunks = _chunks([i for i in range(n) if i not in tracked], tracks)
     task = partial(_render_chunk, out_uri=out_uri, seed=seed, styles=styles, storage=storage)
     if workers == 1 or len(chunks) == 1:
         parts = [task(c) for c in chunks]
@@ -1077,9 +1295,13 @@ def generate(out_uri: str, n: int, *, seed: int = 0, storage: StorageConfig | No
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(min(workers, len(chunks)), mp_context=ctx) as pool:
             parts = list(pool.map(task, chunks))
-    rows = [r for part in parts for r in part]
-    for row, split in zip(rows, _split_labels(n, splits, seed)):
+    by_index = {i: row for part in parts for i, row in part.items()}
+    rows = [by_index[i] for i in range(n)]
+    for row, split in zip(rows, labels):
         row["split"] = split
+        if track_splits:
+            row.setdefault("track_id", None)
+            row.setdefault("frame_index", None)
     manifest_uri = join(out_uri, "manifest.parquet")
     write_manifest(_manifest_table(rows), manifest_uri, storage=storage)
     return manifest_uri
@@ -1089,14 +1311,14 @@ def _manifest_table(rows: list[dict[str, Any]]) -> "pa.Table":
     """Rows → a pyarrow table with DESIGN.md's manifest types."""
     import pyarrow as pa
 
-    from attrgan.data.manifest import MANIFEST_SCHEMA
+    from attrgan.data.manifest import MANIFEST_SCHEMA, TRACK_FRAME_COLUMNS
 
     n = len(rows)
     columns: dict[str, pa.Array] = {}
     for field in MANIFEST_SCHEMA:
         if field.name in rows[0]:
             columns[field.name] = pa.array([r[field.name] for r in rows], type=field.type)
-        else:
+        elif field.name not in TRACK_FRAME_COLUMNS:  # a dataset without tracks leaves them out
             columns[field.name] = pa.nulls(n, type=field.type)
     for attr in SYNTH_ATTRIBUTES:
         columns[attr] = pa.array(np.array([r[attr] for r in rows], dtype=np.int8))

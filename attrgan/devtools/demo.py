@@ -1,12 +1,14 @@
 """The product end to end on one machine: no cluster, no cloud, no data needed.
 
     1. start a local S3 server (moto, on 127.0.0.1) and a local Ray;
-    2. render a labelled synthetic archive of pedestrian crops into it (`attrgan.data.synth`);
+    2. render a labelled synthetic archive of pedestrian crops into it (`attrgan.data.synth`; its
+       val and test splits as tracks: people over consecutive frames);
     3. train the classifier, the reconstruction GAN and the super-resolution GAN with Ray Train
        (the `cpu-small` preset plus the demo's settings) into one model bundle;
-    4. build one night's manifest (new people, hive-partitioned by date) mixing clean, occluded
-       and x4 low-res crops, and run the nightly extraction on it with Ray Data;
-    5. run the evaluation job (the paper's Tables 1 and 2) on the archive's test split;
+    4. build one night's manifest (new people in tracks, hive-partitioned by date) whose frames
+       come clean, occluded or x4 low-res as `corrupt.track_conditions` picks them, and run the
+       nightly extraction on it with Ray Data;
+    5. run the evaluation job (the paper's Tables 1 and 2, and per person) on the archive's test split;
     6. query the night's results with pandas: crops with a backpack on one camera last night.
 
 Everything the run produces on S3 lives only as long as the run, except the trained model bundle:
@@ -28,12 +30,13 @@ import os
 import shlex
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -43,6 +46,8 @@ from attrgan.runtime import start_quiet_ray
 BUCKET = "attrgan-demo"
 SPLITS = (0.8, 0.1, 0.1)  # train / val / test shares of the archive
 QUERY_ATTRIBUTE = "backpack"
+SEARCH_TOP = 24  # cards on the demo's search page
+STEP_COUNT = 7  # setup, synth, train, extract, evaluate, query, search
 # Every demo network trains data-parallel on two single-threaded workers (DDP over gloo). On two
 # cores that trains the classifier as fast as one worker with two threads and G^S 1.14x faster
 # (`python -m attrgan.devtools.bench --only layout`), each worker fetches half the crops, and the recipe,
@@ -87,7 +92,7 @@ class DemoConfig:
     """Sizes of one demo run.
 
     crops: synthetic archive size (80 / 10 / 10 % train / val / test: SPLITS).
-    night_crops: crops in the night's manifest (a third each clean, occluded, low-res).
+    night_crops: crops in the night's manifest (tracks; each frame clean, occluded or low-res).
     eval_limit: evaluate only the first crops of the test split; None = all of it.
     train: per network, settings over the cpu-small preset (any TrainConfig field).
     ray_cpus: logical CPUs of the local Ray (more than the cores, so decode tasks, actors and
@@ -133,6 +138,7 @@ class DemoResult:
     query: Any  # pandas DataFrame: the backpack crops of the query camera last night
     steps: dict[str, float]  # seconds per step
     seconds: float
+    page: Path | None = None  # the search's page: the people with a backpack last night
 
 
 @contextmanager
@@ -152,22 +158,50 @@ def local_s3() -> Iterator[StorageConfig]:
         yield StorageConfig(endpoint_url=endpoint, region="us-east-1")
 
 
-def night_manifest(src: pa.Table, occluded: pa.Table, lowres: pa.Table) -> pa.Table:
+def night_manifest(src: pa.Table, occluded: pa.Table, lowres: pa.Table, *, heights: Sequence[float],
+                   seed: int = 0) -> pa.Table:
     """One night's manifest from three versions of the same crops (same rows, same order).
 
-    Row i comes clean, occluded or low-res for i % 3 = 0, 1, 2. Labels and split are dropped (a
-    night's manifest has none) and a `date` column (the UTC day of captured_at) is added for
-    partitioning. Columns: crop_id, image_uri, bbox_*, camera_id, captured_at, date.
+    Each frame comes clean, occluded or low-res as `corrupt.track_conditions` picks it for its
+    track (a passer-by hides a run of frames, the far end is seen small, a quarter of the tracks
+    have no clean frame; a crop without a track_id is its own track), the far end found by the
+    source crops' stored `heights` (N,). Labels and split are dropped (a night's manifest has none)
+    and a `date` column (the UTC day of captured_at) is added for partitioning. Columns: crop_id,
+    image_uri, bbox_*, camera_id, captured_at, track_id and frame_index (when the source has
+    them), date.
     """
-    if not (src.num_rows == occluded.num_rows == lowres.num_rows):
-        raise ValueError(f"the three versions must have the same rows, got {src.num_rows}, "
-                         f"{occluded.num_rows} and {lowres.num_rows}")
-    keep = ["crop_id", "image_uri", "bbox_x", "bbox_y", "bbox_w", "bbox_h", "camera_id", "captured_at"]
-    parts = [t.select(keep).take(list(range(k, t.num_rows, 3))) for k, t in enumerate((src, occluded, lowres))]
+    from attrgan.corrupt import TRACK_CONDITIONS, track_conditions
+
+    if not (src.num_rows == occluded.num_rows == lowres.num_rows == len(heights)):
+        raise ValueError(f"the three versions and the heights must have the same rows, got {src.num_rows}, "
+                         f"{occluded.num_rows}, {lowres.num_rows} and {len(heights)}")
+    people = [c for c in ("track_id", "frame_index") if c in src.column_names]
+    keep = ["crop_id", "image_uri", "bbox_x", "bbox_y", "bbox_w", "bbox_h", "camera_id", "captured_at", *people]
+    n = src.num_rows
+    conditions = track_conditions(src["track_id"].to_pylist() if people else [None] * n,
+                                  src["frame_index"].to_pylist() if people else [None] * n,
+                                  np.asarray(heights, np.float64), crop_ids=src["crop_id"].to_pylist(), seed=seed)
+    versions = dict(zip(TRACK_CONDITIONS, (src, occluded, lowres)))
+    parts = [versions[c].select(keep).take(np.flatnonzero(conditions == c)) for c in TRACK_CONDITIONS]
     table = pa.concat_tables(parts).sort_by([("captured_at", "ascending")])
     # captured_at is UTC; as a naive timestamp its wall clock is UTC, so strftime needs no tz database.
     day = pc.strftime(pc.cast(table["captured_at"], pa.timestamp("us")), format="%Y-%m-%d")
     return table.append_column("date", day)
+
+
+def image_heights(uris: Sequence[str], storage: StorageConfig, *, workers: int = 8) -> np.ndarray:
+    """(N,) float64 the height of each stored image, read from its header (the night's crops are
+    whole images): which end of a track is far, small in the frame."""
+    from PIL import Image
+
+    from attrgan.data.storage import read_bytes
+
+    def height(uri: str) -> int:
+        with Image.open(io.BytesIO(read_bytes(uri, storage))) as image:
+            return image.height
+
+    with ThreadPoolExecutor(workers) as pool:
+        return np.array(list(pool.map(height, uris)), np.float64)
 
 
 def epoch_line(model: str, row: Mapping[str, Any], epochs: int, seconds: float) -> str:
@@ -302,7 +336,7 @@ def run_demo(config: DemoConfig, *, say: Callable[[str], None] = print) -> DemoR
     @contextmanager
     def step(name: str, title: str) -> Iterator[None]:
         t0 = time.perf_counter()
-        say(f"\n[{len(steps) + 1}/6 {time.perf_counter() - start:6.0f} s] {title}")
+        say(f"\n[{len(steps) + 1}/{STEP_COUNT} {time.perf_counter() - start:6.0f} s] {title}")
         yield
         steps[name] = time.perf_counter() - t0
         say(f"    ({steps[name]:.0f} s)")
@@ -316,24 +350,26 @@ def run_demo(config: DemoConfig, *, say: Callable[[str], None] = print) -> DemoR
     seconds = time.perf_counter() - start
     summary = {"seconds": round(seconds, 1), "steps": {k: round(v, 1) for k, v in steps.items()},
                "config": {k: v for k, v in dataclasses.asdict(config).items()},
-               "gains_ma": result["gains_ma"], "intervals": result["intervals"],
-               "report": str(result["report"]), "bundle": str(result["bundle"])}
+               "gains_ma": result["gains_ma"], "intervals": result["intervals"], "tracks": result["tracks"],
+               "report": str(result["report"]), "bundle": str(result["bundle"]), "page": str(result["page"])}
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     say(f"\nDone in {seconds / 60:.1f} min. Report: {result['report']}")
     say(next_steps(result["bundle"], out))
     return DemoResult(out=out, report=result["report"], bundle=result["bundle"], table2=result["table2"],
-                      gains_ma=result["gains_ma"], query=result["query"], steps=steps, seconds=seconds)
+                      gains_ma=result["gains_ma"], query=result["query"], steps=steps, seconds=seconds,
+                      page=result["page"])
 
 
 def _run(config: DemoConfig, storage: StorageConfig, out: Path, step: Callable, say: Callable[[str], None]) -> dict:
-    from attrgan.corrupt import corrupt_manifest
+    from attrgan.corrupt import SUFFIX as CORRUPT_SUFFIX, corrupt_manifest
     from attrgan.data.manifest import read_manifest, write_manifest
     from attrgan.data.synth import NIGHT_HOURS, NIGHT_START, generate
     from attrgan.evaluate import EvaluateConfig, evaluate
     from attrgan.experiments import COMPARISONS
     from attrgan.extract import ExtractConfig, run_extract
-    from attrgan.report import gain_text, restoration_verdict, summary_row
+    from attrgan.report import gain_text, restoration_verdict, summary_row, track_section
     from attrgan.results import load_results
+    from attrgan.search import format_table, search
 
     root = f"s3://{BUCKET}"
     bundle_uri = f"{root}/models/demo"
@@ -341,7 +377,8 @@ def _run(config: DemoConfig, storage: StorageConfig, out: Path, step: Callable, 
         start_quiet_ray(config.ray_cpus)
 
     with step("synth", f"render {config.crops} labelled synthetic crops"):
-        archive = generate(f"{root}/archive", config.crops, seed=config.seed, storage=storage, splits=SPLITS)
+        archive = generate(f"{root}/archive", config.crops, seed=config.seed, storage=storage, splits=SPLITS,
+                           track_splits=("val", "test"))
         table = read_manifest(archive, storage=storage, columns=["split"])
         counts = {s: int(pc.sum(pc.equal(table["split"], s)).as_py() or 0) for s in ("train", "val", "test")}
         say(f"    archive manifest {archive}: {counts}")
@@ -352,25 +389,32 @@ def _run(config: DemoConfig, storage: StorageConfig, out: Path, step: Callable, 
         bundle = keep_bundle(bundle_uri, storage, out / "bundle")
         say(f"    model bundle kept in {bundle}")
 
-    with step("extract", f"nightly extraction (Ray Data) on {config.night_crops} new crops: clean, occluded, low-res"):
+    with step("extract", f"nightly extraction (Ray Data) on {config.night_crops} new crops in tracks: "
+                         "clean, occluded, low-res frames"):
         night_src = generate(f"{root}/night-src", config.night_crops, seed=config.seed + 1000, storage=storage,
-                             splits=(0.0, 0.0, 1.0))
+                             splits=(0.0, 0.0, 1.0), track_splits=("test",))
         occluded = corrupt_manifest(night_src, f"{root}/night-occluded", kind="occlusion", seed=config.seed,
                                     storage=storage)
         lowres = corrupt_manifest(night_src, f"{root}/night-lowres", kind="lowres", seed=config.seed, storage=storage)
-        night = night_manifest(*(read_manifest(u, storage=storage) for u in (night_src, occluded, lowres)))
+        versions = [read_manifest(u, storage=storage) for u in (night_src, occluded, lowres)]
+        night = night_manifest(*versions, heights=image_heights(versions[0]["image_uri"].to_pylist(), storage),
+                               seed=config.seed)
         night_uri = write_manifest(night, f"{root}/nightly/manifest", storage=storage, partition_cols=["date"])
         results_uri = f"{root}/results"
         summary = run_extract(ExtractConfig(manifest=night_uri, bundle=bundle_uri, out=results_uri,
                                             batch_size=config.batch_size, storage=storage))
-        say(f"    manifest {night_uri} ({night.num_rows} crops, partitions "
-            f"{sorted(set(night['date'].to_pylist()))}) -> results {results_uri}")
+        kinds = {kind: sum(c.endswith(suffix) for c in night["crop_id"].to_pylist()) for kind, suffix in
+                 (("occluded", CORRUPT_SUFFIX["occlusion"]), ("low-res", CORRUPT_SUFFIX["lowres"]))}
+        tracks = len(set(night["track_id"].to_pylist()) - {None}) if "track_id" in night.column_names else 0
+        say(f"    manifest {night_uri} ({night.num_rows} crops in {tracks} tracks: "
+            f"{night.num_rows - sum(kinds.values())} clean, {kinds['occluded']} occluded, {kinds['low-res']} low-res; "
+            f"partitions {sorted(set(night['date'].to_pylist()))}) -> results {results_uri}")
         say(f"    {summary.rows} rows, {summary.super_resolved} super-resolved, {summary.reconstructed} "
             f"reconstructed, errors {summary.errors or 'none'}")
         say("\n".join(f"    {name} {'ran' if r['runs'] else 'skipped'}: {r['reason']}"
                       for name, r in summary.restorations.items()))
 
-    with step("evaluate", "evaluation job (paper Tables 1 and 2) on the archive's test split"):
+    with step("evaluate", "evaluation job (paper Tables 1 and 2, and per person) on the archive's test split"):
         evaluation = evaluate(EvaluateConfig(manifest=archive, bundle=bundle_uri, out=str(out / "report"),
                                              split="test", sets_uri=f"{root}/eval-sets", limit=config.eval_limit,
                                              batch_size=config.batch_size, examples=config.examples,
@@ -389,6 +433,10 @@ def _run(config: DemoConfig, storage: StorageConfig, out: Path, step: Callable, 
         say("\n".join(f"      {n}: {gain_text(i)}" for n, i in evaluation.intervals.items()))
         say(f"    -> {restoration_verdict(evaluation.intervals)}")
         intervals = {n: i.to_dict() for n, i in evaluation.intervals.items()}
+        people = evaluation.tracks
+        if people is not None:
+            say("    per person (tracks):")
+            say("\n".join("    " + line for line in track_section(people).splitlines()[2:]))
 
     with step("query", f"pandas query: crops with a {QUERY_ATTRIBUTE} on one camera last night"):
         night_end = NIGHT_START + dt.timedelta(hours=NIGHT_HOURS)
@@ -406,5 +454,15 @@ def _run(config: DemoConfig, storage: StorageConfig, out: Path, step: Callable, 
         say("\n".join("      " + line for line in hits.head(8).to_string(index=False).splitlines()))
         hits.to_csv(out / f"query_{QUERY_ATTRIBUTE}_{camera}.csv", index=False)
 
+    with step("search", f"people search: last night's people with a {QUERY_ATTRIBUTE}, best first, as a page"):
+        where = f"{QUERY_ATTRIBUTE} and not female"
+        found = search(results_uri, where, start=NIGHT_START, end=night_end, top=SEARCH_TOP,
+                       html_path=out / "search.html", storage=storage)
+        say(f"    attrgan search --results {results_uri} --where {where!r} --top {SEARCH_TOP} --html {found.page}")
+        say(f"    {len(found.tracks)} people (tracks) match; the best:")
+        say("\n".join("      " + line for line in format_table(found.tracks.head(8), found.query).splitlines()))
+        say(f"    page: {found.page}")
+
     return {"report": evaluation.report_path, "table2": table2, "gains_ma": gains, "intervals": intervals,
-            "query": hits, "bundle": bundle}
+            "tracks": people.to_dict() if people is not None else None, "query": hits, "bundle": bundle,
+            "page": found.page}

@@ -47,7 +47,8 @@ class CropSet:
 
     images: (N, H, W, 3) uint8 RGB at the training size; labels: (N, A) int8 in {1, 0, -1}
     in the order of `attributes`, or None when the network needs no labels; crop_sizes: (N, 2)
-    int32 (height, width) of each crop in its stored image, or None when unknown.
+    int32 (height, width) of each crop in its stored image, or None when unknown; rows: (N,) the
+    index of each crop's row in the table it was loaded from (after sharding), or None.
     """
 
     images: np.ndarray
@@ -55,6 +56,7 @@ class CropSet:
     attributes: tuple[str, ...]
     dropped: int = 0  # rows that failed to decode and were left out
     crop_sizes: np.ndarray | None = None
+    rows: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.images)
@@ -139,7 +141,7 @@ def load_crops(table: pa.Table, *, size: tuple[int, int], attributes: Sequence[s
     labels = label_array(table.take(kept), attributes) if attributes else None
     crop_sizes = np.concatenate(sizes) if sizes else np.zeros((0, 2), np.int32)
     return CropSet(images=image_array, labels=labels, attributes=tuple(attributes or ()), dropped=dropped,
-                   crop_sizes=crop_sizes)
+                   crop_sizes=crop_sizes, rows=kept)
 
 
 def epoch_indices(n: int, batch_size: int, *, rng: np.random.Generator) -> Iterator[np.ndarray]:

@@ -26,7 +26,7 @@ from attrgan.contracts import GENERATORS
 
 if TYPE_CHECKING:
     from attrgan.bundle import Bundle
-    from attrgan.pipeline import PipelineConfig
+    from attrgan.pipeline import Pipeline, PipelineConfig
 
 _BATCH = 64  # crops per pipeline call: bounds the activations held at once
 
@@ -52,14 +52,23 @@ def corrupted_inputs(kind: str, images: np.ndarray, crop_sizes: np.ndarray,
     raise ValueError(f"kind must be one of {GENERATORS}, got {kind!r}")
 
 
+def pipeline_outputs(pipeline: Pipeline, images: np.ndarray, heights: np.ndarray) -> dict[str, np.ndarray]:
+    """The pipeline's outputs (scores, occlusion_score, super_resolved, ...) for every crop, run in
+    batches of _BATCH."""
+    parts = [pipeline(images[i:i + _BATCH], heights[i:i + _BATCH]) for i in range(0, len(images), _BATCH)]
+    return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]} if parts else pipeline(images, heights)
+
+
 def measure_gain(bundle: Bundle, kind: str, images: np.ndarray, labels: np.ndarray, crop_sizes: np.ndarray, *,
                  attributes: tuple[str, ...], config: PipelineConfig | None = None, seed: int = 0,
-                 resamples: int = 1000, split: str = "val") -> dict[str, Any]:
+                 resamples: int = 1000, split: str = "val", groups: np.ndarray | None = None) -> dict[str, Any]:
     """The stored GAIN_KEY record of generator `kind` ("reconstruction" | "superres") in `bundle`.
 
     images / crop_sizes as in `corrupted_inputs`; labels (N, len(attributes)) int8 of the clean
     crops. The gain is over the classifier's attributes other than occlusion_down, with the
-    bundle's thresholds, as the evaluation's Table 2 computes it.
+    bundle's thresholds, as the evaluation's Table 2 computes it. groups: (N,) the track of each
+    crop when the crops come in tracks (`attrgan.fusion.track_groups`): the interval then resamples
+    tracks, as a person's crops are not independent.
     """
     from attrgan.metrics import paired_bootstrap_gain
     from attrgan.pipeline import Pipeline, PipelineConfig, forced_configs
@@ -68,18 +77,16 @@ def measure_gain(bundle: Bundle, kind: str, images: np.ndarray, labels: np.ndarr
         raise ValueError(f"measuring a restoration needs at least 2 validation crops, got {len(images)}")
     inputs, heights = corrupted_inputs(kind, images, crop_sizes, np.random.default_rng(seed))
     configs = forced_configs(config or PipelineConfig())
-    scores = {}
-    for variant in ("plain", kind):
-        pipeline = Pipeline(bundle, configs[variant])
-        scores[variant] = np.concatenate([pipeline(inputs[i:i + _BATCH], heights[i:i + _BATCH])["scores"]
-                                          for i in range(0, len(inputs), _BATCH)])
+    scores = {variant: pipeline_outputs(Pipeline(bundle, configs[variant]), inputs, heights)["scores"]
+              for variant in ("plain", kind)}
     model_attributes = tuple(bundle.attributes)
     keep = [a for a in attributes if a != OCCLUSION_DOWN and a in model_attributes]
     cols = [model_attributes.index(a) for a in keep]
     label_cols = [attributes.index(a) for a in keep]
     interval = paired_bootstrap_gain(labels[:, label_cols], scores["plain"][:, cols], scores[kind][:, cols],
                                      attributes=tuple(keep), thresholds=np.asarray(bundle.thresholds)[cols],
-                                     resamples=resamples, seed=seed)
-    return {"split": split, "crops": interval.crops, "gain_ma": interval.gain, "low": interval.low,
+                                     resamples=resamples, seed=seed, groups=groups)
+    return {"split": split, "crops": interval.crops, **({"tracks": interval.tracks} if groups is not None else {}),
+            "gain_ma": interval.gain, "low": interval.low,
             "high": interval.high, "level": interval.level, "resamples": interval.resamples, "seed": seed,
             "classifier_version": bundle.metas.get("classifier", {}).get("version", "")}

@@ -34,7 +34,7 @@ from attrgan.attributes import OCCLUSION_DOWN
 from attrgan.config import ConfigError, StorageConfig, to_dict
 from attrgan.data import storage as st
 from attrgan.precision import resolve_precision
-from attrgan.contracts import GAIN_KEY, GENERATORS, BundleInfo
+from attrgan.contracts import GAIN_KEY, GENERATORS, NETWORKS, BundleInfo
 from attrgan.train.config import TrainConfig
 from attrgan.train.curves import Curves, write_curves
 from attrgan.train.loop import LoopSpec, Report
@@ -231,6 +231,7 @@ def train_network(config: TrainConfig, *, manifest: str, bundle: str, run_name: 
     gain = _validation_gain(state, config, bundle=bundle, manifest=manifest, storage=storage)
     meta = export_network(state, config, network_uri, manifest=manifest, run_uri=run_uri, storage=storage,
                           extra={GAIN_KEY: gain} if gain else None)
+    _track_fusion(config, bundle=bundle, manifest=manifest, storage=storage)
     _write_json(st.join(run_uri, FINISHED_FILE), {"bundle": network_uri, "metrics": meta.get("metrics", {}),
                                                   "version": meta.get("version")}, storage)
     return TrainResult(config.model, network_uri, run_uri, trained=True, metrics=meta.get("metrics", {}))
@@ -302,6 +303,7 @@ def _measure_gain(net_state: dict[str, torch.Tensor], config: TrainConfig, class
                   storage: StorageConfig) -> dict[str, Any] | None:
     from attrgan.bundle import Bundle, load_network
     from attrgan.pipeline import PipelineConfig
+    from attrgan.fusion import track_groups
     from attrgan.train.gain import measure_gain
     from attrgan.train.gan import build_gan
 
@@ -318,8 +320,75 @@ def _measure_gain(net_state: dict[str, torch.Tensor], config: TrainConfig, class
     bundle = Bundle(classifier=classifier, reconstruction=None, superres=None,  # type: ignore[arg-type]
                     metas={"classifier": classifier_meta})
     setattr(bundle, config.model, net_g)
+    tracks, _ = _validation_tracks(rows.take(crops.rows))
     return measure_gain(bundle, config.model, crops.images, crops.labels, crops.crop_sizes, attributes=attributes,
-                        config=PipelineConfig(device=device, precision=config.precision), seed=config.seed)
+                        config=PipelineConfig(device=device, precision=config.precision), seed=config.seed,
+                        groups=track_groups(tracks))
+
+
+def _track_fusion(config: TrainConfig, *, bundle: str, manifest: str, storage: StorageConfig) -> None:
+    """Once the bundle holds all three networks, fit its track fusion on the validation split
+    (`attrgan.train.fusion`) in a Ray task with one training worker's resources and store it in the
+    classifier's config.json (`attrgan.bundle.store_fusion`). Each network trained into a complete
+    bundle refits it: the fusion is fitted on the pipeline the bundle runs now."""
+    import ray
+
+    from attrgan.bundle import store_fusion
+
+    if config.val_split is None:
+        return
+    missing = [n for n in NETWORKS if not st.exists(st.join(bundle, n, "config.json"), storage)]
+    if missing:
+        log.info("track fusion not fitted yet: %s has no %s", bundle, " or ".join(missing))
+        return
+    task = ray.remote(_fit_fusion).options(num_cpus=config.cpus_per_worker, num_gpus=1 if config.use_gpu else 0)
+    fitted = ray.get(task.remote(bundle, manifest, config, storage))
+    if fitted is None:
+        return
+    fusion, person_level, version = fitted
+    if "reason" in fusion.fitted:
+        log.info("track fusion: mean (nothing fitted: %s)", fusion.fitted["reason"])
+    else:
+        shown = ", ".join(f"{rule} {100 * ma:.2f}" for rule, ma in fusion.fitted["ma"].items())
+        log.info("track fusion: %s chosen; validation mA per track: %s (%d tracks, %d crops)", fusion.rule, shown,
+                 fusion.fitted["tracks"], fusion.fitted["crops"])
+    if not store_fusion(bundle, fusion, person_level, bundle_version=version, storage=storage):
+        log.info("track fusion not stored: %s changed while it was fitted (its new network fits its own)", bundle)
+
+
+def _validation_tracks(kept: Any) -> tuple[list[str | None], list[int | None]]:
+    """The track key and frame index of each decoded validation crop (`kept`: their manifest rows):
+    a track is (camera_id, track_id), as in the extraction's track tables (`attrgan.fusion.track_keys`);
+    None where the manifest has no track_id."""
+    tracks = frames = [None] * kept.num_rows
+    if "track_id" in kept.column_names:
+        cameras = kept["camera_id"].to_pylist() if "camera_id" in kept.column_names else [None] * kept.num_rows
+        tracks = [None if t is None else f"{c or ''}\x1f{t}" for c, t in zip(cameras, kept["track_id"].to_pylist())]
+    if "frame_index" in kept.column_names:
+        frames = kept["frame_index"].to_pylist()
+    return tracks, frames
+
+
+def _fit_fusion(bundle_uri: str, manifest: str, config: TrainConfig, storage: StorageConfig,
+                ) -> tuple[Any, tuple[str, ...], str] | None:
+    """(Fusion, the person-level attributes, the bundle version it was fitted on); None without
+    validation crops or labels."""
+    from attrgan.bundle import load_bundle
+    from attrgan.pipeline import PipelineConfig
+    from attrgan.train.fusion import fit_fusion
+
+    torch.set_num_threads(config.torch_threads)
+    bundle = load_bundle(bundle_uri, storage=storage)
+    rows = read_split(manifest, split=config.val_split, storage=storage)
+    attributes = tuple(a for a in bundle.attributes if a in rows.column_names)
+    if rows.num_rows == 0 or not attributes:
+        return None
+    crops = load_crops(rows, size=bundle.info.input_size, attributes=attributes, storage=storage)
+    tracks, frames = _validation_tracks(rows.take(crops.rows))
+    fusion = fit_fusion(bundle, crops.images, crops.labels, crops.crop_sizes, tracks, frames, attributes=attributes,
+                        config=PipelineConfig(device="cuda" if config.use_gpu else "cpu", precision=config.precision),
+                        seed=config.seed)
+    return fusion, bundle.info.person_level, bundle.version
 
 
 # ---- inside a training worker ------------------------------------------------------------------
