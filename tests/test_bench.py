@@ -4,15 +4,12 @@ import math
 
 import numpy as np
 import pytest
-import torch
 
 from attrgan.attributes import SYNTH_ATTRIBUTES
 from attrgan.devtools.bench.__main__ import main
 from attrgan.devtools.bench.agreement import SETTINGS, compare
 from attrgan.devtools.bench.extract import break_even, steady_state
-from attrgan.bundle import Bundle
-from attrgan.models import (AttributeClassifier, ClassifierConfig, ReconstructionConfig, ReconstructionGenerator,
-                            SuperResConfig, SuperResGenerator)
+from helpers import tiny_bundle
 
 
 def test_break_even_is_where_the_whole_run_catches_the_naive_loop():
@@ -31,19 +28,10 @@ def test_steady_state_runs_from_the_first_batch_to_the_end_of_the_run():
     assert steady == pytest.approx(512 / 4.0) and startup == pytest.approx(20.0)
 
 
-def tiny_bundle():
-    """Random small networks: the agreement section's arithmetic, not its figures."""
-    torch.manual_seed(0)
-    classifier = AttributeClassifier(ClassifierConfig(attributes=SYNTH_ATTRIBUTES, backbone="small", width=0.25,
-                                                      input_size=(80, 32)))
-    return Bundle(classifier=classifier.eval(),
-                  reconstruction=ReconstructionGenerator(ReconstructionConfig(width=1 / 32, input_size=(32, 16))),
-                  superres=SuperResGenerator(SuperResConfig(width=1 / 64, input_size=(16, 8))), version="t")
-
-
 @pytest.mark.usefixtures("one_torch_thread")
 def test_agreement_compares_bf16_with_fp32_per_setting():
-    bundle = tiny_bundle()
+    # Random small networks: the agreement section's arithmetic, not its figures.
+    bundle = tiny_bundle(attributes=SYNTH_ATTRIBUTES, input_size=(80, 32), width=0.25)
     rng = np.random.default_rng(0)
     n = 12
     images = rng.integers(0, 256, size=(n, 80, 32, 3), dtype=np.uint8)

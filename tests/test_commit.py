@@ -201,7 +201,7 @@ def local_scene(tmp_path_factory):
 
     from attrgan.bundle import save_bundle
     from attrgan.data.manifest import write_manifest
-    from test_pipeline import tiny_bundle
+    from helpers import tiny_bundle
 
     root = tmp_path_factory.mktemp("scene")
     save_bundle(str(root / "bundle"), tiny_bundle())

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
 
+from attrgan import cli
 from attrgan.config import StorageConfig
 from attrgan.corrupt import track_conditions
 from attrgan.devtools.demo import DemoConfig, epoch_progress, image_heights, keep_bundle, night_manifest
+from helpers import png
 
 
 def _version(suffix: str, n: int) -> pa.Table:
@@ -74,8 +80,6 @@ def test_epoch_progress_says_each_epoch_once_from_the_runs_csv(tmp_path):
     lines: list[str] = []
     with epoch_progress(str(run), StorageConfig(), model="classifier", epochs=2, say=lines.append, interval=0.01):
         (run / "epochs.csv").write_text("epoch,step,images_per_s,train_loss,val_mA\n0,4,120.5,0.6931,0.5\n")
-        import time
-
         time.sleep(0.2)
         assert len(lines) == 1  # seen while training goes on
         (run / "epochs.csv").write_text("epoch,step,images_per_s,train_loss,val_mA\n0,4,120.5,0.6931,0.5\n"
@@ -97,13 +101,9 @@ def test_keep_bundle_copies_every_file_and_replaces_an_older_copy(tmp_path):
 
 
 @pytest.mark.slow
-def test_demo_small_runs_end_to_end(tmp_path, monkeypatch):
+def test_demo_small_runs_end_to_end(tmp_path, capsys):
     """The whole `make demo` path at tiny sizes: S3, synth, Ray Train x3, extraction, evaluation, query,
     search."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
     root = Path(__file__).resolve().parents[1]
     out = tmp_path / "demo-out"
     # A fresh process: the demo starts (and stops) its own Ray and S3 server, as `make demo` does.
@@ -135,16 +135,13 @@ def test_demo_small_runs_end_to_end(tmp_path, monkeypatch):
         assert (out / "bundle" / model / "model.safetensors").is_file()
     assert f"attrgan predict path/to/crops/ --bundle {out / 'bundle'}" in proc.stdout
     assert f"attrgan extract --manifest path/to/manifest.parquet --bundle {out / 'bundle'}" in proc.stdout
-    import numpy as np
-    from PIL import Image
-
+    # The printed predict command, in this process: its parser and pipeline are the product's own.
     crops = tmp_path / "crops"
     crops.mkdir()
     for i, shape in enumerate([(200, 80), (30, 12)]):  # the second no taller than G^S's input
-        Image.fromarray(np.random.default_rng(i).integers(0, 256, (*shape, 3), dtype=np.uint8)).save(crops / f"{i}.png")
-    predict = subprocess.run([sys.executable, "-m", "attrgan.cli", "predict", str(crops), "--bundle",
-                              str(out / "bundle"), "--json"], cwd=root, capture_output=True, text=True, timeout=300)
-    assert predict.returncode == 0, predict.stderr[-3000:]
-    records = [json.loads(line) for line in predict.stdout.splitlines()]
+        (crops / f"{i}.png").write_bytes(png(i, shape))
+    capsys.readouterr()
+    cli.main(["predict", str(crops), "--bundle", str(out / "bundle"), "--json"])
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["status"] for r in records] == ["ok", "ok"] and [r["super_resolved"] for r in records] == [False, True]
     assert 0 <= records[0]["backpack_score"] <= 1

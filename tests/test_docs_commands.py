@@ -335,7 +335,7 @@ SMALLER = {"export": ["--set", "networks=superres"], "extract": ["--actors", "1"
 def image_at(path: Path, seed: int = 0) -> None:
     from PIL import Image
 
-    from test_pipeline import random_images  # pytest puts tests/ on sys.path
+    from helpers import random_images
 
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(random_images(1, size=FRAME, seed=seed)[0]).save(path)
@@ -414,7 +414,7 @@ REAL = [c for c in COMMANDS if runs_for_real(c)]
                                                   id=f"{c.where} {' '.join(c.argv[:3])}") for c in REAL])
 def test_documented_command_runs_on_a_tiny_bundle(command, tmp_path, monkeypatch, capsys, request):
     from attrgan.bundle import save_bundle
-    from test_pipeline import tiny_bundle
+    from helpers import tiny_bundle
 
     name, argv = command.argv[1], [*command.argv[2:], *SMALLER.get(command.argv[1], [])]
     if name not in NO_BUNDLE:

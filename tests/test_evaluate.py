@@ -11,7 +11,6 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import torch
 from PIL import Image
 
 from attrgan import report
@@ -21,24 +20,15 @@ from attrgan.evaluate import EvaluateConfig, VariantScorer, reconstruction_psnr
 from attrgan.experiments import COMPARISONS, EXPERIMENTS, comparison_intervals, experiment_metrics, occlusion_detection
 from attrgan.metrics import GainInterval, attribute_metrics
 from attrgan.pipeline import Pipeline, PipelineConfig
+from helpers import tiny_bundle
 
 CLASSIFIER_SIZE = (64, 32)
 
 
-def tiny_bundle(attributes=SYNTH_ATTRIBUTES):
-    """Random tiny networks: classifier 64×32, G^R 32×16, G^S 16×8 → 64×32."""
-    from attrgan.bundle import Bundle
-    from attrgan.models import (AttributeClassifier, ClassifierConfig, ReconstructionConfig,
-                                ReconstructionGenerator, SuperResConfig, SuperResGenerator)
-
-    torch.manual_seed(0)
-    return Bundle(
-        classifier=AttributeClassifier(ClassifierConfig(attributes=tuple(attributes), backbone="small",
-                                                        width=0.125, input_size=CLASSIFIER_SIZE)).eval(),
-        reconstruction=ReconstructionGenerator(ReconstructionConfig(width=0.0625, input_size=(32, 16))).eval(),
-        superres=SuperResGenerator(SuperResConfig(width=0.0625, input_size=(16, 8))).eval(),
-        metas={"classifier": {"thresholds": [0.5] * len(attributes)}},
-    )
+def synth_bundle():
+    """Random tiny networks over the synthetic attributes: classifier 64×32, G^R 32×16, G^S 16×8 → 64×32."""
+    return tiny_bundle(attributes=SYNTH_ATTRIBUTES, input_size=CLASSIFIER_SIZE, width=0.125,
+                       thresholds=[0.5] * len(SYNTH_ATTRIBUTES))
 
 
 # --- report rendering -------------------------------------------------------------------------
@@ -113,7 +103,7 @@ def test_gains_are_written_with_their_interval_and_a_verdict_no_stronger_than_it
 
 
 def test_variant_scorer_matches_the_pipeline_run_each_way():
-    bundle = tiny_bundle()
+    bundle = synth_bundle()
     scorer = VariantScorer(bundle, PipelineConfig(device="cpu"))
     rng = np.random.default_rng(0)
     n, (h, w) = 6, CLASSIFIER_SIZE
@@ -242,7 +232,7 @@ def test_evaluate_job_writes_every_table_with_the_metrics_of_its_predictions(tmp
     table = table.append_column("track_id", pa.array(["t0"] * 3 + ["t1"] * 3 + [None] * 2, pa.string()))
     table = table.append_column("frame_index", pa.array([0, 1, 2, 0, 1, 2, None, None], pa.int64()))
     pq.write_table(table, manifest)
-    save_bundle(str(tmp_path / "bundle"), tiny_bundle())
+    save_bundle(str(tmp_path / "bundle"), synth_bundle())
     config = EvaluateConfig(manifest=manifest, bundle=str(tmp_path / "bundle"), out=str(tmp_path / "out"),
                             batch_size=8, examples=2, pipeline=PipelineConfig(device="cpu"))
     result = evaluate(config)

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib.util
-import io
 import functools
 import json
 import logging
 import os
 import re
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +34,7 @@ from attrgan.scoring import ScoringActor, decode_rows, plan_actors
 from attrgan.sink import PRECISION, commit_groups
 from attrgan.pipeline import Pipeline, PipelineConfig
 from attrgan.progress import format_progress
-from test_pipeline import ATTRS, random_images, tiny_bundle  # pytest puts tests/ on sys.path
+from helpers import ATTRS, new_bucket, png, random_images, tiny_bundle
 
 
 # One torch thread: these tests run beside Ray workers on a 2-core machine.
@@ -210,23 +208,12 @@ FULL = (140, 56)  # (H, W) of a full-size frame; over half the tiny classifier's
 LOW = (14, 6)  # a low-resolution crop: no taller than G^S's input (16) → super-resolved
 
 
-def png(shape: tuple[int, int], seed: int) -> bytes:
-    pixels = np.random.default_rng(seed).integers(0, 256, size=(*shape, 3), dtype=np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, format="PNG")
-    return buf.getvalue()
-
-
 @pytest.fixture(scope="module")
 def scene(s3_endpoint):
     """A bundle and a 2-partition manifest of 14 rows on a fresh bucket: clean, occluded-looking,
     low-res and bad rows (missing object, not-an-image bytes, bbox outside the frame, an image in
     another bucket than the manifest's)."""
-    import boto3
-
-    bucket, other = f"test-{uuid.uuid4().hex[:12]}", f"test-{uuid.uuid4().hex[:12]}"
-    for name in (bucket, other):
-        boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").create_bucket(Bucket=name)
+    bucket, other = new_bucket(s3_endpoint), new_bucket(s3_endpoint)
     storage = StorageConfig(endpoint_url=s3_endpoint, region="us-east-1")
     base = f"s3://{bucket}"
     # occlusion_down threshold 0: every decodable crop is reconstructed.
@@ -236,16 +223,16 @@ def scene(s3_endpoint):
     for day in ("1", "2"):
         for k in range(3):
             name = f"d{day}-full{k}"
-            write_bytes(f"{base}/images/{name}.png", png(FULL, seed=int(day) * 10 + k), storage)
+            write_bytes(f"{base}/images/{name}.png", png(int(day) * 10 + k, FULL), storage)
             rows.append({"crop_id": name, "image_uri": f"{base}/images/{name}.png", "kind": "full", "day": day})
         name = f"d{day}-low"
-        write_bytes(f"{base}/images/{name}.png", png(LOW, seed=int(day) * 10 + 5), storage)
+        write_bytes(f"{base}/images/{name}.png", png(int(day) * 10 + 5, LOW), storage)
         rows.append({"crop_id": name, "image_uri": f"{base}/images/{name}.png", "kind": "low", "day": day})
         # A low-res crop cut from a full frame by its bbox: its crop height decides, not the frame's.
         rows.append({"crop_id": f"d{day}-lowbox", "image_uri": f"{base}/images/d{day}-full0.png", "kind": "low",
                      "day": day, "bbox": (4, 10, 8, 14)})
     write_bytes(f"{base}/images/broken.png", b"this is not an image", storage)
-    write_bytes(f"s3://{other}/images/d1-full0.png", png(FULL, seed=10), storage)
+    write_bytes(f"s3://{other}/images/d1-full0.png", png(10, FULL), storage)
     rows += [
         {"crop_id": "bad-missing", "image_uri": f"{base}/images/nowhere.png", "kind": "missing object", "day": "1"},
         # Readable with the job's credentials, but outside the manifest's bucket: refused, not fetched.

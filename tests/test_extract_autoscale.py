@@ -20,8 +20,7 @@ import pytest
 from attrgan.bundle import save_bundle
 from attrgan.data.manifest import write_manifest
 from attrgan.results import load_results
-from test_extract_faults import png  # pytest puts tests/ on sys.path
-from test_pipeline import tiny_bundle
+from helpers import png, tiny_bundle
 
 ROOT = Path(__file__).parents[1]
 

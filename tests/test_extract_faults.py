@@ -4,7 +4,6 @@ mistakes, and a multi-node Ray that loses a worker node mid-run."""
 from __future__ import annotations
 
 import http.client
-import io
 import json
 import os
 import subprocess
@@ -14,10 +13,8 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
 
 from attrgan.bundle import BundleError, save_bundle
 from attrgan.config import StorageConfig
@@ -26,7 +23,7 @@ from attrgan.data.storage import list_dir, write_bytes
 from attrgan.extract import ExtractConfig, IncompleteRun, SetupError, run_extract
 from attrgan.pipeline import PipelineConfig
 from attrgan.results import load_results, read_success, read_transient
-from test_pipeline import tiny_bundle  # pytest puts tests/ on sys.path
+from helpers import png, tiny_bundle
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -123,12 +120,6 @@ class FlakyS3:
     def __exit__(self, *exc) -> None:
         self.server.shutdown()
         self.server.server_close()
-
-
-def png(seed: int, shape=(80, 32)) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (*shape, 3), dtype=np.uint8)).save(buf, "PNG")
-    return buf.getvalue()
 
 
 @pytest.fixture
@@ -286,7 +277,7 @@ def test_multi_node_writes_from_workers_and_survives_losing_one(tmp_path):
     days = ("2026-11-22", "2026-11-23", "2026-11-24", "2026-11-25")
     for d, day in enumerate(days):  # enough rows that the pool is still busy when a node goes
         for k in range(64):
-            Image.open(io.BytesIO(png(d * 100 + k))).save(root / f"{day}-{k}.png")
+            (root / f"{day}-{k}.png").write_bytes(png(d * 100 + k))
             rows.append({"crop_id": f"{day}-{k}", "image_uri": str(root / f"{day}-{k}.png"), "date": day})
     write_manifest(pd.DataFrame(rows), str(root / "manifest"), partition_cols=["date"])
     out = str(root / "results")

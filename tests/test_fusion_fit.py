@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from test_gain import ATTRS, INPUT, tiny_bundle
+from helpers import ATTRS, INPUT, tiny_bundle
 
 from attrgan.bundle import bundle_info, save_bundle, store_fusion
 from attrgan.fusion import QUALITY_FEATURES, Fusion, crop_weights, fuse, quality_features
@@ -84,7 +84,7 @@ def validation_crops(n_tracks: int, per_track: int = 3):
 
 
 def test_fit_fusion_scores_mixed_tracks_through_the_pipeline_and_stores_in_the_bundle(tmp_path):
-    bundle = save_bundle(tmp_path / "b", tiny_bundle({"classifier": {"thresholds": [0.5, 0.5, 0.5]}}))
+    bundle = save_bundle(tmp_path / "b", tiny_bundle(metas={"classifier": {"thresholds": [0.5, 0.5, 0.5]}}))
     images, labels, sizes, tracks, frames = validation_crops(MIN_TRACKS + 2)
     tracks[-1], frames[-1] = None, None  # a crop without a track is left out
     fusion = fit_fusion(bundle, images, labels, sizes, tracks, frames, attributes=("female", "hat"), seed=0)

@@ -6,31 +6,15 @@ import dataclasses
 
 import numpy as np
 import pytest
-import torch
 
-from attrgan.attributes import OCCLUSION_DOWN
-from attrgan.bundle import Bundle, load_bundle, save_bundle
+from attrgan.bundle import load_bundle, save_bundle
 from attrgan.fusion import track_groups
-from attrgan.models import (AttributeClassifier, ClassifierConfig, ReconstructionConfig, ReconstructionGenerator,
-                            SuperResConfig, SuperResGenerator)
 from attrgan.pipeline import Pipeline, PipelineConfig
 from attrgan.contracts import GAIN_KEY, BundleInfo
 from attrgan.train.gain import corrupted_inputs, measure_gain
+from helpers import ATTRS, INPUT, tiny_bundle
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-ATTRS = ("female", "hat", OCCLUSION_DOWN)
-INPUT = (64, 32)
-
-
-def tiny_bundle(metas=None) -> Bundle:
-    torch.manual_seed(0)
-    classifier = AttributeClassifier(ClassifierConfig(attributes=ATTRS, backbone="small", width=1 / 16,
-                                                      input_size=INPUT))
-    superres = SuperResGenerator(SuperResConfig(width=1 / 64, input_size=(16, 8)))
-    reconstruction = ReconstructionGenerator(ReconstructionConfig(width=1 / 32, input_size=(32, 16)))
-    return Bundle(classifier=classifier.eval(), reconstruction=reconstruction.eval(), superres=superres.eval(),
-                  metas=metas or {}, version="tiny")
 
 
 def stored(gain: float, classifier_version: str = "c1") -> dict:
@@ -91,7 +75,7 @@ def test_pipeline_skips_an_unproven_network_and_can_be_forced(tmp_path):
 
 
 def test_measure_gain_scores_the_same_crops_before_and_after():
-    bundle = tiny_bundle({"classifier": {"version": "c1", "thresholds": [0.5, 0.5, 0.5]}})
+    bundle = tiny_bundle(metas={"classifier": {"version": "c1", "thresholds": [0.5, 0.5, 0.5]}})
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (24, *INPUT, 3), dtype=np.uint8)
     labels = rng.integers(0, 2, (24, 2)).astype(np.int8)

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from helpers import tiny_bundle
 from hostile import write_json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -115,21 +116,14 @@ def test_weight_file_larger_than_the_network_is_refused(saved):
 
 # --- One validator for the driver, the actors, predict, export and evaluate ----------------------
 
-BUNDLE_ATTRS = ("female", "hat", "occlusion_down")
-
 
 @pytest.fixture(scope="module")
 def bundle_dir(tmp_path_factory):
     """A saved bundle of tiny random networks, and its three config.json bodies as saved."""
-    from attrgan.bundle import Bundle, save_bundle
-    from attrgan.models import ReconstructionConfig, ReconstructionGenerator
+    from attrgan.bundle import save_bundle
 
-    bundle = Bundle(classifier=AttributeClassifier(ClassifierConfig(attributes=BUNDLE_ATTRS, backbone="small",
-                                                                    width=1 / 16, input_size=(64, 32))),
-                    reconstruction=ReconstructionGenerator(ReconstructionConfig(width=1 / 32, input_size=(32, 16))),
-                    superres=SuperResGenerator(SuperResConfig(width=1 / 64, input_size=(16, 8))),
-                    metas={"classifier": {"thresholds": [0.5, 0.5, 0.5], "person_level": ["female", "hat"],
-                                          "fusion": Fusion("quality", (-2.0, 0.5, 0.0, 0.0)).to_dict()}})
+    bundle = tiny_bundle(metas={"classifier": {"thresholds": [0.5, 0.5, 0.5], "person_level": ["female", "hat"],
+                                               "fusion": Fusion("quality", (-2.0, 0.5, 0.0, 0.0)).to_dict()}})
     path = tmp_path_factory.mktemp("bundle") / "bundle"
     save_bundle(path, bundle)
     return path, {n: (path / n / "config.json").read_text() for n in ("classifier", "reconstruction", "superres")}

@@ -199,7 +199,7 @@ def test_extract_commits_a_partition_with_invalid_utf8_crop_id_and_image_uri(ray
     from attrgan.extract import ExtractConfig, run_extract
     from attrgan.pipeline import PipelineConfig
     from attrgan.results import load_results
-    from test_pipeline import tiny_bundle  # pytest puts tests/ on sys.path
+    from helpers import tiny_bundle
 
     save_bundle(str(tmp_path / "bundle"), tiny_bundle())
     (tmp_path / "m").mkdir()

@@ -170,7 +170,7 @@ def test_a_second_extraction_on_a_leased_output_exits_2_before_writing(tmp_path,
     from attrgan.bundle import save_bundle
     from attrgan.cli import extract_config, extract_parser, main
     from attrgan.data.manifest import write_manifest
-    from test_pipeline import tiny_bundle  # pytest puts tests/ on sys.path
+    from helpers import tiny_bundle
 
     save_bundle(tmp_path / "bundle", tiny_bundle())
     rows = [{"crop_id": f"c{i}", "image_uri": f"images/c{i}.png", "date": "2026-11-25"} for i in range(2)]

@@ -8,35 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from attrgan.attributes import OCCLUSION_DOWN
 from attrgan.bundle import Bundle
-from attrgan.models import (AttributeClassifier, ClassifierConfig, ReconstructionConfig, ReconstructionGenerator,
-                            SuperResConfig, SuperResGenerator)
 from attrgan.models.ops import resize_batch
 from attrgan.pipeline import Pipeline, PipelineConfig
-
-ATTRS = ("female", "hat", OCCLUSION_DOWN)
-INPUT = (64, 32)  # tiny classifier input; G^S 16×8 → 64×32, G^R works at 32×16
-
+from helpers import INPUT, random_images, tiny_bundle
 
 # One torch thread: these tests run beside Ray workers on a 2-core machine.
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def tiny_bundle(*, attributes=ATTRS, input_size=INPUT, sr_input=(16, 8), rec_input=(32, 16),
-                thresholds=None, seed=0) -> Bundle:
-    torch.manual_seed(seed)
-    classifier = AttributeClassifier(ClassifierConfig(attributes=attributes, backbone="small", width=1 / 16,
-                                                      input_size=input_size))
-    superres = SuperResGenerator(SuperResConfig(width=1 / 64, input_size=sr_input))
-    reconstruction = ReconstructionGenerator(ReconstructionConfig(width=1 / 32, input_size=rec_input))
-    metas = {"classifier": {"thresholds": thresholds}} if thresholds is not None else {}
-    return Bundle(classifier=classifier.eval(), reconstruction=reconstruction.eval(), superres=superres.eval(),
-                  metas=metas, version="tiny")
-
-
-def random_images(n: int, size=INPUT, seed=1) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, size=(n, *size, 3), dtype=np.uint8)
 
 
 def as_input(images: np.ndarray) -> torch.Tensor:

@@ -8,18 +8,13 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from PIL import Image
 
 import attrgan
 from attrgan import cli
-from attrgan.attributes import OCCLUSION_DOWN
-from attrgan.bundle import Bundle, save_bundle
-from attrgan.models import (AttributeClassifier, ClassifierConfig, ReconstructionConfig, ReconstructionGenerator,
-                            SuperResConfig, SuperResGenerator)
+from attrgan.bundle import save_bundle
 from attrgan.predict import expand_paths, summary_line
-
-ATTRS = ("female", "hat", OCCLUSION_DOWN)
+from helpers import ATTRS, png, tiny_bundle
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -27,29 +22,18 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture(scope="module")
 def bundle_dir(tmp_path_factory) -> str:
     """A saved bundle of tiny random networks: 64x32 classifier, G^S 16x8 -> 64x32, G^R at 32x16."""
-    torch.manual_seed(0)
-    bundle = Bundle(
-        classifier=AttributeClassifier(ClassifierConfig(attributes=ATTRS, backbone="small", width=1 / 16,
-                                                        input_size=(64, 32))).eval(),
-        reconstruction=ReconstructionGenerator(ReconstructionConfig(width=1 / 32, input_size=(32, 16))).eval(),
-        superres=SuperResGenerator(SuperResConfig(width=1 / 64, input_size=(16, 8))).eval(),
-        # occlusion_down at threshold 0 reconstructs every crop: the restoration path runs
-        metas={"classifier": {"thresholds": np.array([0.5, 0.5, 0.0])}},
-    )
+    # occlusion_down at threshold 0 reconstructs every crop: the restoration path runs
+    bundle = tiny_bundle(thresholds=[0.5, 0.5, 0.0])
     path = tmp_path_factory.mktemp("bundle") / "bundle"
     save_bundle(path, bundle)
     return str(path)
 
 
-def _png(path, shape, seed) -> None:
-    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (*shape, 3), dtype=np.uint8)).save(path)
-
-
 @pytest.fixture
 def folder(tmp_path):
     """Three images: a full-size crop, a small (low-res) one, and a JPEG cut in half."""
-    _png(tmp_path / "a.png", (140, 56), 1)
-    _png(tmp_path / "b.png", (14, 6), 2)
+    (tmp_path / "a.png").write_bytes(png(1, (140, 56)))
+    (tmp_path / "b.png").write_bytes(png(2, (14, 6)))
     buf = io.BytesIO()
     Image.fromarray(np.random.default_rng(3).integers(0, 256, (96, 40, 3), dtype=np.uint8)).save(buf, "JPEG")
     (tmp_path / "c.jpg").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -83,14 +80,12 @@ def test_command_line_settings():
 
 
 @pytest.mark.slow
-def test_a_tiny_reproduce_runs_every_step(tmp_path):
-    # The whole path at the demo's --small sizes, one seed with one ceiling (the mixed one, which
-    # corrupts both ways), in its own process (it starts and stops its own S3 server and Ray).
-    root = Path(__file__).resolve().parents[1]
-    proc = subprocess.run([sys.executable, "jobs/reproduce.py", "--small", "--seeds", "1", "--ceilings", "corrupted",
-                           "--out", str(tmp_path)],
-                          cwd=root, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+def test_a_tiny_reproduce_runs_every_step(tmp_path, ray_local, monkeypatch):
+    # The whole command at the demo's --small sizes, one seed with one ceiling (the mixed one, which
+    # corrupts both ways). It runs in this process on the session's Ray, which it must leave up: the
+    # start and stop of a Ray of its own are the demo's, tested in a fresh process (tests/test_demo.py).
+    monkeypatch.setattr(ray_local, "shutdown", lambda: None)
+    cli.main(["reproduce", "--small", "--seeds", "1", "--ceilings", "corrupted", "--out", str(tmp_path)])
     result = json.loads((tmp_path / "reproduce.json").read_text())
     run = result["runs"][0]
     assert run["seed"] == 0 and run["test_seed"] == 900_000 and set(run["ceilings"]) == {"complete"}

@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +26,7 @@ from attrgan.runtime import STATE_API_ENV
 from attrgan.train.config import load_train_config
 from attrgan.train.data import TrainDataError
 from attrgan.train.ray_train import KILL_EPOCH_ENV, KILL_MARKER_ENV, RUN_FILE, default_locations, train_network
+from helpers import new_bucket
 
 pytestmark = pytest.mark.ray
 REPO = Path(__file__).resolve().parents[1]
@@ -42,12 +42,9 @@ def tiny_config(model: str, **extra):
 @pytest.fixture(scope="module")
 def s3(s3_endpoint):
     """(storage, bucket) of a bucket holding a 40-crop synthetic training manifest."""
-    import boto3
-
     from attrgan.data.synth import generate
 
-    bucket = f"train-{uuid.uuid4().hex[:10]}"
-    boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
+    bucket = new_bucket(s3_endpoint)
     storage = StorageConfig(endpoint_url=s3_endpoint, region="us-east-1")
     generate(f"s3://{bucket}/synth", 40, seed=0, storage=storage, workers=1, splits=(0.7, 0.3, 0.0))
     return storage, bucket
@@ -129,41 +126,33 @@ def test_classifier_survives_a_worker_death_and_a_finished_run_is_not_retrained(
     assert load_network(st.join(bundle, "classifier"), storage=storage)[1]["version"] == meta["version"]
 
 
-@pytest.mark.slow
-def test_gan_job_writes_a_network_into_the_bundle(ray_local, s3_env):
-    # The job script, joining this Ray through RAY_ADDRESS, trains on two workers. G^S differs only
-    # in its network (the agreement test trains one).
-    storage, bucket = s3_env
-    model = "reconstruction"
-    bundle = f"s3://{bucket}/models/gans"
-    sets = [f"--set={k}={json.dumps(v)}" for k, v in (TINY | {"input_size": SIZES[model], "epochs": 1}).items()
-            if k not in ("workers", "epochs")]
-    env = os.environ | {"RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
-    proc = subprocess.run([sys.executable, "jobs/train.py", "--model", model, "--manifest",
-                           f"s3://{bucket}/synth/manifest.parquet", "--bundle", bundle, "--workers", "2",
-                           "--epochs", "1", *sets], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert f"{model}: trained" in proc.stdout
-
-    net, meta = load_network(st.join(bundle, model), storage=storage)
-    assert meta["architecture"] == model and np.isfinite(meta["metrics"]["val_psnr"])
-    h, w = SIZES[model]
-    with torch.no_grad():
-        out = net(torch.zeros(1, 3, h, w))
-    assert out.shape == (1, 3, h, w)
+# G^R's settings in both of its runs, the job script's and the library call's: one worker, one
+# epoch, the agreement loss against the bundle's classifier. G^S differs only in its network; the
+# GANs on two workers are the demo's (tests/test_demo.py).
+GR = {"workers": 1, "epochs": 1, "agreement_weight": 10.0}
 
 
 def _train_reconstruction(storage: StorageConfig, bucket: str, bundle: str) -> None:
-    """G^R on one worker against `bundle`'s classifier, with the agreement loss."""
-    train_network(tiny_config("reconstruction", workers=1, epochs=1, agreement_weight=10.0),
-                  manifest=f"s3://{bucket}/synth/manifest.parquet", bundle=bundle, storage=storage)
+    """G^R against `bundle`'s classifier, by the library call."""
+    train_network(tiny_config("reconstruction", **GR), manifest=f"s3://{bucket}/synth/manifest.parquet",
+                  bundle=bundle, storage=storage)
+
+
+def _train_reconstruction_job(bucket: str, bundle: str, address: str) -> subprocess.CompletedProcess:
+    """G^R against `bundle`'s classifier, by the job script joining the Ray at `address` (RAY_ADDRESS)."""
+    sets = [f"--set={k}={json.dumps(v)}" for k, v in (TINY | {"input_size": SIZES["reconstruction"]} | GR).items()
+            if k not in ("workers", "epochs")]
+    return subprocess.run([sys.executable, "jobs/train.py", "--model", "reconstruction", "--manifest",
+                           f"s3://{bucket}/synth/manifest.parquet", "--bundle", bundle, "--workers", str(GR["workers"]),
+                           "--epochs", str(GR["epochs"]), *sets], cwd=REPO, env=os.environ | {"RAY_ADDRESS": address},
+                          capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture(scope="module")
 def agreement_bundle(ray_local, s3):
-    """(bundle URI, weights): the classifier trained from scratch on two workers, then G^R against it,
-    once for the tests of this module. fp32: oneDNN's bf16 kernels are not bit-reproducible at
-    every size (DESIGN.md "Reproducibility")."""
+    """(bundle URI, weights, the G^R job): the classifier trained from scratch on two workers, then
+    G^R against it by the job script, once for the tests of this module. fp32: oneDNN's bf16 kernels
+    are not bit-reproducible at every size (DESIGN.md "Reproducibility")."""
     storage, bucket = s3
     bundle = f"s3://{bucket}/models/agree"
     with pytest.MonkeyPatch.context() as env:
@@ -171,16 +160,29 @@ def agreement_bundle(ray_local, s3):
         env.setenv("ATTRGAN_S3_ENDPOINT_URL", storage.endpoint_url)
         train_network(tiny_config("classifier", precision="fp32"), manifest=f"s3://{bucket}/synth/manifest.parquet",
                       bundle=bundle, storage=storage)
-        _train_reconstruction(storage, bucket, bundle)
+        job = _train_reconstruction_job(bucket, bundle, ray_local.get_runtime_context().gcs_address)
+    assert job.returncode == 0, job.stderr[-3000:]
     return bundle, {m: load_network(st.join(bundle, m), storage=storage)[0].state_dict()
-                    for m in ("classifier", "reconstruction")}
+                    for m in ("classifier", "reconstruction")}, job
+
+
+@pytest.mark.slow
+def test_the_job_script_joins_this_ray_and_writes_a_network_into_the_bundle(s3_env, agreement_bundle):
+    storage, _ = s3_env
+    bundle, _, job = agreement_bundle
+    assert "reconstruction: trained" in job.stdout
+    net, meta = load_network(st.join(bundle, "reconstruction"), storage=storage)
+    assert meta["architecture"] == "reconstruction" and meta["training"]["config"]["workers"] == GR["workers"]
+    h, w = SIZES["reconstruction"]
+    with torch.no_grad():
+        assert net(torch.zeros(1, 3, h, w)).shape == (1, 3, h, w)
 
 
 @pytest.mark.slow
 def test_generators_train_against_the_bundle_classifier_with_the_agreement_loss(ray_local, s3_env, agreement_bundle):
     storage, bucket = s3_env
     manifest = f"s3://{bucket}/synth/manifest.parquet"
-    bundle, _ = agreement_bundle
+    bundle, _, _ = agreement_bundle
     run_uri = st.join(*default_locations(bundle, "reconstruction"))
     epochs = pd.read_csv(io.BytesIO(st.read_bytes(st.join(run_uri, "epochs.csv"), storage)))
     assert (epochs["train_l_g_agree"] > 0).all()
@@ -251,10 +253,11 @@ def test_bad_inputs_fail_before_any_worker_starts(ray_local, s3_env, tmp_path):
 
 @pytest.mark.slow
 def test_the_same_seed_trains_the_same_weights(ray_local, s3_env, agreement_bundle):
-    # A second G^R run with the same seed, against the same classifier: equal weights, bit for bit
-    # (same machine, same thread counts). The classifier's twin is the worker-death test's run.
+    # G^R again with the same seed, against the same classifier, by the library call instead of the
+    # job script: equal weights, bit for bit (same machine, same worker and thread counts).
+    # The classifier's twin is the worker-death test's run.
     storage, bucket = s3_env
-    bundle, first = agreement_bundle
+    bundle, first, _ = agreement_bundle
     second = f"s3://{bucket}/models/same-seed"
     st.copy_folder(st.join(bundle, "classifier"), st.join(second, "classifier"), storage)
     _train_reconstruction(storage, bucket, second)
