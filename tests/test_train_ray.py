@@ -203,9 +203,12 @@ def test_generators_train_against_the_bundle_classifier_with_the_agreement_loss(
 
     table = read_manifest(manifest, storage=storage)
     table = table.drop_columns([c for c in ("track_id", "frame_index") if c in table.column_names])
-    val = np.cumsum(np.asarray(table["split"].to_pylist()) == "val") - 1
-    table = table.append_column("track_id", pa.array([f"p{v % 10}" for v in val], pa.string()))
-    table = table.append_column("frame_index", pa.array(val // 10, pa.int64()))
+    is_val = np.asarray(table["split"].to_pylist()) == "val"
+    val = np.cumsum(is_val) - 1  # the rank of a validation crop; other crops have no track
+    table = table.append_column("track_id", pa.array([f"p{v % 10}" if k else None for v, k in zip(val, is_val)],
+                                                     pa.string()))
+    table = table.append_column("frame_index", pa.array([int(v // 10) if k else None for v, k in zip(val, is_val)],
+                                                        pa.int64()))
     tracked = write_manifest(table, f"s3://{bucket}/synth/tracked.parquet", storage=storage)
     sr = train_network(tiny_config("superres", workers=1, epochs=1, agreement_weight=10.0), manifest=tracked,
                        bundle=bundle, storage=storage)
