@@ -204,8 +204,9 @@ def fuse_tracks(crops: pa.Table, fusion: Fusion, *, person_attributes: Sequence[
     schema = tracks_schema(person_attributes)
     if t == 0:
         return schema.empty_table()
-    ok = np.asarray(pc.equal(crops["status"], "ok").combine_chunks() if crops.num_rows else [], bool)
-    ok &= ~np.isnan(_floats(crops["occlusion_score"]))  # a scored row always has its first pass
+    # A scored row is an ok row; its occlusion score is null when the classifier has no
+    # occlusion_down (a PETA bundle), and that only leaves the feature at 0.
+    ok = np.asarray(pc.fill_null(pc.equal(crops["status"], "ok"), False), bool)
     occlusion = _floats(crops["occlusion_score"])
     height = _floats(crops["crop_height"])
     sr = np.asarray(pc.fill_null(crops["super_resolved"], False), bool)
@@ -230,8 +231,7 @@ def fuse_tracks(crops: pa.Table, fusion: Fusion, *, person_attributes: Sequence[
                       "crop_height": crops["crop_height"]}).group_by("g").aggregate(
         [("captured_at", "min"), ("captured_at", "max"), ("frame_index", "min"), ("frame_index", "max"),
          ("crop_height", "approximate_median")]).sort_by("g")
-    first_row = best  # camera, track and the bundle's fields are the same on every row of a track
-    take = pa.array(first_row)
+    take = pa.array(best)  # camera, track and the bundle's fields are the same on every row of a track
     track = crops["track_id"].take(take)
     columns: dict[str, Any] = {
         "camera_id": crops["camera_id"].take(take),

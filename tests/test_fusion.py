@@ -109,3 +109,13 @@ def test_a_stored_fusion_is_checked():
         Fusion.from_dict({"rule": "quality", "coefficients": {"occlusion_score": float("nan")}})
     with pytest.raises(ValueError, match="finite"):
         Fusion("quality", (float("inf"), 0, 0, 0))
+
+
+def test_a_classifier_without_occlusion_down_still_fuses_its_tracks():
+    # Such a pipeline reports no occlusion score (null): the crops are still scored and fused.
+    table = crops([{"track_id": "t1", "female_score": 0.8}, {"track_id": "t1", "female_score": 0.4}])
+    table = table.set_column(table.schema.get_field_index("occlusion_score"), "occlusion_score",
+                             pa.nulls(2, pa.float32()))
+    (row,) = fuse_tracks(table, Fusion("quality", (-3.0, 0.0, 0.0, 0.0)), person_attributes=PERSON,
+                         thresholds={}).to_pylist()
+    assert row["crops_ok"] == 2 and row["female_score"] == pytest.approx(0.6)
