@@ -306,8 +306,8 @@ def _merge_rows(rows: pd.DataFrame, person_attributes: Sequence[str], thresholds
             continue
         if rule == "max":
             score = scores[has].max()
-        elif rule == "best":
-            score = heaviest[f"{a}_score"]
+        elif rule == "best":  # the best crop of the heaviest row that scored it
+            score = scores[has][np.argmax(np.nan_to_num(weights[has], nan=0.0))]
         else:
             score = float(np.average(scores[has], weights=weights[has])) if weights[has].sum() > 0 else scores[has].mean()
         out[f"{a}_score"] = score
