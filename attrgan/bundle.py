@@ -391,12 +391,19 @@ def store_fusion(uri: str, fusion: Fusion, person_level: tuple[str, ...], *, bun
     checked = check_bundle(uri, storage)
     if BundleInfo.from_metas({n: c.meta for n, c in checked.items()}).version != bundle_version:
         return False
-    config_uri = join(join(str(uri), "classifier"), CONFIG_FILE)
+    update_meta(join(str(uri), "classifier"), {FUSION_KEY: fusion.to_dict(), PERSON_LEVEL_KEY: list(person_level)},
+                storage=storage)
+    return True
+
+
+def update_meta(network_uri: str, values: Mapping[str, Any], *, storage: StorageConfig | None = None) -> None:
+    """Set `values` in the config.json of the network at `network_uri`, checked as loading checks it.
+    Only metadata changes: the weights, and so the versions, stay."""
+    config_uri = join(str(network_uri), CONFIG_FILE)
     meta = _parse_config(_read(config_uri, storage, CONFIG_FILE, MAX_CONFIG_BYTES), config_uri)
-    meta.update({FUSION_KEY: fusion.to_dict(), PERSON_LEVEL_KEY: list(person_level)})
+    meta.update(values)
     check_meta(json.loads(json.dumps(_plain(meta, "meta"))), config_uri)
     write_bytes(config_uri, json.dumps(_plain(meta, "meta"), indent=2).encode(), storage=storage)
-    return True
 
 
 @dataclasses.dataclass

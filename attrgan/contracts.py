@@ -103,9 +103,10 @@ class BundleInfo:
                      require_proven: bool) -> dict[str, Restoration]:
         """{"superres": Restoration, "reconstruction": Restoration}: the pipeline's switches, then
         the rule for a stored gain. With `require_proven` a restoration runs only where its stored
-        gain is above 0. A bundle without the record (written before it existed, or trained without
-        a validation split), or whose gain was measured against another classifier, keeps running
-        the restoration: nothing was measured against this one."""
+        gain is proven (`proven`: its interval lies above 0). A bundle without the record (written
+        before it existed, or trained without a validation split), or whose gain was measured
+        against another classifier, keeps running the restoration: nothing was measured against
+        this one."""
         plan = {}
         for name, wanted in (("superres", use_superres), ("reconstruction", use_reconstruction)):
             stored = self.gains.get(name)
@@ -123,11 +124,23 @@ class BundleInfo:
                         f"{stored.get('crops', '?')} crops" + (f" in {stored['tracks']} tracks" if "tracks" in stored else "") + ")")
             if self.classifier_version and stored.get("classifier_version") not in (None, "", self.classifier_version):
                 plan[name] = Restoration(True, f"{measured} against another classifier: not measured for this one")
-            elif stored["gain_ma"] > 0 or not require_proven:
-                plan[name] = Restoration(True, measured + ("" if stored["gain_ma"] > 0 else ", forced on"))
+            elif proven(stored):
+                plan[name] = Restoration(True, f"{measured}: proven")
+            elif not require_proven:
+                plan[name] = Restoration(True, f"{measured}: not proven, forced on")
             else:
-                plan[name] = Restoration(False, f"{measured} is not above 0 (pipeline.require_proven=false forces it)")
+                plan[name] = Restoration(False, f"{measured}: not proven, its interval reaches 0 "
+                                                f"(pipeline.require_proven=false forces it)")
         return plan
+
+
+def proven(stored: Mapping[str, Any]) -> bool:
+    """The gate's rule: a restoration is proven when the lower end of its stored validation gain's
+    95 % interval lies above 0. A positive point gain alone is not enough: with a few hundred
+    validation crops in a few dozen tracks a gain of +1.5 mA can be noise (docs/demo.md "The gate").
+    A record without an interval is not proven."""
+    low = stored.get("low")
+    return isinstance(low, (int, float)) and not isinstance(low, bool) and math.isfinite(low) and low > 0
 
 
 # ---------------------------------------------------------------------------------------------

@@ -66,7 +66,7 @@ from attrgan import report
 from attrgan.attributes import OCCLUSION_DOWN
 from attrgan.config import StorageConfig, to_dict
 from attrgan.corrupt import OCCLUDED_FRACTION, SUFFIX as CORRUPT_SUFFIX, occlusion_rows
-from attrgan.experiments import (COMPARISONS, EXPERIMENTS, FORCED, SETS, VARIANTS, TrackEvaluation,
+from attrgan.experiments import (COMPARISONS, EXPERIMENTS, FORCED, SETS, VARIANTS, Scored, TrackEvaluation,
                                  comparison_intervals, experiment_metrics, occlusion_detection, stack_scores,
                                  track_experiments)
 from attrgan.fusion import Fusion
@@ -172,6 +172,8 @@ class EvaluationResult:
     figures: tuple[Path, ...]
     seconds: float
     tracks: TrackEvaluation | None = None  # per person; None when the crops carry no track ids
+    scored: Scored | None = None  # every crop's scores, to compare this bundle with another's on the same sets
+    labels: Mapping[str, pd.DataFrame] | None = None  # per set, the labels indexed by crop_id
 
     def gain(self, comparison: str) -> float:
         """mA(restored) - mA(corrupted) of one of COMPARISONS, in [-1, 1]."""
@@ -406,7 +408,8 @@ def evaluate(config: EvaluateConfig, *, progress: Callable[[str], None] | None =
     return EvaluationResult(metrics=metrics, intervals=intervals, reconstruction_psnr=rec_psnr, counts=counts,
                             errors=errors, attributes=attributes, model_version=bundle.version,
                             report_path=report_path, metrics_path=metrics_path, figures=tuple(figures),
-                            seconds=seconds, tracks=tracks)
+                            seconds=seconds, tracks=tracks,
+                            scored=Scored(predictions, model_attributes, thresholds), labels=labels)
 
 
 def _select_split(table: pa.Table, split: str | None, uri: str) -> pa.Table:

@@ -111,6 +111,43 @@ def _set_rows(predictions: pd.DataFrame, labels: Mapping[str, pd.DataFrame], set
     return np.concatenate(y_parts), scores, np.concatenate(positions)
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class Scored:
+    """One bundle's scores of the evaluation sets: `score_sets`' predictions, the classifier's
+    attributes (its score columns in order) and its thresholds."""
+
+    predictions: pd.DataFrame
+    model_attributes: tuple[str, ...]
+    thresholds: np.ndarray
+
+
+def recipe_contrast(before: Scored, after: Scored, labels: Mapping[str, pd.DataFrame], *, sets: Sequence[str],
+                    variants: tuple[str, str], attributes: Sequence[str], resamples: int = 1000,
+                    seed: int = 0) -> GainInterval:
+    """The mA gain of one recipe over another on the same crops (e.g. the augmented classifier alone
+    against the paper's pipeline on the corrupted sets), with its paired interval over tracks.
+
+    before / after: two bundles' scores of the same evaluation sets (one seed: the same copies),
+    read under `variants` (before's, after's). Rows pair by (set, crop_id), as the two scoring
+    passes need not keep one order; each side decides with its own thresholds. labels as in
+    `experiment_metrics`."""
+    sides = []
+    for side, variant in zip((before, after), variants):
+        y, scores, rows = _set_rows(side.predictions, labels, sets, (variant,), attributes=attributes,
+                                    model_attributes=side.model_attributes)
+        cols = [list(side.model_attributes).index(a) for a in attributes]
+        frame = side.predictions.iloc[rows]
+        keys = pd.Index(frame["eval_set"].astype(str) + "\x1f" + frame["crop_id"].astype(str))
+        tracks = track_index(side.predictions)
+        sides.append((keys, y, scores[variant] >= np.asarray(side.thresholds)[cols],
+                      None if tracks is None else tracks[rows]))
+    (keys, y, first, tracks), (other_keys, _, second, _) = sides
+    common = np.flatnonzero(keys.isin(other_keys))  # crops both sides could read
+    matched = other_keys.get_indexer(keys[common])
+    return paired_bootstrap_gain(y[common], first[common], second[matched], attributes=tuple(attributes),
+                                 resamples=resamples, seed=seed, groups=None if tracks is None else tracks[common])
+
+
 def occlusion_detection(predictions: pd.DataFrame, *, model_attributes: Sequence[str],
                         threshold: float) -> AttributeMetrics | None:
     """How well the first-pass `occlusion_down` score tells occluded crops (1) from clean and

@@ -17,7 +17,8 @@ from attrgan import report
 from attrgan.attributes import OCCLUSION_DOWN, SYNTH_ATTRIBUTES
 from attrgan.config import StorageConfig
 from attrgan.evaluate import EvaluateConfig, VariantScorer, reconstruction_psnr
-from attrgan.experiments import COMPARISONS, EXPERIMENTS, comparison_intervals, experiment_metrics, occlusion_detection
+from attrgan.experiments import (COMPARISONS, EXPERIMENTS, Scored, comparison_intervals, experiment_metrics,
+                                 occlusion_detection, recipe_contrast)
 from attrgan.metrics import GainInterval, attribute_metrics
 from attrgan.pipeline import Pipeline, PipelineConfig
 from helpers import tiny_bundle
@@ -166,6 +167,37 @@ def test_experiment_metrics_are_attribute_metrics_of_the_right_rows():
     y_occ = (ok["eval_set"] == "occluded").to_numpy(np.int8)[:, None]
     s_occ = np.stack(list(ok["plain"]))[:, [2]]
     assert detect.to_dict() == attribute_metrics(y_occ, s_occ, attributes=(OCCLUSION_DOWN,)).to_dict()
+
+
+def test_two_bundles_are_compared_on_the_same_crops_each_with_its_own_thresholds():
+    rng = np.random.default_rng(4)
+    sets = ("occluded", "lowres")
+    labels = {s: pd.DataFrame(rng.integers(0, 2, (6, 2)).astype(np.int8), columns=["female", "hat"],
+                              index=[f"{s}{i}" for i in range(6)]) for s in sets}
+
+    def predictions(order, width):
+        rows = [{"crop_id": f"{s}{i}", "eval_set": s, "status": "ok" if (s, i) != ("lowres", 5) else "error",
+                 "track_id": f"t{i // 2}", "camera_id": "c",
+                 **{v: rng.random(width).astype(np.float32) for v in ("plain", "forced", "pipeline")}}
+                for s in sets for i in range(6)]
+        return pd.DataFrame([rows[j] for j in order])
+
+    # Another bundle (other attributes, other thresholds) scored the same crops in another order.
+    a = Scored(predictions(range(12), 3), ("female", "hat", OCCLUSION_DOWN), np.array([0.4, 0.6, 0.5], np.float32))
+    b = Scored(predictions(range(11, -1, -1), 2), ("hat", "female"), np.array([0.3, 0.7], np.float32))
+    got = recipe_contrast(a, b, labels, sets=sets, variants=("pipeline", "plain"), attributes=("female", "hat"),
+                          resamples=50)
+    # By hand: the 11 crops both read, b's columns reordered, each side's own thresholds.
+    ok = a.predictions[a.predictions["status"] == "ok"].copy()
+    other = b.predictions.set_index(["eval_set", "crop_id"])
+    y = np.stack([labels[s].loc[c].to_numpy() for s, c in zip(ok["eval_set"], ok["crop_id"])])
+    first = np.stack(list(ok["pipeline"]))[:, :2] >= [0.4, 0.6]
+    second = np.stack([other.loc[(s, c), "plain"] for s, c in zip(ok["eval_set"], ok["crop_id"])])[:, [1, 0]] >= [0.7, 0.3]
+    want = (attribute_metrics(y, second, attributes=("female", "hat")).ma
+            - attribute_metrics(y, first, attributes=("female", "hat")).ma)
+    assert got.crops == 11 and got.tracks == 3 and got.gain == pytest.approx(want)
+    assert recipe_contrast(a, a, labels, sets=sets, variants=("plain", "plain"), attributes=("female", "hat"),
+                           resamples=50).gain == 0
 
 
 def test_config_rejects_bad_values():

@@ -10,15 +10,17 @@ import pytest
 from attrgan.bundle import load_bundle, save_bundle
 from attrgan.fusion import track_groups
 from attrgan.pipeline import Pipeline, PipelineConfig
-from attrgan.contracts import GAIN_KEY, BundleInfo
-from attrgan.train.gain import corrupted_inputs, measure_gain
+from attrgan.contracts import GAIN_KEY, BundleInfo, proven
+from attrgan.train.gain import corrupted_inputs, measure_gain, regate
 from helpers import ATTRS, INPUT, tiny_bundle
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def stored(gain: float, classifier_version: str = "c1") -> dict:
-    return {GAIN_KEY: {"split": "val", "crops": 500, "gain_ma": gain, "low": gain - 0.01, "high": gain + 0.01,
+def stored(gain: float, classifier_version: str = "c1", *, low: float | None = None) -> dict:
+    """A stored gain record; its interval is gain ± 0.01 unless `low` is given."""
+    low = gain - 0.01 if low is None else low
+    return {GAIN_KEY: {"split": "val", "crops": 500, "gain_ma": gain, "low": low, "high": gain + 0.01,
                        "level": 0.95, "resamples": 1000, "seed": 0, "classifier_version": classifier_version}}
 
 
@@ -29,17 +31,23 @@ def plan_of(metas, *, attributes, **switches):
 
 
 def test_plan_runs_only_what_is_proven_or_unmeasured():
-    metas = {"classifier": {"version": "c1"}, "superres": stored(0.008), "reconstruction": stored(-0.002)}
+    metas = {"classifier": {"version": "c1"}, "superres": stored(0.018), "reconstruction": stored(-0.002)}
     plan = plan_of(metas, attributes=ATTRS, use_superres=True, use_reconstruction=True, require_proven=True)
-    assert plan["superres"].runs and "+0.80 mA" in plan["superres"].reason
-    assert not plan["reconstruction"].runs and "not above 0" in plan["reconstruction"].reason
+    assert plan["superres"].runs and "+1.80 mA (+0.80 to +2.80" in plan["superres"].reason
+    assert plan["superres"].reason.endswith(": proven")
+    assert not plan["reconstruction"].runs and "not proven" in plan["reconstruction"].reason
 
     forced = plan_of(metas, attributes=ATTRS, use_superres=True, use_reconstruction=True, require_proven=False)
     assert forced["reconstruction"].runs and "forced on" in forced["reconstruction"].reason
 
-    zero = plan_of(metas | {"reconstruction": stored(0.0)}, attributes=ATTRS, use_superres=True, use_reconstruction=True,
-                            require_proven=True)
-    assert not zero["reconstruction"].runs  # "above 0" is strict
+    # A positive gain whose interval reaches 0 is not proven (+1.78, -0.12 to +3.90), nor is a
+    # lower end of exactly 0; one whose whole interval lies above 0 is.
+    for low, runs in ((-0.0012, False), (0.0, False), (0.0005, True)):
+        gated = plan_of(metas | {"reconstruction": stored(0.0178, low=low)}, attributes=ATTRS, use_superres=True,
+                        use_reconstruction=True, require_proven=True)
+        assert gated["reconstruction"].runs is runs, low
+    assert not proven({"gain_ma": 0.02}) and not proven({"gain_ma": 0.02, "low": float("nan")})
+    assert not proven({"gain_ma": 0.02, "low": True}) and proven({"gain_ma": 0.02, "low": 0.001})
 
     old = plan_of({"classifier": {"version": "c1"}}, attributes=ATTRS, use_superres=True, use_reconstruction=True,
                            require_proven=True)
@@ -115,3 +123,21 @@ def test_forced_configs_measure_even_an_unproven_network():
     assert configs["superres"].use_superres and not configs["superres"].use_reconstruction
     assert configs["superres"].sr_max_height >= 10**9
     assert configs["plain"] == dataclasses.replace(configs["superres"], use_superres=False, sr_max_height=None)
+
+
+def test_regate_measures_a_swapped_classifier_and_the_gate_reads_it(tmp_path):
+    from attrgan.bundle import bundle_info
+    from attrgan.data.synth import generate
+
+    manifest = generate(str(tmp_path / "archive"), 24, seed=3, splits=(0.0, 1.0, 0.0), track_splits=("val",), workers=1)
+    uri = str(tmp_path / "bundle")
+    saved = save_bundle(uri, tiny_bundle(metas={"classifier": {"thresholds": [0.5, 0.5, 0.5]}}))
+    records = regate(uri, manifest, seed=1, config=PipelineConfig(device="cpu", precision="fp32"))
+    info = bundle_info(uri)
+    assert info.version == saved.version  # metadata only: the weights and versions stay
+    for kind, record in records.items():
+        assert info.gains[kind] == record and record["classifier_version"] == info.classifier_version
+        assert record["crops"] == 24 and 0 < record["tracks"] < 24 and record["split"] == "val"
+        assert record["ma_after"] == pytest.approx(record["ma_before"] + record["gain_ma"])
+    plan = info.restorations(use_superres=True, use_reconstruction=True, require_proven=True)
+    assert all(plan[k].runs == proven(records[k]) for k in records)

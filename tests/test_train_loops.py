@@ -260,6 +260,39 @@ def test_information_ceilings_train_on_corrupted_crops_with_every_label():
         TrainConfig(train_on="blurred")
 
 
+def test_the_augmented_recipe_mixes_clean_occluded_and_lowres_crops_at_its_shares_with_every_label():
+    rng = np.random.default_rng(0)
+    n = 2000
+    images = rng.integers(0, 256, (n, 16, 8, 3), dtype=np.uint8)
+    labels = rng.integers(0, 2, (n, 3)).astype(np.int8)
+    labels[:, 2] = 0
+    sizes = np.tile([[16, 8]], (n, 1)).astype(np.int32)
+    mixed, y = tdata.corrupted_crops(images, labels, sizes, rng=np.random.default_rng(1), train_on="augmented",
+                                     occlusion_index=2, augment_shares=(0.2, 0.3))
+    occluded = y[:, 2] == 1
+    untouched = np.array([np.array_equal(a, b) for a, b in zip(mixed, images)])
+    lowres = np.array([np.array_equal(a, lowres_view(b, s)) for a, b, s in zip(mixed, images, sizes)]) & ~occluded
+    # Each crop is exactly one of clean, occluded, low-res, at the configured shares (binomial 3 sd: ~0.03).
+    assert (occluded.astype(int) + untouched + lowres == 1).all()
+    assert abs(occluded.mean() - 0.2) < 0.03 and abs(lowres.mean() - 0.3) < 0.035 and abs(untouched.mean() - 0.5) < 0.035
+    assert (y[:, :2] == labels[:, :2]).all()  # every attribute label kept, occluded crops too
+    assert (mixed[occluded, :3] == images[occluded, :3]).all()  # the top of an occluded crop stays
+    # The training batch and the validation crops use the same mix.
+    x, y_batch = tdata.classifier_batch(images, labels, rng=np.random.default_rng(1), occluded_fraction=0.9,
+                                        occlusion_index=2, train_on="augmented", crop_sizes=sizes,
+                                        augment_shares=(0.2, 0.3))
+    assert torch.equal(x, tdata.to_tensor(mixed)) and (y_batch.numpy() == y).all()
+    val = tdata.CropSet(images=images, labels=labels, attributes=("female", "hat", OCCLUSION_DOWN), crop_sizes=sizes)
+    checked = tdata.classifier_validation(val, train_on="augmented", occluded_fraction=0.9, occlusion_index=2,
+                                          occlusion_range=(0.5, 0.8), occluded_attribute_labels=False, seed=1,
+                                          augment_shares=(0.2, 0.3))
+    assert np.array_equal(checked.images, mixed) and np.array_equal(checked.labels, y)
+    assert TrainConfig(train_on="augmented", augment_shares=(0.2, 0.3)).occluded_share == 0.2
+    for bad in ((0.7, 0.4), (-0.1, 0.2), (0.5,)):
+        with pytest.raises(ConfigError, match="augment_shares"):
+            TrainConfig(train_on="augmented", augment_shares=bad)
+
+
 def test_the_classifier_is_validated_on_occluded_copies_too():
     rng = np.random.default_rng(0)
     val = tdata.CropSet(images=rng.integers(0, 256, (6, 64, 32, 3), dtype=np.uint8),

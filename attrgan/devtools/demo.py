@@ -45,6 +45,7 @@ from attrgan.runtime import start_quiet_ray
 
 BUCKET = "attrgan-demo"
 SPLITS = (0.8, 0.1, 0.1)  # train / val / test shares of the archive
+TRACK_SPLITS = ("val", "test")  # the splits rendered as people over several frames
 QUERY_ATTRIBUTE = "backpack"
 SEARCH_TOP = 24  # cards on the demo's search page
 STEP_COUNT = 7  # setup, synth, train, extract, evaluate, query, search
@@ -378,7 +379,7 @@ def _run(config: DemoConfig, storage: StorageConfig, out: Path, step: Callable, 
 
     with step("synth", f"render {config.crops} labelled synthetic crops"):
         archive = generate(f"{root}/archive", config.crops, seed=config.seed, storage=storage, splits=SPLITS,
-                           track_splits=("val", "test"))
+                           track_splits=TRACK_SPLITS)
         table = read_manifest(archive, storage=storage, columns=["split"])
         counts = {s: int(pc.sum(pc.equal(table["split"], s)).as_py() or 0) for s in ("train", "val", "test")}
         say(f"    archive manifest {archive}: {counts}")

@@ -31,6 +31,7 @@ from attrgan.precision import PRECISIONS
 log = logging.getLogger(__name__)
 
 PRESETS = ("paper", "cpu-small")
+TRAIN_ON = ("clean", "augmented", "occluded", "lowres", "corrupted")
 IMAGENET_WEIGHTS = "IMAGENET1K_V2"
 
 
@@ -75,10 +76,14 @@ class TrainConfig:
     occluded_attribute_labels: bool = False
     occlusion_range: tuple[float, float] = (0.5, 0.8)  # covered fraction of the crop's height
     threshold_objective: Literal["ma", "f1"] = "ma"
-    # "clean" trains the pipeline's classifier. "occluded" / "lowres" / "corrupted" train an
-    # information ceiling instead: every training and validation crop corrupted like that test set,
-    # all labels kept (attrgan.train.data.corrupted_crops; `make reproduce` reports them).
-    train_on: Literal["clean", "occluded", "lowres", "corrupted"] = "clean"
+    # "clean" trains the pipeline's classifier. "augmented" trains the alternative to restoration:
+    # each crop kept clean, occluded or x4 low-res at `augment_shares`, all labels kept.
+    # "occluded" / "lowres" / "corrupted" train an information ceiling instead: every training and
+    # validation crop corrupted like that test set, all labels kept
+    # (attrgan.train.data.corrupted_crops; `make reproduce` reports them all).
+    train_on: Literal["clean", "augmented", "occluded", "lowres", "corrupted"] = "clean"
+    # train_on "augmented": the shares of crops occluded and x4 low-res; the rest stay clean.
+    augment_shares: tuple[float, float] = (0.25, 0.25)
 
     # GANs.
     lam: float | None = None  # λ of Loss_R / Loss_S; None: the paper's (0.1 reconstruction, 1 superres)
@@ -142,8 +147,13 @@ class TrainConfig:
         low, high = self.occlusion_range
         if not 0 < low <= high < 1:
             raise ConfigError(f"occlusion_range must satisfy 0 < low <= high < 1, got {self.occlusion_range!r}")
-        if self.train_on not in ("clean", "occluded", "lowres", "corrupted"):
-            raise ConfigError(f"train_on must be clean, occluded, lowres or corrupted, got {self.train_on!r}")
+        if self.train_on not in TRAIN_ON:
+            raise ConfigError(f"train_on must be one of {', '.join(TRAIN_ON)}, got {self.train_on!r}")
+        shares = self.augment_shares
+        if (len(shares) != 2 or not all(isinstance(x, (int, float)) and math.isfinite(x) and x >= 0 for x in shares)
+                or sum(shares) > 1):
+            raise ConfigError(f"augment_shares must be two shares >= 0 (occluded, low-res) summing to at most 1, "
+                              f"got {shares!r}")
         if self.lam is not None and self.lam < 0:
             raise ConfigError(f"lam must be >= 0, got {self.lam!r}")
         if not (math.isfinite(self.agreement_weight) and self.agreement_weight >= 0):
@@ -177,6 +187,12 @@ class TrainConfig:
         """(H, W) of the clean images a batch is built from (4× the input for super-resolution)."""
         h, w = self.network_input_size
         return (4 * h, 4 * w) if self.model == "superres" else (h, w)
+
+    @property
+    def occluded_share(self) -> float:
+        """The share of training crops the classifier sees occluded (occlusion_down = 1)."""
+        return {"clean": self.occluded_fraction, "augmented": self.augment_shares[0], "occluded": 1.0,
+                "lowres": 0.0, "corrupted": 0.5}[self.train_on]
 
     @property
     def adversarial_weight(self) -> float:

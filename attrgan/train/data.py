@@ -32,8 +32,11 @@ from attrgan.losses import UNKNOWN
 
 log = logging.getLogger(__name__)
 
-# Information ceilings (`corrupted_crops`): a classifier trained on corrupted crops, all labels kept.
+# Recipes that corrupt training crops (`corrupted_crops`), all labels kept: "augmented" (the
+# alternative to restoration: clean crops mixed with the paper's corruptions) and the information
+# ceilings (every crop corrupted like one test set).
 CEILINGS = ("occluded", "lowres", "corrupted")
+CORRUPTING = ("augmented",) + CEILINGS
 DECODE_ROWS = 256  # rows per decode_batch call: bounds the memory of encoded bytes in flight
 
 
@@ -107,6 +110,19 @@ def read_split(manifest_uri: str, *, split: str | None, storage: StorageConfig |
     return split_rows(read_manifest(manifest_uri, storage=storage), split)
 
 
+def validation_tracks(kept: pa.Table) -> tuple[list[str | None], list[int | None]]:
+    """The track key and frame index of each decoded validation crop (`kept`: their manifest rows):
+    a track is (camera_id, track_id), as in the extraction's track tables (`attrgan.fusion.track_keys`);
+    None where the manifest has no track_id."""
+    tracks = frames = [None] * kept.num_rows
+    if "track_id" in kept.column_names:
+        cameras = kept["camera_id"].to_pylist() if "camera_id" in kept.column_names else [None] * kept.num_rows
+        tracks = [None if t is None else f"{c or ''}\x1f{t}" for c, t in zip(cameras, kept["track_id"].to_pylist())]
+    if "frame_index" in kept.column_names:
+        frames = kept["frame_index"].to_pylist()
+    return tracks, frames
+
+
 def load_crops(table: pa.Table, *, size: tuple[int, int], attributes: Sequence[str] | None = None,
                storage: StorageConfig | None = None, rank: int = 0, world_size: int = 1,
                limit: int | None = None) -> CropSet:
@@ -175,22 +191,29 @@ def occlude_images(images: np.ndarray, *, rng: np.random.Generator,
 
 def corrupted_crops(images: np.ndarray, labels: np.ndarray, crop_sizes: np.ndarray | None, *,
                     rng: np.random.Generator, train_on: str, occlusion_index: int | None,
-                    occlusion_range: tuple[float, float] = (0.5, 0.8)) -> tuple[np.ndarray, np.ndarray]:
-    """Crops corrupted like a test set, every label kept: what an information-ceiling classifier
-    trains and validates on (how much of the corrupted attributes the remaining pixels carry).
+                    occlusion_range: tuple[float, float] = (0.5, 0.8),
+                    augment_shares: tuple[float, float] = (0.25, 0.25)) -> tuple[np.ndarray, np.ndarray]:
+    """Crops corrupted as `train_on` trains on them, every label kept (an occluded crop's
+    occlusion_down is 1): the paper's corruptions as training data, without restoration.
 
     images (B, H, W, 3) uint8, labels (B, A) int8, crop_sizes (B, 2) or None as in CropSet →
-    (images, labels), new arrays. train_on "occluded": every crop occluded (occlusion_down 1);
-    "lowres": every crop ×4 low resolution (`lowres_view`); "corrupted": each crop one or the
-    other with even odds, the complete experiment's mix.
+    (images, labels), new arrays. Each crop is occluded (`occluded_copies`), made ×4 low
+    resolution (`lowres_view`) or left clean:
+        "augmented"  at `augment_shares` (occluded, low-res), the rest clean: what a user would
+                     train instead of restoring;
+        "occluded" / "lowres"  every crop so: the information ceiling of one test set;
+        "corrupted"  each crop occluded or low-res with even odds: the complete experiment's mix.
     """
-    if train_on not in CEILINGS:
-        raise ValueError(f"train_on must be one of {CEILINGS}, got {train_on!r}")
-    occluded = (np.ones(len(images), bool) if train_on == "occluded" else np.zeros(len(images), bool)
-                if train_on == "lowres" else rng.random(len(images)) < 0.5)
+    if train_on not in CORRUPTING:
+        raise ValueError(f"train_on must be one of {CORRUPTING}, got {train_on!r}")
+    occluded_share, lowres_share = {"augmented": augment_shares, "occluded": (1.0, 0.0), "lowres": (0.0, 1.0),
+                                    "corrupted": (0.5, 0.5)}[train_on]
+    draw = rng.random(len(images))
+    occluded = draw < occluded_share
+    lowres = ~occluded & (draw < occluded_share + lowres_share)
     images, labels = occluded_copies(images, labels, np.flatnonzero(occluded), rng=rng, occlusion_index=occlusion_index,
                                      occlusion_range=occlusion_range, occluded_attribute_labels=True)
-    for i in np.flatnonzero(~occluded):
+    for i in np.flatnonzero(lowres):
         images[i] = lowres_view(images[i], None if crop_sizes is None else crop_sizes[i])
     return images, labels
 
@@ -199,7 +222,8 @@ def classifier_batch(images: np.ndarray, labels: np.ndarray, *, rng: np.random.G
                      occluded_fraction: float, occlusion_index: int | None,
                      occlusion_range: tuple[float, float] = (0.5, 0.8),
                      occluded_attribute_labels: bool = False, train_on: str = "clean",
-                     crop_sizes: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                     crop_sizes: np.ndarray | None = None,
+                     augment_shares: tuple[float, float] = (0.25, 0.25)) -> tuple[torch.Tensor, torch.Tensor]:
     """Clean and occluded crops with their labels.
 
     images (B, H, W, 3) uint8, labels (B, A) int8 → x (B, 3, H, W) float32 in [-1, 1], y (B, A) int8.
@@ -207,11 +231,12 @@ def classifier_batch(images: np.ndarray, labels: np.ndarray, *, rng: np.random.G
     label (column `occlusion_index`) is 1 and, unless `occluded_attribute_labels`, its other
     labels are unknown (-1): an occluded crop teaches the classifier to detect occlusion, not to
     guess what the occluder hides, which is the reconstruction network's job (docs/demo.md).
-    `train_on` other than "clean" trains an information ceiling instead (`corrupted_crops`).
+    `train_on` other than "clean" corrupts the crops as that recipe does instead (`corrupted_crops`).
     """
     if train_on != "clean":
         images, labels = corrupted_crops(images, labels, crop_sizes, rng=rng, train_on=train_on,
-                                         occlusion_index=occlusion_index, occlusion_range=occlusion_range)
+                                         occlusion_index=occlusion_index, occlusion_range=occlusion_range,
+                                         augment_shares=augment_shares)
     else:
         chosen = np.flatnonzero(rng.random(len(images)) < occluded_fraction)
         images, labels = occluded_copies(images, labels, chosen, rng=rng, occlusion_index=occlusion_index,
@@ -221,10 +246,12 @@ def classifier_batch(images: np.ndarray, labels: np.ndarray, *, rng: np.random.G
 
 
 def classifier_validation(val: CropSet, *, train_on: str, occluded_fraction: float, occlusion_index: int | None,
-                          occlusion_range: tuple[float, float], occluded_attribute_labels: bool, seed: int) -> CropSet:
+                          occlusion_range: tuple[float, float], occluded_attribute_labels: bool, seed: int,
+                          augment_shares: tuple[float, float] = (0.25, 0.25)) -> CropSet:
     """The crops a classifier is validated on, and its thresholds calibrated on.
 
-    An information ceiling (`train_on` not "clean") sees them corrupted as it trains. The
+    A recipe that corrupts its training crops (`train_on` not "clean") sees them corrupted as it
+    trains (`corrupted_crops`, seeded). The
     pipeline's classifier sees each clean crop plus an occluded copy labelled as training labels
     it: occlusion_down's threshold needs occluded crops to be calibrated (on clean ones alone it
     was set so high that half the occluded test crops went undetected).
@@ -232,7 +259,8 @@ def classifier_validation(val: CropSet, *, train_on: str, occluded_fraction: flo
     rng = np.random.default_rng(seed)
     if train_on != "clean":
         images, labels = corrupted_crops(val.images, val.labels, val.crop_sizes, rng=rng, train_on=train_on,
-                                         occlusion_index=occlusion_index, occlusion_range=occlusion_range)
+                                         occlusion_index=occlusion_index, occlusion_range=occlusion_range,
+                                         augment_shares=augment_shares)
         return dataclasses.replace(val, images=images, labels=labels)
     if not occluded_fraction or val.labels is None:
         return val

@@ -6,11 +6,13 @@ by the bundle's classifier twice: on the corrupted input and after the generator
 The paired mA gain with its bootstrap interval (`attrgan.metrics.paired_bootstrap_gain`) goes
 into the generator's config.json under GAIN_KEY:
 
-    {"split": "val", "crops": 500, "gain_ma": 0.0183, "low": 0.0071, "high": 0.0290,
-     "level": 0.95, "resamples": 1000, "seed": 0, "classifier_version": "3f2a..."}
+    {"split": "val", "crops": 500, "tracks": 62, "gain_ma": 0.0183, "low": 0.0071, "high": 0.0290,
+     "level": 0.95, "resamples": 1000, "seed": 0, "classifier_version": "3f2a...",
+     "ma_before": 0.5512, "ma_after": 0.5695}
 
 `attrgan.contracts.BundleInfo.restorations` reads it back: the gate of extraction, prediction and
-evaluation.
+evaluation (`attrgan.contracts.proven`). `regate` measures them again after a bundle's classifier
+was swapped for another (the gains are the classifier's as much as the generator's).
 
 Plain PyTorch and numpy, no Ray: `attrgan.train.ray_train` runs `measure_gain` in a Ray task.
 """
@@ -70,7 +72,7 @@ def measure_gain(bundle: Bundle, kind: str, images: np.ndarray, labels: np.ndarr
     crop when the crops come in tracks (`attrgan.fusion.track_groups`): the interval then resamples
     tracks, as a person's crops are not independent.
     """
-    from attrgan.metrics import paired_bootstrap_gain
+    from attrgan.metrics import attribute_metrics, paired_bootstrap_gain
     from attrgan.pipeline import Pipeline, PipelineConfig, forced_configs
 
     if len(images) < 2:
@@ -83,10 +85,42 @@ def measure_gain(bundle: Bundle, kind: str, images: np.ndarray, labels: np.ndarr
     keep = [a for a in attributes if a != OCCLUSION_DOWN and a in model_attributes]
     cols = [model_attributes.index(a) for a in keep]
     label_cols = [attributes.index(a) for a in keep]
+    thresholds = np.asarray(bundle.thresholds)[cols]
     interval = paired_bootstrap_gain(labels[:, label_cols], scores["plain"][:, cols], scores[kind][:, cols],
-                                     attributes=tuple(keep), thresholds=np.asarray(bundle.thresholds)[cols],
+                                     attributes=tuple(keep), thresholds=thresholds,
                                      resamples=resamples, seed=seed, groups=groups)
+    before = attribute_metrics(labels[:, label_cols], scores["plain"][:, cols], attributes=tuple(keep),
+                               thresholds=thresholds).ma
     return {"split": split, "crops": interval.crops, **({"tracks": interval.tracks} if groups is not None else {}),
             "gain_ma": interval.gain, "low": interval.low,
             "high": interval.high, "level": interval.level, "resamples": interval.resamples, "seed": seed,
-            "classifier_version": bundle.metas.get("classifier", {}).get("version", "")}
+            "classifier_version": bundle.metas.get("classifier", {}).get("version", ""),
+            # The corrupted crops' mA without and with the restoration: what choosing a recipe compares.
+            "ma_before": before, "ma_after": before + interval.gain}
+
+
+def regate(bundle_uri: str, manifest: str, *, storage: Any = None, split: str = "val", seed: int = 0,
+           config: PipelineConfig | None = None) -> dict[str, dict[str, Any]]:
+    """Measure both generators of the bundle at `bundle_uri` against its classifier on the `split`
+    crops of `manifest` (`measure_gain`, intervals over tracks) and store each record in its
+    generator's config.json: what the gate reads after the classifier was replaced (e.g. by
+    another recipe's). Returns {generator: record}."""
+    from attrgan.bundle import load_bundle, update_meta
+    from attrgan.contracts import GAIN_KEY
+    from attrgan.data.storage import join
+    from attrgan.fusion import track_groups
+    from attrgan.train.data import TrainDataError, load_crops, read_split, validation_tracks
+
+    bundle = load_bundle(bundle_uri, storage=storage)
+    rows = read_split(manifest, split=split, storage=storage)
+    attributes = tuple(a for a in bundle.attributes if a in rows.column_names and a != OCCLUSION_DOWN)
+    if rows.num_rows < 2 or not attributes:
+        raise TrainDataError(f"{manifest} has no labelled {split!r} crops to measure the restorations on")
+    crops = load_crops(rows, size=bundle.info.input_size, attributes=attributes, storage=storage)
+    groups = track_groups(validation_tracks(rows.take(crops.rows))[0])
+    records = {}
+    for kind in GENERATORS:
+        records[kind] = measure_gain(bundle, kind, crops.images, crops.labels, crops.crop_sizes, attributes=attributes,
+                                     config=config, seed=seed, split=split, groups=groups)
+        update_meta(join(bundle_uri, kind), {GAIN_KEY: records[kind]}, storage=storage)
+    return records

@@ -40,7 +40,7 @@ from attrgan.train.curves import Curves, write_curves
 from attrgan.train.loop import LoopSpec, Report
 from attrgan.train.data import (CropSet, TrainDataError, classifier_batch, classifier_validation, epoch_indices,
                                 label_array, load_crops, read_split, reconstruction_batch, resolve_attributes,
-                                superres_batch)
+                                superres_batch, validation_tracks)
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ def _classifier_inputs(config: TrainConfig, manifest: str, storage: StorageConfi
     ratios = positive_ratios(label_array(table, attributes))
     # Occluded crops are added on the fly with occlusion_down = 1: their share raises its ratio.
     i = attributes.index(OCCLUSION_DOWN)
-    f = config.occluded_fraction
+    f = config.occluded_share
     ratios[i] = np.clip(f + (1 - f) * ratios[i], 1e-3, 1 - 1e-3)
     return attributes, tuple(float(r) for r in ratios)
 
@@ -320,7 +320,7 @@ def _measure_gain(net_state: dict[str, torch.Tensor], config: TrainConfig, class
     bundle = Bundle(classifier=classifier, reconstruction=None, superres=None,  # type: ignore[arg-type]
                     metas={"classifier": classifier_meta})
     setattr(bundle, config.model, net_g)
-    tracks, _ = _validation_tracks(rows.take(crops.rows))
+    tracks, _ = validation_tracks(rows.take(crops.rows))
     return measure_gain(bundle, config.model, crops.images, crops.labels, crops.crop_sizes, attributes=attributes,
                         config=PipelineConfig(device=device, precision=config.precision), seed=config.seed,
                         groups=track_groups(tracks))
@@ -356,19 +356,6 @@ def _track_fusion(config: TrainConfig, *, bundle: str, manifest: str, storage: S
         log.info("track fusion not stored: %s changed while it was fitted (its new network fits its own)", bundle)
 
 
-def _validation_tracks(kept: Any) -> tuple[list[str | None], list[int | None]]:
-    """The track key and frame index of each decoded validation crop (`kept`: their manifest rows):
-    a track is (camera_id, track_id), as in the extraction's track tables (`attrgan.fusion.track_keys`);
-    None where the manifest has no track_id."""
-    tracks = frames = [None] * kept.num_rows
-    if "track_id" in kept.column_names:
-        cameras = kept["camera_id"].to_pylist() if "camera_id" in kept.column_names else [None] * kept.num_rows
-        tracks = [None if t is None else f"{c or ''}\x1f{t}" for c, t in zip(cameras, kept["track_id"].to_pylist())]
-    if "frame_index" in kept.column_names:
-        frames = kept["frame_index"].to_pylist()
-    return tracks, frames
-
-
 def _fit_fusion(bundle_uri: str, manifest: str, config: TrainConfig, storage: StorageConfig,
                 ) -> tuple[Any, tuple[str, ...], str] | None:
     """(Fusion, the person-level attributes, the bundle version it was fitted on); None without
@@ -384,7 +371,7 @@ def _fit_fusion(bundle_uri: str, manifest: str, config: TrainConfig, storage: St
     if rows.num_rows == 0 or not attributes:
         return None
     crops = load_crops(rows, size=bundle.info.input_size, attributes=attributes, storage=storage)
-    tracks, frames = _validation_tracks(rows.take(crops.rows))
+    tracks, frames = validation_tracks(rows.take(crops.rows))
     fusion = fit_fusion(bundle, crops.images, crops.labels, crops.crop_sizes, tracks, frames, attributes=attributes,
                         config=PipelineConfig(device="cuda" if config.use_gpu else "cpu", precision=config.precision),
                         seed=config.seed)
@@ -510,7 +497,8 @@ def _run_classifier(job: _WorkerJob, train: CropSet, val: CropSet | None, state:
     if val is not None:
         val = classifier_validation(val, train_on=cfg.train_on, occluded_fraction=cfg.occluded_fraction,
                                     occlusion_index=occlusion_index, occlusion_range=cfg.occlusion_range,
-                                    occluded_attribute_labels=cfg.occluded_attribute_labels, seed=cfg.seed)
+                                    occluded_attribute_labels=cfg.occluded_attribute_labels, seed=cfg.seed,
+                                    augment_shares=cfg.augment_shares)
 
     def batches(epoch: int):
         rng, order = indices(epoch)
@@ -519,7 +507,8 @@ def _run_classifier(job: _WorkerJob, train: CropSet, val: CropSet | None, state:
                                    occluded_fraction=cfg.occluded_fraction, occlusion_index=occlusion_index,
                                    occlusion_range=cfg.occlusion_range,
                                    occluded_attribute_labels=cfg.occluded_attribute_labels, train_on=cfg.train_on,
-                                   crop_sizes=train.crop_sizes[idx] if train.crop_sizes is not None else None)
+                                   crop_sizes=train.crop_sizes[idx] if train.crop_sizes is not None else None,
+                                   augment_shares=cfg.augment_shares)
 
     train_classifier(net, opt, batches, loop, ratios=np.asarray(job.ratios, np.float32), report=report,
                      val_images=val.images if val else None, val_labels=val.labels if val else None,
