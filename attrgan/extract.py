@@ -42,7 +42,6 @@ import datetime as dt
 import functools
 import logging
 import math
-import os
 import sys
 import time
 from collections import Counter
@@ -54,6 +53,7 @@ import pyarrow as pa
 import ray
 import ray.data
 
+from attrgan import faults
 from attrgan.config import SetupError, StorageConfig, to_dict
 from attrgan.data.manifest import (PARTITION_INDEX, ManifestError, ManifestScan, allowed_prefixes, read_manifest_files,
                                    scan_manifest)
@@ -73,9 +73,6 @@ from attrgan.sink import (PRECISION, CommitGroup, TrackPlan, ExtractError, Parti
 
 log = logging.getLogger(__name__)
 
-# Fault drill of the actors: set to a local file path and the first actor to reach its second batch
-# creates the file and exits abruptly (single-node runs). The commit's: attrgan.sink.COMMIT_FAULT_ENV.
-FAULT_ENV = "ATTRGAN_EXTRACT_FAULT_MARKER"
 # Rows of a stream block, in batches.
 BATCHES_PER_BLOCK = 4
 # Manifest rows each read task reads (a manifest row is a few hundred bytes).
@@ -371,7 +368,7 @@ class ResultsScorer:
         self.calls = 0
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
-        self._fault_drill()
+        faults.exit_actor_once(self.calls)
         self.calls += 1
         table = results_batch(batch, self.pipeline, model_version=self.model_version,
                               processed_at=dt.datetime.now(dt.timezone.utc))
@@ -379,13 +376,6 @@ class ResultsScorer:
             table = table.append_column(PARTITION_INDEX, pa.array(np.asarray(batch[PARTITION_INDEX]), pa.int32()))
             table = table.append_column(PRECISION, pa.array([self.pipeline.precision] * table.num_rows, pa.string()))
         return table
-
-    def _fault_drill(self) -> None:
-        marker = os.environ.get(FAULT_ENV)
-        if marker and self.calls >= 1 and not os.path.exists(marker):
-            with open(marker, "w") as f:
-                f.write(f"actor pid {os.getpid()} exited on its batch {self.calls + 1}\n")
-            os._exit(1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -629,7 +619,7 @@ def _results_stream(config: ExtractConfig, scan: ManifestScan, group: CommitGrou
                                    "partition_of": partition_of}, num_cpus=IO_TASK_CPUS)
     ds = ds.repartition(target_num_rows_per_block=rows_per_block(sum(group.rows), batch_size=config.batch_size,
                                                                  actors=plan.actors))
-    env = {FAULT_ENV: os.environ[FAULT_ENV]} if os.environ.get(FAULT_ENV) else {}
+    env = faults.actor_env()
     return score_stream(
         ds, functools.partial(ResultsScorer, model_version=model_version), plan=plan, batch_size=config.batch_size,
         decode={"size": input_size, "storage": config.storage, "allowed_prefixes": allowed, "transient": transient},

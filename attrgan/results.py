@@ -47,6 +47,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
+from attrgan import faults
 from attrgan.config import StorageConfig
 from attrgan.contracts import (BASE_COLUMNS, STAGING_DIR, SUCCESS_MARKER, TRACK_COLUMNS, TRACK_FILES_KEY, TRACKS_DIR,
                                TRANSIENT_RECORD)
@@ -189,7 +190,7 @@ def promote(uri: str, staged: Sequence[str], marker: Mapping[str, Any], *, run_i
     for readers of the old marker until the next run's `clean_partition`. Returns the file names.
 
     fault: a step name ("promoting", "before_success", "after_success") at which to kill this
-    process with SIGKILL, for the failure drills in the tests.
+    process with SIGKILL (`attrgan.faults`).
     """
     fs, path = _filesystem(uri, storage)
     names = [f"part-{run_id}-{i:05d}.parquet" for i in range(len(staged))]
@@ -197,16 +198,16 @@ def promote(uri: str, staged: Sequence[str], marker: Mapping[str, Any], *, run_i
     for i, (source, name) in enumerate(zip(staged, names)):
         fs.move(_filesystem(source, storage)[1], f"{path}/{name}")
         if i == 0:
-            drill(fault, "promoting")
+            faults.kill_at(fault, "promoting")
     tracks = [f"{TRACKS_DIR}/part-{run_id}-{i:05d}.parquet" for i in range(len(staged_tracks))]
     if tracks:
         fs.create_dir(f"{path}/{TRACKS_DIR}", recursive=True)
     for source, name in zip(staged_tracks, tracks):
         fs.move(_filesystem(source, storage)[1], f"{path}/{name}")
-    drill(fault, "before_success")
+    faults.kill_at(fault, "before_success")
     _write_atomically(fs, f"{path}/{SUCCESS_MARKER}", json.dumps(
         {**marker, "files": names, TRACK_FILES_KEY: tracks}, indent=2).encode())
-    drill(fault, "after_success")
+    faults.kill_at(fault, "after_success")
     return names
 
 
@@ -261,14 +262,6 @@ def forget_transient(uri: str, storage: StorageConfig | None = None) -> None:
     except OSError as exc:
         if not is_not_found(exc):
             raise
-
-
-def drill(fault: str | None, step: str) -> None:
-    """The failure drill of the tests: kill this process with SIGKILL when `fault` names `step`."""
-    if fault == step:
-        import signal
-
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
-import os
 import time
 import uuid
 from collections import Counter
@@ -32,14 +31,12 @@ from attrgan.data.storage import filesystem, join, redact, write_bytes
 from attrgan.contracts import TRANSIENT, TRACKS_DIR, TransientHistory, error_kind
 from attrgan.fusion import Fusion, fuse_tracks
 from attrgan.lease import Lease
-from attrgan.results import MAX_TRACKED_CROPS, drill, forget_transient, promote, staging_uri, write_transient
+from attrgan import faults
+from attrgan.results import MAX_TRACKED_CROPS, forget_transient, promote, staging_uri, write_transient
 from attrgan.scoring import IO_TASK_CPUS
 
 log = logging.getLogger(__name__)
 
-# The commit's fault drill: set to a commit step ("staged", "promoting", "before_success",
-# "after_success") and the driver kills itself with SIGKILL there.
-COMMIT_FAULT_ENV = "ATTRGAN_COMMIT_FAULT"
 # The precision ("fp32" / "bf16") of the actor that scored a row, for the run's records.
 PRECISION = "_precision"
 
@@ -198,7 +195,7 @@ class ResultsSink(ray.data.Datasink):
         checks = [check_staged.remote(files[i], self.group.rows[i], self.storage,
                                       staging_uri(self.out, self.run_id, self.group.partitions[i]), self.tracks)
                   for i in ready]
-        fault = os.environ.get(COMMIT_FAULT_ENV)
+        fault = faults.commit_step()
         for i, check in zip(ready, checks):
             partition = self.group.partitions[i]
             try:
@@ -207,7 +204,7 @@ class ResultsSink(ray.data.Datasink):
                 self.incomplete.append((partition, f"checking its staged files or building its track table failed "
                                                    f"({short_reason(exc)}); its previous results and tracks stay"))
                 continue
-            drill(fault, "staged")
+            faults.kill_at(fault, "staged")
             if problem:
                 raise ExtractError(f"partition {partition!r}: {problem}; its previous results stay committed")
             c = counts[i]

@@ -221,7 +221,7 @@ def local_scene(tmp_path_factory):
 @pytest.mark.slow
 def test_a_driver_killed_at_each_commit_step_leaves_whole_results(ray_local, local_scene, tmp_path):
     from attrgan.extract import ExtractConfig, run_extract
-    from attrgan.sink import COMMIT_FAULT_ENV
+    from attrgan.faults import COMMIT_STEP_ENV as COMMIT_FAULT_ENV
     from attrgan.pipeline import PipelineConfig
 
     out = str(tmp_path / "results")

@@ -25,7 +25,8 @@ from attrgan.config import StorageConfig
 from attrgan.data.manifest import ManifestError, write_manifest
 from attrgan.data.storage import filesystem, list_dir, read_bytes, write_bytes
 from attrgan.data.manifest import INPUT_COLUMNS, PARTITION_INDEX, ROW_ERROR, prepare_rows
-from attrgan.extract import (FAULT_ENV, ExtractConfig, ResultsScorer, newest_first, results_batch, rows_per_block,
+from attrgan.faults import ACTOR_EXIT_ENV
+from attrgan.extract import (ExtractConfig, ResultsScorer, newest_first, results_batch, rows_per_block,
                              run_extract, select_partitions)
 from attrgan.contracts import SUCCESS_MARKER as SUCCESS_FILE
 from attrgan.contracts import error_kind, results_schema
@@ -396,7 +397,7 @@ def test_rerun_with_a_killed_actor_replaces_the_partition_without_duplicates(sce
     _, out = first_run
     day2_files = list_dir(out + "/day=2", scene["storage"])
     marker = tmp_path / "actor-killed"
-    monkeypatch.setenv(FAULT_ENV, str(marker))
+    monkeypatch.setenv(ACTOR_EXIT_ENV, str(marker))
     # Decode tasks before the actors here (the GPU layout); the first run decoded in the actors.
     summary = run_extract(config_for(scene, out, partitions=("day=1",), incremental=False, batch_size=2,
                                      max_restarts=2, decode_in_actors=False))

@@ -14,7 +14,7 @@ PACKAGE = ROOT / "attrgan"
 # The bottom layer of the map: no torch, no Ray (write, check and decode tasks stand on it).
 BASICS = ("attributes", "config", "contracts", "data.storage", "data.manifest", "data.images", "data.synth",
           "data.convert", "metrics", "experiments", "results", "lease", "report", "runtime",
-          "query", "search")
+          "query", "search", "faults")
 
 
 def module_map() -> str:

@@ -25,7 +25,8 @@ from attrgan.fusion import Fusion
 from attrgan.runtime import STATE_API_ENV
 from attrgan.train.config import load_train_config
 from attrgan.train.data import TrainDataError
-from attrgan.train.ray_train import KILL_EPOCH_ENV, KILL_MARKER_ENV, RUN_FILE, default_locations, train_network
+from attrgan.faults import WORKER_EXIT_EPOCH_ENV, WORKER_EXIT_MARKER_ENV
+from attrgan.train.ray_train import RUN_FILE, default_locations, train_network
 from helpers import new_bucket
 
 pytestmark = pytest.mark.ray
@@ -90,8 +91,8 @@ def test_classifier_survives_a_worker_death_and_a_finished_run_is_not_retrained(
                                                                                    monkeypatch, agreement_bundle):
     storage, bucket = s3_env
     marker = tmp_path / "killed"
-    monkeypatch.setenv(KILL_EPOCH_ENV, "1")
-    monkeypatch.setenv(KILL_MARKER_ENV, str(marker))
+    monkeypatch.setenv(WORKER_EXIT_EPOCH_ENV, "1")
+    monkeypatch.setenv(WORKER_EXIT_MARKER_ENV, str(marker))
     bundle = f"s3://{bucket}/models/fault"
     config = tiny_config("classifier", precision="fp32")  # as the agreement bundle's, its twin below
     result = train_network(config, manifest=f"s3://{bucket}/synth/manifest.parquet", bundle=bundle, storage=storage)

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from attrgan import faults
 from attrgan.runtime import init_ray
 from attrgan.attributes import OCCLUSION_DOWN
 from attrgan.config import ConfigError, StorageConfig, to_dict
@@ -47,10 +48,6 @@ log = logging.getLogger(__name__)
 CHECKPOINT_FILE = "state.pt"
 RUN_FILE = "attrgan_run.json"
 FINISHED_FILE = "FINISHED.json"
-# Fault injection for tests: the worker of rank 1 (rank 0 when alone) exits at the start of this
-# epoch, once: the marker file records that it already did.
-KILL_EPOCH_ENV = "ATTRGAN_TEST_KILL_WORKER_AT_EPOCH"
-KILL_MARKER_ENV = "ATTRGAN_TEST_KILL_MARKER"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -206,11 +203,10 @@ def train_network(config: TrainConfig, *, manifest: str, bundle: str, run_name: 
     _check_gpus(config)
     _write_json(st.join(run_uri, RUN_FILE), run_info, storage)
 
-    kill_at = os.environ.get(KILL_EPOCH_ENV)
+    kill_at, kill_marker = faults.worker_exit()
     job = _WorkerJob(config=config, manifest=manifest, storage=storage, run_uri=run_uri, attributes=attributes,
                      ratios=ratios, classifier_uri=classifier_uri, crop_size=crop_size,
-                     kill_at_epoch=int(kill_at) if kill_at else None,
-                     kill_marker=os.environ.get(KILL_MARKER_ENV))
+                     kill_at_epoch=kill_at, kill_marker=kill_marker)
     ray_path, ray_fs = _ray_storage(storage_path, storage)
     trainer = TorchTrainer(
         _train_worker,
@@ -399,17 +395,6 @@ def _min_across_workers(value: int) -> int:
     return int(t.item())
 
 
-def _maybe_die(job: _WorkerJob, epoch: int, rank: int, world_size: int) -> None:
-    if job.kill_at_epoch != epoch or rank != min(1, world_size - 1) or not job.kill_marker:
-        return
-    marker = Path(job.kill_marker)
-    if marker.exists():
-        return
-    marker.write_text(f"rank {rank} exited at the start of epoch {epoch}\n")
-    print(f"[attrgan] fault injection: rank {rank} exits at epoch {epoch}", flush=True)
-    os._exit(1)
-
-
 def _train_worker(loop_config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
@@ -467,7 +452,7 @@ def _train_worker(loop_config: dict[str, Any]) -> None:
                              checkpoint_dir_name=f"epoch_{metrics['epoch'] + 1:04d}")
 
     def indices(epoch: int):
-        _maybe_die(job, epoch, rank, world_size)
+        faults.exit_worker_once(job.kill_at_epoch, job.kill_marker, epoch=epoch, rank=rank, world_size=world_size)
         rng = np.random.default_rng([cfg.seed, rank, epoch])  # per epoch: a resumed epoch sees the same batches
         return rng, epoch_indices(len(train), cfg.batch_size, rng=rng)
 
