@@ -141,3 +141,33 @@ def test_regate_measures_a_swapped_classifier_and_the_gate_reads_it(tmp_path):
         assert record["ma_after"] == pytest.approx(record["ma_before"] + record["gain_ma"])
     plan = info.restorations(use_superres=True, use_reconstruction=True, require_proven=True)
     assert all(plan[k].runs == proven(records[k]) for k in records)
+
+
+def test_restored_crops_mix_clean_crops_with_what_the_generators_paint_labels_kept():
+    from attrgan.pipeline import forced_configs
+    from attrgan.train.gain import pipeline_outputs
+    from attrgan.train.restored import restored_crops
+
+    bundle = tiny_bundle(metas={"classifier": {"thresholds": [0.5, 0.5, 0.5]}})
+    rng = np.random.default_rng(0)
+    n = 40
+    images = rng.integers(0, 256, (n, *INPUT, 3), dtype=np.uint8)
+    labels = rng.integers(0, 2, (n, 3)).astype(np.int8)
+    labels[:, 2] = 0
+    sizes = np.tile([[120, 48]], (n, 1)).astype(np.int32)
+    config = PipelineConfig(device="cpu", precision="fp32")
+    out, y, kind = restored_crops(bundle, images, labels, sizes, shares=(0.3, 0.3), occlusion_index=2, seed=5,
+                                  config=config)
+    assert set(np.unique(kind)) == {0, 1, 2} and out.shape == images.shape
+    assert (out[kind == 0] == images[kind == 0]).all() and (y[kind == 0] == labels[kind == 0]).all()
+    assert (y[:, :2] == labels[:, :2]).all() and (y[kind == 1, 2] == 1).all() and (y[kind != 1, 2] == 0).all()
+    # A restored crop is what the pipeline, forced, classifies for that crop corrupted as the gains measure it.
+    redo = np.random.default_rng(5)
+    redo.random(n)
+    chosen = np.flatnonzero(kind == 1)
+    corrupted, heights = corrupted_inputs("reconstruction", images[chosen], sizes[chosen], redo)
+    want = pipeline_outputs(Pipeline(bundle, forced_configs(config)["reconstruction"]), corrupted, heights,
+                            return_images=True)["images"]
+    assert np.array_equal(out[chosen], want)
+    again = restored_crops(bundle, images, labels, sizes, shares=(0.3, 0.3), occlusion_index=2, seed=5, config=config)
+    assert all(np.array_equal(a, b) for a, b in zip(again, (out, y, kind)))  # seeded

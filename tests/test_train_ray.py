@@ -226,6 +226,20 @@ def test_generators_train_against_the_bundle_classifier_with_the_agreement_loss(
     assert fusion.rule == fusion.fitted["chosen"] and set(fusion.fitted["ma"]) == {"mean", "quality", "max", "best"}
     assert fusion.fitted["bundle_version"] == info.version and info.person_level == person_level(info.attributes)
 
+    # Fine-tuned on restored crops (a copy of the complete bundle): a run of its own, the classifier
+    # starts from the bundle's, and the generators' gains are measured again against the new one.
+    tuned = f"s3://{bucket}/models/tuned"
+    for name in ("classifier", "reconstruction", "superres"):
+        st.copy_folder(st.join(bundle, name), st.join(tuned, name), storage)
+    result = train_network(tiny_config("classifier", workers=1, epochs=1, train_on="restored"), manifest=tracked,
+                           bundle=tuned, storage=storage)
+    assert result.run_uri.endswith("/tuned-classifier-restored") and result.trained
+    new = bundle_info(tuned, storage)
+    assert new.classifier_version != info.classifier_version and new.attributes == info.attributes
+    assert {new.gains[g]["classifier_version"] for g in ("reconstruction", "superres")} == {new.classifier_version}
+    assert all("ma_before" in new.gains[g] for g in ("reconstruction", "superres"))
+    assert Fusion.from_bundle_info(new).fitted["bundle_version"] == new.version
+
 
 def test_bad_inputs_fail_before_any_worker_starts(ray_local, s3_env, tmp_path):
     from attrgan.data.manifest import read_manifest, write_manifest
@@ -241,6 +255,10 @@ def test_bad_inputs_fail_before_any_worker_starts(ray_local, s3_env, tmp_path):
 
     with pytest.raises(ConfigError, match="GPU"):
         train_network(tiny_config("superres", use_gpu=True), manifest=manifest, bundle=str(tmp_path / "b2"),
+                      storage=storage)
+
+    with pytest.raises(ConfigError, match="fine-tunes the classifier of a complete bundle"):
+        train_network(tiny_config("classifier", train_on="restored"), manifest=manifest, bundle=str(tmp_path / "b5"),
                       storage=storage)
 
     with pytest.raises(ConfigError, match="train the classifier into this bundle first"):

@@ -31,7 +31,7 @@ from attrgan.precision import PRECISIONS
 log = logging.getLogger(__name__)
 
 PRESETS = ("paper", "cpu-small")
-TRAIN_ON = ("clean", "augmented", "occluded", "lowres", "corrupted")
+TRAIN_ON = ("clean", "augmented", "restored", "occluded", "lowres", "corrupted")
 IMAGENET_WEIGHTS = "IMAGENET1K_V2"
 
 
@@ -78,11 +78,13 @@ class TrainConfig:
     threshold_objective: Literal["ma", "f1"] = "ma"
     # "clean" trains the pipeline's classifier. "augmented" trains the alternative to restoration:
     # each crop kept clean, occluded or x4 low-res at `augment_shares`, all labels kept.
+    # "restored" fine-tunes the bundle's trained classifier on clean crops mixed with crops its
+    # generators restored, at `augment_shares` (attrgan.train.restored).
     # "occluded" / "lowres" / "corrupted" train an information ceiling instead: every training and
     # validation crop corrupted like that test set, all labels kept
     # (attrgan.train.data.corrupted_crops; `make reproduce` reports them all).
-    train_on: Literal["clean", "augmented", "occluded", "lowres", "corrupted"] = "clean"
-    # train_on "augmented": the shares of crops occluded and x4 low-res; the rest stay clean.
+    train_on: Literal["clean", "augmented", "restored", "occluded", "lowres", "corrupted"] = "clean"
+    # train_on "augmented" / "restored": the shares of crops occluded and x4 low-res; the rest stay clean.
     augment_shares: tuple[float, float] = (0.25, 0.25)
 
     # GANs.
@@ -164,6 +166,8 @@ class TrainConfig:
             raise ConfigError(f"clean_share applies to the reconstruction GAN, not to {self.model!r}")
         if self.masked and self.model != "reconstruction":
             raise ConfigError(f"masked applies to the reconstruction GAN, not to {self.model!r}")
+        if self.train_on != "clean" and self.model != "classifier":
+            raise ConfigError(f"train_on applies to the classifier, not to {self.model!r}")
         if self.agreement_weight and self.model == "classifier":
             raise ConfigError("agreement_weight applies to the GANs, not to the classifier")
         if self.precision not in PRECISIONS:
@@ -191,8 +195,8 @@ class TrainConfig:
     @property
     def occluded_share(self) -> float:
         """The share of training crops the classifier sees occluded (occlusion_down = 1)."""
-        return {"clean": self.occluded_fraction, "augmented": self.augment_shares[0], "occluded": 1.0,
-                "lowres": 0.0, "corrupted": 0.5}[self.train_on]
+        return {"clean": self.occluded_fraction, "augmented": self.augment_shares[0],
+                "restored": self.augment_shares[0], "occluded": 1.0, "lowres": 0.0, "corrupted": 0.5}[self.train_on]
 
     @property
     def adversarial_weight(self) -> float:

@@ -54,11 +54,15 @@ def corrupted_inputs(kind: str, images: np.ndarray, crop_sizes: np.ndarray,
     raise ValueError(f"kind must be one of {GENERATORS}, got {kind!r}")
 
 
-def pipeline_outputs(pipeline: Pipeline, images: np.ndarray, heights: np.ndarray) -> dict[str, np.ndarray]:
-    """The pipeline's outputs (scores, occlusion_score, super_resolved, ...) for every crop, run in
-    batches of _BATCH."""
-    parts = [pipeline(images[i:i + _BATCH], heights[i:i + _BATCH]) for i in range(0, len(images), _BATCH)]
-    return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]} if parts else pipeline(images, heights)
+def pipeline_outputs(pipeline: Pipeline, images: np.ndarray, heights: np.ndarray, *,
+                     return_images: bool = False) -> dict[str, np.ndarray]:
+    """The pipeline's outputs (scores, occlusion_score, super_resolved, ..., and with
+    `return_images` the restored images) for every crop, run in batches of _BATCH."""
+    parts = [pipeline(images[i:i + _BATCH], heights[i:i + _BATCH], return_images=return_images)
+             for i in range(0, len(images), _BATCH)]
+    if not parts:
+        return pipeline(images, heights, return_images=return_images)
+    return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
 
 
 def measure_gain(bundle: Bundle, kind: str, images: np.ndarray, labels: np.ndarray, crop_sizes: np.ndarray, *,

@@ -73,6 +73,7 @@ class _WorkerJob:
     ratios: tuple[float, ...] | None  # classifier only: eq. (2)'s r_i over the whole training split
     classifier_uri: str | None = None  # reconstruction with agreement_weight > 0: the bundle's classifier
     crop_size: tuple[int, int] | None = None  # training crops' (H, W); None: the network's target size
+    bundle_uri: str | None = None  # classifier with train_on "restored": the bundle it fine-tunes
     kill_at_epoch: int | None = None
     kill_marker: str | None = None
 
@@ -155,6 +156,8 @@ def train_network(config: TrainConfig, *, manifest: str, bundle: str, run_name: 
 
     storage = storage or StorageConfig.from_env()
     network_uri = st.join(bundle, config.model)
+    if config.train_on == "restored" and run_name is None:  # a run of its own beside the classifier's first
+        run_name = default_locations(bundle, config.model)[1] + "-restored"
     storage_path, run_name = default_locations(bundle, config.model, run_name=run_name, storage_path=storage_path)
     run_uri = st.join(storage_path, run_name)
 
@@ -179,6 +182,8 @@ def train_network(config: TrainConfig, *, manifest: str, bundle: str, run_name: 
     elif read_split(manifest, split=config.train_split, storage=storage).num_rows == 0:
         raise TrainDataError(f"{manifest} has no rows with split {config.train_split!r}")
     classifier_uri = crop_size = None
+    if config.train_on == "restored":
+        _check_restored_bundle(bundle, attributes, storage)
     if config.agreement_weight > 0:
         classifier_uri = st.join(bundle, "classifier")
         if not st.exists(st.join(classifier_uri, "config.json"), storage):
@@ -206,6 +211,7 @@ def train_network(config: TrainConfig, *, manifest: str, bundle: str, run_name: 
     kill_at, kill_marker = faults.worker_exit()
     job = _WorkerJob(config=config, manifest=manifest, storage=storage, run_uri=run_uri, attributes=attributes,
                      ratios=ratios, classifier_uri=classifier_uri, crop_size=crop_size,
+                     bundle_uri=bundle if config.train_on == "restored" else None,
                      kill_at_epoch=kill_at, kill_marker=kill_marker)
     ray_path, ray_fs = _ray_storage(storage_path, storage)
     trainer = TorchTrainer(
@@ -227,10 +233,49 @@ def train_network(config: TrainConfig, *, manifest: str, bundle: str, run_name: 
     gain = _validation_gain(state, config, bundle=bundle, manifest=manifest, storage=storage)
     meta = export_network(state, config, network_uri, manifest=manifest, run_uri=run_uri, storage=storage,
                           extra={GAIN_KEY: gain} if gain else None)
+    if config.train_on == "restored":
+        _regate(config, bundle=bundle, manifest=manifest, storage=storage)
     _track_fusion(config, bundle=bundle, manifest=manifest, storage=storage)
     _write_json(st.join(run_uri, FINISHED_FILE), {"bundle": network_uri, "metrics": meta.get("metrics", {}),
                                                   "version": meta.get("version")}, storage)
     return TrainResult(config.model, network_uri, run_uri, trained=True, metrics=meta.get("metrics", {}))
+
+
+def _check_restored_bundle(bundle: str, attributes: tuple[str, ...] | None, storage: StorageConfig) -> None:
+    """ConfigError unless `bundle` holds the three networks and its classifier predicts `attributes`:
+    fine-tuning on restored crops starts from that classifier and restores with those generators."""
+    from attrgan.bundle import check_network
+
+    missing = [n for n in NETWORKS if not st.exists(st.join(bundle, n, "config.json"), storage)]
+    if missing:
+        raise ConfigError(f"train_on 'restored' fine-tunes the classifier of a complete bundle, but {bundle} has no "
+                          f"{' or '.join(missing)}: train the three networks into it first")
+    trained = tuple(check_network(st.join(bundle, "classifier"), storage).meta.get("attributes") or ())
+    if attributes is not None and trained != tuple(attributes):
+        raise ConfigError(f"train_on 'restored' fine-tunes the bundle's classifier of attributes {list(trained)}, "
+                          f"but this training asks for {list(attributes)}")
+
+
+def _regate(config: TrainConfig, *, bundle: str, manifest: str, storage: StorageConfig) -> None:
+    """Measure the bundle's generators again against its new classifier (`attrgan.train.gain.regate`)
+    in a Ray task with one training worker's resources: their stored gains were the old one's."""
+    import ray
+
+    if config.val_split is None:
+        return
+    task = ray.remote(_measure_again).options(num_cpus=config.cpus_per_worker, num_gpus=1 if config.use_gpu else 0)
+    for name, gain in ray.get(task.remote(bundle, manifest, config, storage)).items():
+        log.info("%s against the fine-tuned classifier: validation gain %+.2f mA (%+.2f to %+.2f)", name,
+                 100 * gain["gain_ma"], 100 * gain["low"], 100 * gain["high"])
+
+
+def _measure_again(bundle: str, manifest: str, config: TrainConfig, storage: StorageConfig) -> dict[str, Any]:
+    from attrgan.pipeline import PipelineConfig
+    from attrgan.train.gain import regate
+
+    torch.set_num_threads(config.torch_threads)
+    return regate(bundle, manifest, storage=storage, split=config.val_split, seed=config.seed,
+                  config=PipelineConfig(device="cuda" if config.use_gpu else "cpu", precision=config.precision))
 
 
 def _latest_checkpoint(run_uri: str, storage: StorageConfig) -> dict[str, Any] | None:
@@ -472,14 +517,18 @@ def _run_classifier(job: _WorkerJob, train: CropSet, val: CropSet | None, state:
 
     cfg = job.config
     net = build_classifier(cfg, job.attributes)
+    occlusion_index = job.attributes.index(OCCLUSION_DOWN)
+    train_on, occluded_fraction = cfg.train_on, cfg.occluded_fraction
+    if cfg.train_on == "restored":
+        net, train, val = _restored_start(job, net, train, val, occlusion_index, device=loop.device)
+        train_on, occluded_fraction = "clean", 0.0  # the crops come mixed and restored already
     if state:
         net.load_state_dict(state["net"])
     net = ray.train.torch.prepare_model(net)
     opt = build_optimizer(cfg, net.parameters())
     if state:
         opt.load_state_dict(state["opt"])
-    occlusion_index = job.attributes.index(OCCLUSION_DOWN)
-    if val is not None:
+    if val is not None and cfg.train_on != "restored":
         val = classifier_validation(val, train_on=cfg.train_on, occluded_fraction=cfg.occluded_fraction,
                                     occlusion_index=occlusion_index, occlusion_range=cfg.occlusion_range,
                                     occluded_attribute_labels=cfg.occluded_attribute_labels, seed=cfg.seed,
@@ -489,15 +538,40 @@ def _run_classifier(job: _WorkerJob, train: CropSet, val: CropSet | None, state:
         rng, order = indices(epoch)
         for idx in order:
             yield classifier_batch(train.images[idx], train.labels[idx], rng=rng,
-                                   occluded_fraction=cfg.occluded_fraction, occlusion_index=occlusion_index,
+                                   occluded_fraction=occluded_fraction, occlusion_index=occlusion_index,
                                    occlusion_range=cfg.occlusion_range,
-                                   occluded_attribute_labels=cfg.occluded_attribute_labels, train_on=cfg.train_on,
+                                   occluded_attribute_labels=cfg.occluded_attribute_labels, train_on=train_on,
                                    crop_sizes=train.crop_sizes[idx] if train.crop_sizes is not None else None,
                                    augment_shares=cfg.augment_shares)
 
     train_classifier(net, opt, batches, loop, ratios=np.asarray(job.ratios, np.float32), report=report,
                      val_images=val.images if val else None, val_labels=val.labels if val else None,
                      threshold_objective=cfg.threshold_objective)
+
+
+def _restored_start(job: _WorkerJob, net: torch.nn.Module, train: CropSet, val: CropSet | None,
+                    occlusion_index: int, *, device: Any) -> tuple[torch.nn.Module, CropSet, CropSet | None]:
+    """train_on "restored": the bundle's classifier weights in `net`, and this worker's training
+    crops and the validation crops mixed with restored ones (`attrgan.train.restored`), made once."""
+    import ray.train
+
+    from attrgan.bundle import load_bundle
+    from attrgan.pipeline import PipelineConfig
+    from attrgan.train.restored import restored_crops
+
+    cfg = job.config
+    bundle = load_bundle(job.bundle_uri, storage=job.storage)
+    net.load_state_dict(bundle.classifier.state_dict())
+    pipeline = PipelineConfig(device=str(device), precision=cfg.precision)
+    rank = ray.train.get_context().get_world_rank()
+
+    def mix(crops: CropSet, seed: list[int]) -> CropSet:
+        images, labels, _ = restored_crops(bundle, crops.images, crops.labels, crops.crop_sizes,
+                                           shares=cfg.augment_shares, occlusion_index=occlusion_index, seed=seed,
+                                           config=pipeline)
+        return dataclasses.replace(crops, images=images, labels=labels)
+
+    return net, mix(train, [cfg.seed, rank]), None if val is None else mix(val, [cfg.seed, 1_000_000])
 
 
 def _gan_pairs(cfg: TrainConfig, crops: CropSet, idx: Any, rng: np.random.Generator, *,
