@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import dataclasses
 
+import math
+
 import numpy as np
 import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as hs
 
 from attrgan.bundle import load_bundle, save_bundle
 from attrgan.fusion import track_groups
 from attrgan.pipeline import Pipeline, PipelineConfig
 from attrgan.contracts import GAIN_KEY, BundleInfo, proven
-from attrgan.train.gain import corrupted_inputs, measure_gain, regate
+from attrgan.train.gain import best_epoch, corrupted_inputs, keep_best, measure_gain, regate
 from helpers import ATTRS, INPUT, tiny_bundle
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -171,3 +176,38 @@ def test_restored_crops_mix_clean_crops_with_what_the_generators_paint_labels_ke
     assert np.array_equal(out[chosen], want)
     again = restored_crops(bundle, images, labels, sizes, shares=(0.3, 0.3), occlusion_index=2, seed=5, config=config)
     assert all(np.array_equal(a, b) for a, b in zip(again, (out, y, kind)))  # seeded
+
+
+def test_best_epoch_takes_the_highest_gain_the_later_of_ties_and_never_nan():
+    nan = math.nan
+    assert best_epoch([0.01, 0.03, 0.02]) == 1
+    assert best_epoch([0.03]) == 0
+    assert best_epoch([0.02, 0.02, 0.01]) == 1  # a tie goes to the later epoch
+    assert best_epoch([-0.01, -0.01]) == 1
+    assert best_epoch([-0.02, nan, -0.03]) == 0  # NaN (not measured) never wins, even over a loss
+    assert best_epoch([nan, 0.0, nan]) == 1
+    assert best_epoch([nan, nan]) == 1  # nothing measured: the last epoch, as select_epoch "last"
+    with pytest.raises(ValueError, match="at least one epoch"):
+        best_epoch([])
+
+
+@settings(max_examples=100, deadline=None)
+@given(hs.lists(hs.one_of(hs.floats(-1, 1), hs.just(math.nan)), min_size=1, max_size=8))
+def test_keeping_the_better_of_best_and_each_new_epoch_is_best_epoch_over_all(gains):
+    # What training does epoch by epoch (keep_best) picks what best_epoch picks over the whole run.
+    best = None
+    for epoch, gain in enumerate(gains):
+        record = None if math.isnan(gain) else {"gain_ma": gain}
+        best = keep_best(best, epoch, record, {"w": torch.tensor([float(epoch)])})
+    assert best["epoch"] == best_epoch(gains)
+    assert best["net_g"]["w"].item() == best_epoch(gains)
+
+
+def test_keep_best_copies_the_weights_it_keeps():
+    weights = {"w": torch.zeros(3)}
+    best = keep_best(None, 0, {"gain_ma": 0.02}, weights)
+    weights["w"] += 1  # training goes on in place
+    kept = keep_best(best, 1, {"gain_ma": 0.01}, weights)
+    assert kept["epoch"] == 0 and kept["gain"] == {"gain_ma": 0.02} and kept["net_g"]["w"].tolist() == [0, 0, 0]
+    later = keep_best(best, 2, {"gain_ma": 0.02}, weights)
+    assert later["epoch"] == 2 and later["net_g"]["w"].tolist() == [1, 1, 1]

@@ -173,6 +173,18 @@ def test_agreement_weight_is_for_the_gans_only_and_non_negative():
         TrainConfig(model="reconstruction", agreement_weight=-1.0)
 
 
+def test_select_epoch_is_for_the_gans_only_and_needs_a_validation_split():
+    assert TrainConfig(model="superres").select_epoch == "last"
+    assert TrainConfig(model="reconstruction", select_epoch="best_gain").select_epoch == "best_gain"
+    with pytest.raises(ConfigError, match="select_epoch applies to the GANs"):
+        TrainConfig(model="classifier", select_epoch="best_gain")
+    with pytest.raises(ConfigError, match="select_epoch must be last or best_gain, got 'best_psnr'"):
+        TrainConfig(model="superres", select_epoch="best_psnr")
+    with pytest.raises(ConfigError, match="val_split is null"):
+        TrainConfig(model="superres", select_epoch="best_gain", val_split=None)
+    assert load_train_config("superres", overrides={"select_epoch": "best_gain"}).select_epoch == "best_gain"
+
+
 def test_psnr_matches_hand_computation_and_baseline_is_identity_for_reconstruction():
     a = torch.zeros(2, 3, 4, 4)
     b = torch.full((2, 3, 4, 4), 0.1)  # mse 0.01, peak-to-peak 2 → 10·log10(4 / 0.01)

@@ -26,6 +26,7 @@ from attrgan.runtime import STATE_API_ENV
 from attrgan.train.config import load_train_config
 from attrgan.train.data import TrainDataError
 from attrgan.faults import WORKER_EXIT_EPOCH_ENV, WORKER_EXIT_MARKER_ENV
+from attrgan.train.gain import best_epoch
 from attrgan.train.ray_train import RUN_FILE, default_locations, train_network
 from helpers import new_bucket
 
@@ -264,6 +265,9 @@ def test_bad_inputs_fail_before_any_worker_starts(ray_local, s3_env, tmp_path):
     with pytest.raises(ConfigError, match="train the classifier into this bundle first"):
         train_network(tiny_config("reconstruction", agreement_weight=10.0), manifest=manifest,
                       bundle=str(tmp_path / "b4"), storage=storage)
+    with pytest.raises(ConfigError, match="select_epoch best_gain needs the bundle's trained classifier"):
+        train_network(tiny_config("superres", select_epoch="best_gain"), manifest=manifest,
+                      bundle=str(tmp_path / "b5"), storage=storage)
 
     # An interrupted run that trained other attributes must not be resumed with these.
     run = tmp_path / "runs" / "b3-classifier"
@@ -286,3 +290,36 @@ def test_the_same_seed_trains_the_same_weights(ray_local, s3_env, agreement_bund
     state = load_network(st.join(second, "reconstruction"), storage=storage)[0].state_dict()
     assert state.keys() == first["reconstruction"].keys()
     assert [k for k, v in state.items() if not torch.equal(v, first["reconstruction"][k])] == []
+
+
+@pytest.mark.slow
+def test_best_gain_exports_the_epoch_whose_generator_helps_the_classifier_most(ray_local, s3_env, agreement_bundle):
+    # G^S for two epochs, measured after each against the bundle's classifier. Both
+    # epochs' checkpoints are kept (num_to_keep=2), so the export can be compared with either.
+    storage, bucket = s3_env
+    bundle = f"s3://{bucket}/models/best-gain"
+    st.copy_folder(st.join(agreement_bundle[0], "classifier"), st.join(bundle, "classifier"), storage)
+    result = train_network(tiny_config("superres", workers=1, select_epoch="best_gain"),
+                           manifest=f"s3://{bucket}/synth/manifest.parquet", bundle=bundle, storage=storage)
+
+    epochs = pd.read_csv(io.BytesIO(st.read_bytes(st.join(result.run_uri, "epochs.csv"), storage)))
+    assert epochs["epoch"].tolist() == [0, 1]
+    assert ((epochs["val_gain_low"] <= epochs["val_gain_ma"]) & (epochs["val_gain_ma"] <= epochs["val_gain_high"])).all()
+    chosen = best_epoch(epochs["val_gain_ma"].tolist())
+    net, meta = load_network(st.join(bundle, "superres"), storage=storage)
+    record = meta[GAIN_KEY]
+    assert record["epoch"] == chosen and record["selected_by"] == "best_gain" and record["crops"] == 12
+    assert record["gain_ma"] == pytest.approx(epochs["val_gain_ma"][chosen], rel=1e-12, abs=1e-15)
+    assert meta["metrics"]["val_psnr"] == pytest.approx(epochs["val_psnr"][chosen], rel=1e-12)
+
+    def weights(epoch: int) -> dict[str, torch.Tensor]:
+        data = st.read_bytes(st.join(result.run_uri, f"epoch_{epoch + 1:04d}", "state.pt"), storage)
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+
+    kept, other = weights(chosen)["net_g"], weights(1 - chosen)["net_g"]
+    assert [k for k, v in net.state_dict().items() if not torch.equal(v, kept[k])] == []
+    assert any(not torch.equal(v, other[k]) for k, v in net.state_dict().items())
+    # The last checkpoint holds the kept generator: a run resumed from it still exports that epoch.
+    best = weights(1)["best"]
+    assert best["epoch"] == chosen and best["gain"]["gain_ma"] == record["gain_ma"]
+    assert [k for k, v in best["net_g"].items() if not torch.equal(v, kept[k])] == []

@@ -103,6 +103,11 @@ class TrainConfig:
     # Reconstruction only, not in the paper: share of training inputs left unoccluded (target = the
     # input), so G^R learns to leave alone a crop the pipeline wrongly took for occluded.
     clean_share: float = 0.0
+    # GANs, not in the paper: which epoch's generator the bundle gets. "last": the last epoch's.
+    # "best_gain": after every epoch the generator's validation mA gain against the bundle's
+    # classifier is measured (as `attrgan.train.gain.measure_gain` measures the trained one) and the
+    # epoch `attrgan.train.gain.best_epoch` picks is exported; needs the classifier in the bundle.
+    select_epoch: Literal["last", "best_gain"] = "last"
 
     # Data.
     train_split: str = "train"
@@ -170,6 +175,13 @@ class TrainConfig:
             raise ConfigError(f"train_on applies to the classifier, not to {self.model!r}")
         if self.agreement_weight and self.model == "classifier":
             raise ConfigError("agreement_weight applies to the GANs, not to the classifier")
+        if self.select_epoch not in ("last", "best_gain"):
+            raise ConfigError(f"select_epoch must be last or best_gain, got {self.select_epoch!r}")
+        if self.select_epoch != "last" and self.model == "classifier":
+            raise ConfigError("select_epoch applies to the GANs, not to the classifier")
+        if self.select_epoch == "best_gain" and self.val_split is None:
+            raise ConfigError("select_epoch best_gain measures each epoch on the validation split, "
+                              "but val_split is null")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.cpus_per_worker <= 0 or self.gpus_per_worker <= 0:

@@ -14,14 +14,21 @@ into the generator's config.json under GAIN_KEY:
 evaluation (`attrgan.contracts.proven`). `regate` measures them again after a bundle's classifier
 was swapped for another (the gains are the classifier's as much as the generator's).
 
+With `TrainConfig.select_epoch = "best_gain"` training measures every epoch's generator the same
+way and keeps the epoch `best_epoch` picks (`keep_best`); its record then also names the epoch:
+`{..., "epoch": 2, "selected_by": "best_gain"}`.
+
 Plain PyTorch and numpy, no Ray: `attrgan.train.ray_train` runs `measure_gain` in a Ray task.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 
 from attrgan.attributes import OCCLUSION_DOWN
 from attrgan.contracts import GENERATORS
@@ -128,3 +135,33 @@ def regate(bundle_uri: str, manifest: str, *, storage: Any = None, split: str = 
                                      config=config, seed=seed, split=split, groups=groups)
         update_meta(join(bundle_uri, kind), {GAIN_KEY: records[kind]}, storage=storage)
     return records
+
+
+def best_epoch(gains: Sequence[float]) -> int:
+    """The epoch whose generator select_epoch "best_gain" keeps, as an index into `gains` (each
+    epoch's validation mA gain, in order): the highest gain; a tie goes to the later epoch (it
+    trained longer for the same result); NaN (an epoch not measured) never wins, and with no gain
+    measured at all the last epoch, as select_epoch "last" would."""
+    if len(gains) == 0:
+        raise ValueError("best_epoch needs the gain of at least one epoch")
+    chosen, highest = len(gains) - 1, -math.inf
+    for epoch, gain in enumerate(gains):
+        if not math.isnan(gain) and gain >= highest:
+            chosen, highest = epoch, gain
+    return chosen
+
+
+def keep_best(best: Mapping[str, Any] | None, epoch: int, gain: Mapping[str, Any] | None,
+              net_state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """The generator kept after `epoch`: `best` (what this returned after the epochs before, None
+    before the first) or this epoch's (its `measure_gain` record, None where nothing could be
+    measured, and its state dict), whichever `best_epoch` picks of the two; picking between the
+    best so far and each new epoch is `best_epoch` over all of them. Returns {"epoch", "gain",
+    "net_g"}, the weights copied to the CPU: training goes on changing the live ones."""
+    def value(record: Mapping[str, Any] | None) -> float:
+        return math.nan if record is None else float(record["gain_ma"])
+
+    if best is not None and best_epoch([value(best["gain"]), value(gain)]) == 0:
+        return dict(best)
+    return {"epoch": epoch, "gain": None if gain is None else dict(gain),
+            "net_g": {name: t.detach().to("cpu", copy=True) for name, t in net_state.items()}}

@@ -20,9 +20,11 @@ import dataclasses
 import io
 import json
 import logging
+import math
 import os
 import posixpath
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,7 @@ from attrgan.precision import resolve_precision
 from attrgan.contracts import GAIN_KEY, GENERATORS, NETWORKS, BundleInfo
 from attrgan.train.config import TrainConfig
 from attrgan.train.curves import Curves, write_curves
+from attrgan.train.gain import keep_best
 from attrgan.train.loop import LoopSpec, Report
 from attrgan.train.data import (CropSet, TrainDataError, classifier_batch, classifier_validation, epoch_indices,
                                 label_array, load_crops, read_split, reconstruction_batch, resolve_attributes,
@@ -71,7 +74,8 @@ class _WorkerJob:
     run_uri: str
     attributes: tuple[str, ...] | None  # classifier only
     ratios: tuple[float, ...] | None  # classifier only: eq. (2)'s r_i over the whole training split
-    classifier_uri: str | None = None  # reconstruction with agreement_weight > 0: the bundle's classifier
+    # The bundle's classifier: for the agreement loss (agreement_weight > 0) and select_epoch best_gain.
+    classifier_uri: str | None = None
     crop_size: tuple[int, int] | None = None  # training crops' (H, W); None: the network's target size
     bundle_uri: str | None = None  # classifier with train_on "restored": the bundle it fine-tunes
     kill_at_epoch: int | None = None
@@ -184,11 +188,14 @@ def train_network(config: TrainConfig, *, manifest: str, bundle: str, run_name: 
     classifier_uri = crop_size = None
     if config.train_on == "restored":
         _check_restored_bundle(bundle, attributes, storage)
-    if config.agreement_weight > 0:
+    needs = [need for need, asked in ((f"agreement_weight {config.agreement_weight:g}", config.agreement_weight > 0),
+                                      ("select_epoch best_gain", config.select_epoch == "best_gain")) if asked]
+    if needs:
         classifier_uri = st.join(bundle, "classifier")
         if not st.exists(st.join(classifier_uri, "config.json"), storage):
-            raise ConfigError(f"agreement_weight {config.agreement_weight:g} needs the bundle's trained classifier "
+            raise ConfigError(f"{' and '.join(needs)} needs the bundle's trained classifier "
                               f"at {classifier_uri}: train the classifier into this bundle first")
+    if config.agreement_weight > 0:
         # The agreement loss classifies crops at the classifier's size; G^R gets them shrunk.
         from attrgan.bundle import check_network
 
@@ -230,7 +237,14 @@ def train_network(config: TrainConfig, *, manifest: str, bundle: str, run_name: 
         raise RuntimeError(f"run {run_uri} ended without a checkpoint")
     with result.checkpoint.as_directory() as folder:
         state = torch.load(Path(folder) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
-    gain = _validation_gain(state, config, bundle=bundle, manifest=manifest, storage=storage)
+    gain = None
+    if config.select_epoch == "last":
+        gain = _validation_gain(state, config, bundle=bundle, manifest=manifest, storage=storage)
+    elif state.get("best") is not None:  # measured every epoch: export_network stores the kept epoch's record
+        best = state["best"]
+        log.info("%s: select_epoch best_gain keeps epoch %d (0-based, as in epochs.csv) of %d: validation gain "
+                 "%+.2f mA", config.model, best["epoch"], state["epoch"],
+                 100 * (best["gain"]["gain_ma"] if best["gain"] else math.nan))
     meta = export_network(state, config, network_uri, manifest=manifest, run_uri=run_uri, storage=storage,
                           extra={GAIN_KEY: gain} if gain else None)
     if config.train_on == "restored":
@@ -293,7 +307,9 @@ def export_network(state: dict[str, Any], config: TrainConfig, network_uri: str,
     """Write a checkpoint's network to `network_uri` with attrgan.bundle; returns the stored meta.
 
     The classifier's meta carries the calibrated per-attribute thresholds (0.5 without a val
-    split) and the last validation metrics; `extra` is added to the meta as given.
+    split) and the last validation metrics; `extra` is added to the meta as given. A generator
+    trained with select_epoch best_gain is the kept epoch's (`state["best"]`, `keep_best`), with
+    that epoch's validation metrics and gain record (GAIN_KEY, plus "epoch" and "selected_by").
     """
     from attrgan.bundle import save_network
     from attrgan.train.classifier import build_classifier
@@ -302,6 +318,11 @@ def export_network(state: dict[str, Any], config: TrainConfig, network_uri: str,
     # The checkpoint's weights replace any initial trunk weights, which need not be fetched again.
     config = dataclasses.replace(config, weights=None)
     epochs = Curves.from_state(state.get("curves")).epochs
+    best = state.get("best") if config.select_epoch == "best_gain" else None
+    if best is not None:
+        if best["gain"] is not None:
+            extra = {GAIN_KEY: best["gain"] | {"epoch": best["epoch"], "selected_by": "best_gain"}} | dict(extra or {})
+        epochs = [e for e in epochs if e["epoch"] == best["epoch"]]
     last = epochs[-1] if epochs else {}
     metrics = {k: v for k, v in last.items() if k.startswith("val_")}
     training = {"manifest": manifest, "run": run_uri, "epochs": state.get("epoch"), "steps": state.get("step"),
@@ -314,7 +335,7 @@ def export_network(state: dict[str, Any], config: TrainConfig, network_uri: str,
         meta = {"thresholds": list(thresholds), "metrics": metrics, "training": training}
     else:
         net, _ = build_gan(config)
-        net.load_state_dict(state["net_g"])
+        net.load_state_dict(state["net_g"] if best is None else best["net_g"])
         meta = {"metrics": metrics, "training": training}
     return save_network(network_uri, net, meta | dict(extra or {}), storage=storage)
 
@@ -342,29 +363,45 @@ def _validation_gain(state: dict[str, Any], config: TrainConfig, *, bundle: str,
 
 def _measure_gain(net_state: dict[str, torch.Tensor], config: TrainConfig, classifier_uri: str, manifest: str,
                   storage: StorageConfig) -> dict[str, Any] | None:
+    torch.set_num_threads(config.torch_threads)
+    device = "cuda" if config.use_gpu else "cpu"
+    return _gain_meter(config, classifier_uri, manifest, storage, device)(net_state)
+
+
+def _gain_meter(config: TrainConfig, classifier_uri: str, manifest: str, storage: StorageConfig,
+                device: str) -> Callable[[dict[str, torch.Tensor]], dict[str, Any] | None]:
+    """measure(net_state): the `attrgan.train.gain` record of a `config.model` generator with these
+    weights against the classifier at `classifier_uri` on the validation split (with its tracks),
+    or None with fewer than 2 validation crops or no labelled attribute. The classifier and the
+    crops are loaded once, here: training measures every epoch with one meter."""
     from attrgan.bundle import Bundle, load_network
     from attrgan.pipeline import PipelineConfig
     from attrgan.fusion import track_groups
     from attrgan.train.gain import measure_gain
     from attrgan.train.gan import build_gan
 
-    torch.set_num_threads(config.torch_threads)
-    device = "cuda" if config.use_gpu else "cpu"
     classifier, classifier_meta = load_network(classifier_uri, storage=storage)
     net_g, _ = build_gan(dataclasses.replace(config, weights=None))
-    net_g.load_state_dict(net_state)
     rows = read_split(manifest, split=config.val_split, storage=storage)
     attributes = tuple(a for a in classifier.config.attributes if a in rows.column_names and a != OCCLUSION_DOWN)
     if rows.num_rows < 2 or not attributes:
-        return None
+        return lambda net_state: None
     crops = load_crops(rows, size=tuple(classifier.config.input_size), attributes=attributes, storage=storage)
     bundle = Bundle(classifier=classifier, reconstruction=None, superres=None,  # type: ignore[arg-type]
                     metas={"classifier": classifier_meta})
     setattr(bundle, config.model, net_g)
     tracks, _ = validation_tracks(rows.take(crops.rows))
-    return measure_gain(bundle, config.model, crops.images, crops.labels, crops.crop_sizes, attributes=attributes,
-                        config=PipelineConfig(device=device, precision=config.precision), seed=config.seed,
-                        groups=track_groups(tracks))
+    groups = track_groups(tracks)
+
+    def measure(net_state: dict[str, torch.Tensor]) -> dict[str, Any] | None:
+        net_g.load_state_dict(net_state)
+        gain = measure_gain(bundle, config.model, crops.images, crops.labels, crops.crop_sizes, attributes=attributes,
+                            config=PipelineConfig(device=device, precision=config.precision), seed=config.seed,
+                            groups=groups)
+        # Plain Python numbers: the record goes into checkpoints, which load with weights_only.
+        return {k: v.item() if isinstance(v, np.generic) else v for k, v in gain.items()}
+
+    return measure
 
 
 def _track_fusion(config: TrainConfig, *, bundle: str, manifest: str, storage: StorageConfig) -> None:
@@ -477,9 +514,21 @@ def _train_worker(loop_config: dict[str, Any]) -> None:
               f"starting at epoch {state.get('epoch', 0)} of {cfg.epochs}", flush=True)
 
     curves = Curves.from_state(state.get("curves"))
+    # select_epoch best_gain: rank 0 measures each epoch's generator and keeps the best one so far
+    # in the checkpoint, so a resumed run still has it.
+    measure, best = None, state.get("best")
+    if cfg.select_epoch == "best_gain" and rank == 0:
+        measure = _gain_meter(cfg, job.classifier_uri, job.manifest, job.storage, str(device))
 
     def report(metrics: dict[str, Any], checkpoint_state: dict[str, Any] | None) -> None:
+        nonlocal best
         flat = {k: v for k, v in metrics.items() if k != "step_log"}
+        if measure is not None and checkpoint_state is not None:
+            gain = measure(checkpoint_state["net_g"])
+            flat |= {f"val_{k}": math.nan if gain is None else gain[v]
+                     for k, v in (("gain_ma", "gain_ma"), ("gain_low", "low"), ("gain_high", "high"))}
+            best = keep_best(best, metrics["epoch"], gain, checkpoint_state["net_g"])
+            checkpoint_state = checkpoint_state | {"best": best}
         flat["images_per_s"] = flat["images_per_s"] * world_size  # every rank trains as fast
         flat.setdefault("lr", cfg.lr)  # for the curves and TensorBoard; constant (no schedule)
         curves.add_epoch(flat | {"step_log": metrics["step_log"]})
@@ -606,7 +655,7 @@ def _run_gan(job: _WorkerJob, train: CropSet, val: CropSet | None, state: dict[s
 
     cfg = job.config
     agreement = None
-    if job.classifier_uri is not None:
+    if cfg.agreement_weight > 0:
         classifier, _ = load_network(job.classifier_uri, storage=job.storage, device=loop.device)
         agreement = AgreementLoss(classifier, cfg.agreement_weight, as_correction=cfg.model == "reconstruction")
     net_g, net_d = build_gan(cfg)
