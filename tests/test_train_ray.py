@@ -27,7 +27,7 @@ from attrgan.train.config import load_train_config
 from attrgan.train.data import TrainDataError
 from attrgan.faults import WORKER_EXIT_EPOCH_ENV, WORKER_EXIT_MARKER_ENV
 from attrgan.train.gain import best_epoch
-from attrgan.train.ray_train import RUN_FILE, default_locations, train_network
+from attrgan.train.ray_train import RUN_FILE, _gain_meter, default_locations, train_network
 from helpers import new_bucket
 
 pytestmark = pytest.mark.ray
@@ -299,8 +299,9 @@ def test_best_gain_exports_the_epoch_whose_generator_helps_the_classifier_most(r
     storage, bucket = s3_env
     bundle = f"s3://{bucket}/models/best-gain"
     st.copy_folder(st.join(agreement_bundle[0], "classifier"), st.join(bundle, "classifier"), storage)
-    result = train_network(tiny_config("superres", workers=1, select_epoch="best_gain"),
-                           manifest=f"s3://{bucket}/synth/manifest.parquet", bundle=bundle, storage=storage)
+    manifest = f"s3://{bucket}/synth/manifest.parquet"
+    config = tiny_config("superres", workers=1, select_epoch="best_gain")
+    result = train_network(config, manifest=manifest, bundle=bundle, storage=storage)
 
     epochs = pd.read_csv(io.BytesIO(st.read_bytes(st.join(result.run_uri, "epochs.csv"), storage)))
     assert epochs["epoch"].tolist() == [0, 1]
@@ -323,3 +324,10 @@ def test_best_gain_exports_the_epoch_whose_generator_helps_the_classifier_most(r
     best = weights(1)["best"]
     assert best["epoch"] == chosen and best["gain"]["gain_ma"] == record["gain_ma"]
     assert [k for k, v in best["net_g"].items() if not torch.equal(v, kept[k])] == []
+
+    # The record is what measuring the exported generator gives, and measuring draws nothing from
+    # torch's random stream, so the worker that measured trained what one that did not would have.
+    stream = torch.get_rng_state()
+    measured = _gain_meter(config, st.join(bundle, "classifier"), manifest, storage, "cpu")(net.state_dict())
+    assert torch.equal(torch.get_rng_state(), stream)
+    assert measured == {k: v for k, v in record.items() if k not in ("epoch", "selected_by")}

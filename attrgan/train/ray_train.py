@@ -373,15 +373,18 @@ def _gain_meter(config: TrainConfig, classifier_uri: str, manifest: str, storage
     """measure(net_state): the `attrgan.train.gain` record of a `config.model` generator with these
     weights against the classifier at `classifier_uri` on the validation split (with its tracks),
     or None with fewer than 2 validation crops or no labelled attribute. The classifier and the
-    crops are loaded once, here: training measures every epoch with one meter."""
+    crops are loaded once, here: training measures every epoch with one meter. Neither draws from
+    torch's random stream (building a network does), so a training process that measures trains
+    the same weights as one that does not."""
     from attrgan.bundle import Bundle, load_network
     from attrgan.pipeline import PipelineConfig
     from attrgan.fusion import track_groups
     from attrgan.train.gain import measure_gain
     from attrgan.train.gan import build_gan
 
-    classifier, classifier_meta = load_network(classifier_uri, storage=storage)
-    net_g, _ = build_gan(dataclasses.replace(config, weights=None))
+    with torch.random.fork_rng(devices=[]):  # networks are built on the CPU, the only stream they draw from
+        classifier, classifier_meta = load_network(classifier_uri, storage=storage)
+        net_g, _ = build_gan(dataclasses.replace(config, weights=None))
     rows = read_split(manifest, split=config.val_split, storage=storage)
     attributes = tuple(a for a in classifier.config.attributes if a in rows.column_names and a != OCCLUSION_DOWN)
     if rows.num_rows < 2 or not attributes:
@@ -395,9 +398,10 @@ def _gain_meter(config: TrainConfig, classifier_uri: str, manifest: str, storage
 
     def measure(net_state: dict[str, torch.Tensor]) -> dict[str, Any] | None:
         net_g.load_state_dict(net_state)
-        gain = measure_gain(bundle, config.model, crops.images, crops.labels, crops.crop_sizes, attributes=attributes,
-                            config=PipelineConfig(device=device, precision=config.precision), seed=config.seed,
-                            groups=groups)
+        with torch.random.fork_rng(devices=[]):
+            gain = measure_gain(bundle, config.model, crops.images, crops.labels, crops.crop_sizes,
+                                attributes=attributes, config=PipelineConfig(device=device, precision=config.precision),
+                                seed=config.seed, groups=groups)
         # Plain Python numbers: the record goes into checkpoints, which load with weights_only.
         return {k: v.item() if isinstance(v, np.generic) else v for k, v in gain.items()}
 
