@@ -40,8 +40,9 @@ test: $(STAMP) browser
 demo: $(STAMP)
 	RAY_AUTH_MODE=disabled $(PY) jobs/demo.py $(DEMO_ARGS)
 
-# Table 2 over 3 training seeds on fresh test crops, with information ceilings (attrgan/devtools/reproduce.py;
-# about an hour on 2 cores). REPRODUCE_ARGS="--seeds 5" etc.
+# Table 2 over 3 training seeds on fresh test crops, the augmented classifier beside the paper's
+# pipeline, and the information ceilings of the first two seeds (attrgan/devtools/reproduce.py;
+# about two hours on 2 cores). REPRODUCE_ARGS="--seeds 5 --no-augmented" etc.
 reproduce: $(STAMP)
 	RAY_AUTH_MODE=disabled $(PY) jobs/reproduce.py $(REPRODUCE_ARGS)
 
