@@ -1,5 +1,9 @@
 """Read extraction results into pandas, touching only the partitions a query needs.
 
+One module on purpose (it is long): the commit protocol's writing steps (staging, promotion,
+`_SUCCESS`, generations, transient records) and its readers share the folder layout and the
+markers, so what a reader may trust is read beside how it is written.
+
 The extraction job writes one prefix per input partition (e.g. `date=2024-05-01/camera=cam07/`
 when the manifest is hive-partitioned that way), then a `_SUCCESS` marker in it. A reader must
 only trust prefixes that carry the marker: a partition being rewritten, or whose job died
