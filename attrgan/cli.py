@@ -233,6 +233,7 @@ def run_evaluate(args: argparse.Namespace) -> None:
 SYNTH_DOC = """Make the synthetic pedestrian dataset, or a corrupted copy of any labelled manifest.
 
     attrgan synth generate --out s3://bucket/synth -n 20000 [--seed 0] [--workers 2] [--cameras 4]
+        [--splits 0.7 0.1 0.2] [--track-splits val,test]
     attrgan synth corrupt --kind occlusion --manifest s3://bucket/synth/manifest.parquet \\
         --out s3://bucket/synth-occ [--seed 0]
 
@@ -253,6 +254,9 @@ def synth_parser() -> argparse.ArgumentParser:
     gen.add_argument("--workers", type=int, default=None, help="processes (default: the machine's cores, at most 8)")
     gen.add_argument("--cameras", type=int, default=4)
     gen.add_argument("--splits", type=float, nargs=3, default=(0.7, 0.1, 0.2), metavar=("TRAIN", "VAL", "TEST"))
+    gen.add_argument("--track-splits", default="",
+                     help="splits rendered as people over several frames, comma-separated (e.g. val,test; "
+                          "default none)")
     cor = commands.add_parser("corrupt", help="write an occluded or low-resolution copy of a manifest")
     cor.add_argument("--kind", required=True, choices=("occlusion", "lowres"))
     cor.add_argument("--manifest", required=True, help="source manifest (path or URI)")
@@ -273,7 +277,8 @@ def run_synth(args: argparse.Namespace) -> None:
         from attrgan.data.synth import generate
 
         uri = generate(args.out, args.n, seed=args.seed, storage=storage, workers=args.workers,
-                       splits=tuple(args.splits), cameras=args.cameras)
+                       splits=tuple(args.splits), cameras=args.cameras,
+                       track_splits=tuple(t.strip() for t in args.track_splits.split(",") if t.strip()))
         elapsed = time.perf_counter() - start
         print(f"wrote {args.n} crops in {elapsed:.1f} s ({args.n / elapsed:.0f} crops/s) -> {uri}")
     else:

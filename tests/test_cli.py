@@ -143,3 +143,17 @@ def test_console_script_in_a_fresh_venv(tmp_path):
     proc = subprocess.run([str(target / "bin" / "attrgan"), "predict", "--help"], capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0 and "--bundle" in proc.stdout
+
+
+def test_synth_generate_renders_the_splits_it_is_told_as_tracks(tmp_path):
+    import pyarrow.compute as pc
+
+    from attrgan.data.manifest import read_manifest
+
+    cli.main(["synth", "generate", "--out", str(tmp_path), "-n", "12", "--workers", "1", "--splits", "0.5", "0.5", "0",
+              "--track-splits", "val"])
+    table = read_manifest(str(tmp_path / "manifest.parquet"))
+    val = table.filter(pc.equal(table["split"], "val"))
+    train = table.filter(pc.equal(table["split"], "train"))
+    assert val.num_rows == train.num_rows == 6
+    assert val["track_id"].null_count == 0 and train["track_id"].null_count == train.num_rows
