@@ -99,14 +99,13 @@ class BundleInfo:
         """The classifier's input size: what crops are decoded to."""
         return self.input_sizes["classifier"]
 
-    def restorations(self, *, use_superres: bool, use_reconstruction: bool,
-                     require_proven: bool) -> dict[str, Restoration]:
+    def restorations(self, *, use_superres: bool, use_reconstruction: bool, require_proven: bool,
+                     rule: str = "proven") -> dict[str, Restoration]:
         """{"superres": Restoration, "reconstruction": Restoration}: the pipeline's switches, then
-        the rule for a stored gain. With `require_proven` a restoration runs only where its stored
-        gain is proven (`proven`: its interval lies above 0). A bundle without the record (written
-        before it existed, or trained without a validation split), or whose gain was measured
-        against another classifier, keeps running the restoration: nothing was measured against
-        this one."""
+        the gate's `rule` (GATE_RULES, `passes_gate`) on a stored gain, unless `require_proven` is
+        off. A bundle without the record (written before it existed, or trained without a
+        validation split), or whose gain was measured against another classifier, keeps running
+        the restoration: nothing was measured against this one."""
         plan = {}
         for name, wanted in (("superres", use_superres), ("reconstruction", use_reconstruction)):
             stored = self.gains.get(name)
@@ -124,14 +123,32 @@ class BundleInfo:
                         f"{stored.get('crops', '?')} crops" + (f" in {stored['tracks']} tracks" if "tracks" in stored else "") + ")")
             if self.classifier_version and stored.get("classifier_version") not in (None, "", self.classifier_version):
                 plan[name] = Restoration(True, f"{measured} against another classifier: not measured for this one")
-            elif proven(stored):
-                plan[name] = Restoration(True, f"{measured}: proven")
+            elif passes_gate(stored, rule):
+                plan[name] = Restoration(True, f"{measured}: {GATE_RULES[rule][0]}")
             elif not require_proven:
-                plan[name] = Restoration(True, f"{measured}: not proven, forced on")
+                plan[name] = Restoration(True, f"{measured}: {GATE_RULES[rule][1]}, forced on")
             else:
-                plan[name] = Restoration(False, f"{measured}: not proven, its interval reaches 0 "
+                plan[name] = Restoration(False, f"{measured}: {GATE_RULES[rule][1]} "
                                                 f"(pipeline.require_proven=false forces it)")
         return plan
+
+
+# The gate's rules: name → (what a passing record is called, what a failing one is called).
+GATE_RULES = {
+    "proven": ("proven", "not proven, its interval reaches 0"),
+    "not_harmful": ("not shown to hurt", "shown to hurt, its interval lies below 0"),
+}
+
+
+def passes_gate(stored: Mapping[str, Any], rule: str) -> bool:
+    """Whether a stored gain lets its restoration run under `rule`: "proven" (`proven`) or
+    "not_harmful" (runs unless the whole interval lies below 0; a record without one runs)."""
+    if rule == "proven":
+        return proven(stored)
+    if rule == "not_harmful":
+        high = stored.get("high")
+        return not (isinstance(high, (int, float)) and not isinstance(high, bool) and high < 0)
+    raise ValueError(f"the gate's rule must be one of {sorted(GATE_RULES)}, got {rule!r}")
 
 
 def proven(stored: Mapping[str, Any]) -> bool:

@@ -508,7 +508,7 @@ def _extract(config: ExtractConfig, run_id: str, start: float, lease: Lease, inf
     model_version, input_size = info.version, info.input_size
     restorations = {name: r.to_dict() for name, r in info.restorations(
         use_superres=config.pipeline.use_superres, use_reconstruction=config.pipeline.use_reconstruction,
-        require_proven=config.pipeline.require_proven).items()}
+        require_proven=config.pipeline.require_proven, rule=config.pipeline.gate).items()}
     partitions = newest_first(select_partitions(scan.partitions, config.partitions), since=config.since)
     todo, skipped = [], []
     for p in partitions:

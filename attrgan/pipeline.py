@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from attrgan.attributes import OCCLUSION_DOWN
+from attrgan.contracts import GATE_RULES
 from attrgan.models.inference import inference_copy
 from attrgan.models.ops import full_size, resize_batch
 from attrgan.precision import PRECISIONS, Precision, autocast, resolve_precision
@@ -59,8 +60,10 @@ class PipelineConfig:
     fold_batchnorm: run copies of the networks with each BatchNorm folded into its convolution
         (`attrgan.models.inference`: the same function, one pass over the activations fewer).
     require_proven: run a restoration only where the gain its config.json stores (measured on the
-        validation split when it was trained, `attrgan.train.gain`) is above 0; bundles without a stored
-        gain run it as before. False runs every switched-on restoration.
+        validation split when it was trained, `attrgan.train.gain`) passes the gate; bundles without a
+        stored gain run it as before. False runs every switched-on restoration.
+    gate: the gate's rule (`attrgan.contracts.passes_gate`): "proven" runs a restoration whose
+        gain's 95 % interval lies above 0; "not_harmful" runs it unless the interval lies below 0.
     """
 
     sr_max_height: int | None = None
@@ -72,6 +75,7 @@ class PipelineConfig:
     channels_last: bool = True
     fold_batchnorm: bool = True
     require_proven: bool = True
+    gate: str = "proven"
 
     def __post_init__(self) -> None:
         if self.sr_max_height is not None and (not isinstance(self.sr_max_height, int) or self.sr_max_height < 0):
@@ -82,6 +86,8 @@ class PipelineConfig:
                              f"got {self.occlusion_threshold!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"PipelineConfig.precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.gate not in GATE_RULES:
+            raise ValueError(f"PipelineConfig.gate must be one of {sorted(GATE_RULES)}, got {self.gate!r}")
 
 
 def forced_configs(base: PipelineConfig) -> dict[str, PipelineConfig]:
@@ -152,10 +158,11 @@ class Pipeline:
             raise ValueError(f"bundle thresholds must be one per classifier attribute ({len(self.attributes)}), "
                              f"got shape {self.thresholds.shape}")
 
-        # Which restorations run: switched on and, with require_proven, proven on validation data.
+        # Which restorations run: switched on and, with require_proven, passing the gate on validation data.
         self.restorations = bundle.info.restorations(use_superres=self.config.use_superres,
                                                      use_reconstruction=self.config.use_reconstruction,
-                                                     require_proven=self.config.require_proven)
+                                                     require_proven=self.config.require_proven,
+                                                     rule=self.config.gate)
         for name, plan in self.restorations.items():
             if self.config.use_superres if name == "superres" else self.config.use_reconstruction:
                 # A classifier that cannot trigger reconstruction is a warning; the gate's choices are not.

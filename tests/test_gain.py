@@ -15,7 +15,7 @@ from hypothesis import strategies as hs
 from attrgan.bundle import load_bundle, save_bundle
 from attrgan.fusion import track_groups
 from attrgan.pipeline import Pipeline, PipelineConfig
-from attrgan.contracts import GAIN_KEY, BundleInfo, proven
+from attrgan.contracts import GAIN_KEY, BundleInfo, passes_gate, proven
 from attrgan.train.gain import best_epoch, corrupted_inputs, keep_best, measure_gain, regate
 from helpers import ATTRS, INPUT, tiny_bundle
 
@@ -53,6 +53,17 @@ def test_plan_runs_only_what_is_proven_or_unmeasured():
         assert gated["reconstruction"].runs is runs, low
     assert not proven({"gain_ma": 0.02}) and not proven({"gain_ma": 0.02, "low": float("nan")})
     assert not proven({"gain_ma": 0.02, "low": True}) and proven({"gain_ma": 0.02, "low": 0.001})
+    # "not_harmful" runs all of those, and switches off only a gain whose whole interval lies below 0.
+    lenient = plan_of(metas | {"reconstruction": stored(-0.02)}, attributes=ATTRS, use_superres=True,
+                      use_reconstruction=True, require_proven=True, rule="not_harmful")
+    assert not lenient["reconstruction"].runs and "shown to hurt" in lenient["reconstruction"].reason
+    assert passes_gate({"gain_ma": 0.0178, "low": -0.0012, "high": 0.039}, "not_harmful")
+    assert passes_gate({"gain_ma": -0.003, "low": -0.02, "high": 0.01}, "not_harmful")
+    assert not passes_gate({"gain_ma": -0.003, "low": -0.02, "high": 0.01}, "proven")
+    with pytest.raises(ValueError, match="gate's rule"):
+        passes_gate({"gain_ma": 0.1}, "maybe")
+    with pytest.raises(ValueError, match="PipelineConfig.gate"):
+        PipelineConfig(gate="maybe")
 
     old = plan_of({"classifier": {"version": "c1"}}, attributes=ATTRS, use_superres=True, use_reconstruction=True,
                            require_proven=True)

@@ -97,17 +97,20 @@ def test_the_recipe_is_chosen_on_validation_and_the_gate_rules_are_held_against_
 
     runs = [with_recipes(0, paper=paper, augmented=augmented)]
     rules = gate_rules(runs)
-    # Four decisions: the interval rule switches off the paper's G^S and the augmented G^R, the point
-    # rule none. Their test gains (low resolution +4, the augmented occlusion -1) are what it cost / saved.
-    assert rules["interval"]["off"] == 2 and rules["point"]["off"] == 0 and rules["interval"]["of"] == 4
-    assert rules["interval"]["test_cost"] == pytest.approx(0.04 - 0.01)
+    # Four decisions: "proven" switches off the paper's G^S and the augmented G^R, the point rule and
+    # "not harmful" none. Their test gains (low resolution +4, the augmented occlusion -1) are what
+    # switching them off cost / saved.
+    assert rules["proven"]["off"] == 2 and rules["point"]["off"] == rules["not_harmful"]["off"] == 0
+    assert rules["proven"]["of"] == 4 and rules["proven"]["test_cost"] == pytest.approx(0.04 - 0.01)
+    harmful = gate_rules([with_recipes(0, paper=paper | {"superres": record(0.60, -0.03, -0.05)}, augmented=augmented)])
+    assert harmful["not_harmful"]["off"] == 1 and harmful["not_harmful"]["test_cost"] == pytest.approx(0.04)
     result = summarize(runs, seconds=60)
     assert result["chosen"][0]["recipe"] == "augmented + restorations"
     assert result["augmented"]["comparisons"]["occlusion"]["per_seed"][0]["gain"] == pytest.approx(-0.01)
     text = render(result)
     assert "| 0 | augmented + restorations | paper pipeline 57.00, augmented 60.00, augmented + restorations 60.25 |" in text
-    assert "| 0 | paper | superres | +2.00 (-1.00 to +4.00) | off | on | +4.00 |" in text
-    assert "| interval | 2 of 4 | +3.00 |" in text
+    assert "| 0 | paper | superres | +2.00 (-1.00 to +4.00) | off | on | on | +4.00 |" in text
+    assert "| proven | 2 of 4 | +3.00 |" in text
 
 
 def test_command_line_settings():

@@ -65,6 +65,7 @@ RECIPE_ROWS = {"plain": {"clean": "clean", "corrupted": "corrupted"},
                "pipeline": {"clean": "clean_pipeline", "corrupted": "restored"}}
 # Which restoration each Table 2 comparison measures alone, and the generator behind it.
 RESTORATION_OF = {"occlusion": "reconstruction", "low resolution": "superres"}
+GATE_RULE_NAMES = ("proven", "not_harmful", "point")  # the rules `gate_rules` holds against each other
 TABLE_ROWS = (("clean", "clean"), ("occluded", "occluded"), ("occluded_reconstruction", "occluded + reconstruction"),
               ("lowres_bilinear", "low-res + bilinear"), ("lowres_superres", "low-res + super-resolution"),
               ("corrupted", "corrupted (classifier alone)"), ("restored", "restored (complete pipeline)"))
@@ -330,12 +331,14 @@ def validation_score(gains: Mapping[str, Any], *, restored: bool) -> float | Non
     """A recipe's mA on the validation crops corrupted for both generators (the mean of the
     occluded and the low-res crops' mA, from the gain records), each restoration counted where the
     gate runs it (`restored`) and not otherwise; None without the records."""
-    from attrgan.contracts import GENERATORS, proven
+    from attrgan.contracts import GENERATORS, passes_gate
+    from attrgan.pipeline import PipelineConfig
 
+    rule = PipelineConfig().gate
     records = [gains.get(name) for name in GENERATORS]
     if not all(isinstance(r, Mapping) and "ma_before" in r and "ma_after" in r for r in records):
         return None
-    return statistics.fmean(r["ma_after"] if restored and proven(r) else r["ma_before"] for r in records)
+    return statistics.fmean(r["ma_after"] if restored and passes_gate(r, rule) else r["ma_before"] for r in records)
 
 
 def choose_recipe(run: Mapping[str, Any]) -> tuple[str | None, dict[str, float | None]]:
@@ -374,13 +377,15 @@ def _recipe_summary(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def gate_rules(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """What the gate's rule (interval above 0, `attrgan.contracts.proven`) and the point rule (gain
-    above 0) decide for each restoration of each bundle (the paper's and the augmented classifier's)
-    on its validation record, and what switching one off did to its test crops: the restoration's
-    test gain it cost (negative: mA saved). {"decisions": [...], rule: {"off", "of", "test_cost"}}."""
-    from attrgan.contracts import proven
+    """What each rule of the gate (GATE_RULE_NAMES: `attrgan.contracts.passes_gate`'s two and the
+    point rule, gain above 0) decides for each restoration of each bundle (the paper's and the
+    augmented classifier's) on its validation record, and what switching one off did to its test
+    crops: the restoration's test gain it cost (negative: mA saved).
+    {"decisions": [...], rule: {"off", "of", "test_cost"}}."""
+    from attrgan.contracts import passes_gate
 
-    rules = {"interval": proven, "point": lambda r: r["gain_ma"] > 0}
+    rules = {"proven": lambda r: passes_gate(r, "proven"), "not_harmful": lambda r: passes_gate(r, "not_harmful"),
+             "point": lambda r: r["gain_ma"] > 0}
     decisions = []
     for r in runs:
         for bundle, scored in (("paper", r), ("augmented", r.get("augmented"))):
@@ -465,18 +470,19 @@ def _recipes_text(result: Mapping[str, Any]) -> list[str]:
 
 def _gate_text(rules: Mapping[str, Any]) -> list[str]:
     lines = ["", "## The gate's rule", "",
-             "Each restoration of each bundle, decided on its validation record by the gate's rule (the interval "
-             "lies above 0) and by the point rule (the gain is above 0), against its forced gain on the test crops:",
-             "", "| seed | bundle | restoration | validation gain (95 % CI) | interval rule | point rule | test gain |",
-             "|---|---|---|---|---|---|---|"]
+             "Each restoration of each bundle, decided on its validation record by each rule (proven: the interval "
+             "lies above 0; not harmful: it does not lie below 0; point: the gain is above 0), against its forced "
+             "gain on the test crops:",
+             "", "| seed | bundle | restoration | validation gain (95 % CI) | proven | not harmful | point | test gain |",
+             "|---|---|---|---|---|---|---|---|"]
     for d in rules["decisions"]:
         v = d["validation"]
         lines.append(f"| {d['seed']} | {d['bundle']} | {d['restoration']} | "
                      f"{_interval({'gain': v['gain_ma'], 'low': v['low'], 'high': v['high']})} | "
-                     f"{'on' if d['interval'] else 'off'} | {'on' if d['point'] else 'off'} | {_pct(d['test_gain'], True)} |")
+                     + " | ".join("on" if d[rule] else "off" for rule in GATE_RULE_NAMES) + f" | {_pct(d['test_gain'], True)} |")
     lines += ["", "| rule | switched off | test mA it cost (−: saved), summed over what it switched off |",
               "|---|---|---|"]
-    for rule in ("interval", "point"):
+    for rule in GATE_RULE_NAMES:
         lines.append(f"| {rule} | {rules[rule]['off']} of {rules[rule]['of']} | {_pct(rules[rule]['test_cost'], True)} |")
     return lines
 
