@@ -81,9 +81,9 @@ def test_plan_runs_only_what_is_proven_or_unmeasured():
 
 def test_pipeline_skips_an_unproven_network_and_can_be_forced(tmp_path):
     bundle = save_bundle(tmp_path / "bundle", tiny_bundle())
-    # A stored gain below 0 for G^R, written the way training writes it: in its config.json.
+    # A stored gain whose interval lies below 0 for G^R, written the way training writes it: in its config.json.
     loaded = load_bundle(tmp_path / "bundle")
-    loaded.metas["reconstruction"] |= stored(-0.004, classifier_version=loaded.metas["classifier"]["version"])
+    loaded.metas["reconstruction"] |= stored(-0.02, classifier_version=loaded.metas["classifier"]["version"])
     images = np.random.default_rng(1).integers(0, 256, (6, *INPUT, 3), dtype=np.uint8)
     heights = np.full(6, 400, np.int64)
 

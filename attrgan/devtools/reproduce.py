@@ -187,7 +187,9 @@ def _one_seed(config: ReproduceConfig, seed: int, *, storage: StorageConfig, out
                        track_splits=TRACK_SPLITS)
     generate(where["test"], config.test_crops, seed=TEST_SEED_BASE + seed, storage=storage, splits=(0.0, 0.0, 1.0),
              track_splits=("test",))
-    train = config.train if config.train is not None else TRAIN_SETTINGS
+    train = dict(config.train if config.train is not None else TRAIN_SETTINGS)
+    # The paper's recipe: the classifier on clean crops, whatever the demo's default.
+    train["classifier"] = dict(train.get("classifier", {})) | {"train_on": "clean"}
     train_bundle(archive, where["bundle"], storage, train=train, seed=seed, ray_cpus=config.ray_cpus, say=say)
     result = _evaluate(config, seed, where["bundle"], "report", examples=6, storage=storage, out=out, say=say)
     run = {
@@ -327,14 +329,15 @@ def summarize(runs: Sequence[Mapping[str, Any]], *, seconds: float) -> dict[str,
             "comparisons": comparisons, "augmented": augmented, **_recipe_summary(runs), "gate_rules": gate_rules(runs), "runs": list(runs)}
 
 
-def validation_score(gains: Mapping[str, Any], *, restored: bool) -> float | None:
+def validation_score(gains: Mapping[str, Any], *, restored: bool, rule: str | None = None) -> float | None:
     """A recipe's mA on the validation crops corrupted for both generators (the mean of the
     occluded and the low-res crops' mA, from the gain records), each restoration counted where the
-    gate runs it (`restored`) and not otherwise; None without the records."""
+    gate's `rule` (default: the pipeline's) runs it (`restored`) and not otherwise; None without
+    the records."""
     from attrgan.contracts import GENERATORS, passes_gate
     from attrgan.pipeline import PipelineConfig
 
-    rule = PipelineConfig().gate
+    rule = rule or PipelineConfig().gate
     records = [gains.get(name) for name in GENERATORS]
     if not all(isinstance(r, Mapping) and "ma_before" in r and "ma_after" in r for r in records):
         return None
