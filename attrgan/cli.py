@@ -401,7 +401,7 @@ def reproduce_parser() -> argparse.ArgumentParser:
     parser = _parser("reproduce", REPRODUCE_DOC)
     parser.add_argument("--seeds", type=int, default=3, help="number of training seeds: 0, 1, ... (default 3)")
     parser.add_argument("--out", default="reproduce-out", help="local folder for the reports (default reproduce-out)")
-    parser.add_argument("--crops", type=int, help="synthetic archive size per seed (default the demo's 5500)")
+    parser.add_argument("--crops", type=int, help="synthetic archive size per seed (default the demo's 5000)")
     parser.add_argument("--test-crops", type=int, help="fresh test crops per seed (default 1000)")
     parser.add_argument("--ceiling-seeds", type=int, help="seeds that also train the information ceilings (default 2)")
     parser.add_argument("--ceilings", help="which ceilings, comma-separated, of occluded,lowres,corrupted "

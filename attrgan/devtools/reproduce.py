@@ -1,6 +1,6 @@
 """`make reproduce`: Table 2 over several training seeds, on test crops no tuning ever saw.
 
-For every seed s the demo's recipe runs again from scratch: a 5,500-crop synthetic archive
+For every seed s the demo's recipe runs again from scratch: a 5,000-crop synthetic archive
 rendered with seed s, the three networks trained on it with seed s (`attrgan.devtools.demo.train_bundle`),
 and the evaluation job (`attrgan.evaluate`) on `test_crops` fresh crops rendered with seed
 TEST_SEED_BASE + s, a seed range no setting was ever tuned on. For the first `ceiling_seeds`
@@ -82,7 +82,7 @@ class ReproduceConfig:
 
     out: str = "reproduce-out"
     seeds: tuple[int, ...] = (0, 1, 2)
-    crops: int = 5500
+    crops: int = 5000
     test_crops: int = 1000
     ceiling_seeds: int | None = None  # None: the first two seeds (or the only one)
     ceilings: tuple[str, ...] = ("occluded", "lowres")  # the mixed one is no bound (docs/demo.md)
