@@ -1,7 +1,8 @@
 """The paper's experiments (§4, Tables 1 and 2) on any labelled manifest, with a visual report.
 
 The job itself; the experiments' metrics are `attrgan.experiments` and the report's rendering
-`attrgan.report`.
+`attrgan.report`. It is long because the job's driver, its scorer and what G^R paints (PSNR and the
+contact sheets) share the three evaluation sets and the pipeline settings they were scored with.
 
 From the rows of one split (default "test") the job builds three evaluation sets:
 
