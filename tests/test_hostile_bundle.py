@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
@@ -226,7 +227,9 @@ def _set(meta, keys, value):
         node = node[k] if ok and not isinstance(node, dict) else node.get(k) if ok else None
     last = keys[-1]
     if isinstance(node, dict) and isinstance(last, str) or isinstance(node, list) and isinstance(last, int) and last < len(node):
-        node[last] = value
+        # A copy: sampled_from hands out the same list each time, and setting it inside itself
+        # (thresholds, then thresholds[0]) would make the meta circular, which no JSON file can be.
+        node[last] = copy.deepcopy(value)
 
 
 @settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
