@@ -67,7 +67,7 @@ joins that cluster.
 
 def train_parser() -> argparse.ArgumentParser:
     from attrgan.contracts import NETWORKS
-    from attrgan.train.config import PRESETS
+    from attrgan.train.train_config import PRESETS
 
     parser = _parser("train", TRAIN_DOC)
     parser.add_argument("--model", required=True, choices=NETWORKS)
@@ -86,7 +86,7 @@ def train_parser() -> argparse.ArgumentParser:
 
 
 def run_train(args: argparse.Namespace) -> None:
-    from attrgan.train.config import load_train_config, with_values
+    from attrgan.train.train_config import load_train_config, with_values
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # local clusters and jobs run without token auth
     _logging()

@@ -73,8 +73,8 @@ from attrgan.experiments import (COMPARISONS, EXPERIMENTS, FORCED, SETS, VARIANT
 from attrgan.fusion import Fusion
 from attrgan.metrics import AttributeMetrics, GainInterval, psnr, squared_error
 from attrgan.pipeline import PipelineConfig, forced_configs
-from attrgan.runtime import init_ray
-from attrgan.scoring import let_pools_grow, plan_actors, score_stream
+from attrgan.ray_setup import init_ray
+from attrgan.ray_scoring import let_pools_grow, plan_actors, score_stream
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ class EvaluateConfig:
     limit: evaluate only the first `limit` rows of the split (quick looks); None = all.
     batch_size: rows per decode and scoring batch.
     actors / cpus_per_actor / gpus_per_actor: the scoring actor pool, sized by
-        `attrgan.scoring.plan_actors` exactly like extraction's, with the same default (on CPUs the
+        `attrgan.ray_scoring.plan_actors` exactly like extraction's, with the same default (on CPUs the
         actors decode).
     examples: image triplets per contact sheet.
     pipeline: the pipeline settings the "pipeline" variant runs with (as extraction would).

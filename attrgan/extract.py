@@ -1,7 +1,7 @@
 """The nightly extraction job: manifest → restore-and-classify → results Parquet, on Ray Data.
 
 Long because it is the job's whole driver (settings, checks, planning, the commit groups, the
-summary); its write side is `attrgan.sink`, its scoring stream `attrgan.scoring`.
+summary); its write side is `attrgan.sink`, its scoring stream `attrgan.ray_scoring`.
 
 The driver handles metadata only; rows never pass through it:
 
@@ -10,7 +10,7 @@ The driver handles metadata only; rows never pass through it:
              any partition is touched
     cluster  read tasks over the manifest files (`read_manifest_files`, ~ROWS_PER_READ rows each;
              each row tagged with its partition)
-         ──► attrgan.scoring: decode (a bad row stays, status=error) → the pipeline actor pool
+         ──► attrgan.ray_scoring: decode (a bad row stays, status=error) → the pipeline actor pool
              (SR → classify → reconstruct → classify, loaded once per actor)
          ──► `ResultsSink.write` tasks: each partition's rows to Parquet files under
              `<out>/_staging/<run>/<partition>/`, returning file names and counts
@@ -30,7 +30,7 @@ it, and this run ends with `IncompleteRun`; the run that fails the same crop for
 missing bucket, unreadable bundle, unwritable output) stops the job with a `SetupError` naming
 the setting before any partition is touched.
 
-Resource sizing follows "Facts learned the hard way" (`attrgan.scoring.plan_actors`); killed
+Resource sizing follows "Facts learned the hard way" (`attrgan.ray_scoring.plan_actors`); killed
 actors are restarted with their batch redone, and a write task that is retried writes new files
 (only the files its successful attempt returned are ever promoted).
 """
@@ -65,8 +65,8 @@ from attrgan.contracts import BundleInfo, TransientHistory, results_schema
 from attrgan.fusion import Fusion
 from attrgan.results import clean_partition, clean_staging, new_run_id, read_success, read_transient, staging_uri
 from attrgan.progress import ProgressLog, start_counter
-from attrgan.runtime import init_ray, quiet_actor_args_notice
-from attrgan.scoring import (IO_TASK_CPUS, Unschedulable, cluster_offer, let_pools_grow, plan_actors, score_stream,
+from attrgan.ray_setup import init_ray, quiet_actor_args_notice
+from attrgan.ray_scoring import (IO_TASK_CPUS, Unschedulable, cluster_offer, let_pools_grow, plan_actors, score_stream,
                              wait_for_one_actor)
 from attrgan.sink import (PRECISION, CommitGroup, TrackPlan, ExtractError, PartitionSummary, ResultsSink, check_ids, commit_groups,
                           short_reason)
@@ -100,7 +100,7 @@ class ExtractConfig:
         empty = all of them.
     min_actors, actors: the range of the pipeline actor pool: it starts with `min_actors` (the run
         waits for them, at most `actor_start_timeout_s`) and grows to `actors` while work queues,
-        the autoscaler adding nodes for them (`attrgan.scoring.plan_actors`; docs/cluster.md).
+        the autoscaler adding nodes for them (`attrgan.ray_scoring.plan_actors`; docs/cluster.md).
     gpus_per_actor: GPU share of each actor when it runs on GPUs (0 = run on CPU anyway): with
         pipeline.device "cuda" always, even before a GPU node is up; with "auto" when the cluster
         has GPUs now (the pool is then capped by them) or its autoscaler's node types offer some.
@@ -356,7 +356,7 @@ def _timestamps(values: Any) -> pa.Array:
 class ResultsScorer:
     """What each extraction actor runs on a batch: the pipeline, then the results rows
     (`results_batch`); a PARTITION_INDEX column in the input is carried over, with the precision
-    the rows were computed in. Built once per actor from its bundle (`attrgan.scoring.ScoringActor`).
+    the rows were computed in. Built once per actor from its bundle (`attrgan.ray_scoring.ScoringActor`).
     """
 
     def __init__(self, bundle: Any, config: PipelineConfig, *, model_version: str) -> None:
@@ -608,7 +608,7 @@ def _results_stream(config: ExtractConfig, scan: ManifestScan, group: CommitGrou
                     input_size: tuple[int, int], allowed: tuple[str, ...] | None,
                     transient: TransientHistory, counter: Any) -> Any:
     """One Ray Data dataset over a commit group's manifest files: read and prepare the rows
-    (`read_manifest_files`, cluster tasks) → `attrgan.scoring.score_stream` with the pipeline actors."""
+    (`read_manifest_files`, cluster tasks) → `attrgan.ray_scoring.score_stream` with the pipeline actors."""
     partition_of = {f: i for i, p in enumerate(group.partitions) for f, _ in scan.files[p]}
     # The driver names the files (scan_manifest read their footers); each read task takes a share
     # of them, about ROWS_PER_READ rows (one task for a small run: every task is a worker to start).

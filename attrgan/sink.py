@@ -33,7 +33,7 @@ from attrgan.fusion import Fusion, fuse_tracks
 from attrgan.lease import Lease
 from attrgan import faults
 from attrgan.results import MAX_TRACKED_CROPS, forget_transient, promote, staging_uri, write_transient
-from attrgan.scoring import IO_TASK_CPUS
+from attrgan.ray_scoring import IO_TASK_CPUS
 
 log = logging.getLogger(__name__)
 

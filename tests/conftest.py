@@ -73,7 +73,7 @@ def ray_local():
 
     if not ray.is_initialized():
         # address="local": always a fresh local Ray, even when another one runs on this machine.
-        from attrgan.runtime import start_local_ray
+        from attrgan.ray_setup import start_local_ray
 
         start_local_ray(num_cpus=4, log_to_driver=False)
     yield ray

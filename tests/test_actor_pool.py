@@ -1,5 +1,5 @@
 """Sizing the pipeline actor pool from the settings and from what the cluster has or can add
-(`attrgan.scoring.plan_actors`, no Ray), and the settings that describe it."""
+(`attrgan.ray_scoring.plan_actors`, no Ray), and the settings that describe it."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from attrgan.config import ConfigError, load, parse_overrides
 from attrgan.extract import ExtractConfig
-from attrgan.scoring import Unschedulable, plan_actors
+from attrgan.ray_scoring import Unschedulable, plan_actors
 
 HEAD = {"CPU": 2.0}  # a KubeRay head with a few CPUs and no GPU
 GPU_GROUP = {"CPU": 8.0, "GPU": 1.0, "nvidia_h100": 1.0}

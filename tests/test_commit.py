@@ -294,7 +294,7 @@ def test_write_decode_and_check_tasks_start_without_torch(tmp_path):
     from ray import cloudpickle
 
     from attrgan.config import StorageConfig
-    from attrgan.scoring import decode_rows
+    from attrgan.ray_scoring import decode_rows
     from attrgan.fusion import Fusion
     from attrgan.sink import CommitGroup, ResultsSink, TrackPlan, check_ids, check_staged
 
@@ -320,7 +320,7 @@ def test_write_decode_and_check_tasks_start_without_torch(tmp_path):
 
 def test_the_decode_step_gives_up_on_a_crop_only_at_its_last_allowed_run():
     from attrgan.contracts import TransientHistory
-    from attrgan.scoring import give_up
+    from attrgan.ray_scoring import give_up
 
     history = TransientHistory(max_runs=3, runs={0: {"a": 2, "b": 1}, 1: {"a": 1}})
     errors = ["transient: timeout", "transient: timeout", "transient: 503", "missing object: x", None]

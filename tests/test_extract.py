@@ -31,7 +31,7 @@ from attrgan.extract import (ExtractConfig, ResultsScorer, newest_first, results
 from attrgan.contracts import SUCCESS_MARKER as SUCCESS_FILE
 from attrgan.contracts import error_kind, results_schema
 from attrgan.results import read_success, results_dataset
-from attrgan.scoring import ScoringActor, decode_rows, plan_actors
+from attrgan.ray_scoring import ScoringActor, decode_rows, plan_actors
 from attrgan.sink import PRECISION, commit_groups
 from attrgan.pipeline import Pipeline, PipelineConfig
 from attrgan.progress import format_progress
@@ -562,20 +562,20 @@ def test_progress_line_reads_done_total_rate_and_eta():
 
 
 def test_only_rays_actor_arguments_notice_is_dropped_from_stderr(capfd, monkeypatch):
-    from attrgan import runtime
+    from attrgan import ray_setup
 
-    monkeypatch.setattr(runtime, "_notice_dropped", False)
+    monkeypatch.setattr(ray_setup, "_notice_dropped", False)
     notice = (b"[2026-12-07 03:22:16,509 E 16739 16739] core_worker.cc:2465: Actor with class name: 'MapWorker' and "
               b"ID: '6bd7' has constructor arguments in the object store and max_restarts > 0. If the arguments ...\n")
-    with runtime.quiet_actor_args_notice():
+    with ray_setup.quiet_actor_args_notice():
         os.write(2, b"before\n[2026-12-07 03:22:16,500 E 1 1] core_worker.cc:10: another error\n")
         os.write(2, notice[:40])  # a line may arrive in pieces
         os.write(2, notice[40:] + b"a progress bar\r")
         os.write(2, b"after\n")
     assert capfd.readouterr().err == ("before\n[2026-12-07 03:22:16,500 E 1 1] core_worker.cc:10: another error\n"
                                       "a progress bar\rafter\n")
-    assert runtime._notice_dropped  # Ray prints it once per process: later runs leave stderr alone
-    with runtime.quiet_actor_args_notice():
+    assert ray_setup._notice_dropped  # Ray prints it once per process: later runs leave stderr alone
+    with ray_setup.quiet_actor_args_notice():
         os.write(2, notice)
     assert capfd.readouterr().err == notice.decode()
 

@@ -30,7 +30,7 @@ AUTOSCALE_DRIVER = textwrap.dedent("""
     from ray._private.services import get_node_ip_address
     from attrgan.extract import ExtractConfig, run_extract
     from attrgan.pipeline import PipelineConfig
-    from attrgan.scoring import Unschedulable, cluster_offer
+    from attrgan.ray_scoring import Unschedulable, cluster_offer
 
     manifest, bundle, out, temp_dir, port, client_port, agent_port = sys.argv[1:8]
     address = f"{get_node_ip_address()}:{port}"

@@ -18,7 +18,7 @@ from attrgan.data.images import decode_batch
 from attrgan.data.manifest import (BLOCK_ROWS, INPUT_COLUMNS, MAX_VALUE_BYTES, PARTITION_INDEX, ROW_ERROR,
                                    ManifestError, crop_id_problem, prepare_rows, read_manifest, read_manifest_files,
                                    row_group_blocks)
-from attrgan.scoring import decode_rows
+from attrgan.ray_scoring import decode_rows
 
 TEXT_COLUMNS = ("crop_id", "image_uri", "camera_id", "track_id")
 NUMBER_COLUMNS = ("bbox_x", "bbox_y", "bbox_w", "bbox_h", "frame_index")

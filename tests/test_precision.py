@@ -18,7 +18,7 @@ from attrgan.models import ReconstructionConfig, ReconstructionGenerator, SuperR
 from attrgan.pipeline import Pipeline, PipelineConfig
 from attrgan.precision import CPU_BF16_ENV, autocast, cpu_has_bf16, resolve_precision
 from attrgan.train.classifier import build_classifier, build_optimizer, train_classifier
-from attrgan.train.config import TrainConfig
+from attrgan.train.train_config import TrainConfig
 from attrgan.train.loop import LoopSpec
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -174,7 +174,7 @@ def test_bf16_training_step_matches_fp32_with_finite_gradients(model):
 
 def test_train_config_precision_is_checked():
     from attrgan.config import ConfigError
-    from attrgan.train.config import load_train_config
+    from attrgan.train.train_config import load_train_config
 
     assert load_train_config("classifier").precision == "auto"
     assert load_train_config("superres", overrides={"precision": "fp32"}).precision == "fp32"

@@ -17,7 +17,7 @@ from attrgan.losses import attribute_agreement_loss
 from attrgan.models.ops import full_size, resize_batch
 from attrgan.train import data as tdata
 from attrgan.train.classifier import build_classifier, build_optimizer, train_classifier
-from attrgan.train.config import GanConfig, TrainConfig, load_train_config, preset
+from attrgan.train.train_config import GanConfig, TrainConfig, load_train_config, preset
 from attrgan.train.curves import Curves, write_curves
 from attrgan.train.gan import (AgreementLoss, build_gan, build_gan_optimizers, gan_step, psnr, train_gan,
                                validate_gan)

@@ -22,8 +22,8 @@ from attrgan.config import ConfigError, StorageConfig
 from attrgan.data import storage as st
 from attrgan.contracts import GAIN_KEY
 from attrgan.fusion import Fusion
-from attrgan.runtime import STATE_API_ENV
-from attrgan.train.config import load_train_config
+from attrgan.ray_setup import STATE_API_ENV
+from attrgan.train.train_config import load_train_config
 from attrgan.train.data import TrainDataError
 from attrgan.faults import WORKER_EXIT_EPOCH_ENV, WORKER_EXIT_MARKER_ENV
 from attrgan.train.gain import best_epoch
@@ -62,7 +62,7 @@ def s3_env(s3, monkeypatch):
 
 def test_workers_reach_the_state_api_of_their_own_ray(ray_local):
     # Ray Train's placement-group cleaner asks the state API, from a worker, whether the controller
-    # lives; where that query hangs, every training run ends 12 s late (runtime.start_local_ray).
+    # lives; where that query hangs, every training run ends 12 s late (ray_setup.start_local_ray).
     @ray_local.remote
     class Controller:
         def ping(self) -> bool:

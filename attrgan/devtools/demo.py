@@ -41,7 +41,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from attrgan.config import StorageConfig
-from attrgan.runtime import start_quiet_ray
+from attrgan.ray_setup import start_quiet_ray
 
 BUCKET = "attrgan-demo"
 # Train / val / test shares of the archive: 4,000 / 500 / 500 of 5,000 crops. The validation split's
@@ -58,7 +58,7 @@ STEP_COUNT = 7  # setup, synth, train, extract, evaluate, query, search
 # hence the numbers, are the same on a machine with more cores.
 TRAIN_WORKERS = 2
 
-# Settings on top of the cpu-small preset (attrgan.train.config), per network; docs/demo.md has the
+# Settings on top of the cpu-small preset (attrgan.train.train_config), per network; docs/demo.md has the
 # Table 2 they give on the synthetic test split.
 TRAIN_SETTINGS: dict[str, dict[str, Any]] = {
     # Trained from scratch, the classifier is limited by data more than by steps: 4,000 crops for
@@ -269,7 +269,7 @@ def train_bundle(manifest: str, bundle_uri: str, storage: StorageConfig, *,
     many steps as one worker with the whole batch would.
     Returns {model: TrainResult}."""
     from attrgan.data.storage import join
-    from attrgan.train.config import load_train_config
+    from attrgan.train.train_config import load_train_config
     from attrgan.train.ray_train import default_locations, train_network
 
     def train_one(model: str) -> Any:

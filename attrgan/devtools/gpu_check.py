@@ -131,7 +131,7 @@ def run_gpu_tests(timeout_s: int = 300) -> dict[str, Any]:
 def train_networks(manifest: str, bundle: str, *, gpus: int, steps: int) -> dict[str, Any]:
     """Each network at the paper preset for `steps` steps on every GPU (DDP over NCCL, bf16)."""
     from attrgan.contracts import NETWORKS
-    from attrgan.train.config import load_train_config
+    from attrgan.train.train_config import load_train_config
     from attrgan.train.ray_train import train_network
 
     out: dict[str, Any] = {}
@@ -256,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     import ray
 
     from attrgan.data.synth import generate
-    from attrgan.runtime import start_local_ray
+    from attrgan.ray_setup import start_local_ray
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     gpus = torch.cuda.device_count()

@@ -26,6 +26,9 @@ Printed and written to `<out>/reproduce.md` and `<out>/reproduce.json`:
     the ceilings as mA and as the share of the loss they recover;
     whether the recovery targets are met (RECOVERY_TARGETS; every seed's interval above 0);
     the recipes side by side, the recipe chosen on validation, and the gate rules' decisions.
+
+One module on purpose (it is long): the runs, the comparisons and the two renderings share the
+per-seed records, and splitting them would pass those records across modules for no reader's gain.
 """
 
 from __future__ import annotations
@@ -115,7 +118,7 @@ def run_reproduce(config: ReproduceConfig, *, say: Callable[[str], None] = print
     import ray
 
     from attrgan.devtools.demo import local_s3
-    from attrgan.runtime import start_quiet_ray
+    from attrgan.ray_setup import start_quiet_ray
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")

@@ -5,6 +5,6 @@ Plain PyTorch loops (`classifier.py`, `gan.py`, sharing `loop.py`) take a batch 
 writes the loss and validation curves; `ray_train.py` is the only module here that imports Ray.
 """
 
-from attrgan.train.config import PRESETS, TrainConfig, load_train_config, preset
+from attrgan.train.train_config import PRESETS, TrainConfig, load_train_config, preset
 
 __all__ = ["PRESETS", "TrainConfig", "load_train_config", "preset"]

@@ -19,7 +19,7 @@ from attrgan.data.images import to_tensor
 from attrgan.losses import weighted_bce
 from attrgan.metrics import attribute_metrics, calibrate_thresholds
 from attrgan.models import build_network
-from attrgan.train.config import TrainConfig
+from attrgan.train.train_config import TrainConfig
 from attrgan.train.loop import LoopSpec, Report, autocast, run_epochs, unwrap
 
 SUMMARY_METRICS = ("ma", "accuracy", "precision", "recall", "f1")

@@ -21,7 +21,7 @@ from attrgan.losses import attribute_agreement_loss, discriminator_loss, generat
 from attrgan.models import build_network
 from attrgan.models.discriminator import ReconstructionDiscriminator, SuperResDiscriminator
 from attrgan.models.ops import Layers, full_size, resize_batch
-from attrgan.train.config import GanConfig, TrainConfig
+from attrgan.train.train_config import GanConfig, TrainConfig
 from attrgan.train.loop import LoopSpec, Report, autocast, run_epochs, unwrap
 
 

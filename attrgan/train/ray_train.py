@@ -32,13 +32,13 @@ import numpy as np
 import torch
 
 from attrgan import faults
-from attrgan.runtime import init_ray
+from attrgan.ray_setup import init_ray
 from attrgan.attributes import OCCLUSION_DOWN
 from attrgan.config import ConfigError, StorageConfig, to_dict
 from attrgan.data import storage as st
 from attrgan.precision import resolve_precision
 from attrgan.contracts import GAIN_KEY, GENERATORS, NETWORKS, BundleInfo
-from attrgan.train.config import TrainConfig
+from attrgan.train.train_config import TrainConfig
 from attrgan.train.curves import Curves, write_curves
 from attrgan.train.gain import keep_best
 from attrgan.train.loop import LoopSpec, Report

@@ -17,7 +17,7 @@ the pipeline super-resolves), in one run:
 - peak RSS of a whole `run_extract` run (driver + Ray processes) at 1× and 4× a manifest size.
 
 Networks: the paper's sizes when CUDA is available, otherwise the `cpu-small` preset's sizes
-(attrgan.train.config: "small" classifier trunk ×0.125 at 320×128, G^R ×0.125, G^S ×0.0625), as
+(attrgan.train.train_config: "small" classifier trunk ×0.125 at 320×128, G^R ×0.125, G^S ×0.0625), as
 in the demo. The figures compare the rows of one run, not machines.
 """
 
@@ -251,7 +251,7 @@ def local_ray():
     """A local Ray for the block (shut down after it), unless one is already running."""
     import ray
 
-    from attrgan.runtime import init_ray
+    from attrgan.ray_setup import init_ray
 
     if ray.is_initialized():
         yield

@@ -13,7 +13,7 @@ import os
 import tempfile
 
 from attrgan.devtools.bench.train import last_images_per_s
-from attrgan.train.config import load_train_config
+from attrgan.train.train_config import load_train_config
 
 GLOBAL_BATCH = 32
 
@@ -22,7 +22,7 @@ def run(quick: bool = False) -> None:
     import ray
 
     from attrgan.data.synth import generate
-    from attrgan.runtime import start_local_ray
+    from attrgan.ray_setup import start_local_ray
     from attrgan.train.ray_train import train_network
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 
 from attrgan.config import StorageConfig
 from attrgan.data.manifest import read_manifest_files
-from attrgan.scoring import decode_rows
+from attrgan.ray_scoring import decode_rows
 
 
 def _read(path: Path) -> tuple[list[pa.Table], float]:

@@ -31,7 +31,7 @@ from attrgan.models import (
 )
 from attrgan.models.inference import inference_copy
 from attrgan.precision import autocast, resolve_precision
-from attrgan.train.config import preset
+from attrgan.train.train_config import preset
 
 PAPER_BATCH, SMALL_BATCH = 16, 64
 # The cpu-small preset's widths (the demo's networks).

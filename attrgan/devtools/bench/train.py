@@ -17,7 +17,7 @@ import pandas as pd
 
 from attrgan.data import storage as st
 from attrgan.contracts import NETWORKS
-from attrgan.train.config import load_train_config
+from attrgan.train.train_config import load_train_config
 
 
 def last_images_per_s(result: Any) -> float:
@@ -30,7 +30,7 @@ def run(quick: bool = False) -> None:
     import ray
 
     from attrgan.data.synth import generate
-    from attrgan.runtime import start_local_ray
+    from attrgan.ray_setup import start_local_ray
     from attrgan.train.ray_train import train_network
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
