@@ -44,8 +44,8 @@ from torch import nn
 from attrgan.config import StorageConfig, from_dict, to_dict
 from attrgan.data.storage import ObjectRefusedError, join, read_bytes, write_bytes
 from attrgan.models import ARCHITECTURES, architecture_of, config_class
-from attrgan.contracts import (BASE_COLUMNS, FUSION_KEY, GAIN_KEY, NETWORKS, PERSON_LEVEL_KEY, TRACK_COLUMNS,
-                               VERSION_CHARS, BundleInfo, bundle_version)
+from attrgan.contracts import (BASE_COLUMNS, FUSION_KEY, GAIN_KEY, NETWORKS, OCCLUSION_THRESHOLD_KEY, PERSON_LEVEL_KEY,
+                               TRACK_COLUMNS, VERSION_CHARS, BundleInfo, bundle_version)
 from attrgan.fusion import Fusion
 
 CONFIG_FILE = "config.json"
@@ -230,6 +230,11 @@ def _check_gain(stored: Any, where: str) -> None:
             raise BundleError(f"{where}: {GAIN_KEY}.{key} must be a number, got {_short(stored[key])}")
     if not isinstance(stored.get("classifier_version", ""), (str, type(None))):
         raise BundleError(f"{where}: {GAIN_KEY}.classifier_version must be a string")
+    threshold = stored.get(OCCLUSION_THRESHOLD_KEY)
+    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
+                                  or not 0.0 <= threshold <= 1.0):
+        raise BundleError(f"{where}: {GAIN_KEY}.{OCCLUSION_THRESHOLD_KEY} must be a number in [0, 1], "
+                          f"got {_short(threshold)}")
 
 
 def check_fusion(meta: Mapping[str, Any], attributes: tuple[str, ...], where: str) -> None:

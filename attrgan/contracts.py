@@ -32,6 +32,8 @@ DEFAULT_INPUT_SIZES: Mapping[str, tuple[int, int]] = {
 }
 # A generator's measured effect on its bundle's classifier, in its config.json (`attrgan.train.gain`).
 GAIN_KEY = "validation_gain"
+# In G^R's GAIN_KEY record: the occlusion threshold calibrated on the complete pipeline's validation mA.
+OCCLUSION_THRESHOLD_KEY = "occlusion_threshold"
 # How the bundle fuses a track (`attrgan.fusion.Fusion.to_dict`, fitted by `attrgan.train.fusion`) and
 # which attributes it fuses per track, in the classifier's config.json.
 FUSION_KEY = "fusion"
@@ -99,6 +101,23 @@ class BundleInfo:
         """The classifier's input size: what crops are decoded to."""
         return self.input_sizes["classifier"]
 
+    def occlusion_threshold(self, setting: float | None = None) -> float:
+        """The first-pass occlusion_down score from which a crop is reconstructed: `setting` when
+        given; else the threshold calibrated on the complete pipeline's validation mA, stored in
+        G^R's gain record (`attrgan.train.gain.calibrate_occlusion`) when it was measured against
+        this classifier; else the classifier's own occlusion_down threshold (chosen by detection
+        F1); else 0.5."""
+        if setting is not None:
+            return float(setting)
+        stored = self.gains.get("reconstruction") or {}
+        calibrated = stored.get(OCCLUSION_THRESHOLD_KEY)
+        if (_is_number(calibrated) and 0.0 <= calibrated <= 1.0
+                and stored.get("classifier_version") in (None, "", self.classifier_version)):
+            return float(calibrated)
+        if OCCLUSION_DOWN in self.attributes and len(self.thresholds) == len(self.attributes):
+            return float(self.thresholds[self.attributes.index(OCCLUSION_DOWN)])
+        return 0.5
+
     def restorations(self, *, use_superres: bool, use_reconstruction: bool, require_proven: bool,
                      rule: str = "proven") -> dict[str, Restoration]:
         """{"superres": Restoration, "reconstruction": Restoration}: the pipeline's switches, then
@@ -151,13 +170,17 @@ def passes_gate(stored: Mapping[str, Any], rule: str) -> bool:
     raise ValueError(f"the gate's rule must be one of {sorted(GATE_RULES)}, got {rule!r}")
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def proven(stored: Mapping[str, Any]) -> bool:
     """The gate's rule: a restoration is proven when the lower end of its stored validation gain's
     95 % interval lies above 0. A positive point gain alone is not enough: with a few hundred
     validation crops in a few dozen tracks a gain of +1.5 mA can be noise (docs/demo.md "The gate").
     A record without an interval is not proven."""
     low = stored.get("low")
-    return isinstance(low, (int, float)) and not isinstance(low, bool) and math.isfinite(low) and low > 0
+    return _is_number(low) and low > 0
 
 
 # ---------------------------------------------------------------------------------------------

@@ -354,9 +354,7 @@ def evaluate(config: EvaluateConfig, *, progress: Callable[[str], None] | None =
                                  thresholds=thresholds)
     intervals = comparison_intervals(predictions, labels, attributes=attributes, model_attributes=model_attributes,
                                      thresholds=thresholds, resamples=config.bootstrap_resamples, seed=config.seed)
-    occ_index = model_attributes.index(OCCLUSION_DOWN) if OCCLUSION_DOWN in model_attributes else None
-    pipeline_threshold = (config.pipeline.occlusion_threshold if config.pipeline.occlusion_threshold is not None
-                          else float(thresholds[occ_index]) if occ_index is not None else 0.5)
+    pipeline_threshold = bundle.info.occlusion_threshold(config.pipeline.occlusion_threshold)
     detection = occlusion_detection(predictions, model_attributes=model_attributes, threshold=pipeline_threshold)
     # People are fused as extraction fuses them: the bundle's stored fusion and person-level marking.
     info = bundle.info
@@ -397,6 +395,7 @@ def evaluate(config: EvaluateConfig, *, progress: Callable[[str], None] | None =
         "gain_intervals": {name: interval.to_dict() for name, interval in intervals.items()},
         "reconstruction_psnr": rec_psnr.to_dict() if rec_psnr is not None else None,
         "occlusion_detection": detection.to_dict() if detection is not None else None,
+        "occlusion_threshold": pipeline_threshold,
         "tracks": tracks.to_dict() if tracks is not None else None,
         "pipeline": to_dict(config.pipeline),
     }

@@ -37,7 +37,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DEFAULT_THRESHOLD = 0.5  # occlusion threshold when the classifier has no occlusion_down
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,7 +49,8 @@ class PipelineConfig:
         (docs/demo.md). Which crops count as low-resolution depends on the crop, not on the
         classifier's size.
     occlusion_threshold: `occlusion_down` score from which a crop is reconstructed; None = the
-        bundle's calibrated threshold for `occlusion_down`.
+        bundle's (`attrgan.contracts.BundleInfo.occlusion_threshold`: calibrated on the complete
+        pipeline's validation mA when G^R's gain was measured, else the classifier's own).
     use_superres / use_reconstruction: switch either restoration off (e.g. for ablations).
     device: "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
     precision: "auto" (bf16 on CUDA and on CPUs with AMX / AVX512-BF16, else fp32), "fp32" or
@@ -188,10 +188,7 @@ class Pipeline:
         if self.use_reconstruction:
             self.reconstruction = self._for_inference(_bundle_generator(bundle, "reconstruction"))
             self.rec_input = _generator_input(self.reconstruction, "reconstruction")
-        self.occlusion_threshold = float(
-            self.config.occlusion_threshold if self.config.occlusion_threshold is not None
-            else self.thresholds[self.occlusion_index] if self.occlusion_index is not None
-            else DEFAULT_THRESHOLD)
+        self.occlusion_threshold = bundle.info.occlusion_threshold(self.config.occlusion_threshold)
         # The precision actually used ("fp32" | "bf16"): run summaries record it.
         self.precision = resolve_precision(self.config.precision, self.device)
 

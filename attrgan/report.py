@@ -278,6 +278,7 @@ def render_report(metrics: Mapping[str, AttributeMetrics], *, summary: Mapping[s
                   f"`{OCCLUSION_DOWN}` (first pass) telling occluded crops from the others: "
                   f"balanced accuracy {percent(r['ma'])}, precision {percent(r['precision'])}, "
                   f"recall {percent(r['recall'])}, F1 {percent(r['f1'])} "
+                  f"at the pipeline's threshold {summary.get('occlusion_threshold', float('nan')):.3f} "
                   "(the paper relies on F1 > 85).", ""]
     rec = summary.get("reconstruction_psnr")
     if rec is not None:

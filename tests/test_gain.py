@@ -15,8 +15,8 @@ from hypothesis import strategies as hs
 from attrgan.bundle import load_bundle, save_bundle
 from attrgan.fusion import track_groups
 from attrgan.pipeline import Pipeline, PipelineConfig
-from attrgan.contracts import GAIN_KEY, BundleInfo, passes_gate, proven
-from attrgan.train.gain import best_epoch, corrupted_inputs, keep_best, measure_gain, regate
+from attrgan.contracts import GAIN_KEY, OCCLUSION_THRESHOLD_KEY, BundleInfo, passes_gate, proven
+from attrgan.train.gain import best_epoch, calibrate_occlusion, corrupted_inputs, keep_best, measure_gain, regate
 from helpers import ATTRS, INPUT, tiny_bundle
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -125,6 +125,75 @@ def test_measure_gain_scores_the_same_crops_before_and_after():
     assert not (occluded[:, -10:] == images[:, -10:]).all()
     with pytest.raises(ValueError, match="kind must be one of"):
         corrupted_inputs("deblur", images, sizes, np.random.default_rng(0))
+
+
+def test_the_occlusion_threshold_is_where_the_complete_pipeline_reads_best():
+    # Three clean crops (low occlusion scores) that reconstruction spoils, three occluded ones it fixes.
+    labels = np.array([[1], [0], [1], [0], [1], [0]], np.int8)
+    occlusion = np.array([0.1, 0.2, 0.3, 0.7, 0.8, 0.9])
+    right = labels[:, 0] * 0.8 + 0.1
+    plain = np.where(occlusion[:, None] < 0.5, right[:, None], 1 - right[:, None])
+    reconstructed = 1 - plain
+
+    def calibrate(plain, reconstructed, detection=0.5):
+        return calibrate_occlusion(labels, plain, reconstructed, occlusion, attributes=("a",),
+                                   thresholds=np.array([0.5]), detection_threshold=detection)
+
+    record = calibrate(plain, reconstructed)
+    # mA 1.0 anywhere in (0.3, 0.7]; a tie goes to the highest, so the fewest crops are changed.
+    assert record[OCCLUSION_THRESHOLD_KEY] == pytest.approx(0.7) and record["occlusion_ma"] == 1.0
+    assert record["detection_threshold"] == 0.5 and record["detection_ma"] == 1.0
+    # A detector threshold that reconstructs the clean crops too costs what the record shows.
+    assert calibrate(plain, reconstructed, detection=0.15)["detection_ma"] < 1.0
+    # Reconstruction that never helps: reconstruct (almost) nothing; that always helps: everything.
+    assert calibrate(right[:, None], 1 - right[:, None])[OCCLUSION_THRESHOLD_KEY] == 1.0
+    assert calibrate(1 - right[:, None], right[:, None])[OCCLUSION_THRESHOLD_KEY] == 0.1
+
+
+def test_the_pipeline_reconstructs_from_the_calibrated_threshold_of_its_own_classifier(tmp_path):
+    bundle = tiny_bundle(metas={"classifier": {"version": "c1", "thresholds": [0.5, 0.5, 0.4]}})
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (24, *INPUT, 3), dtype=np.uint8)
+    labels = rng.integers(0, 2, (24, 2)).astype(np.int8)
+    sizes = np.tile([[120, 48]], (24, 1)).astype(np.int32)
+    record = measure_gain(bundle, "reconstruction", images, labels, sizes, attributes=("female", "hat"), resamples=50)
+    assert 0.0 <= record[OCCLUSION_THRESHOLD_KEY] <= 1.0 and record["detection_threshold"] == pytest.approx(0.4)
+    assert record["occlusion_ma"] >= record["detection_ma"]
+    sr = measure_gain(bundle, "superres", images, labels, sizes, attributes=("female", "hat"), resamples=50)
+    assert OCCLUSION_THRESHOLD_KEY not in sr
+
+    def info(gain):
+        return BundleInfo.from_metas({"classifier": {"version": "c1", "attributes": list(ATTRS),
+                                                     "thresholds": [0.5, 0.5, 0.4]},
+                                     "reconstruction": {GAIN_KEY: gain} if gain else {}})
+
+    calibrated = {GAIN_KEY: {"gain_ma": 0.01, "classifier_version": "c1", OCCLUSION_THRESHOLD_KEY: 0.83}}
+    assert info(calibrated[GAIN_KEY]).occlusion_threshold() == 0.83
+    assert info(calibrated[GAIN_KEY]).occlusion_threshold(0.6) == 0.6  # the setting wins
+    stale = calibrated[GAIN_KEY] | {"classifier_version": "c0"}  # calibrated for another classifier
+    assert info(stale).occlusion_threshold() == pytest.approx(0.4) and info(None).occlusion_threshold() == pytest.approx(0.4)
+    assert BundleInfo.from_metas({"classifier": {"attributes": ["female"]}}).occlusion_threshold() == 0.5
+
+    uri = tmp_path / "bundle"
+    save_bundle(uri, tiny_bundle(metas={"classifier": {"thresholds": [0.5, 0.5, 0.4]}}))
+    loaded = load_bundle(uri)
+    loaded.metas["reconstruction"] |= {GAIN_KEY: {**calibrated[GAIN_KEY], "low": 0.001,
+                                                  "classifier_version": loaded.metas["classifier"]["version"]}}
+    assert Pipeline(loaded, PipelineConfig(device="cpu")).occlusion_threshold == 0.83
+
+
+def test_a_stored_occlusion_threshold_outside_0_1_is_refused(tmp_path):
+    import json
+
+    from attrgan.bundle import BundleError
+
+    save_bundle(tmp_path / "bundle", tiny_bundle())
+    config = tmp_path / "bundle" / "reconstruction" / "config.json"
+    meta = json.loads(config.read_text())
+    for bad in (1.5, "0.5", True):
+        config.write_text(json.dumps(meta | {GAIN_KEY: {"gain_ma": 0.0, OCCLUSION_THRESHOLD_KEY: bad}}))
+        with pytest.raises(BundleError, match="occlusion_threshold must be a number in"):
+            load_bundle(tmp_path / "bundle")
 
 
 def test_forced_configs_measure_even_an_unproven_network():

@@ -18,6 +18,11 @@ With `TrainConfig.select_epoch = "best_gain"` training measures every epoch's ge
 way and keeps the epoch `best_epoch` picks (`keep_best`); its record then also names the epoch:
 `{..., "epoch": 2, "selected_by": "best_gain"}`.
 
+G^R's record also holds the occlusion threshold calibrated on the complete pipeline's validation mA
+(`calibrate_occlusion`, the same crops clean and occluded): a false alarm costs a clean crop what
+a miss costs an occluded one, which detection F1 does not weigh. The pipeline reconstructs from it
+(`attrgan.contracts.BundleInfo.occlusion_threshold`).
+
 Plain PyTorch and numpy, no Ray: `attrgan.train.ray_train` runs `measure_gain` in a Ray task.
 """
 
@@ -90,24 +95,65 @@ def measure_gain(bundle: Bundle, kind: str, images: np.ndarray, labels: np.ndarr
         raise ValueError(f"measuring a restoration needs at least 2 validation crops, got {len(images)}")
     inputs, heights = corrupted_inputs(kind, images, crop_sizes, np.random.default_rng(seed))
     configs = forced_configs(config or PipelineConfig())
-    scores = {variant: pipeline_outputs(Pipeline(bundle, configs[variant]), inputs, heights)["scores"]
-              for variant in ("plain", kind)}
+    pipelines = {variant: Pipeline(bundle, configs[variant]) for variant in ("plain", kind)}
+    outputs = {variant: pipeline_outputs(p, inputs, heights) for variant, p in pipelines.items()}
     model_attributes = tuple(bundle.attributes)
     keep = [a for a in attributes if a != OCCLUSION_DOWN and a in model_attributes]
     cols = [model_attributes.index(a) for a in keep]
     label_cols = [attributes.index(a) for a in keep]
     thresholds = np.asarray(bundle.thresholds)[cols]
-    interval = paired_bootstrap_gain(labels[:, label_cols], scores["plain"][:, cols], scores[kind][:, cols],
-                                     attributes=tuple(keep), thresholds=thresholds,
+    interval = paired_bootstrap_gain(labels[:, label_cols], outputs["plain"]["scores"][:, cols],
+                                     outputs[kind]["scores"][:, cols], attributes=tuple(keep), thresholds=thresholds,
                                      resamples=resamples, seed=seed, groups=groups)
-    before = attribute_metrics(labels[:, label_cols], scores["plain"][:, cols], attributes=tuple(keep),
+    before = attribute_metrics(labels[:, label_cols], outputs["plain"]["scores"][:, cols], attributes=tuple(keep),
                                thresholds=thresholds).ma
-    return {"split": split, "crops": interval.crops, **({"tracks": interval.tracks} if groups is not None else {}),
-            "gain_ma": interval.gain, "low": interval.low,
-            "high": interval.high, "level": interval.level, "resamples": interval.resamples, "seed": seed,
-            "classifier_version": bundle.metas.get("classifier", {}).get("version", ""),
-            # The corrupted crops' mA without and with the restoration: what choosing a recipe compares.
-            "ma_before": before, "ma_after": before + interval.gain}
+    record = {"split": split, "crops": interval.crops, **({"tracks": interval.tracks} if groups is not None else {}),
+              "gain_ma": interval.gain, "low": interval.low,
+              "high": interval.high, "level": interval.level, "resamples": interval.resamples, "seed": seed,
+              "classifier_version": bundle.metas.get("classifier", {}).get("version", ""),
+              # The corrupted crops' mA without and with the restoration: what choosing a recipe compares.
+              "ma_before": before, "ma_after": before + interval.gain}
+    if kind == "reconstruction" and OCCLUSION_DOWN in model_attributes:
+        # The same crops clean as well: a false alarm on a clean crop costs what a miss costs.
+        clean = {variant: pipeline_outputs(p, images, crop_sizes[:, 0].astype(np.int64))
+                 for variant, p in pipelines.items()}
+        both = {variant: {key: np.concatenate([clean[variant][key], outputs[variant][key]])
+                          for key in ("scores", "occlusion_score")} for variant in pipelines}
+        record |= calibrate_occlusion(np.concatenate([labels, labels])[:, label_cols],
+                                      both["plain"]["scores"][:, cols], both[kind]["scores"][:, cols],
+                                      both["plain"]["occlusion_score"], attributes=tuple(keep), thresholds=thresholds,
+                                      detection_threshold=float(bundle.thresholds[model_attributes.index(OCCLUSION_DOWN)]))
+    return record
+
+
+def calibrate_occlusion(labels: np.ndarray, plain: np.ndarray, reconstructed: np.ndarray, occlusion: np.ndarray, *,
+                        attributes: tuple[str, ...], thresholds: np.ndarray, detection_threshold: float,
+                        candidates: int = 101) -> dict[str, float]:
+    """The occlusion threshold at which the complete pipeline's mA is highest on these crops.
+
+    labels (N, A) and the scores of each crop without (`plain`) and with (`reconstructed`)
+    reconstruction, (N, A) over `attributes` with their decision `thresholds`; occlusion (N,) the
+    first-pass occlusion_down score, from which a crop at or over the threshold is reconstructed.
+    The candidates are `candidates` quantiles of the scores, the classifier's own
+    `detection_threshold` (chosen for detection F1) and 1.0 (reconstruct almost nothing); the
+    highest mA wins, a tie going to the higher threshold (fewer crops changed for the same mA).
+    The choice is made on the crops it is scored on, so its mA is optimistic: the evaluation's
+    test crops tell what it is worth. Returns the GAIN_KEY fields {OCCLUSION_THRESHOLD_KEY,
+    "occlusion_ma", "detection_threshold", "detection_ma"}.
+    """
+    from attrgan.contracts import OCCLUSION_THRESHOLD_KEY
+    from attrgan.metrics import attribute_metrics
+
+    def ma(threshold: float) -> float:
+        chosen = np.where((occlusion >= threshold)[:, None], reconstructed, plain)
+        return attribute_metrics(labels, chosen, attributes=attributes, thresholds=thresholds).ma
+
+    points = np.quantile(occlusion, np.linspace(0.0, 1.0, candidates)) if len(occlusion) else np.zeros(0)
+    grid = sorted({float(t) for t in np.clip(points, 0.0, 1.0)} | {float(detection_threshold), 1.0})
+    scored = [(ma(t), t) for t in grid]
+    best_ma, best = max(scored)  # ties: the higher threshold, as tuples compare
+    return {OCCLUSION_THRESHOLD_KEY: best, "occlusion_ma": best_ma,
+            "detection_threshold": float(detection_threshold), "detection_ma": ma(detection_threshold)}
 
 
 def regate(bundle_uri: str, manifest: str, *, storage: Any = None, split: str = "val", seed: int = 0,
