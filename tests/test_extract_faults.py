@@ -282,8 +282,12 @@ def test_multi_node_writes_from_workers_and_survives_losing_one(tmp_path):
     write_manifest(pd.DataFrame(rows), str(root / "manifest"), partition_cols=["date"])
     out = str(root / "results")
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]), "RAY_AUTH_MODE": "disabled"}
-    done = subprocess.run([sys.executable, "-c", CLUSTER_DRIVER, str(root / "manifest"), str(root / "bundle"), out],
-                          env=env, capture_output=True, text=True, timeout=300)
+    try:
+        done = subprocess.run([sys.executable, "-c", CLUSTER_DRIVER, str(root / "manifest"), str(root / "bundle"), out],
+                              env=env, capture_output=True, text=True, timeout=300)
+    except subprocess.TimeoutExpired as hung:  # show where the night stopped, not only that it did
+        log = hung.stderr.decode(errors="replace") if isinstance(hung.stderr, bytes) else hung.stderr or ""
+        pytest.fail(f"the node-loss night did not end in 300 s; its log ends:\n{log[-4000:]}")
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["rows"] == 256
