@@ -114,6 +114,11 @@ class BundleInfo:
         if (_is_number(calibrated) and 0.0 <= calibrated <= 1.0
                 and stored.get("classifier_version") in (None, "", self.classifier_version)):
             return float(calibrated)
+        return self.detection_threshold
+
+    @property
+    def detection_threshold(self) -> float:
+        """The classifier's own occlusion_down threshold (chosen for detection F1), 0.5 without one."""
         if OCCLUSION_DOWN in self.attributes and len(self.thresholds) == len(self.attributes):
             return float(self.thresholds[self.attributes.index(OCCLUSION_DOWN)])
         return 0.5

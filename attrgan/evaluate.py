@@ -354,8 +354,12 @@ def evaluate(config: EvaluateConfig, *, progress: Callable[[str], None] | None =
                                  thresholds=thresholds)
     intervals = comparison_intervals(predictions, labels, attributes=attributes, model_attributes=model_attributes,
                                      thresholds=thresholds, resamples=config.bootstrap_resamples, seed=config.seed)
+    # occlusion_down as a detector at its own threshold (the paper's F1), and at the threshold the
+    # pipeline reconstructs from (calibrated on the complete pipeline's mA, or set).
+    own_threshold = bundle.info.detection_threshold
     pipeline_threshold = bundle.info.occlusion_threshold(config.pipeline.occlusion_threshold)
-    detection = occlusion_detection(predictions, model_attributes=model_attributes, threshold=pipeline_threshold)
+    detection = occlusion_detection(predictions, model_attributes=model_attributes, threshold=own_threshold)
+    sent = occlusion_detection(predictions, model_attributes=model_attributes, threshold=pipeline_threshold)
     # People are fused as extraction fuses them: the bundle's stored fusion and person-level marking.
     info = bundle.info
     tracks = track_experiments(predictions, labels, attributes=attributes, model_attributes=model_attributes,
@@ -396,6 +400,7 @@ def evaluate(config: EvaluateConfig, *, progress: Callable[[str], None] | None =
         "reconstruction_psnr": rec_psnr.to_dict() if rec_psnr is not None else None,
         "occlusion_detection": detection.to_dict() if detection is not None else None,
         "occlusion_threshold": pipeline_threshold,
+        "occlusion_detection_pipeline": sent.to_dict() if sent is not None else None,
         "tracks": tracks.to_dict() if tracks is not None else None,
         "pipeline": to_dict(config.pipeline),
     }
