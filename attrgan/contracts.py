@@ -101,19 +101,20 @@ class BundleInfo:
         """The classifier's input size: what crops are decoded to."""
         return self.input_sizes["classifier"]
 
-    def occlusion_threshold(self, setting: float | None = None) -> float:
+    def occlusion_threshold(self, setting: float | None = None, *, calibrated: bool = False) -> float:
         """The first-pass occlusion_down score from which a crop is reconstructed: `setting` when
-        given; else the threshold calibrated on the complete pipeline's validation mA, stored in
-        G^R's gain record (`attrgan.train.gain.calibrate_occlusion`) when it was measured against
-        this classifier; else the classifier's own occlusion_down threshold (chosen by detection
-        F1); else 0.5."""
+        given; else, with `calibrated`, the threshold calibrated on the complete pipeline's
+        validation mA that G^R's gain record holds (`attrgan.train.gain.calibrate_occlusion`) when
+        it was measured against this classifier; else the classifier's own occlusion_down
+        threshold (chosen for detection F1; the default: the calibrated one read the demo's test
+        crops worse, docs/demo.md "The occlusion threshold")."""
         if setting is not None:
             return float(setting)
         stored = self.gains.get("reconstruction") or {}
-        calibrated = stored.get(OCCLUSION_THRESHOLD_KEY)
-        if (_is_number(calibrated) and 0.0 <= calibrated <= 1.0
+        value = stored.get(OCCLUSION_THRESHOLD_KEY)
+        if (calibrated and _is_number(value) and 0.0 <= value <= 1.0
                 and stored.get("classifier_version") in (None, "", self.classifier_version)):
-            return float(calibrated)
+            return float(value)
         return self.detection_threshold
 
     @property

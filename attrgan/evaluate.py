@@ -355,9 +355,10 @@ def evaluate(config: EvaluateConfig, *, progress: Callable[[str], None] | None =
     intervals = comparison_intervals(predictions, labels, attributes=attributes, model_attributes=model_attributes,
                                      thresholds=thresholds, resamples=config.bootstrap_resamples, seed=config.seed)
     # occlusion_down as a detector at its own threshold (the paper's F1), and at the threshold the
-    # pipeline reconstructs from (calibrated on the complete pipeline's mA, or set).
+    # pipeline reconstructs from (its own unless set or calibrated_occlusion).
     own_threshold = bundle.info.detection_threshold
-    pipeline_threshold = bundle.info.occlusion_threshold(config.pipeline.occlusion_threshold)
+    pipeline_threshold = bundle.info.occlusion_threshold(config.pipeline.occlusion_threshold,
+                                                         calibrated=config.pipeline.calibrated_occlusion)
     detection = occlusion_detection(predictions, model_attributes=model_attributes, threshold=own_threshold)
     sent = occlusion_detection(predictions, model_attributes=model_attributes, threshold=pipeline_threshold)
     # People are fused as extraction fuses them: the bundle's stored fusion and person-level marking.

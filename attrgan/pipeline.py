@@ -49,8 +49,11 @@ class PipelineConfig:
         (docs/demo.md). Which crops count as low-resolution depends on the crop, not on the
         classifier's size.
     occlusion_threshold: `occlusion_down` score from which a crop is reconstructed; None = the
-        bundle's (`attrgan.contracts.BundleInfo.occlusion_threshold`: calibrated on the complete
-        pipeline's validation mA when G^R's gain was measured, else the classifier's own).
+        bundle's (`attrgan.contracts.BundleInfo.occlusion_threshold`).
+    calibrated_occlusion: with occlusion_threshold None, reconstruct from the threshold calibrated
+        on the complete pipeline's validation mA (stored with G^R's gain) instead of the
+        classifier's own occlusion_down threshold. Off by default: on the demo's test crops it
+        read worse (docs/demo.md "The occlusion threshold").
     use_superres / use_reconstruction: switch either restoration off (e.g. for ablations).
     device: "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
     precision: "auto" (bf16 on CUDA and on CPUs with AMX / AVX512-BF16, else fp32), "fp32" or
@@ -68,6 +71,7 @@ class PipelineConfig:
 
     sr_max_height: int | None = None
     occlusion_threshold: float | None = None
+    calibrated_occlusion: bool = False
     use_superres: bool = True
     use_reconstruction: bool = True
     device: str = "auto"
@@ -188,7 +192,8 @@ class Pipeline:
         if self.use_reconstruction:
             self.reconstruction = self._for_inference(_bundle_generator(bundle, "reconstruction"))
             self.rec_input = _generator_input(self.reconstruction, "reconstruction")
-        self.occlusion_threshold = bundle.info.occlusion_threshold(self.config.occlusion_threshold)
+        self.occlusion_threshold = bundle.info.occlusion_threshold(self.config.occlusion_threshold,
+                                                                   calibrated=self.config.calibrated_occlusion)
         # The precision actually used ("fp32" | "bf16"): run summaries record it.
         self.precision = resolve_precision(self.config.precision, self.device)
 

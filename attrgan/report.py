@@ -283,8 +283,8 @@ def render_report(metrics: Mapping[str, AttributeMetrics], *, summary: Mapping[s
         at = (sent or {}).get("per_attribute", {}).get(OCCLUSION_DOWN, {})
         if at.get("ma") is not None and at.get("recall") is not None:
             false_alarms = 1.0 - (2.0 * at["ma"] - at["recall"])  # balanced accuracy = (TPR + TNR) / 2
-            lines[-1:] = [f"The pipeline reconstructs from {summary['occlusion_threshold']:.3f} (calibrated on "
-                          "the complete pipeline's validation mA unless set): it sends "
+            lines[-1:] = [f"The pipeline reconstructs from {summary['occlusion_threshold']:.3f} "
+                          "(`pipeline.occlusion_threshold`, `pipeline.calibrated_occlusion`): it sends "
                           f"{percent(at['recall'])} % of the occluded crops and {percent(false_alarms)} % of "
                           "the others to G^R.", ""]
     rec = summary.get("reconstruction_psnr")

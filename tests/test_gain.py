@@ -150,7 +150,7 @@ def test_the_occlusion_threshold_is_where_the_complete_pipeline_reads_best():
     assert calibrate(1 - right[:, None], right[:, None])[OCCLUSION_THRESHOLD_KEY] == 0.1
 
 
-def test_the_pipeline_reconstructs_from_the_calibrated_threshold_of_its_own_classifier(tmp_path):
+def test_the_pipeline_reconstructs_from_the_calibrated_threshold_when_asked_and_of_its_own_classifier(tmp_path):
     bundle = tiny_bundle(metas={"classifier": {"version": "c1", "thresholds": [0.5, 0.5, 0.4]}})
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (24, *INPUT, 3), dtype=np.uint8)
@@ -168,10 +168,13 @@ def test_the_pipeline_reconstructs_from_the_calibrated_threshold_of_its_own_clas
                                      "reconstruction": {GAIN_KEY: gain} if gain else {}})
 
     calibrated = {GAIN_KEY: {"gain_ma": 0.01, "classifier_version": "c1", OCCLUSION_THRESHOLD_KEY: 0.83}}
-    assert info(calibrated[GAIN_KEY]).occlusion_threshold() == 0.83
-    assert info(calibrated[GAIN_KEY]).occlusion_threshold(0.6) == 0.6  # the setting wins
+    # By default the classifier's own threshold; the calibrated one when asked for; a setting wins over both.
+    assert info(calibrated[GAIN_KEY]).occlusion_threshold() == pytest.approx(0.4)
+    assert info(calibrated[GAIN_KEY]).occlusion_threshold(calibrated=True) == 0.83
+    assert info(calibrated[GAIN_KEY]).occlusion_threshold(0.6, calibrated=True) == 0.6
     stale = calibrated[GAIN_KEY] | {"classifier_version": "c0"}  # calibrated for another classifier
-    assert info(stale).occlusion_threshold() == pytest.approx(0.4) and info(None).occlusion_threshold() == pytest.approx(0.4)
+    assert info(stale).occlusion_threshold(calibrated=True) == pytest.approx(0.4)
+    assert info(None).occlusion_threshold(calibrated=True) == pytest.approx(0.4)
     assert BundleInfo.from_metas({"classifier": {"attributes": ["female"]}}).occlusion_threshold() == 0.5
 
     uri = tmp_path / "bundle"
@@ -179,7 +182,8 @@ def test_the_pipeline_reconstructs_from_the_calibrated_threshold_of_its_own_clas
     loaded = load_bundle(uri)
     loaded.metas["reconstruction"] |= {GAIN_KEY: {**calibrated[GAIN_KEY], "low": 0.001,
                                                   "classifier_version": loaded.metas["classifier"]["version"]}}
-    assert Pipeline(loaded, PipelineConfig(device="cpu")).occlusion_threshold == 0.83
+    assert Pipeline(loaded, PipelineConfig(device="cpu")).occlusion_threshold == pytest.approx(0.4)
+    assert Pipeline(loaded, PipelineConfig(device="cpu", calibrated_occlusion=True)).occlusion_threshold == 0.83
 
 
 def test_a_stored_occlusion_threshold_outside_0_1_is_refused(tmp_path):

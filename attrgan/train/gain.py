@@ -20,7 +20,8 @@ way and keeps the epoch `best_epoch` picks (`keep_best`); its record then also n
 
 G^R's record also holds the occlusion threshold calibrated on the complete pipeline's validation mA
 (`calibrate_occlusion`, the same crops clean and occluded): a false alarm costs a clean crop what
-a miss costs an occluded one, which detection F1 does not weigh. The pipeline reconstructs from it
+a miss costs an occluded one, which detection F1 does not weigh. With
+`PipelineConfig.calibrated_occlusion` the pipeline reconstructs from it
 (`attrgan.contracts.BundleInfo.occlusion_threshold`).
 
 Plain PyTorch and numpy, no Ray: `attrgan.train.ray_train` runs `measure_gain` in a Ray task.
