@@ -251,14 +251,16 @@ CLUSTER_DRIVER = textwrap.dedent("""
                 seen.update(alive)
                 hit = next(w for w in workers if w.node_id in alive.values())
                 print(f"removing worker node {hit.node_id[:8]}", file=sys.stderr, flush=True)
-                cluster.remove_node(hit)
                 removed.append(hit)
+                cluster.remove_node(hit)
+                print(f"removed worker node {hit.node_id[:8]}", file=sys.stderr, flush=True)
                 return
             time.sleep(0.2)
-    thread = threading.Thread(target=remove_when_staging)
+    thread = threading.Thread(target=remove_when_staging, daemon=True)
     thread.start()
     summary = run_extract(config)
-    thread.join()
+    # The night is what is under test: a harness call still tearing the node down does not hold it.
+    thread.join(timeout=60)
     print(json.dumps({"rows": summary.rows, "write_nodes": summary.write_nodes,
                       "workers": [w.node_id for w in workers], "head": cluster.head_node.node_id,
                       "partitions": [(p.partition, p.rows) for p in summary.processed],
