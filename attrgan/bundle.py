@@ -42,7 +42,7 @@ from safetensors.torch import save as save_safetensors
 from torch import nn
 
 from attrgan.config import StorageConfig, from_dict, to_dict
-from attrgan.data.storage import ObjectRefusedError, join, read_bytes, write_bytes
+from attrgan.data.storage import ObjectRefusedError, join, read_bytes, replace_bytes, write_bytes
 from attrgan.models import ARCHITECTURES, architecture_of, config_class
 from attrgan.contracts import (BASE_COLUMNS, FUSION_KEY, GAIN_KEY, NETWORKS, OCCLUSION_THRESHOLD_KEY, PERSON_LEVEL_KEY,
                                TRACK_COLUMNS, VERSION_CHARS, BundleInfo, bundle_version)
@@ -403,12 +403,13 @@ def store_fusion(uri: str, fusion: Fusion, person_level: tuple[str, ...], *, bun
 
 def update_meta(network_uri: str, values: Mapping[str, Any], *, storage: StorageConfig | None = None) -> None:
     """Set `values` in the config.json of the network at `network_uri`, checked as loading checks it.
-    Only metadata changes: the weights, and so the versions, stay."""
+    Only metadata changes: the weights, and so the versions, stay. The file is replaced whole
+    (`replace_bytes`): actors loading the bundle meanwhile read the old meta or the new."""
     config_uri = join(str(network_uri), CONFIG_FILE)
     meta = _parse_config(_read(config_uri, storage, CONFIG_FILE, MAX_CONFIG_BYTES), config_uri)
     meta.update(values)
     check_meta(json.loads(json.dumps(_plain(meta, "meta"))), config_uri)
-    write_bytes(config_uri, json.dumps(_plain(meta, "meta"), indent=2).encode(), storage=storage)
+    replace_bytes(config_uri, json.dumps(_plain(meta, "meta"), indent=2).encode(), storage=storage)
 
 
 @dataclasses.dataclass

@@ -184,3 +184,20 @@ def test_bundle_loads_onto_cuda(tmp_path):
         torch.testing.assert_close(loaded.classifier(x.cuda()).cpu(), bundle.classifier.eval()(x),
                                    atol=1e-3, rtol=1e-3)
         torch.testing.assert_close(loaded.superres(x.cuda()).cpu(), bundle.superres.eval()(x), atol=1e-3, rtol=1e-3)
+
+
+def test_update_meta_replaces_the_config_whole_so_a_reader_sees_the_old_file_or_the_new(tmp_path):
+    from attrgan.bundle import update_meta
+    from attrgan.contracts import GAIN_KEY
+    from helpers import tiny_bundle
+
+    save_bundle(tmp_path / "bundle", tiny_bundle())
+    config = tmp_path / "bundle" / "reconstruction" / "config.json"
+    record = {"gain_ma": 0.01, "low": 0.001, "high": 0.02}
+    with open(config, "rb") as reader:  # e.g. an actor loading the bundle while training regates it
+        update_meta(str(config.parent), {GAIN_KEY: record})
+        old = json.loads(reader.read())  # rewritten in place, this read would see the new file or a cut one
+    assert GAIN_KEY not in old
+    assert json.loads(config.read_text())[GAIN_KEY] == record
+    assert load_bundle(tmp_path / "bundle").metas["reconstruction"][GAIN_KEY] == record
+    assert sorted(p.name for p in config.parent.iterdir()) == ["config.json", "model.safetensors"]

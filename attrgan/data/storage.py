@@ -490,6 +490,23 @@ def write_bytes(uri: str, data: bytes, storage: StorageConfig | None = None) -> 
     retrying(uri, storage, write) if is_s3(uri) else write()
 
 
+def replace_bytes(uri: str, data: bytes, storage: StorageConfig | None = None) -> None:
+    """`write_bytes` for an object readers may be reading while it changes: on local disk the data
+    goes to a temporary file beside it that is then renamed over it, so a reader gets the old
+    file or the new one, whole, never a truncated one. An S3 put is whole already."""
+    if is_s3(uri):
+        write_bytes(uri, data, storage=storage)
+        return
+    _, path = filesystem(uri, _config(storage), sdk_retries=False)
+    temporary = f"{path}.{os.getpid()}-{threading.get_ident()}.tmp"
+    try:
+        write_durably(temporary, data)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
 def write_durably(path: str, data: bytes) -> None:
     """Write `data` to the local file `path` and on to the disk (fsync), creating its folder: the
     temporary file that a rename or link then publishes whole, even across a power loss."""
