@@ -172,7 +172,7 @@ def passes_gate(stored: Mapping[str, Any], rule: str) -> bool:
         return proven(stored)
     if rule == "not_harmful":
         high = stored.get("high")
-        return not (isinstance(high, (int, float)) and not isinstance(high, bool) and high < 0)
+        return not (_is_number(high) and high < 0)
     raise ValueError(f"the gate's rule must be one of {sorted(GATE_RULES)}, got {rule!r}")
 
 

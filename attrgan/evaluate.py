@@ -360,7 +360,8 @@ def evaluate(config: EvaluateConfig, *, progress: Callable[[str], None] | None =
     pipeline_threshold = bundle.info.occlusion_threshold(config.pipeline.occlusion_threshold,
                                                          calibrated=config.pipeline.calibrated_occlusion)
     detection = occlusion_detection(predictions, model_attributes=model_attributes, threshold=own_threshold)
-    sent = occlusion_detection(predictions, model_attributes=model_attributes, threshold=pipeline_threshold)
+    sent = (detection if pipeline_threshold == own_threshold
+            else occlusion_detection(predictions, model_attributes=model_attributes, threshold=pipeline_threshold))
     # People are fused as extraction fuses them: the bundle's stored fusion and person-level marking.
     info = bundle.info
     tracks = track_experiments(predictions, labels, attributes=attributes, model_attributes=model_attributes,

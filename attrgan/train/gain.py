@@ -116,8 +116,7 @@ def measure_gain(bundle: Bundle, kind: str, images: np.ndarray, labels: np.ndarr
               "ma_before": before, "ma_after": before + interval.gain}
     if kind == "reconstruction" and OCCLUSION_DOWN in model_attributes:
         # The same crops clean as well: a false alarm on a clean crop costs what a miss costs.
-        clean = {variant: pipeline_outputs(p, images, crop_sizes[:, 0].astype(np.int64))
-                 for variant, p in pipelines.items()}
+        clean = {variant: pipeline_outputs(p, images, heights) for variant, p in pipelines.items()}  # same heights
         both = {variant: {key: np.concatenate([clean[variant][key], outputs[variant][key]])
                           for key in ("scores", "occlusion_score")} for variant in pipelines}
         record |= calibrate_occlusion(np.concatenate([labels, labels])[:, label_cols],
@@ -150,11 +149,11 @@ def calibrate_occlusion(labels: np.ndarray, plain: np.ndarray, reconstructed: np
         return attribute_metrics(labels, chosen, attributes=attributes, thresholds=thresholds).ma
 
     points = np.quantile(occlusion, np.linspace(0.0, 1.0, candidates)) if len(occlusion) else np.zeros(0)
-    grid = sorted({float(t) for t in np.clip(points, 0.0, 1.0)} | {float(detection_threshold), 1.0})
-    scored = [(ma(t), t) for t in grid]
-    best_ma, best = max(scored)  # ties: the higher threshold, as tuples compare
-    return {OCCLUSION_THRESHOLD_KEY: best, "occlusion_ma": best_ma,
-            "detection_threshold": float(detection_threshold), "detection_ma": ma(detection_threshold)}
+    detection_threshold = float(detection_threshold)
+    scored = {t: ma(t) for t in {float(t) for t in np.clip(points, 0.0, 1.0)} | {detection_threshold, 1.0}}
+    best = max(scored, key=lambda t: (scored[t], t))  # ties: the higher threshold
+    return {OCCLUSION_THRESHOLD_KEY: best, "occlusion_ma": scored[best],
+            "detection_threshold": detection_threshold, "detection_ma": scored[detection_threshold]}
 
 
 def regate(bundle_uri: str, manifest: str, *, storage: Any = None, split: str = "val", seed: int = 0,
