@@ -145,6 +145,17 @@ def test_a_jpeg_cut_anywhere_is_never_ok(kind, h, w, content, seed, ending, data
         decode_image(image[:cut] + CUT_ENDINGS[ending])
 
 
+def test_a_scan_cut_to_nothing_is_truncated():
+    # Found by the test above: a flat progressive image whose last scan (a refinement that
+    # changes no pixel) is cut before its one coded byte decodes to the very same pixels, so only
+    # the structure can tell.
+    image = jpeg_variant("progressive", np.full((17, 17, 3), (200, 40, 90), np.uint8), quality=50)
+    last_scan = image.rfind(b"\xff\xda")
+    cut = image[:last_scan + 2 + int.from_bytes(image[last_scan + 2:last_scan + 4], "big")]
+    with pytest.raises(ImageError, match=r"^undecodable image: truncated JPEG: scan \d+ holds no coded data"):
+        decode_image(cut + b"\xff\xd9")
+
+
 def test_genuine_grey_jpeg_still_decodes():
     # An image that really ends in mid-grey is not mistaken for padding.
     for mode, fill in (("RGB", (128, 128, 128)), ("L", 128)):

@@ -169,9 +169,9 @@ def _memory_scale(img: Image.Image, max_pixels: int) -> int:
 # should be makes it pad the rest of the scan with flat blocks and only a warning, which Pillow
 # drops (and a cut padded with zeros decodes the zeros as data). So a JPEG is `ok` only when
 #   1. its marker structure is whole (`_jpeg_image_end`): every segment and scan ends inside the
-#      file, the image ends with its end marker, each scan holds every restart marker its MCU count
-#      asks for, the scans code every component (and, progressive, every coefficient bit), and an
-#      MPO's index declares no image past the end of the file; and
+#      file, the image ends with its end marker, each scan holds coded data and every restart
+#      marker its MCU count asks for, the scans code every component (and, progressive, every
+#      coefficient bit), and an MPO's index declares no image past the end of the file; and
 #   2. the last scan, which structure alone cannot vouch for, decodes to the same pixels with filler
 #      bytes put before the end marker: a complete scan ignores them as trailing data, a cut one
 #      decodes them in place of the missing bits (`_load`).
@@ -287,6 +287,8 @@ def _jpeg_image_end(img: Image.Image, data: bytes) -> int:
             if found is None:
                 raise _truncated(f"the file ends inside the coded data of scan {scans}")
             end, markers = found
+            if end == pos:  # every scan codes at least one Huffman code, so at least one byte
+                raise _truncated(f"scan {scans} holds no coded data")
             if restart:
                 expected = math.ceil(_scan_mcus(frame, ids, width, height) / restart) - 1
                 if len(markers) < expected:
