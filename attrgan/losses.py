@@ -107,6 +107,28 @@ def attribute_agreement_loss(logits: torch.Tensor, target_logits: torch.Tensor) 
     return F.binary_cross_entropy_with_logits(logits.float(), target, reduction="none").sum(dim=1).mean()
 
 
+def occluder_mask(occluded: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
+    """Where a training occlusion changed the crop: (B, 1, H, W) float, 1 on every pixel that
+    differs in any channel between `occluded` and `clean` ((B, 3, H, W), same size), else 0. A crop
+    left unoccluded gets all zeros."""
+    if occluded.shape != clean.shape or occluded.ndim != 4:
+        raise ValueError(f"occluder_mask expects two (B, C, H, W) batches of one shape, "
+                         f"got {tuple(occluded.shape)} and {tuple(clean.shape)}")
+    return (occluded != clean).any(dim=1, keepdim=True).to(torch.float32)
+
+
+def mask_loss(weight: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Not in the paper: BCE between a masked G^R's compositing weight α ((B, 1, H, W) in (0, 1))
+    and where the occluder is (`occluder_mask`). Summed over pixels like the pixel loss, averaged
+    over the batch."""
+    if weight.shape != target.shape:
+        raise ValueError(f"mask_loss expects weight and target of one shape, got {tuple(weight.shape)} "
+                         f"and {tuple(target.shape)}")
+    eps = 1e-6  # α is a sigmoid already; clamping keeps log finite where it saturates in float32
+    loss = F.binary_cross_entropy(weight.float().clamp(eps, 1 - eps), target.float(), reduction="none")
+    return loss.sum(dim=(1, 2, 3)).mean()
+
+
 def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> dict[str, torch.Tensor]:
     """Eq. (4) for D as a minimisation: −E[log D(x)] − E[log(1 − D(G(z)))], i.e. BCE with logits.
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from attrgan.losses import (attribute_agreement_loss, discriminator_loss, generator_loss, positive_ratios,
+from attrgan.losses import (attribute_agreement_loss, discriminator_loss, generator_loss, mask_loss, positive_ratios,
                             weighted_bce)
 
 LN2 = math.log(2)
@@ -122,3 +122,13 @@ def test_attribute_agreement_loss_is_soft_bce_minimal_where_probabilities_agree(
     assert torch.allclose(logits.grad, p - q)  # pulls each probability towards the clean one
     with pytest.raises(ValueError, match="same|one shape"):
         attribute_agreement_loss(torch.zeros(2, 3), torch.zeros(2, 4))
+
+
+def test_mask_loss_is_bce_of_the_weight_summed_over_pixels():
+    weight = torch.tensor([[[[0.9, 0.2]]], [[[0.5, 0.5]]]])
+    target = torch.tensor([[[[1.0, 0.0]]], [[[1.0, 1.0]]]])
+    by_hand = (-(math.log(0.9) + math.log(0.8)) - 2 * math.log(0.5)) / 2
+    assert mask_loss(weight, target).item() == pytest.approx(by_hand, rel=1e-5)
+    assert torch.isfinite(mask_loss(torch.tensor([[[[0.0, 1.0]]]]), torch.tensor([[[[1.0, 0.0]]]])))
+    with pytest.raises(ValueError, match="one shape"):
+        mask_loss(weight, target[:1])

@@ -13,7 +13,7 @@ import torch
 from attrgan.attributes import OCCLUSION_DOWN
 from attrgan.config import ConfigError
 from attrgan.corrupt import lowres_input, lowres_view
-from attrgan.losses import attribute_agreement_loss
+from attrgan.losses import attribute_agreement_loss, occluder_mask
 from attrgan.models.ops import full_size, resize_batch
 from attrgan.train import data as tdata
 from attrgan.train.classifier import build_classifier, build_optimizer, train_classifier
@@ -151,6 +151,35 @@ def test_agreement_for_a_masked_generator_reads_its_full_size_composite():
     assert torch.allclose(agreement(fake, lq, occluded, clean, layers=layers), expected)
     losses = gan_step(net_g, net_d, opt_g, opt_d, lq, gt, GanConfig(lam=0.1), agreement=agreement, full=(occluded, clean))
     assert losses["l_g_agree"] > 0 and all(p.grad is not None for p in net_g.parameters())
+
+
+def test_mask_loss_teaches_a_masked_generator_where_the_occluder_is():
+    cfg = TrainConfig(model="reconstruction", width=0.0625, input_size=(32, 16), masked=True, mask_weight=0.5)
+    net_g, net_d = build_gan(cfg)
+    opt_g, opt_d = build_gan_optimizers(cfg, net_g, net_d)
+    gt = torch.rand(4, 3, 32, 16) * 2 - 1
+    lq = gt.clone()
+    lq[:3, :, 20:] = gt.flip(0)[:3, :, 20:]  # three crops occluded below row 20, the last left clean
+    target = occluder_mask(lq, gt)
+    assert target[:3, :, 20:].all() and not target[:3, :, :20].any() and not target[3].any()
+    losses = gan_step(net_g, net_d, opt_g, opt_d, lq, gt, cfg.gan)
+    assert math.isclose(losses["l_g_total"], losses["l_g_pix"] + 0.1 * losses["l_g_adv"] + 0.5 * losses["l_g_mask"],
+                        rel_tol=1e-5)
+    # Trained so, α rises where the occluder is and stays low elsewhere.
+    for _ in range(60):
+        last = gan_step(net_g, net_d, opt_g, opt_d, lq, gt, GanConfig(lam=0.0, mask_weight=1.0))
+    assert last["l_g_mask"] < losses["l_g_mask"] / 2
+    with torch.no_grad():
+        _, layers = net_g.eval()(lq, with_layers=True)
+    alpha = layers.weight
+    assert alpha[:3, :, 22:].mean() > 0.7 and alpha[:3, :, :18].mean() < 0.3 and alpha[3].mean() < 0.3
+
+
+def test_mask_weight_needs_a_masked_generator():
+    with pytest.raises(ConfigError, match="mask_weight supervises a masked G"):
+        TrainConfig(model="reconstruction", mask_weight=1.0)
+    with pytest.raises(ConfigError, match="mask_weight must be >= 0"):
+        TrainConfig(model="reconstruction", masked=True, mask_weight=-1.0)
 
 
 def test_agreement_for_super_resolution_reads_the_output_at_the_classifier_size():

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attrgan.losses import attribute_agreement_loss, discriminator_loss, generator_loss
+from attrgan.losses import attribute_agreement_loss, discriminator_loss, generator_loss, mask_loss, occluder_mask
 from attrgan.models import build_network
 from attrgan.models.discriminator import ReconstructionDiscriminator, SuperResDiscriminator
 from attrgan.models.ops import Layers, full_size, resize_batch
@@ -99,7 +99,9 @@ def gan_step(net_g: nn.Module, net_d: nn.Module, opt_g: torch.optim.Optimizer, o
     lq: generator input (B, 3, h, w), gt: target (B, 3, H, W), float32 in [-1, 1] on the nets'
     device. With `agreement`, `full` holds the (occluded, clean) batch at the classifier's input
     size. Returns l_g_pix, l_g_adv, l_g_total, l_d_real, l_d_fake, l_d_total as floats (and
-    l_g_agree with `agreement`, whose weighted value l_g_total includes).
+    l_g_agree with `agreement`, l_g_mask with `gan.mask_weight` on a masked G^R, whose weighted
+    values l_g_total includes). The mask loss reads where the occluder is from lq against gt:
+    they differ exactly on the occluded pixels (G^R's input and target share one size).
     net_g / net_d may be DDP-wrapped; D is called unwrapped in the G step, where its parameters
     are frozen (DDP would otherwise wait for gradients that never come).
     """
@@ -110,8 +112,10 @@ def gan_step(net_g: nn.Module, net_d: nn.Module, opt_g: torch.optim.Optimizer, o
     # Optimise G with D frozen.
     _set_requires_grad(net_d, False)
     opt_g.zero_grad(set_to_none=True)
-    # A masked G^R's layers let the agreement loss composite at full size, as the pipeline does.
-    with_layers = agreement is not None and agreement.as_correction and getattr(unwrap(net_g), "masked", False)
+    # A masked G^R's layers let the agreement loss composite at full size, as the pipeline does,
+    # and the mask loss supervise its weight.
+    masked = getattr(unwrap(net_g), "masked", False)
+    with_layers = masked and (gan.mask_weight > 0 or (agreement is not None and agreement.as_correction))
     with autocast(lq.device, amp):
         fake, layers = net_g(lq, with_layers=True) if with_layers else (net_g(lq), None)
         d_fake = unwrap(net_d)(fake)
@@ -120,6 +124,9 @@ def gan_step(net_g: nn.Module, net_d: nn.Module, opt_g: torch.optim.Optimizer, o
     if l_agree is not None:
         g_losses["l_g_agree"] = l_agree
         g_losses["l_g_total"] = g_losses["l_g_total"] + agreement.weight * l_agree
+    if gan.mask_weight > 0 and layers is not None:
+        g_losses["l_g_mask"] = mask_loss(layers.weight, occluder_mask(lq, gt))
+        g_losses["l_g_total"] = g_losses["l_g_total"] + gan.mask_weight * g_losses["l_g_mask"]
     g_losses["l_g_total"].backward()
     opt_g.step()
 

@@ -44,6 +44,7 @@ class GanConfig:
     pool: int = 4
     d_steps: int = 1
     adversarial: Literal["paper", "non_saturating"] = "paper"
+    mask_weight: float = 0.0  # a masked G^R's weight α supervised by where the occluder is (TrainConfig.mask_weight)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,6 +104,11 @@ class TrainConfig:
     # Reconstruction only, not in the paper: share of training inputs left unoccluded (target = the
     # input), so G^R learns to leave alone a crop the pipeline wrongly took for occluded.
     clean_share: float = 0.0
+    # Masked reconstruction only, not in the paper: weight of a loss that teaches G^R's compositing
+    # weight α where the occluder is (1 on the pixels the training occlusion changed, 0 elsewhere,
+    # `attrgan.losses.mask_loss`). Without it α learns the occluder only through the pixel loss and
+    # stays partial, so the occluder shows through the painting as a ghost.
+    mask_weight: float = 0.0
     # GANs, not in the paper: which epoch's generator the bundle gets. "last": the last epoch's.
     # "best_gain": after every epoch the generator's validation mA gain against the bundle's
     # classifier is measured (as `attrgan.train.gain.measure_gain` measures the trained one) and the
@@ -169,6 +175,10 @@ class TrainConfig:
             raise ConfigError(f"clean_share must be in [0, 1), got {self.clean_share!r}")
         if self.clean_share and self.model != "reconstruction":
             raise ConfigError(f"clean_share applies to the reconstruction GAN, not to {self.model!r}")
+        if not (math.isfinite(self.mask_weight) and self.mask_weight >= 0):
+            raise ConfigError(f"mask_weight must be >= 0, got {self.mask_weight!r}")
+        if self.mask_weight and not self.masked:
+            raise ConfigError("mask_weight supervises a masked G^R's weight: set masked: true with it")
         if self.masked and self.model != "reconstruction":
             raise ConfigError(f"masked applies to the reconstruction GAN, not to {self.model!r}")
         if self.train_on != "clean" and self.model != "classifier":
@@ -221,7 +231,7 @@ class TrainConfig:
     def gan(self) -> GanConfig:
         """The GAN step's settings of this run (for "reconstruction" and "superres")."""
         return GanConfig(lam=self.adversarial_weight, pool=self.pool, d_steps=self.d_steps,
-                         adversarial=self.adversarial)
+                         adversarial=self.adversarial, mask_weight=self.mask_weight)
 
     @property
     def resources_per_worker(self) -> dict[str, float]:
