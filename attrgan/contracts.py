@@ -145,7 +145,7 @@ class BundleInfo:
                 continue
             measured = (f"validation gain {100 * stored['gain_ma']:+.2f} mA "
                         f"({100 * stored.get('low', math.nan):+.2f} to {100 * stored.get('high', math.nan):+.2f}, "
-                        f"{stored.get('crops', '?')} crops" + (f" in {stored['tracks']} tracks" if "tracks" in stored else "") + ")")
+                        f"{_measured_on(stored)})")
             if self.classifier_version and stored.get("classifier_version") not in (None, "", self.classifier_version):
                 plan[name] = Restoration(True, f"{measured} against another classifier: not measured for this one")
             elif passes_gate(stored, rule):
@@ -156,6 +156,17 @@ class BundleInfo:
                 plan[name] = Restoration(False, f"{measured}: {GATE_RULES[rule][1]} "
                                                 f"(pipeline.require_proven=false forces it)")
         return plan
+
+
+def _measured_on(stored: Mapping[str, Any]) -> str:
+    """'500 crops in 62 tracks, 3 occlusion draws, 3 attributes too rare to measure left out'."""
+    text = f"{stored.get('crops', '?')} crops" + (f" in {stored['tracks']} tracks" if "tracks" in stored else "")
+    draws, left_out = stored.get("draws", 1), stored.get("left_out") or []
+    if isinstance(draws, int) and draws > 1:
+        text += f", {draws} occlusion draws"
+    if isinstance(left_out, list) and left_out:
+        text += f", {len(left_out)} attribute{'s' * (len(left_out) > 1)} too rare to measure left out"
+    return text
 
 
 # The gate's rules: name → (what a passing record is called, what a failing one is called).

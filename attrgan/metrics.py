@@ -248,6 +248,19 @@ _BOOTSTRAP_CELLS = 1 << 22
 Side = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
+def measurable(labels: np.ndarray, groups: np.ndarray | None, min_tracks: int) -> np.ndarray:
+    """(A,) bool: which attributes' positive and negative crops each come from at least
+    `min_tracks` of the groups ((N,) ints, the crops' tracks; None: every crop its own).
+    labels (N, A) with 1 / 0 / -1 (unknown counts as neither). A bootstrap over groups scores an
+    attribute the same way in (nearly) every resample only when both spread over enough groups."""
+    labels = np.asarray(labels)
+    groups = np.arange(len(labels)) if groups is None else np.asarray(groups)
+
+    def spread(mask: np.ndarray) -> np.ndarray:
+        return np.array([len(np.unique(groups[mask[:, i]])) for i in range(mask.shape[1])], dtype=np.int64)
+    return (spread(labels == 1) >= min_tracks) & (spread(labels == 0) >= min_tracks)
+
+
 def paired_bootstrap_gain(
     labels: np.ndarray,
     before: np.ndarray,

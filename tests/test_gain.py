@@ -16,7 +16,9 @@ from attrgan.bundle import load_bundle, save_bundle
 from attrgan.fusion import track_groups
 from attrgan.pipeline import Pipeline, PipelineConfig
 from attrgan.contracts import GAIN_KEY, OCCLUSION_THRESHOLD_KEY, BundleInfo, passes_gate, proven
-from attrgan.train.gain import best_epoch, calibrate_occlusion, corrupted_inputs, keep_best, measure_gain, regate
+from attrgan.metrics import measurable
+from attrgan.train.gain import (MIN_TRACKS, best_epoch, calibrate_occlusion, corrupted_inputs, keep_best,
+                                measure_gain, regate)
 from helpers import ATTRS, INPUT, tiny_bundle
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -40,6 +42,11 @@ def test_plan_runs_only_what_is_proven_or_unmeasured():
     plan = plan_of(metas, attributes=ATTRS, use_superres=True, use_reconstruction=True, require_proven=True)
     assert plan["superres"].runs and "+1.80 mA (+0.80 to +2.80" in plan["superres"].reason
     assert plan["superres"].reason.endswith(": proven")
+    # The reason says what the gain was measured on.
+    drawn = {GAIN_KEY: metas["superres"][GAIN_KEY] | {"tracks": 62, "draws": 3, "left_out": ["box", "hat", "glasses"]}}
+    reason = plan_of(metas | {"reconstruction": drawn}, attributes=ATTRS, use_superres=False, use_reconstruction=True,
+                     require_proven=True)["reconstruction"].reason
+    assert "(+0.80 to +2.80, 500 crops in 62 tracks, 3 occlusion draws, 3 attributes too rare to measure left out)" in reason
     assert not plan["reconstruction"].runs and "not proven" in plan["reconstruction"].reason
 
     forced = plan_of(metas, attributes=ATTRS, use_superres=True, use_reconstruction=True, require_proven=False)
@@ -98,12 +105,16 @@ def test_pipeline_skips_an_unproven_network_and_can_be_forced(tmp_path):
     assert old(images, heights)["reconstructed"].all() and bundle.version == loaded.version
 
 
+def validation_crops(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(images, labels of female and hat, stored sizes) of n random crops."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (n, *INPUT, 3), dtype=np.uint8)
+    return images, rng.integers(0, 2, (n, 2)).astype(np.int8), np.tile([[120, 48]], (n, 1)).astype(np.int32)
+
+
 def test_measure_gain_scores_the_same_crops_before_and_after():
     bundle = tiny_bundle(metas={"classifier": {"version": "c1", "thresholds": [0.5, 0.5, 0.5]}})
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (24, *INPUT, 3), dtype=np.uint8)
-    labels = rng.integers(0, 2, (24, 2)).astype(np.int8)
-    sizes = np.tile([[120, 48]], (24, 1)).astype(np.int32)
+    images, labels, sizes = validation_crops(24)
 
     for kind in ("reconstruction", "superres"):
         record = measure_gain(bundle, kind, images, labels, sizes, attributes=("female", "hat"), resamples=200)
@@ -125,6 +136,45 @@ def test_measure_gain_scores_the_same_crops_before_and_after():
     assert not (occluded[:, -10:] == images[:, -10:]).all()
     with pytest.raises(ValueError, match="kind must be one of"):
         corrupted_inputs("deblur", images, sizes, np.random.default_rng(0))
+
+
+def test_an_attribute_few_tracks_show_is_left_out_of_the_gain():
+    # 10 tracks of 3 crops: "female" is positive in 5 tracks and negative in 5, "hat" positive in
+    # one track only. A resample would often hold no hat-wearer and score hat by its negative
+    # recall alone, so hat stays out of the gain and the record names it.
+    groups = np.repeat(np.arange(10), 3)
+    labels = np.zeros((30, 2), np.int8)
+    labels[groups < 5, 0] = 1
+    labels[groups == 0, 1] = 1
+    assert measurable(labels, groups, MIN_TRACKS).tolist() == [True, False]
+    # As single crops: 15 positive crops of female, 3 of hat.
+    assert measurable(labels, None, min_tracks=3).tolist() == [True, True]
+    assert measurable(labels, None, min_tracks=4).tolist() == [True, False]
+    labels[0, 0] = -1  # unknown is neither positive nor negative
+    assert measurable(labels, groups, min_tracks=MIN_TRACKS).tolist() == [True, False]
+
+    bundle = tiny_bundle(metas={"classifier": {"version": "c1", "thresholds": [0.5, 0.5, 0.5]}})
+    images, _, sizes = validation_crops(30)
+    record = measure_gain(bundle, "superres", images, labels, sizes, attributes=("female", "hat"), resamples=100,
+                          groups=groups)
+    assert record["left_out"] == ["hat"] and record["min_tracks"] == MIN_TRACKS and record["draws"] == 1
+    # Three tracks, too few for the rule: the gain falls back to every attribute with a positive
+    # and a negative (here hat; every crop is female), and says so.
+    few = measure_gain(bundle, "superres", images[:9], labels[:9], sizes[:9], attributes=("female", "hat"),
+                       resamples=100, groups=groups[:9])
+    assert few["min_tracks"] == 1 and few["left_out"] == ["female"] and math.isfinite(few["gain_ma"])
+
+
+def test_a_reconstruction_gain_is_measured_over_several_occlusion_draws():
+    bundle = tiny_bundle(metas={"classifier": {"version": "c1", "thresholds": [0.5, 0.5, 0.5]}})
+    images, labels, sizes = validation_crops(12)
+    measure = lambda **kw: measure_gain(bundle, "reconstruction", images, labels, sizes, attributes=("female", "hat"),
+                                        resamples=100, **kw)
+    three, one = measure(), measure(draws=1)
+    assert three["draws"] == 3 and one["draws"] == 1 and three["crops"] == one["crops"] == 12
+    assert three == measure()  # seeded
+    with pytest.raises(ValueError, match="draws must be an integer >= 1"):
+        measure(draws=0)
 
 
 def test_the_occlusion_threshold_is_where_the_complete_pipeline_reads_best():

@@ -44,6 +44,16 @@ if TYPE_CHECKING:
     from attrgan.pipeline import Pipeline, PipelineConfig
 
 _BATCH = 64  # crops per pipeline call: bounds the activations held at once
+# An attribute enters a gain only when its positive and its negative crops each come from at least
+# this many tracks (crops, when they come in none). With fewer, a resample often draws none of its
+# positives, the attribute is then scored by its negative recall alone, and the interval is skewed
+# far from the point: on the demo's validation crops one attribute with a single positive track
+# put the interval at -1.85 to +4.14 around a gain of +0.12 (docs/demo.md "The gate's interval").
+# Five tracks leave a resample without them less than 1 % of the time (e^-5).
+MIN_TRACKS = 5
+# Occlusion draws a G^R gain is measured over: which donor hides a crop, and how much of it, moved
+# the demo's validation gain with a standard deviation of 0.85 mA over 5 draws (+0.12 to -1.72).
+OCCLUSION_DRAWS = 3
 
 
 def corrupted_inputs(kind: str, images: np.ndarray, crop_sizes: np.ndarray,
@@ -80,46 +90,68 @@ def pipeline_outputs(pipeline: Pipeline, images: np.ndarray, heights: np.ndarray
 
 def measure_gain(bundle: Bundle, kind: str, images: np.ndarray, labels: np.ndarray, crop_sizes: np.ndarray, *,
                  attributes: tuple[str, ...], config: PipelineConfig | None = None, seed: int = 0,
-                 resamples: int = 1000, split: str = "val", groups: np.ndarray | None = None) -> dict[str, Any]:
+                 resamples: int = 1000, split: str = "val", groups: np.ndarray | None = None,
+                 draws: int | None = None) -> dict[str, Any]:
     """The stored GAIN_KEY record of generator `kind` ("reconstruction" | "superres") in `bundle`.
 
     images / crop_sizes as in `corrupted_inputs`; labels (N, len(attributes)) int8 of the clean
-    crops. The gain is over the classifier's attributes other than occlusion_down, with the
-    bundle's thresholds, as the evaluation's Table 2 computes it. groups: (N,) the track of each
+    crops. The gain is over the classifier's attributes other than occlusion_down that these crops
+    can measure (`attrgan.metrics.measurable`: positives and negatives each from MIN_TRACKS
+    tracks; when none can, every attribute with a positive and a negative, and the record's
+    min_tracks says 1), with the bundle's thresholds, as the evaluation's Table 2 computes it. groups: (N,) the track of each
     crop when the crops come in tracks (`attrgan.fusion.track_groups`): the interval then resamples
     tracks, as a person's crops are not independent.
+    draws: how many corrupted copies of each crop are scored (default OCCLUSION_DRAWS for
+    reconstruction, whose corruption is random; 1 for super-resolution, whose is not). A crop's
+    copies stay in its track, so the interval still resamples people, not draws.
     """
-    from attrgan.metrics import attribute_metrics, paired_bootstrap_gain
+    from attrgan.metrics import attribute_metrics, measurable, paired_bootstrap_gain
     from attrgan.pipeline import Pipeline, PipelineConfig, forced_configs
 
     if len(images) < 2:
         raise ValueError(f"measuring a restoration needs at least 2 validation crops, got {len(images)}")
-    inputs, heights = corrupted_inputs(kind, images, crop_sizes, np.random.default_rng(seed))
+    draws = (OCCLUSION_DRAWS if kind == "reconstruction" else 1) if draws is None else draws
+    if isinstance(draws, bool) or not isinstance(draws, (int, np.integer)) or draws < 1:
+        raise ValueError(f"draws must be an integer >= 1, got {draws!r}")
+    rng = np.random.default_rng(seed)
+    copies = [corrupted_inputs(kind, images, crop_sizes, rng) for _ in range(draws)]
+    inputs, heights = np.concatenate([c[0] for c in copies]), np.concatenate([c[1] for c in copies])
     configs = forced_configs(config or PipelineConfig())
     pipelines = {variant: Pipeline(bundle, configs[variant]) for variant in ("plain", kind)}
     outputs = {variant: pipeline_outputs(p, inputs, heights) for variant, p in pipelines.items()}
     model_attributes = tuple(bundle.attributes)
     keep = [a for a in attributes if a != OCCLUSION_DOWN and a in model_attributes]
+    min_tracks = MIN_TRACKS
+    ok = measurable(labels[:, [attributes.index(a) for a in keep]], groups, min_tracks)
+    if not ok.any():  # too few crops to hold any attribute to the rule: the rule before it
+        min_tracks = 1
+        ok = measurable(labels[:, [attributes.index(a) for a in keep]], groups, min_tracks)
+    left_out = [a for a, measured in zip(keep, ok) if not measured]
+    keep = [a for a, measured in zip(keep, ok) if measured] or keep
     cols = [model_attributes.index(a) for a in keep]
     label_cols = [attributes.index(a) for a in keep]
     thresholds = np.asarray(bundle.thresholds)[cols]
-    interval = paired_bootstrap_gain(labels[:, label_cols], outputs["plain"]["scores"][:, cols],
+    copied_labels = np.tile(labels[:, label_cols], (draws, 1))
+    copied_groups = np.tile(np.arange(len(images)) if groups is None else np.asarray(groups), draws)
+    interval = paired_bootstrap_gain(copied_labels, outputs["plain"]["scores"][:, cols],
                                      outputs[kind]["scores"][:, cols], attributes=tuple(keep), thresholds=thresholds,
-                                     resamples=resamples, seed=seed, groups=groups)
-    before = attribute_metrics(labels[:, label_cols], outputs["plain"]["scores"][:, cols], attributes=tuple(keep),
+                                     resamples=resamples, seed=seed, groups=copied_groups)
+    before = attribute_metrics(copied_labels, outputs["plain"]["scores"][:, cols], attributes=tuple(keep),
                                thresholds=thresholds).ma
-    record = {"split": split, "crops": interval.crops, **({"tracks": interval.tracks} if groups is not None else {}),
+    record = {"split": split, "crops": len(images), **({"tracks": interval.tracks} if groups is not None else {}),
+              "draws": draws, "min_tracks": min_tracks, "left_out": left_out,
               "gain_ma": interval.gain, "low": interval.low,
               "high": interval.high, "level": interval.level, "resamples": interval.resamples, "seed": seed,
               "classifier_version": bundle.metas.get("classifier", {}).get("version", ""),
               # The corrupted crops' mA without and with the restoration: what choosing a recipe compares.
               "ma_before": before, "ma_after": before + interval.gain}
     if kind == "reconstruction" and OCCLUSION_DOWN in model_attributes:
-        # The same crops clean as well: a false alarm on a clean crop costs what a miss costs.
-        clean = {variant: pipeline_outputs(p, images, heights) for variant, p in pipelines.items()}  # same heights
-        both = {variant: {key: np.concatenate([clean[variant][key], outputs[variant][key]])
+        # The same crops clean as well, as often as occluded: a false alarm on a clean crop costs
+        # what a miss costs.
+        clean = {variant: pipeline_outputs(p, images, heights[:len(images)]) for variant, p in pipelines.items()}
+        both = {variant: {key: np.concatenate([clean[variant][key]] * draws + [outputs[variant][key]])
                           for key in ("scores", "occlusion_score")} for variant in pipelines}
-        record |= calibrate_occlusion(np.concatenate([labels, labels])[:, label_cols],
+        record |= calibrate_occlusion(np.concatenate([copied_labels, copied_labels]),
                                       both["plain"]["scores"][:, cols], both[kind]["scores"][:, cols],
                                       both["plain"]["occlusion_score"], attributes=tuple(keep), thresholds=thresholds,
                                       detection_threshold=float(bundle.thresholds[model_attributes.index(OCCLUSION_DOWN)]))
