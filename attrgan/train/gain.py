@@ -98,8 +98,8 @@ def measure_gain(bundle: Bundle, kind: str, images: np.ndarray, labels: np.ndarr
     crops. The gain is over the classifier's attributes other than occlusion_down that these crops
     can measure (`attrgan.metrics.measurable`: positives and negatives each from MIN_TRACKS
     tracks; when none can, every attribute with a positive and a negative, and the record's
-    min_tracks says 1), with the bundle's thresholds, as the evaluation's Table 2 computes it. groups: (N,) the track of each
-    crop when the crops come in tracks (`attrgan.fusion.track_groups`): the interval then resamples
+    min_tracks says 1), with the bundle's thresholds, as the evaluation's Table 2 computes it.
+    groups: (N,) the track of each crop when the crops come in tracks (`attrgan.fusion.track_groups`): the interval then resamples
     tracks, as a person's crops are not independent.
     draws: how many corrupted copies of each crop are scored (default OCCLUSION_DRAWS for
     reconstruction, whose corruption is random; 1 for super-resolution, whose is not). A crop's
@@ -121,11 +121,9 @@ def measure_gain(bundle: Bundle, kind: str, images: np.ndarray, labels: np.ndarr
     outputs = {variant: pipeline_outputs(p, inputs, heights) for variant, p in pipelines.items()}
     model_attributes = tuple(bundle.attributes)
     keep = [a for a in attributes if a != OCCLUSION_DOWN and a in model_attributes]
-    min_tracks = MIN_TRACKS
-    ok = measurable(labels[:, [attributes.index(a) for a in keep]], groups, min_tracks)
-    if not ok.any():  # too few crops to hold any attribute to the rule: the rule before it
-        min_tracks = 1
-        ok = measurable(labels[:, [attributes.index(a) for a in keep]], groups, min_tracks)
+    keep_labels = labels[:, [attributes.index(a) for a in keep]]
+    min_tracks = MIN_TRACKS if measurable(keep_labels, groups, MIN_TRACKS).any() else 1  # 1: too few crops for the rule
+    ok = measurable(keep_labels, groups, min_tracks)
     left_out = [a for a, measured in zip(keep, ok) if not measured]
     keep = [a for a, measured in zip(keep, ok) if measured] or keep
     cols = [model_attributes.index(a) for a in keep]
@@ -148,7 +146,7 @@ def measure_gain(bundle: Bundle, kind: str, images: np.ndarray, labels: np.ndarr
     if kind == "reconstruction" and OCCLUSION_DOWN in model_attributes:
         # The same crops clean as well, as often as occluded: a false alarm on a clean crop costs
         # what a miss costs.
-        clean = {variant: pipeline_outputs(p, images, heights[:len(images)]) for variant, p in pipelines.items()}
+        clean = {variant: pipeline_outputs(p, images, copies[0][1]) for variant, p in pipelines.items()}
         both = {variant: {key: np.concatenate([clean[variant][key]] * draws + [outputs[variant][key]])
                           for key in ("scores", "occlusion_score")} for variant in pipelines}
         record |= calibrate_occlusion(np.concatenate([copied_labels, copied_labels]),
